@@ -1,0 +1,112 @@
+// kiln/train/main.hpp: the dedicated trainer's main(): recipe defaults, command-line overrides, the run, what the
+// model learned (held-out loss, sampled continuations).
+#pragma once
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <map>
+
+#include "kiln/backend/blas.hpp"
+#include "kiln/plan/print.hpp"
+#include "kiln/recipe.hpp"
+#include "kiln/train/trainer.hpp"
+
+namespace kiln {
+
+// Binds every run-time field of TrainConfig to a command-line option (the recipe's value is the default).
+inline void add_train_options(CLI::App& app, TrainConfig& c) {
+  static const std::map<std::string, Schedule> schedules = {
+      {"constant", Schedule::constant}, {"cosine", Schedule::cosine}, {"linear", Schedule::linear}, {"wsd", Schedule::wsd}};
+  app.add_option("--lr", c.lr, "peak learning rate")->capture_default_str();
+  app.add_option("--min-lr", c.min_lr, "learning rate at the end of the decay")->capture_default_str();
+  app.add_option("--warmup", c.warmup, "linear warmup steps")->capture_default_str();
+  app.add_option("--steps", c.steps, "optimizer steps")->capture_default_str();
+  app.add_option("--schedule", c.schedule, "constant | cosine | linear | wsd")
+      ->transform(CLI::CheckedTransformer(schedules, CLI::ignore_case))
+      ->default_str(schedule_name(c.schedule));
+  app.add_option("--decay-fraction", c.decay_fraction, "WSD: share of steps spent decaying")->capture_default_str();
+  app.add_option("--beta1", c.beta1, "AdamW beta1")->capture_default_str();
+  app.add_option("--beta2", c.beta2, "AdamW beta2")->capture_default_str();
+  app.add_option("--adam-eps", c.adam_eps, "AdamW epsilon")->capture_default_str();
+  app.add_option("--weight-decay", c.weight_decay, "decoupled weight decay")->capture_default_str();
+  app.add_option("--no-decay", c.no_decay, "regexes of parameter names without weight decay")->capture_default_str();
+  app.add_option("--clip", c.clip, "global gradient-norm clip (0: off)")->capture_default_str();
+  app.add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step")->capture_default_str();
+  app.add_option("--init-std", c.init_std, "std of the normal initialisation")->capture_default_str();
+  app.add_option("--seed", c.seed, "seed of initialisation and data order")->capture_default_str();
+  app.add_option("--data", c.data, "text file or directory (fortune format: documents separated by % lines)")
+      ->capture_default_str();
+  app.add_option("--val-every", c.val_every, "hold out every n-th document")->capture_default_str();
+  app.add_option("--log-every", c.log_every, "console line every n steps")->capture_default_str();
+  app.add_option("--eval-every", c.eval_every, "held-out loss every n steps (0: at the end)")->capture_default_str();
+  app.add_option("--eval-batches", c.eval_batches, "micro-batches in a held-out evaluation")->capture_default_str();
+  app.add_option("--threads", c.threads, "threads (0: all cores)")->capture_default_str();
+  app.add_option("--prompt", c.prompts, "prompts to continue after training (repeatable)");
+  app.add_option("--sample-tokens", c.sample_tokens, "tokens to sample per prompt")->capture_default_str();
+  app.add_option("--temperature", c.temperature, "sampling temperature (0: greedy)")->capture_default_str();
+}
+
+template <RecipeType Recipe>
+int train_main(int argc, char** argv, const char* name) {
+  const BlasInfo blas = select_blas_kernels(argv);
+  using M = typename Recipe::model;
+  using S = typename Recipe::stage;
+  TrainConfig c = Recipe::defaults();
+  CLI::App app{std::string("Kiln trainer for recipe ") + name + " (CPU backend, fp32)"};
+  add_train_options(app, c);
+  bool show_plan = false;
+  app.add_flag("--plan", show_plan, "print the static plan and exit");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (show_plan) {
+      plan::print_plan<Recipe>(std::cout, name);
+      return 0;
+    }
+    if (c.threads > 0) {
+      omp_set_num_threads(c.threads);
+      openblas_set_num_threads(c.threads);
+    }
+    if (c.log_every <= 0) c.log_every = 1;
+    using P = plan::ParamPlan<M>;
+    std::printf("kiln: recipe %s | %s parameters | %d layers, hidden %d, %d/%d heads, vocab %d | micro-batch %d x %d\n",
+                name, plan::with_commas(P::parameters).c_str(), M::layers, M::hidden, M::heads, M::kv_heads, M::vocab,
+                S::micro_batch, S::seq_len);
+    std::printf("kiln: %d threads | BLAS %s | kernels %s (%s) | memory %s\n", omp_get_max_threads(),
+                blas.config.c_str(), blas.core.c_str(), blas.how.c_str(),
+                plan::human_bytes(double(plan::MemoryPlan<Recipe>::total_cpu)).c_str());
+    const data::Corpus corpus = data::load_fortunes(c.data, c.val_every);
+    std::printf("kiln: data %s | %zu files | %zu train documents (%.2f MB), %zu held out (%.2f MB) | byte tokens\n",
+                c.data.c_str(), corpus.files, corpus.train.size(), corpus.train_bytes / 1e6, corpus.val.size(),
+                corpus.val_bytes / 1e6);
+    const double tokens = double(c.steps) * S::micro_batch * S::seq_len * c.grad_accum;
+    std::printf("kiln: %ld steps x %d tokens = %.2fM tokens (%.2f epochs) | lr %.2e %s, warmup %ld\n", c.steps,
+                S::micro_batch * S::seq_len * c.grad_accum, tokens / 1e6,
+                tokens / double(corpus.train_bytes + corpus.train.size()), c.lr, schedule_name(c.schedule), c.warmup);
+    Trainer<Recipe> trainer(c, corpus);
+    const double before = trainer.evaluate();
+    std::printf("kiln: held-out loss before training %.4f (ln(vocab) = %.4f)\n", before, std::log(double(M::vocab)));
+    trainer.run();
+    const double after = trainer.evaluate();
+    std::printf("\nkiln: held-out loss %.4f nats/token = %.3f bits/byte (from %.4f before training: %.0f%% lower)\n",
+                after, after / std::log(2.0), before, 100.0 * (1.0 - after / before));
+    if (!c.prompts.empty()) std::printf("\nWhat it learned: continuations (temperature %.2f)\n", c.temperature);
+    for (size_t i = 0; i < c.prompts.size(); ++i) {
+      auto out = sample<M, S::seq_len>(trainer.params(), data::ByteTokenizer::encode(c.prompts[i]), c.sample_tokens,
+                                       c.temperature, c.seed + i, data::ByteTokenizer::end_of_document);
+      std::printf("---\n\033[1m%s\033[0m%s\n", c.prompts[i].c_str(), data::ByteTokenizer::decode(out).c_str());
+    }
+    return 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace kiln

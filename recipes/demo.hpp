@@ -1,0 +1,36 @@
+// recipes/demo.hpp: the default recipe `tools/kiln demo` trains on a CPU: a small SmolLM3-shaped model
+// (GQA 4 heads / 2 KV heads, NoPE on every 4th layer, tied embeddings, intra-document attention, SwiGLU,
+// RMSNorm) on the fortunes corpus, byte-level tokens (vocab 257 used, padded to 320).
+#pragma once
+#include "kiln/recipe.hpp"
+
+namespace recipes {
+
+struct demo {
+  using model = kiln::Decoder<
+      kiln::Embedding<kiln::vocab<320>, kiln::hidden<192>, kiln::tied<true>>,
+      kiln::layers<8>,
+      kiln::Attention<kiln::heads<4>, kiln::kv_heads<2>, kiln::RNoPE<4, 10000.0>>,
+      kiln::SwiGLU<kiln::ffn<512>>,
+      kiln::RMSNorm<1e-6>>;
+  using stage = kiln::Stage<kiln::micro_batch<8>, kiln::seq_len<256>>;
+
+  static kiln::TrainConfig defaults() {
+    kiln::TrainConfig c;
+    c.lr = 2e-3;
+    c.min_lr = 1e-4;
+    c.schedule = kiln::Schedule::cosine;
+    c.warmup = 50;
+    c.steps = 600;
+    c.weight_decay = 0.1;
+    c.no_decay = {"embed_tokens", "norm"};
+    c.clip = 1.0;
+    c.data = "/usr/share/games/fortunes";
+    c.log_every = 20;
+    c.eval_every = 200;
+    c.prompts = {"The meaning of life is", "Q: How many programmers does it take", "A computer", "Love is"};
+    return c;
+  }
+};
+
+}  // namespace recipes
