@@ -1,0 +1,82 @@
+// kernels/rope.hpp: rotary position embedding, HF rotate_half convention, in place.
+//
+// For each head of HD values and pair (i, i + HD/2), i < HD/2, angle a = pos * theta^(-2i/HD):
+// forward:   out_i        = x_i        cos a - x_{i+HD/2} sin a
+//            out_{i+HD/2} = x_{i+HD/2} cos a + x_i        sin a
+// backward:  the transpose, i.e. the rotation by -a applied to the gradient:
+//            dx_i         = g_i        cos a + g_{i+HD/2} sin a
+//            dx_{i+HD/2}  = g_{i+HD/2} cos a - g_i        sin a
+// Tensors: x (R, row_stride) with NHEADS consecutive heads (R, NHEADS, HD) at its start; pos (R) position ids.
+// cos/sin come from a table (max_pos, HD/2) computed in double and rounded once; nothing is saved.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "kiln/core/error.hpp"
+
+namespace kiln::kernels {
+
+template <class T, int HD>
+struct RopeTable {  // cos/sin for positions [0, max_pos), computed in double then cast
+  static_assert(HD % 2 == 0, "rope: head_dim must be even (dimension i pairs with i + HD/2)");
+  static constexpr int kHalf = HD / 2;
+  RopeTable(int max_pos, double theta) : max_pos(max_pos), cos(size_t(max_pos) * kHalf), sin(size_t(max_pos) * kHalf) {
+    KILN_CHECK(max_pos > 0, "rope: the table needs max_pos > 0, got ", max_pos);
+    KILN_CHECK(theta > 0, "rope: theta must be positive, got ", theta);
+    for (int p = 0; p < max_pos; ++p)
+      for (int i = 0; i < kHalf; ++i) {
+        const double inv_freq = std::pow(theta, -2.0 * i / HD);  // theta^(-2i/HD)
+        const double a = double(p) * inv_freq;
+        cos[size_t(p) * kHalf + i] = T(std::cos(a));
+        sin[size_t(p) * kHalf + i] = T(std::sin(a));
+      }
+  }
+  int max_pos;
+  std::vector<T> cos, sin;  // (max_pos, HD/2)
+};
+
+namespace detail {
+template <int HD>
+inline void check_positions(const int32_t* pos, int R, int max_pos) {
+  for (int r = 0; r < R; ++r)
+    KILN_CHECK(pos[r] >= 0 && pos[r] < max_pos, "rope: position ", pos[r], " at row ", r,
+               " is outside the table [0, ", max_pos, "); build the RopeTable with a larger max_pos");
+}
+
+// sign = +1: forward rotation by a; sign = -1: rotation by -a (backward).
+template <class T, int NHEADS, int HD, int Sign>
+inline void rope_apply(T* x, int row_stride, const int32_t* pos, int R, const RopeTable<T, HD>& table) {
+  static_assert(HD % 2 == 0, "rope: head_dim must be even (dimension i pairs with i + HD/2)");
+  static_assert(NHEADS > 0, "rope: NHEADS must be positive");
+  constexpr int half = HD / 2;
+  check_positions<HD>(pos, R, table.max_pos);
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < R; ++r) {
+    const T* __restrict c = table.cos.data() + size_t(pos[r]) * half;
+    const T* __restrict s = table.sin.data() + size_t(pos[r]) * half;
+    for (int h = 0; h < NHEADS; ++h) {
+      T* __restrict lo = x + size_t(r) * row_stride + h * HD;
+      T* __restrict hi = lo + half;
+      for (int i = 0; i < half; ++i) {
+        const T a = lo[i], b = hi[i];
+        const T sn = Sign > 0 ? s[i] : -s[i];
+        lo[i] = a * c[i] - b * sn;
+        hi[i] = b * c[i] + a * sn;
+      }
+    }
+  }
+}
+}  // namespace detail
+
+template <class T, int NHEADS, int HD>
+void rope_forward(T* x, int row_stride, const int32_t* pos, int R, const RopeTable<T, HD>& table) {
+  detail::rope_apply<T, NHEADS, HD, +1>(x, row_stride, pos, R, table);
+}
+
+template <class T, int NHEADS, int HD>
+void rope_backward(T* dx, int row_stride, const int32_t* pos, int R, const RopeTable<T, HD>& table) {
+  detail::rope_apply<T, NHEADS, HD, -1>(dx, row_stride, pos, R, table);
+}
+
+}  // namespace kiln::kernels

@@ -1,0 +1,435 @@
+// tests/test_ops.cpp: every CPU kernel registered with the conformance checker (finite-difference gradients in
+// double, float-vs-double agreement, bitwise repeatability), plus the op-specific tests: AdamW against a
+// hand-computed example, sum_squares, the LM head's logits and eval paths, and a test that the checker itself fails
+// on a wrong gradient.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <numeric>
+
+#include "kernels/adamw.hpp"
+#include "kernels/attention.hpp"
+#include "kernels/cross_entropy.hpp"
+#include "kernels/embedding.hpp"
+#include "kernels/gemm.hpp"
+#include "kernels/rmsnorm.hpp"
+#include "kernels/rope.hpp"
+#include "kernels/swiglu.hpp"
+#include "tests/conformance.hpp"
+
+namespace kk = kiln::kernels;
+using kiln::testing::Grad;
+using kiln::testing::Tensors;
+
+namespace {
+
+template <class T>
+std::vector<T> zeros(size_t n) {
+  return std::vector<T>(n, T(0));
+}
+
+// ---- linear: y(R,Out) = x W^T --------------------------------------------------------------------------------
+template <bool AccumulateDx>
+struct LinearOp {
+  static constexpr int R = 5, In = 4, Out = 3;
+  static constexpr const char* name = AccumulateDx ? "linear (dx accumulated)" : "linear";
+  static std::vector<size_t> input_sizes() { return {R * In, Out * In}; }
+  static std::vector<Grad> grads() { return {AccumulateDx ? Grad::Accumulate : Grad::Overwrite, Grad::Accumulate}; }
+  static size_t output_size() { return R * Out; }
+  template <class T>
+  static void forward(const Tensors<T>& in, std::vector<T>& out) {
+    kk::linear_forward<T>(in[0].data(), in[1].data(), out.data(), R, In, Out);
+  }
+  template <class T>
+  static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
+    kk::linear_backward<T>(in[0].data(), in[1].data(), dout.data(), din[0].data(), din[1].data(), R, In, Out,
+                           AccumulateDx);
+  }
+};
+KILN_REGISTER_OP(LinearOp<false>);
+KILN_REGISTER_OP(LinearOp<true>);
+
+// ---- embedding, with repeated token ids ------------------------------------------------------------------------
+struct EmbeddingOp {
+  static constexpr int V = 7, H = 5, R = 9;
+  static constexpr int32_t tokens[R] = {3, 1, 3, 0, 6, 3, 1, 2, 3};
+  static constexpr const char* name = "embedding";
+  static std::vector<size_t> input_sizes() { return {V * H}; }
+  static std::vector<Grad> grads() { return {Grad::Accumulate}; }
+  static size_t output_size() { return R * H; }
+  template <class T>
+  static void forward(const Tensors<T>& in, std::vector<T>& out) {
+    kk::embedding_forward<T, H>(tokens, R, in[0].data(), out.data());
+  }
+  template <class T>
+  static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
+    kk::embedding_backward<T, H>(tokens, R, dout.data(), din[0].data());
+  }
+};
+KILN_REGISTER_OP(EmbeddingOp);
+
+// ---- rmsnorm (dx and dw accumulate) ----------------------------------------------------------------------------
+struct RmsNormOp {
+  static constexpr int R = 4, D = 16;
+  static constexpr const char* name = "rmsnorm";
+  static std::vector<size_t> input_sizes() { return {R * D, D}; }
+  static std::vector<Grad> grads() { return {Grad::Accumulate, Grad::Accumulate}; }
+  static size_t output_size() { return R * D; }
+  template <class T>
+  static void forward(const Tensors<T>& in, std::vector<T>& out) {
+    std::vector<T> rstd(R);
+    kk::rmsnorm_forward<T, D>(in[0].data(), in[1].data(), out.data(), rstd.data(), R, T(1e-5));
+  }
+  template <class T>
+  static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
+    std::vector<T> y(R * D), rstd(R);
+    kk::rmsnorm_forward<T, D>(in[0].data(), in[1].data(), y.data(), rstd.data(), R, T(1e-5));
+    kk::rmsnorm_backward<T, D>(in[0].data(), in[1].data(), rstd.data(), dout.data(), din[0].data(), din[1].data(), R);
+  }
+};
+KILN_REGISTER_OP(RmsNormOp);
+
+// ---- rmsnorm strided: one head of a packed qkv row (QK-norm), dx overwritten ----------------------------------
+struct RmsNormStridedOp {
+  static constexpr int R = 5, HD = 8, XS = 3 * HD, YS = 4 * HD, DYS = 2 * HD + 3, DXS = HD + 5, OFF = HD;
+  static constexpr const char* name = "rmsnorm_strided (qk-norm)";
+  static std::vector<size_t> input_sizes() { return {R * HD, HD}; }
+  static std::vector<Grad> grads() { return {Grad::Overwrite, Grad::Accumulate}; }
+  static size_t output_size() { return R * HD; }
+  template <class T>
+  static std::vector<T> spread(const std::vector<T>& compact, int stride, T fill) {  // (R, HD) -> rows `stride` apart
+    std::vector<T> s(size_t(R) * stride + OFF, fill);
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < HD; ++j) s[size_t(r) * stride + OFF + j] = compact[size_t(r) * HD + j];
+    return s;
+  }
+  template <class T>
+  static void gather(const std::vector<T>& s, int stride, std::vector<T>& compact) {
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < HD; ++j) compact[size_t(r) * HD + j] = s[size_t(r) * stride + OFF + j];
+  }
+  template <class T>
+  static void fwd(const Tensors<T>& in, std::vector<T>& y, std::vector<T>& rstd) {
+    std::vector<T> x = spread(in[0], XS, T(1e3));
+    y.assign(size_t(R) * YS + OFF, T(7));
+    kk::rmsnorm_forward_strided<T, HD>(x.data() + OFF, XS, in[1].data(), y.data() + OFF, YS, rstd.data(), R, T(1e-6));
+  }
+  template <class T>
+  static void forward(const Tensors<T>& in, std::vector<T>& out) {
+    std::vector<T> y, rstd(R);
+    fwd(in, y, rstd);
+    gather(y, YS, out);
+  }
+  template <class T>
+  static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
+    std::vector<T> y, rstd(R);
+    fwd(in, y, rstd);
+    std::vector<T> x = spread(in[0], XS, T(1e3)), dy = spread(dout, DYS, T(-5)), dx = spread(din[0], DXS, T(9));
+    kk::rmsnorm_backward_strided<T, HD>(x.data() + OFF, XS, in[1].data(), rstd.data(), dy.data() + OFF, DYS,
+                                        dx.data() + OFF, DXS, din[1].data(), R, false);
+    gather(dx, DXS, din[0]);
+  }
+};
+KILN_REGISTER_OP(RmsNormStridedOp);
+
+// ---- rope on strided rows, positions restarting (packed documents) -------------------------------------------
+struct RopeOp {
+  static constexpr int R = 7, NHEADS = 3, HD = 8, STRIDE = NHEADS * HD + 5;
+  static constexpr int32_t pos[R] = {0, 1, 2, 0, 1, 5, 7};
+  static constexpr const char* name = "rope";
+  static std::vector<size_t> input_sizes() { return {R * NHEADS * HD}; }
+  static std::vector<Grad> grads() { return {Grad::Overwrite}; }
+  static size_t output_size() { return R * NHEADS * HD; }
+  template <class T>
+  static const kk::RopeTable<T, HD>& table() {
+    static const kk::RopeTable<T, HD> t(8, 50.0);
+    return t;
+  }
+  template <class T>
+  static void run(const std::vector<T>& src, std::vector<T>& dst, bool back) {
+    std::vector<T> buf(size_t(R) * STRIDE, T(3));
+    for (int r = 0; r < R; ++r)
+      for (int k = 0; k < NHEADS * HD; ++k) buf[size_t(r) * STRIDE + k] = src[size_t(r) * NHEADS * HD + k];
+    if (back)
+      kk::rope_backward<T, NHEADS, HD>(buf.data(), STRIDE, pos, R, table<T>());
+    else
+      kk::rope_forward<T, NHEADS, HD>(buf.data(), STRIDE, pos, R, table<T>());
+    for (int r = 0; r < R; ++r) {
+      for (int k = 0; k < NHEADS * HD; ++k) dst[size_t(r) * NHEADS * HD + k] = buf[size_t(r) * STRIDE + k];
+      for (int k = NHEADS * HD; k < STRIDE; ++k) REQUIRE(buf[size_t(r) * STRIDE + k] == T(3));  // gaps untouched
+    }
+  }
+  template <class T>
+  static void forward(const Tensors<T>& in, std::vector<T>& out) {
+    run(in[0], out, false);
+  }
+  template <class T>
+  static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
+    run(dout, din[0], true);
+  }
+};
+KILN_REGISTER_OP(RopeOp);
+
+// ---- attention: B=2, T=9, GQA 4/2, several documents per row --------------------------------------------------
+struct AttentionOp {
+  static constexpr int B = 2, Tn = 9, NH = 4, NKV = 2, HD = 8, C = (NH + 2 * NKV) * HD;
+  static constexpr int32_t doc_start[B * Tn] = {0, 0, 0, 0, 4, 4, 4, 7, 7,   //
+                                                0, 1, 1, 3, 3, 3, 3, 3, 8};
+  static constexpr const char* name = "attention";
+  static std::vector<size_t> input_sizes() { return {B * Tn * C}; }
+  static std::vector<Grad> grads() { return {Grad::Overwrite}; }
+  static size_t output_size() { return B * Tn * NH * HD; }
+  static void init(Tensors<double>& in, uint64_t seed) { kiln::testing::fill_uniform(in[0], seed, 7, -2, 2); }
+  template <class T>
+  static T scale() {
+    return T(1) / std::sqrt(T(HD));
+  }
+  template <class T>
+  static void forward(const Tensors<T>& in, std::vector<T>& out) {
+    std::vector<T> lse(B * NH * Tn);
+    kk::attention_forward<T, NH, NKV, HD>(in[0].data(), doc_start, out.data(), lse.data(), B, Tn, scale<T>());
+  }
+  template <class T>
+  static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
+    std::vector<T> out(output_size()), lse(B * NH * Tn);
+    kk::attention_forward<T, NH, NKV, HD>(in[0].data(), doc_start, out.data(), lse.data(), B, Tn, scale<T>());
+    kk::attention_backward<T, NH, NKV, HD>(in[0].data(), doc_start, out.data(), lse.data(), dout.data(), din[0].data(),
+                                           B, Tn, scale<T>());
+  }
+};
+KILN_REGISTER_OP(AttentionOp);
+
+// ---- swiglu ----------------------------------------------------------------------------------------------------
+struct SwiGluOp {
+  static constexpr int R = 3, F = 5;
+  static constexpr const char* name = "swiglu";
+  static std::vector<size_t> input_sizes() { return {R * 2 * F}; }
+  static std::vector<Grad> grads() { return {Grad::Overwrite}; }
+  static size_t output_size() { return R * F; }
+  static void init(Tensors<double>& in, uint64_t seed) { kiln::testing::fill_uniform(in[0], seed, 9, -3, 3); }
+  template <class T>
+  static void forward(const Tensors<T>& in, std::vector<T>& out) {
+    kk::swiglu_forward<T, F>(in[0].data(), out.data(), R);
+  }
+  template <class T>
+  static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
+    kk::swiglu_backward<T, F>(in[0].data(), dout.data(), din[0].data(), R);
+  }
+};
+KILN_REGISTER_OP(SwiGluOp);
+
+// ---- LM head + cross-entropy + z-loss, chunked (chunk 3 < R 7), some targets ignored ---------------------------
+struct LmHeadCeOp {
+  static constexpr int V = 11, H = 6, R = 7, kChunk = 3;
+  static constexpr int32_t targets[R] = {3, -1, 10, 0, -1, 5, 3};
+  static constexpr double z_coef = 1e-2;
+  static constexpr const char* name = "lm_head_cross_entropy";
+  static std::vector<size_t> input_sizes() { return {R * H, V * H}; }
+  static std::vector<Grad> grads() { return {Grad::Overwrite, Grad::Accumulate}; }
+  static size_t output_size() { return 1; }
+  static void init(Tensors<double>& in, uint64_t seed) {
+    kiln::testing::fill_uniform(in[0], seed, 11, -2, 2);
+    kiln::testing::fill_uniform(in[1], seed, 12, -1, 1);
+  }
+  template <class T>
+  static void forward(const Tensors<T>& in, std::vector<T>& out) {
+    std::vector<T> scratch(kChunk * V);
+    out[0] = T(kk::lm_head_cross_entropy<T, V, H>(in[0].data(), in[1].data(), targets, R, T(z_coef), T(0), nullptr,
+                                                  nullptr, scratch.data(), kChunk));
+  }
+  template <class T>
+  static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
+    std::vector<T> scratch(kChunk * V);
+    kk::lm_head_cross_entropy<T, V, H>(in[0].data(), in[1].data(), targets, R, T(z_coef), dout[0], din[0].data(),
+                                       din[1].data(), scratch.data(), kChunk);
+  }
+};
+KILN_REGISTER_OP(LmHeadCeOp);
+
+}  // namespace
+
+TEST_CASE("conformance: finite-difference gradients of every registered op") {
+  const auto& ops = kiln::testing::op_registry();
+  REQUIRE(ops.size() >= 9);
+  for (const auto& op : ops) {
+    SUBCASE(op.name.c_str()) {
+      for (uint64_t seed : {1, 2}) {
+        const auto rep = kiln::testing::check_gradients(op, seed);
+        INFO(rep.message);
+        CHECK(rep.ok);
+      }
+    }
+  }
+}
+
+TEST_CASE("conformance: float agrees with double and repeats bitwise, for every registered op") {
+  for (const auto& op : kiln::testing::op_registry()) {
+    SUBCASE(op.name.c_str()) {
+      const auto rep = kiln::testing::check_float_agreement(op, 3);
+      INFO(rep.message);
+      CHECK(rep.ok);
+    }
+  }
+}
+
+namespace {
+// A linear op whose dW is wrong by 0.1% in one element, and one whose dx accumulates instead of overwriting.
+struct BrokenLinearOp : LinearOp<false> {
+  static constexpr const char* name = "broken linear";
+  template <class T>
+  static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
+    T before = din[1][5];
+    LinearOp<false>::backward(in, dout, din);
+    din[1][5] += T(1e-3) * (din[1][5] - before);
+  }
+};
+struct AccumulatingLinearOp : LinearOp<false> {
+  static constexpr const char* name = "linear that accumulates dx";
+  template <class T>
+  static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
+    kk::linear_backward<T>(in[0].data(), in[1].data(), dout.data(), din[0].data(), din[1].data(), R, In, Out, true);
+  }
+};
+template <class Op>
+kiln::testing::OpCase unregistered_case() {
+  auto& reg = kiln::testing::op_registry();
+  kiln::testing::register_op<Op>();
+  kiln::testing::OpCase c = reg.back();
+  reg.pop_back();
+  return c;
+}
+}  // namespace
+
+TEST_CASE("conformance: the checker catches a wrong gradient") {
+  const auto rep = kiln::testing::check_gradients(unregistered_case<BrokenLinearOp>());
+  INFO(rep.message);
+  CHECK_FALSE(rep.ok);
+  CHECK(rep.message.find("input 1 element 5") != std::string::npos);
+  const auto rep2 = kiln::testing::check_gradients(unregistered_case<AccumulatingLinearOp>());
+  CHECK_FALSE(rep2.ok);
+  CHECK(kiln::testing::check_gradients(unregistered_case<LinearOp<false>>()).ok);
+}
+
+TEST_CASE("lm_head_cross_entropy: logits_out, eval path, loss value, bad target") {
+  constexpr int V = 11, H = 6, R = 5;
+  std::vector<double> x(R * H), W(V * H);
+  kiln::testing::fill_uniform(x, 5, 1);
+  kiln::testing::fill_uniform(W, 5, 2);
+  const int32_t targets[R] = {2, -1, 0, 10, 4};
+  std::vector<double> logits(R * V), ref(R * V), scratch(2 * V);
+  kk::linear_forward<double>(x.data(), W.data(), ref.data(), R, H, V);
+  const double z = 1e-2;
+  const double loss = kk::lm_head_cross_entropy<double, V, H>(x.data(), W.data(), targets, R, z, 0.0, nullptr, nullptr,
+                                                              scratch.data(), 2, logits.data());
+  double expect = 0;
+  for (int r = 0; r < R; ++r) {
+    double s = 0;
+    for (int j = 0; j < V; ++j) {
+      CHECK(logits[r * V + j] == doctest::Approx(ref[r * V + j]).epsilon(1e-12));
+      s += std::exp(ref[r * V + j]);
+    }
+    if (targets[r] >= 0) expect += std::log(s) - ref[r * V + targets[r]] + z * std::log(s) * std::log(s);
+  }
+  CHECK(loss == doctest::Approx(expect).epsilon(1e-12));
+  // no targets at all: loss 0, logits still written
+  std::vector<double> logits2(R * V, 0.0);
+  CHECK(kk::lm_head_cross_entropy<double, V, H>(x.data(), W.data(), nullptr, R, z, 0.0, nullptr, nullptr,
+                                                scratch.data(), 2, logits2.data()) == 0.0);
+  CHECK(logits2 == logits);
+  const int32_t bad[R] = {2, 11, 0, 1, 1};
+  CHECK_THROWS_AS((kk::lm_head_cross_entropy<double, V, H>(x.data(), W.data(), bad, R, z, 0.0, nullptr, nullptr,
+                                                           scratch.data(), 2)),
+                  kiln::Error);
+}
+
+TEST_CASE("rope: position outside the table throws; position 0 is the identity") {
+  kk::RopeTable<double, 4> t(3, 10000.0);
+  std::vector<double> x = {1, 2, 3, 4, 5, 6, 7, 8};
+  const int32_t p0[2] = {0, 0}, bad[2] = {0, 3};
+  auto y = x;
+  kk::rope_forward<double, 1, 4>(y.data(), 4, p0, 2, t);
+  CHECK(y == x);
+  CHECK_THROWS_AS((kk::rope_forward<double, 1, 4>(y.data(), 4, bad, 2, t)), kiln::Error);
+  // HF rotate_half at position 1, HD 4: inv_freq = {1, 1/100}
+  const int32_t p1[1] = {1};
+  std::vector<double> z = {1, 2, 3, 4};
+  kk::rope_forward<double, 1, 4>(z.data(), 4, p1, 1, t);
+  CHECK(z[0] == doctest::Approx(1 * std::cos(1.0) - 3 * std::sin(1.0)));
+  CHECK(z[2] == doctest::Approx(3 * std::cos(1.0) + 1 * std::sin(1.0)));
+  CHECK(z[1] == doctest::Approx(2 * std::cos(0.01) - 4 * std::sin(0.01)));
+  CHECK(z[3] == doctest::Approx(4 * std::cos(0.01) + 2 * std::sin(0.01)));
+}
+
+TEST_CASE("adamw: two steps against a hand computation") {
+  // p0 = 1, grads 0.5 then -0.25 (before grad_scale 2), lr 0.1, b1 0.9, b2 0.99, eps 1e-8, wd 0.01
+  const double lr = 0.1, b1 = 0.9, b2 = 0.99, eps = 1e-8, wd = 0.01, gs = 2.0;
+  double p = 1, m = 0, v = 0;
+  const double grads[2] = {0.5, -0.25};
+  double hp = 1, hm = 0, hv = 0;
+  for (int t = 1; t <= 2; ++t) {
+    kk::adamw_update<double>(&p, &grads[t - 1], &m, &v, 1, lr, b1, b2, eps, wd, t, gs);
+    const double g = grads[t - 1] * gs;
+    hm = b1 * hm + (1 - b1) * g;
+    hv = b2 * hv + (1 - b2) * g * g;
+    const double mhat = hm / (1 - std::pow(b1, t)), vhat = hv / (1 - std::pow(b2, t));
+    hp -= lr * (mhat / (std::sqrt(vhat) + eps) + wd * hp);
+  }
+  // by hand: step 1: g=1, m=.1, v=.01, mhat=1, vhat=1 -> p = 1 - .1*(1 + .01) = 0.899
+  // step 2: g=-.5, m=.09-.05=.04, v=.0099+.0025=.0124, mhat=.04/.19, vhat=.0124/.0199
+  const double p1 = 1 - 0.1 * (1 / (1 + 1e-8) + 0.01);
+  const double mhat2 = 0.04 / 0.19, vhat2 = 0.0124 / 0.0199;
+  const double p2 = p1 - 0.1 * (mhat2 / (std::sqrt(vhat2) + 1e-8) + 0.01 * p1);
+  CHECK(p == doctest::Approx(p2).epsilon(1e-12));
+  CHECK(hp == doctest::Approx(p2).epsilon(1e-12));
+  CHECK(m == doctest::Approx(0.04).epsilon(1e-12));
+  CHECK(v == doctest::Approx(0.0124).epsilon(1e-12));
+  // float path on many elements matches the double one
+  const size_t n = 1000;
+  std::vector<float> pf(n), gf(n), mf(n, 0.f), vf(n, 0.f);
+  std::vector<double> pd(n), gd(n), md(n, 0.0), vd(n, 0.0);
+  for (size_t i = 0; i < n; ++i) {
+    pf[i] = float(kiln::uniform01(9, 1, i) - 0.5);
+    gf[i] = float(kiln::uniform01(9, 2, i) - 0.5);
+    pd[i] = pf[i];
+    gd[i] = gf[i];
+  }
+  for (long t = 1; t <= 3; ++t) {
+    kk::adamw_update<float>(pf.data(), gf.data(), mf.data(), vf.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, t, 0.5);
+    kk::adamw_update<double>(pd.data(), gd.data(), md.data(), vd.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, t, 0.5);
+  }
+  for (size_t i = 0; i < n; ++i) REQUIRE(std::abs(double(pf[i]) - pd[i]) < 1e-6);
+}
+
+TEST_CASE("sum_squares: exact on integers, deterministic, every length") {
+  for (size_t n : {size_t(0), size_t(1), size_t(7), size_t(9), size_t(100000)}) {
+    std::vector<float> x(n);
+    double expect = 0;
+    for (size_t i = 0; i < n; ++i) {
+      x[i] = float(int(i % 13) - 6);
+      expect += double(x[i]) * x[i];
+    }
+    CHECK(kk::sum_squares(x.data(), n) == expect);
+  }
+  std::vector<float> y(200001);
+  for (size_t i = 0; i < y.size(); ++i) y[i] = float(kiln::uniform01(3, 0, i));
+  const double a = kk::sum_squares(y.data(), y.size()), b = kk::sum_squares(y.data(), y.size());
+  CHECK(std::memcmp(&a, &b, sizeof a) == 0);
+  double ref = 0;
+  for (float v : y) ref += double(v) * v;
+  CHECK(a == doctest::Approx(ref).epsilon(1e-12));
+}
+
+TEST_CASE("embedding_backward: bitwise independent of the thread count") {
+  constexpr int V = 5, H = 200, R = 64;
+  std::vector<int32_t> tok(R);
+  for (int r = 0; r < R; ++r) tok[r] = (r * 7) % V;
+  std::vector<float> dout(R * H);
+  for (size_t i = 0; i < dout.size(); ++i) dout[i] = float(kiln::uniform01(4, 0, i));
+  std::vector<float> a(V * H, 0.f), b(V * H, 0.f);
+  kk::embedding_backward<float, H>(tok.data(), R, dout.data(), a.data());
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  kk::embedding_backward<float, H>(tok.data(), R, dout.data(), b.data());
+  omp_set_num_threads(saved);
+  CHECK(a == b);
+}
