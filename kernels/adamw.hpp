@@ -28,7 +28,7 @@ void adamw_update(T* p, const T* g, T* m, T* v, size_t n, double lr, double b1, 
   const T inv_bc2 = T(1.0 / (1.0 - std::pow(b2, double(step))));  // 1 / (1 - b2^t)
   const T tlr = T(lr), teps = T(eps), twd = T(wd);
   const std::ptrdiff_t N = std::ptrdiff_t(n);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (std::ptrdiff_t i = 0; i < N; ++i) {
     const T gi = g[i] * gs;
     const T mi = tb1 * m[i] + c1 * gi;

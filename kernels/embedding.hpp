@@ -33,6 +33,7 @@ void embedding_backward(const int32_t* tokens, int R, const T* dout /*(R,H)*/, T
     for (int r = 0; r < R; ++r) {
       T* __restrict d = dE + size_t(tokens[r]) * H + c0;
       const T* __restrict s = dout + size_t(r) * H + c0;
+#pragma omp simd
       for (int c = 0; c < n; ++c) d[c] += s[c];
     }
   }

@@ -27,6 +27,7 @@ void rmsnorm_forward_strided(const T* x, int x_stride, const T* w, T* y, int y_s
     T* __restrict yr = y + size_t(r) * y_stride;
     const T rs = T(1) / std::sqrt(detail::dot<T, D>(xr, xr) / T(D) + eps);
     rstd[r] = rs;
+#pragma omp simd
     for (int j = 0; j < D; ++j) yr[j] = xr[j] * rs * w[j];
   }
 }
@@ -50,17 +51,22 @@ void rmsnorm_backward_strided(const T* x, int x_stride, const T* w, const T* rst
       T* __restrict dxr = dx + size_t(r) * dx_stride;
       const T rs = rstd[r];
       T g[D];
+#pragma omp simd
       for (int j = 0; j < D; ++j) g[j] = dyr[j] * w[j];
       const T c = rs * rs * rs / T(D) * detail::dot<T, D>(g, xr);
       if (accumulate_dx)
+#pragma omp simd
         for (int j = 0; j < D; ++j) dxr[j] += rs * g[j] - c * xr[j];
       else
+#pragma omp simd
         for (int j = 0; j < D; ++j) dxr[j] = rs * g[j] - c * xr[j];
+#pragma omp simd
       for (int j = 0; j < D; ++j) pw[j] += dyr[j] * xr[j] * rs;
     }
   }
   for (int t = 0; t < team; ++t) {  // fixed thread order
     const T* __restrict pw = partial.data() + size_t(t) * D;
+#pragma omp simd
     for (int j = 0; j < D; ++j) dw[j] += pw[j];
   }
 }

@@ -58,6 +58,7 @@ inline void rope_apply(T* x, int row_stride, const int32_t* pos, int R, const Ro
     for (int h = 0; h < NHEADS; ++h) {
       T* __restrict lo = x + size_t(r) * row_stride + h * HD;
       T* __restrict hi = lo + half;
+#pragma omp simd
       for (int i = 0; i < half; ++i) {
         const T a = lo[i], b = hi[i];
         const T sn = Sign > 0 ? s[i] : -s[i];

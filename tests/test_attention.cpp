@@ -1,0 +1,196 @@
+// tests/test_attention.cpp: algebraic laws of the attention kernel (STYLE.md §7):
+//  - document masking on a packed row equals attention run on each document alone (forward, lse, backward);
+//  - GQA equals MHA with each kv head repeated for its group (dk, dv of a shared head = the sum over the copies);
+//  - a naive reference with the explicit (T, T) masked softmax, forward and backward;
+//  - doc_start outside [0, i] is rejected; a timing line at the benchmark shape.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+#include "kernels/attention.hpp"
+#include "kiln/core/rng.hpp"
+
+namespace kk = kiln::kernels;
+
+namespace {
+
+std::vector<double> random_vec(size_t n, uint64_t stream, double lo = -2, double hi = 2) {
+  std::vector<double> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = lo + (hi - lo) * kiln::uniform01(42, stream, i);
+  return v;
+}
+
+template <int NH, int NKV, int HD>
+struct Run {  // forward and backward of one configuration, in double
+  static constexpr int C = (NH + 2 * NKV) * HD;
+  std::vector<double> out, lse, dqkv;
+  Run(const std::vector<double>& qkv, const std::vector<int32_t>& ds, const std::vector<double>& dout, int B, int T) {
+    const double scale = 1.0 / std::sqrt(double(HD));
+    out.assign(size_t(B) * T * NH * HD, 0.0);
+    lse.assign(size_t(B) * NH * T, 0.0);
+    dqkv.assign(size_t(B) * T * C, 123.0);  // must be overwritten everywhere
+    kk::attention_forward<double, NH, NKV, HD>(qkv.data(), ds.data(), out.data(), lse.data(), B, T, scale);
+    kk::attention_backward<double, NH, NKV, HD>(qkv.data(), ds.data(), out.data(), lse.data(), dout.data(),
+                                                dqkv.data(), B, T, scale);
+  }
+};
+
+constexpr double kTol = 1e-12;
+
+}  // namespace
+
+TEST_CASE("attention: a packed row with documents equals each document run alone") {
+  constexpr int NH = 4, NKV = 2, HD = 8, C = (NH + 2 * NKV) * HD, T = 12;
+  const int docs[][2] = {{0, 5}, {5, 9}, {9, 12}};  // [begin, end)
+  std::vector<int32_t> ds(T);
+  for (auto& d : docs)
+    for (int i = d[0]; i < d[1]; ++i) ds[i] = d[0];
+  const auto qkv = random_vec(size_t(T) * C, 1);
+  const auto dout = random_vec(size_t(T) * NH * HD, 2);
+  Run<NH, NKV, HD> packed(qkv, ds, dout, 1, T);
+  for (auto& d : docs) {
+    const int n = d[1] - d[0];
+    std::vector<double> q(qkv.begin() + size_t(d[0]) * C, qkv.begin() + size_t(d[1]) * C);
+    std::vector<double> g(dout.begin() + size_t(d[0]) * NH * HD, dout.begin() + size_t(d[1]) * NH * HD);
+    Run<NH, NKV, HD> alone(q, std::vector<int32_t>(n, 0), g, 1, n);
+    for (int i = 0; i < n; ++i) {
+      for (int k = 0; k < NH * HD; ++k)
+        CHECK(alone.out[size_t(i) * NH * HD + k] == doctest::Approx(packed.out[size_t(d[0] + i) * NH * HD + k]).epsilon(kTol));
+      for (int h = 0; h < NH; ++h)
+        CHECK(alone.lse[size_t(h) * n + i] == doctest::Approx(packed.lse[size_t(h) * T + d[0] + i]).epsilon(kTol));
+      for (int k = 0; k < C; ++k)
+        CHECK(alone.dqkv[size_t(i) * C + k] == doctest::Approx(packed.dqkv[size_t(d[0] + i) * C + k]).epsilon(kTol));
+    }
+  }
+}
+
+TEST_CASE("attention: GQA equals MHA with the kv heads repeated") {
+  constexpr int B = 2, T = 7, NH = 4, NKV = 2, HD = 8, G = NH / NKV;
+  constexpr int Cg = (NH + 2 * NKV) * HD, Cm = 3 * NH * HD;
+  const std::vector<int32_t> ds = {0, 0, 0, 3, 3, 3, 3, 0, 1, 1, 1, 1, 5, 5};
+  const auto qkv = random_vec(size_t(B) * T * Cg, 3);
+  const auto dout = random_vec(size_t(B) * T * NH * HD, 4);
+  std::vector<double> rep(size_t(B) * T * Cm);  // [q | k repeated | v repeated]
+  for (int r = 0; r < B * T; ++r) {
+    const double* src = qkv.data() + size_t(r) * Cg;
+    double* dst = rep.data() + size_t(r) * Cm;
+    for (int k = 0; k < NH * HD; ++k) dst[k] = src[k];
+    for (int h = 0; h < NH; ++h)
+      for (int c = 0; c < HD; ++c) {
+        dst[NH * HD + h * HD + c] = src[NH * HD + (h / G) * HD + c];
+        dst[2 * NH * HD + h * HD + c] = src[(NH + NKV) * HD + (h / G) * HD + c];
+      }
+  }
+  Run<NH, NKV, HD> gqa(qkv, ds, dout, B, T);
+  Run<NH, NH, HD> mha(rep, ds, dout, B, T);
+  for (size_t k = 0; k < gqa.out.size(); ++k) CHECK(gqa.out[k] == doctest::Approx(mha.out[k]).epsilon(kTol));
+  for (size_t k = 0; k < gqa.lse.size(); ++k) CHECK(gqa.lse[k] == doctest::Approx(mha.lse[k]).epsilon(kTol));
+  for (int r = 0; r < B * T; ++r) {
+    const double* dg = gqa.dqkv.data() + size_t(r) * Cg;
+    const double* dm = mha.dqkv.data() + size_t(r) * Cm;
+    for (int k = 0; k < NH * HD; ++k) CHECK(dg[k] == doctest::Approx(dm[k]).epsilon(kTol));
+    for (int g = 0; g < NKV; ++g)
+      for (int c = 0; c < HD; ++c) {
+        double sk = 0, sv = 0;
+        for (int h = g * G; h < (g + 1) * G; ++h) {
+          sk += dm[NH * HD + h * HD + c];
+          sv += dm[2 * NH * HD + h * HD + c];
+        }
+        CHECK(dg[NH * HD + g * HD + c] == doctest::Approx(sk).epsilon(kTol));
+        CHECK(dg[(NH + NKV) * HD + g * HD + c] == doctest::Approx(sv).epsilon(kTol));
+      }
+  }
+}
+
+TEST_CASE("attention: naive reference with the explicit (T, T) masked softmax") {
+  constexpr int T = 6, NH = 2, NKV = 1, HD = 4, C = (NH + 2 * NKV) * HD;
+  const std::vector<int32_t> ds = {0, 0, 2, 2, 2, 5};
+  const auto qkv = random_vec(size_t(T) * C, 5);
+  const auto dout = random_vec(size_t(T) * NH * HD, 6);
+  Run<NH, NKV, HD> run(qkv, ds, dout, 1, T);
+  const double scale = 1.0 / std::sqrt(double(HD));
+  std::vector<double> dq(T * NH * HD, 0.0), dk(T * HD, 0.0), dv(T * HD, 0.0);
+  auto Q = [&](int i, int h, int c) { return qkv[size_t(i) * C + h * HD + c]; };
+  auto K = [&](int j, int c) { return qkv[size_t(j) * C + NH * HD + c]; };
+  auto Vv = [&](int j, int c) { return qkv[size_t(j) * C + (NH + NKV) * HD + c]; };
+  for (int h = 0; h < NH; ++h) {
+    double P[T][T] = {}, O[T][HD] = {}, dP[T][T] = {};
+    for (int i = 0; i < T; ++i) {
+      double S[T], mx = -1e300, sum = 0;
+      for (int j = 0; j < T; ++j) {
+        const bool allowed = ds[i] <= j && j <= i;
+        S[j] = -INFINITY;
+        if (allowed) {
+          S[j] = 0;
+          for (int c = 0; c < HD; ++c) S[j] += Q(i, h, c) * K(j, c);
+          S[j] *= scale;
+          mx = std::max(mx, S[j]);
+        }
+      }
+      for (int j = 0; j < T; ++j) sum += std::exp(S[j] - mx);
+      for (int j = 0; j < T; ++j) P[i][j] = std::exp(S[j] - mx) / sum;
+      CHECK(run.lse[size_t(h) * T + i] == doctest::Approx(mx + std::log(sum)).epsilon(kTol));
+      for (int c = 0; c < HD; ++c) {
+        for (int j = 0; j < T; ++j) O[i][c] += P[i][j] * Vv(j, c);
+        CHECK(run.out[size_t(i) * NH * HD + h * HD + c] == doctest::Approx(O[i][c]).epsilon(kTol));
+      }
+    }
+    // backward: dP = dO V^T, dS = P (dP - rowsum(dO o O)), dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO
+    for (int i = 0; i < T; ++i) {
+      const double* dO = dout.data() + size_t(i) * NH * HD + h * HD;
+      double Di = 0;
+      for (int c = 0; c < HD; ++c) Di += dO[c] * O[i][c];
+      for (int j = 0; j < T; ++j) {
+        for (int c = 0; c < HD; ++c) dP[i][j] += dO[c] * Vv(j, c);
+        const double dS = P[i][j] * (dP[i][j] - Di);
+        for (int c = 0; c < HD; ++c) {
+          dq[size_t(i) * NH * HD + h * HD + c] += scale * dS * K(j, c);
+          dk[size_t(j) * HD + c] += scale * dS * Q(i, h, c);
+          dv[size_t(j) * HD + c] += P[i][j] * dO[c];
+        }
+      }
+    }
+  }
+  for (int i = 0; i < T; ++i) {
+    for (int k = 0; k < NH * HD; ++k) CHECK(run.dqkv[size_t(i) * C + k] == doctest::Approx(dq[size_t(i) * NH * HD + k]).epsilon(1e-10));
+    for (int c = 0; c < HD; ++c) {
+      CHECK(run.dqkv[size_t(i) * C + NH * HD + c] == doctest::Approx(dk[size_t(i) * HD + c]).epsilon(1e-10));
+      CHECK(run.dqkv[size_t(i) * C + (NH + NKV) * HD + c] == doctest::Approx(dv[size_t(i) * HD + c]).epsilon(1e-10));
+    }
+  }
+}
+
+TEST_CASE("attention: doc_start outside [0, i] is rejected") {
+  constexpr int T = 3, C = 3 * 4;
+  std::vector<float> qkv(T * C, 0.f), out(T * 4), lse(T);
+  const std::vector<int32_t> bad = {0, 2, 0};
+  CHECK_THROWS_AS((kk::attention_forward<float, 1, 1, 4>(qkv.data(), bad.data(), out.data(), lse.data(), 1, T, 0.5f)),
+                  kiln::Error);
+}
+
+TEST_CASE("attention: timing at the benchmark shape (B=4, T=512, NH=8, NKV=2, HD=64, one document per row)") {
+  constexpr int B = 4, T = 512, NH = 8, NKV = 2, HD = 64, C = (NH + 2 * NKV) * HD;
+  std::vector<float> qkv(size_t(B) * T * C), out(size_t(B) * T * NH * HD), lse(size_t(B) * NH * T),
+      dout(out.size()), dqkv(qkv.size());
+  for (size_t i = 0; i < qkv.size(); ++i) qkv[i] = float(kiln::uniform01(7, 0, i) - 0.5);
+  for (size_t i = 0; i < dout.size(); ++i) dout[i] = float(kiln::uniform01(7, 1, i) - 0.5);
+  std::vector<int32_t> ds(size_t(B) * T, 0);
+  const float scale = 1.0f / std::sqrt(float(HD));
+  using clock = std::chrono::steady_clock;
+  auto t0 = clock::now();
+  kk::attention_forward<float, NH, NKV, HD>(qkv.data(), ds.data(), out.data(), lse.data(), B, T, scale);
+  auto t1 = clock::now();
+  kk::attention_backward<float, NH, NKV, HD>(qkv.data(), ds.data(), out.data(), lse.data(), dout.data(), dqkv.data(),
+                                             B, T, scale);
+  auto t2 = clock::now();
+  const double f = std::chrono::duration<double, std::milli>(t1 - t0).count();
+  const double b = std::chrono::duration<double, std::milli>(t2 - t1).count();
+  const double flops = 4.0 * B * NH * (T * (T + 1) / 2.0) * HD;  // forward: QK^T and PV
+  MESSAGE("attention forward " << f << " ms (" << flops / f / 1e6 << " GFLOP/s), backward " << b << " ms ("
+                               << 2.5 * flops / b / 1e6 << " GFLOP/s)");
+  size_t bad = 0;
+  for (float v : dqkv) bad += !std::isfinite(v);
+  CHECK(bad == 0);
+}
