@@ -81,8 +81,9 @@ class CpuModel {
   // Logits (R, V) of every position (for tests and sampling; fine for small R).
   void forward_logits(const float* params, const Batch& b, float* logits) {
     forward_layers(params, b);
-    const int32_t* no_targets = b.targets;
-    kernels::lm_head_cross_entropy<float, V, H>(at(Acts::kXnF), params + Params::table.lm_head, no_targets, R,
+    kernels::rmsnorm_forward<float, H>(at(Acts::kXOut), params + Params::table.final_norm, at(Acts::kXnF),
+                                       at(Acts::kRstdF), R, eps);
+    kernels::lm_head_cross_entropy<float, V, H>(at(Acts::kXnF), params + Params::table.lm_head, b.targets, R,
                                                 float(M::z_loss), 0.f, nullptr, nullptr, at(Acts::kLoss),
                                                 Acts::loss_chunk, logits);
   }

@@ -103,7 +103,9 @@ inline Corpus load_fortunes(const std::string& path, int val_every) {
 
 // Where a packer is in its stream: a small value a checkpoint can hold.
 struct PackerState {
-  uint64_t epoch = 0, doc = 0, offset = 0;
+  uint64_t epoch = 0, doc = 0, offset = 0;  // next token: document `doc` of epoch `epoch`'s order, at `offset`
+  int32_t carry = 0;                        // the previous row's last target, which starts the next row
+  bool has_carry = false;
 };
 
 // An endless stream of rows over a document set, reshuffled each epoch (or kept in order for evaluation).
@@ -123,8 +125,8 @@ class Packer {
     std::vector<int32_t> row(size_t(T) + 1);
     for (int b = 0; b < B; ++b) {
       for (int i = 0; i <= T; ++i) row[i] = next_token();
-      unread_ = row[T];  // the last target is the next row's first input
-      has_unread_ = true;
+      st_.carry = row[T];  // the last target is the next row's first input
+      st_.has_carry = true;
       int32_t* tk = tokens + size_t(b) * T;
       int32_t* tg = targets + size_t(b) * T;
       int32_t* ps = positions + size_t(b) * T;
@@ -142,9 +144,9 @@ class Packer {
 
  private:
   int32_t next_token() {
-    if (has_unread_) {
-      has_unread_ = false;
-      return unread_;
+    if (st_.has_carry) {
+      st_.has_carry = false;
+      return st_.carry;
     }
     const auto& d = (*docs_)[order_[st_.doc]];
     int32_t t = st_.offset < d.size() ? d[st_.offset] : ByteTokenizer::end_of_document;
@@ -171,8 +173,6 @@ class Packer {
   bool shuffle_;
   std::vector<uint32_t> order_;
   PackerState st_;
-  int32_t unread_ = 0;
-  bool has_unread_ = false;
 };
 
 }  // namespace kiln::data

@@ -69,8 +69,9 @@ struct ActivationPlan {
   static constexpr int B = S::micro_batch, T = S::seq_len, L = M::layers;
   static constexpr size_t R = size_t(B) * T;  // rows: tokens in a micro-batch
   static constexpr size_t H = M::hidden, F = M::ffn, QKV = M::qkv_dim, Q = M::q_dim;
-  // Rows of the LM head + loss handled at once: bounds the (chunk, V) logits tile.
-  static constexpr int loss_chunk = int(std::min<size_t>(R, std::max<size_t>(16, (size_t(1) << 20) / size_t(M::vocab))));
+  // Rows of the LM head + loss handled at once: the (chunk, V) logits tile is bounded to ~64 MiB, and chunks stay
+  // large because each chunk's dW product reads and writes all of dW (at least 64 rows).
+  static constexpr int loss_chunk = int(std::min<size_t>(R, std::max<size_t>(64, (size_t(1) << 24) / size_t(M::vocab))));
 
   static constexpr SlabOffsets slab = [] {
     SlabOffsets s{};

@@ -155,7 +155,7 @@ std::vector<int32_t> sample(const float* params, std::vector<int32_t> ctx, int n
   using Gen = backend::CpuModel<M, Stage<micro_batch<1>, seq_len<T>>>;
   auto gen = std::make_unique<Gen>();
   std::vector<int32_t> tok(T), tgt(T, -1), pos(T), start(T, 0), out;
-  std::vector<float> logits(size_t(T) * M::vocab);
+  std::vector<float> logits(static_cast<size_t>(T) * M::vocab);
   Rng rng(seed);
   for (int k = 0; k < n; ++k) {
     const int len = int(std::min<size_t>(ctx.size(), T));

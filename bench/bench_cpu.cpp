@@ -1,0 +1,92 @@
+// bench/bench_cpu.cpp: the CPU training step against the machine's own BLAS ceiling, measured in the same run.
+//   sgemm/<M>x<K>x<N>     OpenBLAS on the step's dominant GEMM shapes: the practical peak of this machine
+//   step/<recipe>         forward + backward + AdamW of one micro-batch: tokens/s and GFLOP/s
+//                         (FLOPs = the plan's training FLOPs per token x tokens, causal upper bound)
+// Run: tools/kiln bench   (or build/bench/kiln_bench --benchmark_filter=...)
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <cstdio>
+#include <vector>
+
+#include "../recipes/demo.hpp"
+#include "kernels/gemm.hpp"
+#include "kiln/backend/blas.hpp"
+#include "kiln/backend/cpu.hpp"
+#include "kiln/plan/flops.hpp"
+#include "kiln/train/optimizer.hpp"
+
+using namespace kiln;
+
+namespace {
+
+// The model of the PyTorch comparison: SmolLM3-style, vocab 8192, d 512, 8 layers, 8 / 2 heads,
+// ffn 1536, T 512, B 4 (tuned PyTorch 1.13 reached about 120 GFLOP/s on 2 cores of the reference machine).
+struct ref_model {
+  using model = Decoder<Embedding<vocab<8192>, hidden<512>, tied<true>>, layers<8>,
+                        Attention<heads<8>, kv_heads<2>, RNoPE<4, 10000.0>>, SwiGLU<ffn<1536>>, RMSNorm<1e-6>>;
+  using stage = Stage<micro_batch<4>, seq_len<512>>;
+};
+
+void sgemm(benchmark::State& state) {
+  const int M = int(state.range(0)), K = int(state.range(1)), N = int(state.range(2));
+  std::vector<float> a(size_t(M) * K, 0.5f), b(size_t(K) * N, 0.25f), c(size_t(M) * N);
+  for (auto _ : state) {
+    kernels::gemm<float>(false, true, M, N, K, 1.f, a.data(), K, b.data(), K, 0.f, c.data(), N);
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * M * N * K * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+// (rows = B*T, in, out) of the largest GEMMs: the reference model's gate/up projection, and the demo's.
+BENCHMARK(sgemm)->Args({2048, 512, 1536})->Args({2048, 512, 3072})->Args({2048, 192, 1024})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+template <class R>
+void step(benchmark::State& state) {
+  using M = typename R::model;
+  using S = typename R::stage;
+  constexpr int B = S::micro_batch, T = S::seq_len;
+  using P = plan::ParamPlan<M>;
+  Buffer<float> params(P::table.total), grads(P::table.total);
+  init_parameters<M>(params.data(), 0.02, 1);
+  TrainConfig c;
+  AdamW<M> opt(c);
+  auto model = std::make_unique<backend::CpuModel<M, S>>();
+  std::vector<int32_t> tok(size_t(B) * T), tgt(tok.size()), pos(tok.size()), start(tok.size());
+  Rng rng(1);
+  for (size_t i = 0; i < tok.size(); ++i) {
+    tok[i] = int32_t(rng.below(M::vocab));
+    tgt[i] = int32_t(rng.below(M::vocab));
+    const int t = int(i % T);
+    start[i] = t / 128 * 128;  // documents of 128 tokens: document masking is on, as in training
+    pos[i] = t - start[i];
+  }
+  const backend::Batch batch{tok.data(), tgt.data(), pos.data(), start.data()};
+  long s = 0;
+  for (auto _ : state) {
+    grads.zero();
+    benchmark::DoNotOptimize(model->forward_backward(params.data(), grads.data(), batch, 1.0f / float(B * T)));
+    opt.step(params.data(), grads.data(), c, 1e-4);
+    ++s;
+  }
+  const double tokens = double(B) * T;
+  state.counters["tokens/s"] = benchmark::Counter(tokens, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(tokens * plan::Flops<M, S>::train_per_token * 1e-9,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(step<recipes::demo>)->Name("step/demo")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3);
+BENCHMARK(step<ref_model>)->Name("step/ref_model")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const BlasInfo blas = select_blas_kernels(argv);
+  std::printf("kiln bench: %d threads, BLAS %s, kernels %s (%s)\n", omp_get_max_threads(), blas.config.c_str(),
+              blas.core.c_str(), blas.how.c_str());
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
