@@ -2,6 +2,7 @@
 // model learned (held-out loss, sampled continuations).
 #pragma once
 #include <omp.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cmath>
@@ -100,7 +101,9 @@ int train_main(int argc, char** argv, const char* name) {
     for (size_t i = 0; i < c.prompts.size(); ++i) {
       auto out = sample<M, S::seq_len>(trainer.params(), data::ByteTokenizer::encode(c.prompts[i]), c.sample_tokens,
                                        c.temperature, c.seed + i, data::ByteTokenizer::end_of_document);
-      std::printf("---\n\033[1m%s\033[0m%s\n", c.prompts[i].c_str(), data::ByteTokenizer::decode(out).c_str());
+      const bool tty = isatty(fileno(stdout));  // the prompt in bold on a terminal, plain in logs
+      std::printf("---\n%s%s%s%s\n", tty ? "\033[1m" : "", c.prompts[i].c_str(), tty ? "\033[0m" : "",
+                  data::ByteTokenizer::decode(out).c_str());
     }
     return 0;
   } catch (const Error& e) {
