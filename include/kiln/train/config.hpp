@@ -36,6 +36,7 @@ struct TrainConfig {
   std::vector<std::string> prompts = {};
   int sample_tokens = 120;
   double temperature = 0.8;
+  double top_p = 0.95;
 };
 
 inline const char* schedule_name(Schedule s) {

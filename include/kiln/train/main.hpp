@@ -11,6 +11,7 @@
 #include <map>
 
 #include "kiln/backend/blas.hpp"
+#include "kiln/eval/generate.hpp"
 #include "kiln/plan/print.hpp"
 #include "kiln/recipe.hpp"
 #include "kiln/train/trainer.hpp"
@@ -48,6 +49,8 @@ inline void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--prompt", c.prompts, "prompts to continue after training (repeatable)");
   app.add_option("--sample-tokens", c.sample_tokens, "tokens to sample per prompt")->capture_default_str();
   app.add_option("--temperature", c.temperature, "sampling temperature (0: greedy)")->capture_default_str();
+  app.add_option("--top-p", c.top_p, "nucleus sampling: keep the most likely tokens up to this mass")
+      ->capture_default_str();
 }
 
 template <RecipeType Recipe>
@@ -97,10 +100,12 @@ int train_main(int argc, char** argv, const char* name) {
     const double after = trainer.evaluate();
     std::printf("\nkiln: held-out loss %.4f nats/token = %.3f bits/byte (from %.4f before training: %.0f%% lower)\n",
                 after, after / std::log(2.0), before, 100.0 * (1.0 - after / before));
-    if (!c.prompts.empty()) std::printf("\nWhat it learned: continuations (temperature %.2f)\n", c.temperature);
+    if (!c.prompts.empty())
+      std::printf("\nWhat it learned: continuations (temperature %.2f, top-p %.2f)\n", c.temperature, c.top_p);
     for (size_t i = 0; i < c.prompts.size(); ++i) {
-      auto out = sample<M, S::seq_len>(trainer.params(), data::ByteTokenizer::encode(c.prompts[i]), c.sample_tokens,
-                                       c.temperature, c.seed + i, data::ByteTokenizer::end_of_document);
+      const eval::SamplingConfig sc{c.temperature, c.top_p, c.seed + i};
+      auto out = eval::generate<M, S::seq_len>(trainer.params(), data::ByteTokenizer::encode(c.prompts[i]),
+                                               c.sample_tokens, sc, data::ByteTokenizer::end_of_document);
       const bool tty = isatty(fileno(stdout));  // the prompt in bold on a terminal, plain in logs
       std::printf("---\n%s%s%s%s\n", tty ? "\033[1m" : "", c.prompts[i].c_str(), tty ? "\033[0m" : "",
                   data::ByteTokenizer::decode(out).c_str());

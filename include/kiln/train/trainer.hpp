@@ -1,7 +1,8 @@
 // kiln/train/trainer.hpp: the training loop of one compiled recipe on the CPU backend.
 //   per step: grad = 0; for each of grad_accum micro-batches: forward + backward (gradients accumulate, each
 //   scaled by 1 / targets in the global batch); clip by global norm; AdamW with the schedule's learning rate.
-// Console: step, loss, lr, grad norm, tokens/s, GFLOP/s, ETA; held-out loss at eval points and at the end.
+// Console: step, loss, lr, grad norm, tokens/s, GFLOP/s (the work really done: document masking shortens the
+// attention), ETA; held-out loss at eval points and at the end.
 #pragma once
 #include <chrono>
 #include <cmath>
@@ -29,6 +30,12 @@ struct HostBatch {
   long count_targets() const {
     long n = 0;
     for (int32_t t : targets) n += t >= 0;
+    return n;
+  }
+  // Keys visible to all queries together (i - doc_start + 1 summed): the attention's real work.
+  double attention_context() const {
+    double n = 0;
+    for (size_t k = 0; k < doc_start.size(); ++k) n += double(k % T) - doc_start[k] + 1;
     return n;
   }
 };
@@ -75,13 +82,14 @@ class Trainer {
     const auto t0 = clock::now();
     auto last = t0;
     long tokens_since = 0;
-    const double flops_per_token = plan::Flops<M, S>::train_per_token;
+    double flops_since = 0;
     std::vector<HostBatch<B, T>> micro(size_t(c_.grad_accum));
     for (long s = 0; s < c_.steps; ++s) {
       long targets = 0;
       for (auto& mb : micro) {
         mb.fill(train_);
         targets += mb.count_targets();
+        flops_since += plan::Flops<M, S>::train_flops(double(B) * T, mb.attention_context());
       }
       grads_.zero();
       double loss_sum = 0;
@@ -102,13 +110,14 @@ class Trainer {
         const double eta = elapsed / double(s + 1) * double(c_.steps - s - 1);
         if (!quiet) {
           std::printf("step %6ld/%ld | loss %.4f | lr %.2e | grad norm %7.3f | %7.0f tok/s | %6.1f GFLOP/s | ETA %s\n",
-                      s + 1, c_.steps, loss, lr, st.grad_norm, tps, tps * flops_per_token * 1e-9,
+                      s + 1, c_.steps, loss, lr, st.grad_norm, tps, dt > 0 ? flops_since / dt * 1e-9 : 0.0,
                       format_duration(eta).c_str());
           std::fflush(stdout);
         }
         if (on_log) on_log({s + 1, loss, lr, st.grad_norm, tps});
         last = now;
         tokens_since = 0;
+        flops_since = 0;
       }
       if (c_.eval_every > 0 && (s + 1) % c_.eval_every == 0 && s + 1 < c_.steps) {
         const double v = evaluate();
@@ -146,43 +155,5 @@ class Trainer {
   data::Packer train_;
   std::vector<double> losses_;
 };
-
-// Continues a prompt by sampling with temperature (0 = greedy). The context is the last T tokens, run through a
-// micro-batch-1 instance of the same model (no KV cache yet: each new token recomputes the window).
-template <DecoderModel M, int T>
-std::vector<int32_t> sample(const float* params, std::vector<int32_t> ctx, int n, double temperature, uint64_t seed,
-                            int32_t stop_token = -1) {
-  using Gen = backend::CpuModel<M, Stage<micro_batch<1>, seq_len<T>>>;
-  auto gen = std::make_unique<Gen>();
-  std::vector<int32_t> tok(T), tgt(T, -1), pos(T), start(T, 0), out;
-  std::vector<float> logits(static_cast<size_t>(T) * M::vocab);
-  Rng rng(seed);
-  for (int k = 0; k < n; ++k) {
-    const int len = int(std::min<size_t>(ctx.size(), T));
-    KILN_CHECK(len > 0, "sample: the prompt is empty");
-    for (int i = 0; i < T; ++i) {
-      tok[i] = i < len ? ctx[ctx.size() - len + i] : 0;
-      pos[i] = i;
-    }
-    gen->forward_logits(params, {tok.data(), tgt.data(), pos.data(), start.data()}, logits.data());
-    const float* z = logits.data() + size_t(len - 1) * M::vocab;
-    int32_t next = 0;
-    if (temperature <= 0) {
-      for (int v = 1; v < M::vocab; ++v) if (z[v] > z[next]) next = v;
-    } else {
-      float mx = z[0];
-      for (int v = 1; v < M::vocab; ++v) mx = std::max(mx, z[v]);
-      std::vector<double> p(M::vocab);
-      double sum = 0;
-      for (int v = 0; v < M::vocab; ++v) sum += p[v] = std::exp((double(z[v]) - mx) / temperature);
-      double u = rng.uniform() * sum;
-      for (next = 0; next < M::vocab - 1 && (u -= p[next]) > 0; ++next) {}
-    }
-    if (next == stop_token) break;
-    ctx.push_back(next);
-    out.push_back(next);
-  }
-  return out;
-}
 
 }  // namespace kiln
