@@ -164,3 +164,41 @@ TEST_CASE("fortune files split into documents at % lines") {
   CHECK(docs[1] == "two\nlines");
   CHECK_THROWS_AS(data::load_fortunes("/nonexistent/corpus", 20), Error);
 }
+
+TEST_CASE("loss guard: non-finite and spiking steps are flagged, accepted ones form the window") {
+  GuardConfig g;
+  g.spike_zscore = 4, g.spike_window = 10, g.max_bad_steps = 2;
+  LossGuard guard(g);
+  for (int i = 0; i < 10; ++i) CHECK(guard.judge(2.0 + 0.01 * (i % 3), 1.0) == LossGuard::Verdict::ok);
+  CHECK(guard.judge(2.01, 1.0) == LossGuard::Verdict::ok);
+  CHECK(guard.judge(3.0, 1.0) == LossGuard::Verdict::spike);  // ~100 std above a flat window
+  CHECK_FALSE(guard.must_roll_back());
+  CHECK(guard.judge(NAN, 1.0) == LossGuard::Verdict::not_finite);
+  CHECK(guard.must_roll_back());
+  guard.clear_bad();
+  CHECK(guard.judge(2.0, INFINITY) == LossGuard::Verdict::not_finite);
+  CHECK(guard.judge(2.0, 1.0) == LossGuard::Verdict::ok);  // a good step resets the run of bad ones
+  CHECK(guard.bad_in_a_row() == 0);
+  LossGuard copy(g);
+  copy.restore(guard.state());
+  CHECK(copy.zscore(2.5) == guard.zscore(2.5));
+}
+
+TEST_CASE("a run whose loss turns NaN skips those steps, then stops with a clear error when it cannot roll back") {
+  const data::Corpus corpus = synthetic();
+  TrainConfig c = tiny::defaults();
+  c.steps = 10;
+  Trainer<tiny> t(c, corpus);
+  const long before = t.optimizer().updates();
+  t.params()[plan::ParamPlan<tiny::model>::table.final_norm] = NAN;  // poisons every logit
+  std::vector<bool> skipped;
+  try {
+    t.run(true, [&](const auto& log) { skipped.push_back(log.skipped); });
+    FAIL("the run went on past repeated NaN losses");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("3 bad steps in a row up to step 3 and no checkpoint to roll back to") !=
+          std::string::npos);
+  }
+  CHECK(t.optimizer().updates() == before);  // no update was applied
+  CHECK(t.step() == 3);
+}

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "kiln/train/guards.hpp"
+
 namespace kiln {
 
 enum class Schedule { constant, cosine, linear, wsd };
@@ -25,6 +27,7 @@ struct TrainConfig {
   int grad_accum = 1;           // micro-batches per optimizer step
   double init_std = 0.02;       // normal init of matrices and embeddings; norms start at 1
   uint64_t seed = 1234;
+  GuardConfig guard;            // NaN / Inf and loss-spike detection
   // data
   std::string data = "/usr/share/games/fortunes";
   int val_every = 20;           // every n-th document (by content hash) is held out

@@ -37,6 +37,10 @@ inline void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--no-decay", c.no_decay, "regexes of parameter names without weight decay")->capture_default_str();
   app.add_option("--clip", c.clip, "global gradient-norm clip (0: off)")->capture_default_str();
   app.add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step")->capture_default_str();
+  app.add_option("--spike-zscore", c.guard.spike_zscore, "skip a step whose loss is this many std above the window (0: off)")
+      ->capture_default_str();
+  app.add_option("--spike-window", c.guard.spike_window, "steps in the loss-spike window")->capture_default_str();
+  app.add_option("--max-bad-steps", c.guard.max_bad_steps, "bad steps in a row before rolling back")->capture_default_str();
   app.add_option("--init-std", c.init_std, "std of the normal initialisation")->capture_default_str();
   app.add_option("--seed", c.seed, "seed of initialisation and data order")->capture_default_str();
   app.add_option("--data", c.data, "text file or directory (fortune format: documents separated by % lines)")

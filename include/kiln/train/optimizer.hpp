@@ -42,11 +42,14 @@ class AdamW {
     }
   }
 
-  // One update. Gradients are the mean over the global batch; clip <= 0 disables clipping.
-  StepStats step(float* params, const float* grads, const TrainConfig& c, double lr) {
+  // Global L2 norm of the gradients (before clipping), deterministic.
+  static double grad_norm(const float* grads) { return std::sqrt(kernels::sum_squares(grads, Params::table.total)); }
+
+  // One update with the mean gradient over the global batch; the clip (c.clip <= 0: off) is folded into the update.
+  StepStats step(float* params, const float* grads, const TrainConfig& c, double lr, double norm) {
+    KILN_CHECK(std::isfinite(norm), "AdamW: the gradient norm is not finite at update ", t_ + 1,
+               " (the trainer's guard skips such steps; lower --lr or check the data)");
     ++t_;
-    const double norm = std::sqrt(kernels::sum_squares(grads, Params::table.total));
-    KILN_CHECK(std::isfinite(norm), "gradient norm is not finite at step ", t_, " (lower --lr or check the data)");
     const double scale = (c.clip > 0 && norm > c.clip) ? c.clip / norm : 1.0;
     for (int i = 0; i < Params::count; ++i) {
       const auto& e = Params::table.entries[i];
@@ -55,6 +58,16 @@ class AdamW {
     }
     return {norm, lr};
   }
+  StepStats step(float* params, const float* grads, const TrainConfig& c, double lr) {
+    return step(params, grads, c, lr, grad_norm(grads));
+  }
+
+  // State for checkpoints: the moments (same layout as the parameters) and the update count.
+  float* m() { return m_.data(); }
+  float* v() { return v_.data(); }
+  const float* m() const { return m_.data(); }
+  const float* v() const { return v_.data(); }
+  long& updates() { return t_; }
 
   bool decays(int i) const { return decay_[i]; }
   long steps_taken() const { return t_; }

@@ -1,6 +1,7 @@
 // kiln/train/trainer.hpp: the training loop of one compiled recipe on the CPU backend.
 //   per step: grad = 0; for each of grad_accum micro-batches: forward + backward (gradients accumulate, each
-//   scaled by 1 / targets in the global batch); clip by global norm; AdamW with the schedule's learning rate.
+//   scaled by 1 / targets in the global batch); the guard judges loss and gradient norm (a bad step is skipped,
+//   repeated bad steps roll back, guards.hpp); clip by global norm; AdamW with the schedule's learning rate.
 // Console: step, loss, lr, grad norm, tokens/s, GFLOP/s (the work really done: document masking shortens the
 // attention), ETA; held-out loss at eval points and at the end.
 #pragma once
@@ -15,6 +16,7 @@
 #include "kiln/core/rng.hpp"
 #include "kiln/data/bytes.hpp"
 #include "kiln/plan/flops.hpp"
+#include "kiln/train/guards.hpp"
 #include "kiln/train/optimizer.hpp"
 #include "kiln/train/schedule.hpp"
 
@@ -60,6 +62,7 @@ class Trainer {
   struct Log {
     long step;
     double loss, lr, grad_norm, tokens_per_s;
+    bool skipped;
   };
 
   Trainer(const TrainConfig& c, const data::Corpus& corpus)
@@ -68,6 +71,7 @@ class Trainer {
         params_(Params::table.total),
         grads_(Params::table.total),
         opt_(c),
+        guard_(c.guard),
         model_(std::make_unique<Model>()),
         train_(&corpus.train, c.seed, true) {
     KILN_CHECK(c.steps > 0, "--steps must be positive, got ", c.steps);
@@ -76,15 +80,23 @@ class Trainer {
     init_parameters<M>(params_.data(), c.init_std, c.seed);
   }
 
-  // Runs all steps; `on_log` sees every logged step (tests use it), `quiet` silences the console.
-  void run(bool quiet = false, const std::function<void(const Log&)>& on_log = {}) {
+  // Called after every step with the step number (1-based); returns true when the trainer must stop (a stop
+  // signal). Checkpointing plugs in here; `rollback` restores the last checkpoint and returns false if none.
+  std::function<bool(long step)> after_step;
+  std::function<bool()> rollback;
+
+  // Runs the remaining steps; `on_log` sees every logged step (tests use it), `quiet` silences the console.
+  // Returns false when stopped early by after_step.
+  bool run(bool quiet = false, const std::function<void(const Log&)>& on_log = {}) {
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
+    const long first = step_;
     auto last = t0;
     long tokens_since = 0;
     double flops_since = 0;
     std::vector<HostBatch<B, T>> micro(size_t(c_.grad_accum));
-    for (long s = 0; s < c_.steps; ++s) {
+    while (step_ < c_.steps) {
+      const long s = step_;
       long targets = 0;
       for (auto& mb : micro) {
         mb.fill(train_);
@@ -96,35 +108,58 @@ class Trainer {
       const float scale = targets ? 1.0f / float(targets) : 0.0f;
       for (auto& mb : micro) loss_sum += model_->forward_backward(params_.data(), grads_.data(), mb.view(), scale);
       const double loss = targets ? loss_sum / double(targets) : 0.0;
-      KILN_CHECK(std::isfinite(loss), "loss is not finite at step ", s + 1, " (lower --lr or check the data)");
+      const double norm = AdamW<M>::grad_norm(grads_.data());
       const double lr = learning_rate(c_, s);
-      const StepStats st = opt_.step(params_.data(), grads_.data(), c_, lr);
+      const double z = guard_.zscore(loss);
+      const auto verdict = guard_.judge(loss, norm);
+      const bool skipped = verdict != LossGuard::Verdict::ok;
+      if (!skipped) opt_.step(params_.data(), grads_.data(), c_, lr, norm);
       losses_.push_back(loss);
+      ++step_;
       tokens_since += long(B) * T * c_.grad_accum;
-      const bool log_now = (s + 1) % c_.log_every == 0 || s == 0 || s + 1 == c_.steps;
+      if (skipped && !quiet) {
+        if (verdict == LossGuard::Verdict::not_finite)
+          std::printf("step %6ld: loss %g, grad norm %g not finite: step skipped (%d bad in a row)\n", s + 1, loss, norm,
+                      guard_.bad_in_a_row());
+        else
+          std::printf("step %6ld: loss spike %.4f (z = %.1f over the last %d steps > %.1f): step skipped (%d bad in a row)\n",
+                      s + 1, loss, z, c_.guard.spike_window, c_.guard.spike_zscore, guard_.bad_in_a_row());
+      }
+      if (guard_.must_roll_back()) {
+        const int bad = guard_.bad_in_a_row();
+        KILN_CHECK(rollback && rollback(), bad, " bad steps in a row up to step ", s + 1,
+                   " and no checkpoint to roll back to: stopping (lower --lr, raise --spike-zscore, or check the data)");
+        guard_.clear_bad();
+        if (!quiet)
+          std::printf("step %6ld: %d bad steps in a row: rolled back to the checkpoint of step %ld; the data goes on "
+                      "from here, so the offending batches are not replayed\n", s + 1, bad, step_);
+      }
+      const bool log_now = (s + 1) % c_.log_every == 0 || s == first || s + 1 == c_.steps;
       if (log_now) {
         const auto now = clock::now();
         const double dt = std::chrono::duration<double>(now - last).count();
         const double tps = dt > 0 ? double(tokens_since) / dt : 0;
         const double elapsed = std::chrono::duration<double>(now - t0).count();
-        const double eta = elapsed / double(s + 1) * double(c_.steps - s - 1);
+        const double eta = elapsed / double(step_ - first) * double(c_.steps - step_);
         if (!quiet) {
           std::printf("step %6ld/%ld | loss %.4f | lr %.2e | grad norm %7.3f | %7.0f tok/s | %6.1f GFLOP/s | ETA %s\n",
-                      s + 1, c_.steps, loss, lr, st.grad_norm, tps, dt > 0 ? flops_since / dt * 1e-9 : 0.0,
+                      s + 1, c_.steps, loss, lr, norm, tps, dt > 0 ? flops_since / dt * 1e-9 : 0.0,
                       format_duration(eta).c_str());
           std::fflush(stdout);
         }
-        if (on_log) on_log({s + 1, loss, lr, st.grad_norm, tps});
+        if (on_log) on_log({s + 1, loss, lr, norm, tps, skipped});
         last = now;
         tokens_since = 0;
         flops_since = 0;
       }
-      if (c_.eval_every > 0 && (s + 1) % c_.eval_every == 0 && s + 1 < c_.steps) {
+      if (c_.eval_every > 0 && step_ % c_.eval_every == 0 && step_ < c_.steps) {
         const double v = evaluate();
-        if (!quiet) std::printf("  held-out loss %.4f at step %ld (train epoch %llu)\n", v, s + 1,
+        if (!quiet) std::printf("  held-out loss %.4f at step %ld (train epoch %llu)\n", v, step_,
                                 (unsigned long long)train_.epoch());
       }
+      if (after_step && after_step(step_)) return false;
     }
+    return true;
   }
 
   // Mean loss over the first eval_batches micro-batches of the held-out documents, in a fixed order.
@@ -144,16 +179,22 @@ class Trainer {
   const std::vector<double>& losses() const { return losses_; }
   const float* params() const { return params_.data(); }
   float* params() { return params_.data(); }
-  const data::Packer& packer() const { return train_; }
+  data::Packer& packer() { return train_; }
+  AdamW<M>& optimizer() { return opt_; }
+  LossGuard& guard() { return guard_; }
+  long& step() { return step_; }
+  const TrainConfig& config() const { return c_; }
 
  private:
   TrainConfig c_;
   const data::Corpus& corpus_;
   Buffer<float> params_, grads_;
   AdamW<M> opt_;
+  LossGuard guard_;
   std::unique_ptr<Model> model_;
   data::Packer train_;
-  std::vector<double> losses_;
+  std::vector<double> losses_;  // every step's loss, skipped ones included
+  long step_ = 0;               // steps done
 };
 
 }  // namespace kiln
