@@ -21,13 +21,13 @@ struct demo {
     c.min_lr = 1e-4;
     c.schedule = kiln::Schedule::cosine;
     c.warmup = 50;
-    c.steps = 1000;
+    c.steps = 1500;
     c.weight_decay = 0.1;
     c.no_decay = {"embed_tokens", "norm"};
     c.clip = 1.0;
     c.data = "/usr/share/games/fortunes";
     c.log_every = 20;
-    c.eval_every = 250;
+    c.eval_every = 500;
     c.prompts = {"The meaning of life is", "Q: How many programmers does it take", "A computer", "Love is"};
     return c;
   }
