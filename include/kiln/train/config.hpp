@@ -36,6 +36,8 @@ struct TrainConfig {
   long eval_every = 0;          // 0: only at the end
   int eval_batches = 8;
   int threads = 0;              // 0: all cores
+  double peak_tflops = 0;       // the machine's peak, for MFU in the console (0: unknown, not shown)
+  std::string out;              // run directory (metrics.jsonl, tb/, checkpoints/); "" = runs/<recipe>
   std::vector<std::string> prompts = {};
   int sample_tokens = 120;
   double temperature = 0.8;

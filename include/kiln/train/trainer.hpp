@@ -5,6 +5,8 @@
 // Console: step, loss, lr, grad norm, tokens/s, GFLOP/s (the work really done: document masking shortens the
 // attention), ETA; held-out loss at eval points and at the end.
 #pragma once
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -41,6 +43,18 @@ struct HostBatch {
     return n;
   }
 };
+
+// Resident set size of this process, for the console line.
+inline std::string resident_memory() {
+  long pages = 0, resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  char b[32];
+  std::snprintf(b, sizeof b, "%.0f MiB", double(resident) * double(sysconf(_SC_PAGESIZE)) / 1048576.0);
+  return b;
+}
 
 inline std::string format_duration(double s) {
   char b[32];
@@ -84,6 +98,9 @@ class Trainer {
   // signal). Checkpointing plugs in here; `rollback` restores the last checkpoint and returns false if none.
   std::function<bool(long step)> after_step;
   std::function<bool()> rollback;
+  // Every step's record (metrics files), and every held-out evaluation.
+  std::function<void(const Log&)> on_step;
+  std::function<void(long step, double val_loss)> on_eval;
 
   // Runs the remaining steps; `on_log` sees every logged step (tests use it), `quiet` silences the console.
   // Returns false when stopped early by after_step.
@@ -134,6 +151,12 @@ class Trainer {
           std::printf("step %6ld: %d bad steps in a row: rolled back to the checkpoint of step %ld; the data goes on "
                       "from here, so the offending batches are not replayed\n", s + 1, bad, step_);
       }
+      const auto now_step = clock::now();
+      if (on_step) {
+        const double dt = std::chrono::duration<double>(now_step - last_step_time_).count();
+        on_step({s + 1, loss, lr, norm, dt > 0 ? double(B) * T * c_.grad_accum / dt : 0, skipped});
+      }
+      last_step_time_ = now_step;
       const bool log_now = (s + 1) % c_.log_every == 0 || s == first || s + 1 == c_.steps;
       if (log_now) {
         const auto now = clock::now();
@@ -142,8 +165,12 @@ class Trainer {
         const double elapsed = std::chrono::duration<double>(now - t0).count();
         const double eta = elapsed / double(step_ - first) * double(c_.steps - step_);
         if (!quiet) {
-          std::printf("step %6ld/%ld | loss %.4f | lr %.2e | grad norm %7.3f | %7.0f tok/s | %6.1f GFLOP/s | ETA %s\n",
-                      s + 1, c_.steps, loss, lr, norm, tps, dt > 0 ? flops_since / dt * 1e-9 : 0.0,
+          const double flops = dt > 0 ? flops_since / dt : 0.0;
+          char mfu[32] = "";
+          if (c_.peak_tflops > 0) std::snprintf(mfu, sizeof mfu, " | MFU %4.1f%%", 100.0 * flops / (c_.peak_tflops * 1e12));
+          std::printf("step %6ld/%ld | loss %.4f | lr %.2e | grad norm %7.3f | %7.0f tok/s | %6.1f GFLOP/s%s | "
+                      "mem %s | ETA %s\n",
+                      s + 1, c_.steps, loss, lr, norm, tps, flops * 1e-9, mfu, resident_memory().c_str(),
                       format_duration(eta).c_str());
           std::fflush(stdout);
         }
@@ -154,6 +181,7 @@ class Trainer {
       }
       if (c_.eval_every > 0 && step_ % c_.eval_every == 0 && step_ < c_.steps) {
         const double v = evaluate();
+        if (on_eval) on_eval(step_, v);
         if (!quiet) std::printf("  held-out loss %.4f at step %ld (train epoch %llu)\n", v, step_,
                                 (unsigned long long)train_.epoch());
       }
@@ -195,6 +223,7 @@ class Trainer {
   data::Packer train_;
   std::vector<double> losses_;  // every step's loss, skipped ones included
   long step_ = 0;               // steps done
+  std::chrono::steady_clock::time_point last_step_time_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace kiln

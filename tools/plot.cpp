@@ -1,0 +1,77 @@
+// tools/plot.cpp: `tools/kiln plot <run dir>` renders a run's loss, learning-rate and gradient-norm curves (and
+// held-out loss where evaluated) from <run>/metrics.jsonl into <run>/curves.png with gnuplot (Debian gnuplot-nox).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+int main(int argc, char** argv) {
+  CLI::App app{"Plot a Kiln run's metrics (loss, lr, grad norm, held-out loss) to PNG with gnuplot"};
+  std::string run, out;
+  app.add_option("run", run, "run directory holding metrics.jsonl")->required();
+  app.add_option("-o,--output", out, "PNG to write (default: <run>/curves.png)");
+  CLI11_PARSE(app, argc, argv);
+  namespace fs = std::filesystem;
+  const fs::path metrics = fs::path(run) / "metrics.jsonl";
+  if (out.empty()) out = (fs::path(run) / "curves.png").string();
+  std::ifstream in(metrics);
+  if (!in) {
+    std::cerr << "kiln plot: cannot read " << metrics << " (a run directory holds metrics.jsonl)\n";
+    return 1;
+  }
+  const fs::path train_dat = fs::path(out).replace_extension(".train.dat");
+  const fs::path eval_dat = fs::path(out).replace_extension(".eval.dat");
+  std::ofstream train(train_dat), eval(eval_dat);
+  std::string line;
+  long n = 0, lineno = 0, evals = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.empty()) continue;
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step")) {
+      std::cerr << "kiln plot: " << metrics << ":" << lineno << ": not a metrics record (a JSON object with \"step\")\n";
+      return 1;
+    }
+    if (j.contains("val_loss")) {
+      eval << j["step"].get<long>() << " " << j["val_loss"].get<double>() << "\n";
+      ++evals;
+    } else if (j.contains("loss")) {
+      train << j["step"].get<long>() << " " << j.value("loss", 0.0) << " " << j.value("lr", 0.0) << " "
+            << j.value("grad_norm", 0.0) << "\n";
+      ++n;
+    }
+  }
+  train.close();
+  eval.close();
+  if (n == 0) {
+    std::cerr << "kiln plot: " << metrics << " holds no training steps\n";
+    return 1;
+  }
+  FILE* gp = popen("gnuplot", "w");
+  if (!gp) {
+    std::cerr << "kiln plot: cannot start gnuplot (apt-get install gnuplot-nox; tools/kiln setup does)\n";
+    return 1;
+  }
+  std::fprintf(gp,
+               "set terminal pngcairo size 1200,900\nset output '%s'\nset multiplot layout 3,1 title '%s'\n"
+               "set grid\nset xlabel 'step'\nset ylabel 'loss'\n"
+               "plot '%s' using 1:2 with lines title 'train loss'%s\n"
+               "set ylabel 'learning rate'\nplot '%s' using 1:3 with lines title 'lr'\n"
+               "set ylabel 'grad norm'\nset logscale y\nplot '%s' using 1:4 with lines title 'grad norm (before clip)'\n"
+               "unset multiplot\n",
+               out.c_str(), run.c_str(), train_dat.c_str(),
+               evals ? (", '" + eval_dat.string() + "' using 1:2 with linespoints title 'held-out loss'").c_str() : "",
+               train_dat.c_str(), train_dat.c_str());
+  const int rc = pclose(gp);
+  fs::remove(train_dat);
+  fs::remove(eval_dat);
+  if (rc != 0) {
+    std::cerr << "kiln plot: gnuplot failed (exit " << rc << ")\n";
+    return 1;
+  }
+  std::cout << "kiln plot: " << n << " steps, " << evals << " evaluations -> " << out << "\n";
+  return 0;
+}
