@@ -6,12 +6,15 @@
 
 #include <CLI/CLI.hpp>
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <map>
 
 #include "kiln/backend/blas.hpp"
 #include "kiln/eval/generate.hpp"
+#include "kiln/io/jsonl.hpp"
+#include "kiln/io/tensorboard.hpp"
 #include "kiln/plan/print.hpp"
 #include "kiln/recipe.hpp"
 #include "kiln/train/trainer.hpp"
@@ -50,6 +53,9 @@ inline void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--eval-every", c.eval_every, "held-out loss every n steps (0: at the end)")->capture_default_str();
   app.add_option("--eval-batches", c.eval_batches, "micro-batches in a held-out evaluation")->capture_default_str();
   app.add_option("--threads", c.threads, "threads (0: all cores)")->capture_default_str();
+  app.add_option("--out", c.out, "run directory: metrics.jsonl, tb/, checkpoints/ (default runs/<recipe>)");
+  app.add_option("--peak-tflops", c.peak_tflops, "the machine's peak TFLOP/s, to show MFU (0: not shown)")
+      ->capture_default_str();
   app.add_option("--prompt", c.prompts, "prompts to continue after training (repeatable)");
   app.add_option("--sample-tokens", c.sample_tokens, "tokens to sample per prompt")->capture_default_str();
   app.add_option("--temperature", c.temperature, "sampling temperature (0: greedy)")->capture_default_str();
@@ -97,11 +103,31 @@ int train_main(int argc, char** argv, const char* name) {
     std::printf("kiln: %ld steps x %d tokens = %.2fM tokens (%.2f epochs) | lr %.2e %s, warmup %ld\n", c.steps,
                 S::micro_batch * S::seq_len * c.grad_accum, tokens / 1e6,
                 tokens / double(corpus.train_bytes + corpus.train.size()), c.lr, schedule_name(c.schedule), c.warmup);
+    if (c.out.empty()) c.out = std::string("runs/") + name;
+    std::filesystem::create_directories(c.out);
     Trainer<Recipe> trainer(c, corpus);
+    // Metrics: one JSON line per step and per evaluation, and TensorBoard scalars (tools/kiln plot <run> draws them).
+    io::JsonlWriter jsonl(c.out + "/metrics.jsonl", false);
+    io::TensorBoardWriter tb(c.out + "/tb");
+    trainer.on_step = [&](const typename Trainer<Recipe>::Log& l) {
+      jsonl.write({{"step", l.step}, {"loss", l.loss}, {"lr", l.lr}, {"grad_norm", l.grad_norm},
+                   {"tokens_per_s", l.tokens_per_s}, {"skipped", l.skipped}, {"time", io::unix_now()}});
+      tb.scalars(l.step, {{"train/loss", float(l.loss)}, {"train/lr", float(l.lr)}, {"train/grad_norm", float(l.grad_norm)},
+                          {"train/tokens_per_s", float(l.tokens_per_s)}});
+      if (l.step % c.log_every == 0) tb.flush();
+    };
+    trainer.on_eval = [&](long step, double v) {
+      jsonl.write({{"step", step}, {"val_loss", v}, {"time", io::unix_now()}});
+      tb.scalar("eval/loss", step, float(v));
+      tb.flush();
+    };
+    std::printf("kiln: run directory %s (metrics.jsonl, tb/; `tools/kiln plot %s` draws the curves)\n", c.out.c_str(),
+                c.out.c_str());
     const double before = trainer.evaluate();
     std::printf("kiln: held-out loss before training %.4f (ln(vocab) = %.4f)\n", before, std::log(double(M::vocab)));
     trainer.run();
     const double after = trainer.evaluate();
+    trainer.on_eval(trainer.step(), after);
     std::printf("\nkiln: held-out loss %.4f nats/token = %.3f bits/byte (from %.4f before training: %.0f%% lower)\n",
                 after, after / std::log(2.0), before, 100.0 * (1.0 - after / before));
     if (!c.prompts.empty())
