@@ -1,0 +1,518 @@
+// kiln/data/shards.hpp: tokenized documents on disk, datatrove/nanotron layout; a common DocumentSource interface.
+//
+// A shard is three files sharing a prefix (FACTS.md "Formats"; datatrove pipeline/tokens/tokenizer.py):
+//   <prefix>.ds           raw little-endian tokens of every document back to back: u16 when vocab <= 65536, else u32
+//   <prefix>.ds.index     u64 LE cumulative document END offsets, in tokens (document i is [end[i-1], end[i]), end[-1] = 0)
+//   <prefix>.ds.metadata  Kiln's JSON: {"format":"kiln-shard-1","tokenizer":..., "vocab_size":..., "token_dtype":"u16"|"u32",
+//                         "documents":..., "tokens":..., "sources":[...], "seed":...}
+// datatrove writes a different metadata file (`<prefix>.ds.metadata` holding the tokenizer name and token count as text,
+// no JSON). Kiln reads datatrove shards without our metadata if told the token size (ShardReader's `token_bytes`).
+//
+// Documents are stored WITHOUT an end-of-document token: the loader (loader.hpp) appends the configured id when packing,
+// so one shard serves tokenizers whose end ids differ only by convention, and document boundaries live in the index.
+//
+// Reading never trusts the files: the index must be non-decreasing and end exactly at the data length, the data length
+// must be a whole number of tokens, the metadata must agree with both, and every token read must be below the vocab
+// size. Every violation throws kiln::Error naming the file and the position. Writing streams through fixed buffers to
+// temporary names (`<final>.tmp.<pid>`) and renames them into place on finish(): a half-written shard never appears
+// under its final names (the metadata is renamed last, so its presence means the shard is complete).
+#pragma once
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "kiln/core/error.hpp"
+
+namespace kiln::data {
+
+static_assert(std::endian::native == std::endian::little,
+              "kiln::data shards hold little-endian tokens read in place; big-endian hosts are not supported");
+
+// ---------------------------------------------------------------------------------------------
+// DocumentSource: what the loader and the re-sharder need from any tokenized document set.
+// ---------------------------------------------------------------------------------------------
+class DocumentSource {
+ public:
+  virtual ~DocumentSource() = default;
+  virtual uint64_t size() const = 0;                  // number of documents
+  virtual uint64_t tokens_in(uint64_t doc) const = 0;  // tokens of document `doc` (no end token)
+  virtual uint64_t total_tokens() const = 0;
+  virtual int64_t vocab_size() const = 0;              // 0 when unknown
+  virtual const std::string& name() const = 0;         // for messages: the file prefix
+  // Copies tokens [begin, begin + n) of document `doc` to out as int32 (begin + n <= tokens_in(doc)).
+  virtual void read(uint64_t doc, uint64_t begin, uint64_t n, int32_t* out) const = 0;
+  // Replaces `out` with the whole document.
+  void copy_document(uint64_t doc, std::vector<int32_t>& out) const {
+    out.resize(tokens_in(doc));
+    if (!out.empty()) read(doc, 0, out.size(), out.data());
+  }
+};
+
+// Documents held in memory (tests, small corpora).
+class MemorySource final : public DocumentSource {
+ public:
+  MemorySource(std::vector<std::vector<int32_t>> docs, std::string name = "memory", int64_t vocab = 0)
+      : docs_(std::move(docs)), name_(std::move(name)), vocab_(vocab) {
+    for (auto& d : docs_) total_ += d.size();
+  }
+  uint64_t size() const override { return docs_.size(); }
+  uint64_t tokens_in(uint64_t doc) const override { return docs_.at(doc).size(); }
+  uint64_t total_tokens() const override { return total_; }
+  int64_t vocab_size() const override { return vocab_; }
+  const std::string& name() const override { return name_; }
+  void read(uint64_t doc, uint64_t begin, uint64_t n, int32_t* out) const override {
+    const auto& d = docs_.at(doc);
+    KILN_CHECK(begin + n <= d.size(), name_, ": read past the end of document ", doc);
+    std::copy_n(d.data() + begin, n, out);
+  }
+
+ private:
+  std::vector<std::vector<int32_t>> docs_;
+  std::string name_;
+  int64_t vocab_;
+  uint64_t total_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Files: a read-only mapping and a buffered, atomically renamed writer.
+// ---------------------------------------------------------------------------------------------
+namespace detail {
+
+// A read-only mapping of a whole file (an empty file maps to an empty span).
+class MappedFile {
+ public:
+  MappedFile() = default;
+  explicit MappedFile(const std::string& path) : path_(path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    KILN_CHECK(fd >= 0, "cannot open '", path, "': ", std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      int e = errno;
+      ::close(fd);
+      KILN_FAIL("cannot stat '", path, "': ", std::strerror(e));
+    }
+    size_ = size_t(st.st_size);
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
+      int e = errno;
+      ::close(fd);
+      KILN_CHECK(p != MAP_FAILED, "cannot mmap '", path, "' (", size_, " bytes): ", std::strerror(e));
+      data_ = static_cast<const std::byte*>(p);
+    } else {
+      ::close(fd);
+    }
+  }
+  ~MappedFile() { reset(); }
+  MappedFile(MappedFile&& o) noexcept { *this = std::move(o); }
+  MappedFile& operator=(MappedFile&& o) noexcept {
+    if (this != &o) {
+      reset();
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+      path_ = std::move(o.path_);
+    }
+    return *this;
+  }
+  std::span<const std::byte> bytes() const { return {data_, size_}; }
+  const std::string& path() const { return path_; }
+  // Tells the kernel the file will be read at random (documents in shuffled order): no large read-ahead.
+  void advise_random() const {
+    if (data_) ::madvise(const_cast<std::byte*>(data_), size_, MADV_RANDOM);
+  }
+
+ private:
+  void reset() {
+    if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
+    data_ = nullptr;
+    size_ = 0;
+  }
+  const std::byte* data_ = nullptr;
+  size_t size_ = 0;
+  std::string path_;
+};
+
+// Writes a file through a fixed buffer to `<path>.tmp.<pid>`; commit() fsyncs and renames it over `path`.
+// Destroyed without commit(), it removes the temporary.
+class AtomicFile {
+ public:
+  static constexpr size_t kBuffer = 1 << 20;
+  explicit AtomicFile(std::string path) : path_(std::move(path)) {
+    tmp_ = path_ + ".tmp." + std::to_string(::getpid());
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    KILN_CHECK(fd_ >= 0, "cannot create '", tmp_, "': ", std::strerror(errno));
+    buf_.reserve(kBuffer);
+  }
+  ~AtomicFile() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+      ::unlink(tmp_.c_str());
+    }
+  }
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const void* p, size_t n) {
+    const char* c = static_cast<const char*>(p);
+    if (buf_.size() + n > kBuffer) flush();
+    if (n >= kBuffer) {
+      write_all(c, n);
+      return;
+    }
+    buf_.insert(buf_.end(), c, c + n);
+  }
+  void commit() {
+    flush();
+    KILN_CHECK(::fsync(fd_) == 0, "cannot fsync '", tmp_, "': ", std::strerror(errno));
+    KILN_CHECK(::close(fd_) == 0, "cannot close '", tmp_, "': ", std::strerror(errno));
+    fd_ = -1;
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+      int e = errno;
+      ::unlink(tmp_.c_str());
+      KILN_FAIL("cannot rename '", tmp_, "' to '", path_, "': ", std::strerror(e));
+    }
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  void flush() {
+    if (!buf_.empty()) write_all(buf_.data(), buf_.size());
+    buf_.clear();
+  }
+  void write_all(const char* p, size_t n) {
+    while (n > 0) {
+      ssize_t w = ::write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      KILN_CHECK(w > 0, "cannot write '", tmp_, "': ", std::strerror(errno));
+      p += w;
+      n -= size_t(w);
+    }
+  }
+  std::string path_, tmp_;
+  int fd_ = -1;
+  std::vector<char> buf_;
+};
+
+inline void fsync_dir(const std::string& file) {
+  auto dir = std::filesystem::path(file).parent_path();
+  if (dir.empty()) dir = ".";
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+template <class S>
+S load_le(const std::byte* p) {
+  S s;
+  std::memcpy(&s, p, sizeof(S));
+  return s;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// Metadata
+// ---------------------------------------------------------------------------------------------
+inline constexpr std::string_view kShardFormat = "kiln-shard-1";
+
+// Bytes per token for a vocabulary: u16 holds ids < 65536.
+constexpr int token_bytes_for_vocab(int64_t vocab) { return vocab <= 65536 ? 2 : 4; }
+
+struct ShardMetadata {
+  std::string tokenizer;             // the tokenizer's name (Tokenizer::name())
+  int64_t vocab_size = 0;
+  int token_bytes = 2;               // 2 (u16) or 4 (u32)
+  uint64_t documents = 0, tokens = 0;
+  std::vector<std::string> sources;  // input files the documents came from
+  uint64_t seed = 0;                 // the shuffle seed of the tokenize run
+
+  nlohmann::json to_json() const {
+    return {{"format", kShardFormat}, {"tokenizer", tokenizer},  {"vocab_size", vocab_size},
+            {"token_dtype", token_bytes == 2 ? "u16" : "u32"},  {"documents", documents},
+            {"tokens", tokens},        {"sources", sources},      {"seed", seed}};
+  }
+  // Parses and checks the types of every field; `file` names the metadata file in messages.
+  static ShardMetadata from_json(std::string_view text, const std::string& file) {
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    KILN_CHECK(!j.is_discarded() && j.is_object(), file, ": not a JSON object (Kiln shard metadata expected)");
+    auto field = [&](const char* k) -> const nlohmann::json& {
+      KILN_CHECK(j.contains(k), file, ": field \"", k, "\" is missing");
+      return j[k];
+    };
+    KILN_CHECK(field("format") == kShardFormat, file, ": field \"format\" is ", field("format").dump(), ", expected \"",
+               kShardFormat, "\"");
+    ShardMetadata m;
+    auto uint_field = [&](const char* k) -> uint64_t {
+      const auto& v = field(k);
+      KILN_CHECK(v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0), file, ": field \"", k,
+                 "\" is ", v.dump(), ", expected a non-negative integer");
+      return v.get<uint64_t>();
+    };
+    KILN_CHECK(field("tokenizer").is_string(), file, ": field \"tokenizer\" must be a string");
+    m.tokenizer = j["tokenizer"].get<std::string>();
+    uint64_t vocab = uint_field("vocab_size");
+    KILN_CHECK(vocab >= 1 && vocab <= uint64_t(INT32_MAX), file, ": field \"vocab_size\" is ", vocab,
+               ", expected 1..2^31-1");
+    m.vocab_size = int64_t(vocab);
+    const auto& dt = field("token_dtype");
+    KILN_CHECK(dt == "u16" || dt == "u32", file, ": field \"token_dtype\" is ", dt.dump(), ", expected \"u16\" or \"u32\"");
+    m.token_bytes = dt == "u16" ? 2 : 4;
+    KILN_CHECK(m.token_bytes == token_bytes_for_vocab(m.vocab_size), file, ": token_dtype ", dt.dump(),
+               " does not fit vocab_size ", m.vocab_size, " (u16 when vocab <= 65536, else u32)");
+    m.documents = uint_field("documents");
+    m.tokens = uint_field("tokens");
+    m.seed = uint_field("seed");
+    const auto& src = field("sources");
+    KILN_CHECK(src.is_array(), file, ": field \"sources\" must be an array of strings");
+    for (const auto& s : src) {
+      KILN_CHECK(s.is_string(), file, ": field \"sources\" must be an array of strings");
+      m.sources.push_back(s.get<std::string>());
+    }
+    return m;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Reader
+// ---------------------------------------------------------------------------------------------
+
+// A validated view of one shard. Built from mapped files (ShardReader) or from memory (parse, used by the fuzzer).
+class ShardView : public DocumentSource {
+ public:
+  // data: the .ds bytes; index: the .ds.index bytes; meta: the parsed metadata or nullopt (then token_bytes must be
+  // given: a datatrove shard without Kiln metadata). name: the prefix, for messages.
+  ShardView(std::span<const std::byte> data, std::span<const std::byte> index, std::optional<ShardMetadata> meta,
+            int token_bytes, std::string name)
+      : data_(data), index_(index), name_(std::move(name)) {
+    const std::string ds = name_ + ".ds", ix = name_ + ".ds.index", md = name_ + ".ds.metadata";
+    if (meta) {
+      KILN_CHECK(token_bytes == 0 || token_bytes == meta->token_bytes, md, ": token_dtype says ", meta->token_bytes,
+                 "-byte tokens but ", token_bytes, " was asked for");
+      token_bytes_ = meta->token_bytes;
+      vocab_ = meta->vocab_size;
+    } else {
+      KILN_CHECK(token_bytes == 2 || token_bytes == 4, md,
+                 " is missing; give the token size (2 for u16, 4 for u32) to read a shard without Kiln metadata");
+      token_bytes_ = token_bytes;
+      vocab_ = 0;
+    }
+    KILN_CHECK(index_.size() % 8 == 0, ix, ": size ", index_.size(), " bytes is not a multiple of 8 (u64 offsets)");
+    KILN_CHECK(data_.size() % size_t(token_bytes_) == 0, ds, ": size ", data_.size(), " bytes is not a multiple of the ",
+               token_bytes_, "-byte token size (truncated?)");
+    docs_ = index_.size() / 8;
+    tokens_ = data_.size() / size_t(token_bytes_);
+    uint64_t prev = 0;
+    for (uint64_t i = 0; i < docs_; ++i) {
+      uint64_t e = end(i);
+      KILN_CHECK(e >= prev, ix, ": index entry ", i, " (offset ", e, ") goes backwards (entry ", i - 1, " is ", prev, ")");
+      KILN_CHECK(e <= tokens_, ix, ": index entry ", i, " (offset ", e, ") is past the end of the data: ", ds, " holds ",
+                 tokens_, " tokens");
+      prev = e;
+    }
+    KILN_CHECK(prev == tokens_, ds, ": data file holds ", tokens_, " tokens but the index ends at ", prev,
+               docs_ ? "" : " (empty index)");
+    if (meta) {
+      KILN_CHECK(meta->documents == docs_, md, ": says ", meta->documents, " documents but ", ix, " holds ", docs_);
+      KILN_CHECK(meta->tokens == tokens_, md, ": says ", meta->tokens, " tokens but ", ds, " holds ", tokens_);
+      meta_ = std::move(*meta);
+    }
+  }
+
+  uint64_t size() const override { return docs_; }
+  uint64_t begin_of(uint64_t doc) const { return doc == 0 ? 0 : end(doc - 1); }
+  uint64_t tokens_in(uint64_t doc) const override {
+    KILN_CHECK(doc < docs_, name_, ": document ", doc, " out of range (", docs_, " documents)");
+    return end(doc) - begin_of(doc);
+  }
+  uint64_t total_tokens() const override { return tokens_; }
+  int64_t vocab_size() const override { return vocab_; }
+  const std::string& name() const override { return name_; }
+  int token_bytes() const { return token_bytes_; }
+  const std::optional<ShardMetadata>& metadata() const { return meta_; }
+
+  void read(uint64_t doc, uint64_t begin, uint64_t n, int32_t* out) const override {
+    const uint64_t len = tokens_in(doc);
+    KILN_CHECK(begin <= len && n <= len - begin, name_, ": read of tokens [", begin, ", ", begin + n,
+               ") past the end of document ", doc, " (", len, " tokens)");
+    const uint64_t first = begin_of(doc) + begin;
+    const std::byte* p = data_.data() + first * uint64_t(token_bytes_);
+    uint32_t bad = 0;
+    bool any_bad = false;
+    if (token_bytes_ == 2) {
+      for (uint64_t i = 0; i < n; ++i) out[i] = int32_t(detail::load_le<uint16_t>(p + 2 * i));
+    } else {
+      for (uint64_t i = 0; i < n; ++i) {
+        uint32_t t = detail::load_le<uint32_t>(p + 4 * i);
+        if (t > uint32_t(INT32_MAX)) any_bad = true, bad = t;
+        out[i] = int32_t(t);
+      }
+    }
+    if (vocab_ > 0 || any_bad) {
+      for (uint64_t i = 0; i < n; ++i)
+        if (out[i] < 0 || (vocab_ > 0 && out[i] >= vocab_)) {
+          int64_t v = any_bad ? int64_t(bad) : out[i];
+          KILN_FAIL(name_, ".ds: token ", first + i, " (document ", doc, ", offset ", begin + i, ") is ", v,
+                    ", outside the vocabulary of ", vocab_, " ids");
+        }
+    }
+  }
+
+ private:
+  uint64_t end(uint64_t i) const { return detail::load_le<uint64_t>(index_.data() + 8 * i); }
+
+  std::span<const std::byte> data_, index_;
+  std::string name_;
+  int token_bytes_ = 2;
+  int64_t vocab_ = 0;
+  uint64_t docs_ = 0, tokens_ = 0;
+  std::optional<ShardMetadata> meta_;
+};
+
+// A shard opened from its files (mmap). `token_bytes` 0: from the metadata (required then); 2 or 4: for a shard
+// without Kiln metadata (datatrove's), checked against the metadata when both exist.
+class ShardReader final : public ShardView {
+ public:
+  explicit ShardReader(const std::string& prefix, int token_bytes = 0)
+      : ShardReader(open(prefix, token_bytes), prefix, token_bytes) {}
+
+  static bool exists(const std::string& prefix) {
+    std::error_code ec;
+    return std::filesystem::is_regular_file(prefix + ".ds", ec) && std::filesystem::is_regular_file(prefix + ".ds.index", ec);
+  }
+
+ private:
+  struct Files {
+    detail::MappedFile data, index;
+    std::optional<ShardMetadata> meta;
+  };
+  static std::shared_ptr<Files> open(const std::string& prefix, int token_bytes) {
+    auto f = std::make_shared<Files>();
+    f->data = detail::MappedFile(prefix + ".ds");
+    f->index = detail::MappedFile(prefix + ".ds.index");
+    const std::string md = prefix + ".ds.metadata";
+    std::error_code ec;
+    if (std::filesystem::exists(md, ec)) {
+      detail::MappedFile m(md);
+      auto b = m.bytes();
+      f->meta = ShardMetadata::from_json(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()), md);
+    } else {
+      KILN_CHECK(token_bytes != 0, md, " is missing; give the token size (2 for u16, 4 for u32) to read a shard without "
+                 "Kiln metadata (a datatrove shard)");
+    }
+    return f;
+  }
+  ShardReader(std::shared_ptr<Files> f, const std::string& prefix, int token_bytes)
+      : ShardView(f->data.bytes(), f->index.bytes(), f->meta, token_bytes, prefix), files_(std::move(f)) {}
+
+  std::shared_ptr<Files> files_;  // the mappings the view points into
+};
+
+// ---------------------------------------------------------------------------------------------
+// Writer
+// ---------------------------------------------------------------------------------------------
+
+// Streams documents into one shard. Memory: two 1 MiB write buffers, whatever the shard size.
+class ShardWriter {
+ public:
+  ShardWriter(std::string prefix, int64_t vocab_size, std::string tokenizer, uint64_t seed = 0)
+      : prefix_(std::move(prefix)), data_(prefix_ + ".ds"), index_(prefix_ + ".ds.index") {
+    KILN_CHECK(vocab_size >= 1 && vocab_size <= int64_t(INT32_MAX), "shard ", prefix_, ": vocab size ", vocab_size,
+               " out of range 1..2^31-1");
+    meta_.tokenizer = std::move(tokenizer);
+    meta_.vocab_size = vocab_size;
+    meta_.token_bytes = token_bytes_for_vocab(vocab_size);
+    meta_.seed = seed;
+    scratch_.reserve(4096);
+  }
+
+  void add_source(std::string file) { meta_.sources.push_back(std::move(file)); }
+
+  void add_document(std::span<const int32_t> tokens) {
+    KILN_CHECK(!finished_, "shard ", prefix_, ": add_document after finish()");
+    for (size_t base = 0; base < tokens.size(); base += 2048) {
+      size_t n = std::min<size_t>(2048, tokens.size() - base);
+      scratch_.clear();
+      for (size_t i = 0; i < n; ++i) {
+        int32_t t = tokens[base + i];
+        KILN_CHECK(t >= 0 && t < meta_.vocab_size, "shard ", prefix_, ": document ", meta_.documents, " token ", base + i,
+                   " is ", t, ", outside the vocabulary of ", meta_.vocab_size, " ids");
+        if (meta_.token_bytes == 2) {
+          uint16_t v = uint16_t(t);
+          scratch_.insert(scratch_.end(), reinterpret_cast<char*>(&v), reinterpret_cast<char*>(&v) + 2);
+        } else {
+          uint32_t v = uint32_t(t);
+          scratch_.insert(scratch_.end(), reinterpret_cast<char*>(&v), reinterpret_cast<char*>(&v) + 4);
+        }
+      }
+      data_.write(scratch_.data(), scratch_.size());
+    }
+    meta_.tokens += tokens.size();
+    uint64_t end = meta_.tokens;
+    index_.write(&end, 8);
+    ++meta_.documents;
+  }
+
+  uint64_t documents() const { return meta_.documents; }
+  uint64_t tokens() const { return meta_.tokens; }
+  const std::string& prefix() const { return prefix_; }
+
+  // Renames data and index into place, then writes the metadata (last: it marks a complete shard).
+  void finish() {
+    KILN_CHECK(!finished_, "shard ", prefix_, ": finish() called twice");
+    finished_ = true;
+    data_.commit();
+    index_.commit();
+    detail::AtomicFile m(prefix_ + ".ds.metadata");
+    std::string text = meta_.to_json().dump(2) + "\n";
+    m.write(text.data(), text.size());
+    m.commit();
+    detail::fsync_dir(prefix_ + ".ds");
+  }
+
+ private:
+  std::string prefix_;
+  detail::AtomicFile data_, index_;
+  ShardMetadata meta_;
+  std::vector<char> scratch_;
+  bool finished_ = false;
+};
+
+// Opens every shard named by a path: a prefix (`x` for x.ds), a `.ds` file, or a directory (all `*.ds` in it, sorted).
+inline std::vector<std::string> shard_prefixes(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<std::string> out;
+  if (fs::is_directory(path, ec)) {
+    for (const auto& e : fs::directory_iterator(path))
+      if (e.path().extension() == ".ds") out.push_back((e.path().parent_path() / e.path().stem()).string());
+    std::sort(out.begin(), out.end());
+    KILN_CHECK(!out.empty(), "directory '", path, "' holds no .ds shards");
+    return out;
+  }
+  std::string p = path;
+  if (p.size() > 3 && p.ends_with(".ds")) p.resize(p.size() - 3);
+  KILN_CHECK(ShardReader::exists(p), "no shard at '", path, "' (expected ", p, ".ds and ", p, ".ds.index)");
+  out.push_back(p);
+  return out;
+}
+
+}  // namespace kiln::data
