@@ -394,6 +394,9 @@ class ShardReader final : public ShardView {
   explicit ShardReader(const std::string& prefix, int token_bytes = 0)
       : ShardReader(open(prefix, token_bytes), prefix, token_bytes) {}
 
+  // The documents will be read in shuffled order: no large read-ahead.
+  void advise_random() const { files_->data.advise_random(); }
+
   static bool exists(const std::string& prefix) {
     std::error_code ec;
     return std::filesystem::is_regular_file(prefix + ".ds", ec) && std::filesystem::is_regular_file(prefix + ".ds.index", ec);
