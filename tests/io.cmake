@@ -3,3 +3,4 @@
 kiln_add_test(test_hf_config test_hf_config.cpp)
 kiln_add_test(test_tensorboard test_tensorboard.cpp)
 kiln_add_test(test_safetensors_sharded test_safetensors_sharded.cpp)
+kiln_add_test(test_checkpoint test_checkpoint.cpp)

@@ -1,0 +1,548 @@
+// kiln/io/checkpoint.hpp: training checkpoints that a crash, a full disk or a flipped bit cannot make a run resume
+// from silently.
+//
+// Layout: <root>/step_<%08d step>/
+//   <blob>.safetensors   named tensor sets (e.g. parameters, adam_m, adam_v: F32 with HF names via param_views<M>)
+//   state.json           {"step", "schedule_step", "tokens_seen", "data_state_hex", "rng_state_hex", "config", "extra"}
+//   manifest.json        {"format": "kiln-checkpoint/1", "step": n, "checksum": "xxh64",
+//                         "files": {"<name>": {"size": bytes, "xxh64": "<16 hex digits>"}, ...}}  (written last)
+//
+// Writing: everything goes into <root>/.tmp.step_<n>.<pid>/; each file is written to a temp name, fsync'd and renamed
+// (write_safetensors / write_text_atomic) and the directory fsync'd; the manifest is computed by reading the files
+// back (so it vouches for what reached the file system), written last; then the directory is renamed to step_<n> and
+// <root> fsync'd. Only after that are older checkpoints pruned to the newest `keep_last`. One writer per root: stray
+// `.tmp.step_*` directories of an interrupted writer are removed (with a warning) when the next checkpoint is written.
+//
+// Checksum: XXH64 (Yann Collet's xxHash, 64-bit variant, seed 0), written here from its specification
+// (github.com/Cyan4973/xxHash doc/xxhash_spec.md) and tested against the reference implementation's values. It is a
+// fast non-cryptographic hash (about 10 GB/s): it detects truncation and random corruption, not tampering.
+//
+// Finding: find_latest_valid(root) returns the newest step_<n> whose manifest verifies (every listed file present with
+// its size and checksum, state.json and every blob parse), reporting each skipped checkpoint and stray temp
+// directory through the warning callback; it never throws for a bad checkpoint.
+#pragma once
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kiln/core/error.hpp"
+#include "kiln/io/hf_config.hpp"  // write_text_atomic
+#include "kiln/io/safetensors.hpp"
+
+namespace kiln::io {
+
+// ---- XXH64 --------------------------------------------------------------------------------------
+class Xxh64 {
+ public:
+  explicit Xxh64(uint64_t seed = 0) : seed_(seed) {
+    v_[0] = seed + P1 + P2;
+    v_[1] = seed + P2;
+    v_[2] = seed;
+    v_[3] = seed - P1;
+  }
+  void update(const void* data, size_t n) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    total_ += n;
+    if (buffered_ + n < 32) {
+      std::memcpy(buf_ + buffered_, p, n);
+      buffered_ += n;
+      return;
+    }
+    if (buffered_) {
+      const size_t fill = 32 - buffered_;
+      std::memcpy(buf_ + buffered_, p, fill);
+      stripe(buf_);
+      p += fill;
+      n -= fill;
+      buffered_ = 0;
+    }
+    for (; n >= 32; p += 32, n -= 32) stripe(p);
+    std::memcpy(buf_, p, n);
+    buffered_ = n;
+  }
+  uint64_t digest() const {
+    uint64_t h;
+    if (total_ >= 32) {
+      h = rotl(v_[0], 1) + rotl(v_[1], 7) + rotl(v_[2], 12) + rotl(v_[3], 18);
+      for (uint64_t v : v_) h = (h ^ round(0, v)) * P1 + P4;
+    } else {
+      h = seed_ + P5;
+    }
+    h += total_;
+    const uint8_t* p = buf_;
+    size_t n = buffered_;
+    for (; n >= 8; p += 8, n -= 8) h = rotl(h ^ round(0, load64(p)), 27) * P1 + P4;
+    if (n >= 4) {
+      h = rotl(h ^ (uint64_t(load32(p)) * P1), 23) * P2 + P3;
+      p += 4;
+      n -= 4;
+    }
+    for (; n > 0; ++p, --n) h = rotl(h ^ (uint64_t(*p) * P5), 11) * P1;
+    h ^= h >> 33;
+    h *= P2;
+    h ^= h >> 29;
+    h *= P3;
+    h ^= h >> 32;
+    return h;
+  }
+
+ private:
+  static constexpr uint64_t P1 = 0x9E3779B185EBCA87ull, P2 = 0xC2B2AE3D27D4EB4Full, P3 = 0x165667B19E3779F9ull,
+                            P4 = 0x85EBCA77C2B2AE63ull, P5 = 0x27D4EB2F165667C5ull;
+  static uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+  static uint64_t round(uint64_t acc, uint64_t in) { return rotl(acc + in * P2, 31) * P1; }
+  static uint64_t load64(const uint8_t* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;  // little-endian host (safetensors.hpp asserts it)
+  }
+  static uint32_t load32(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+  }
+  void stripe(const uint8_t* p) {
+    for (int i = 0; i < 4; ++i) v_[i] = round(v_[i], load64(p + 8 * i));
+  }
+  uint64_t seed_;
+  uint64_t v_[4];
+  uint8_t buf_[32] = {};
+  size_t buffered_ = 0;
+  uint64_t total_ = 0;
+};
+
+inline uint64_t xxh64(const void* data, size_t n, uint64_t seed = 0) {
+  Xxh64 h(seed);
+  h.update(data, n);
+  return h.digest();
+}
+
+inline std::string hex64(uint64_t v) {
+  char b[17];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+// XXH64 and size of a file, read in 1 MiB pieces. Throws kiln::Error naming the file.
+struct FileDigest {
+  uint64_t size = 0;
+  uint64_t xxh64 = 0;
+};
+inline FileDigest digest_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  KILN_CHECK(fd >= 0, path, ": cannot open: ", detail::errno_text());
+  Xxh64 h;
+  std::vector<char> buf(1 << 20);
+  FileDigest d;
+  for (;;) {
+    ssize_t r = ::read(fd, buf.data(), buf.size());
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      std::string e = detail::errno_text();
+      ::close(fd);
+      KILN_FAIL(path, ": read failed: ", e);
+    }
+    if (r == 0) break;
+    h.update(buf.data(), size_t(r));
+    d.size += uint64_t(r);
+  }
+  ::close(fd);
+  d.xxh64 = h.digest();
+  return d;
+}
+
+// ---- hex bytes ----------------------------------------------------------------------------------
+inline std::string to_hex(const std::vector<uint8_t>& b) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(b.size() * 2);
+  for (uint8_t c : b) {
+    s.push_back(digits[c >> 4]);
+    s.push_back(digits[c & 15]);
+  }
+  return s;
+}
+inline std::optional<std::vector<uint8_t>> from_hex(std::string_view s) {
+  if (s.size() % 2) return std::nullopt;
+  auto nib = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::vector<uint8_t> b(s.size() / 2);
+  for (size_t i = 0; i < b.size(); ++i) {
+    int hi = nib(s[2 * i]), lo = nib(s[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    b[i] = uint8_t(hi * 16 + lo);
+  }
+  return b;
+}
+
+// ---- checkpoint contents ------------------------------------------------------------------------
+
+// Everything besides tensors that a resumed run needs.
+struct CheckpointState {
+  int64_t step = 0;           // optimizer steps completed
+  int64_t schedule_step = 0;  // position in the LR schedule (equals step unless a run re-warms)
+  int64_t tokens_seen = 0;
+  std::vector<uint8_t> data_state;  // the data loader's opaque state (hex in state.json)
+  std::vector<uint8_t> rng_state;   // the RNG's opaque state (hex in state.json)
+  nlohmann::json config = nlohmann::json::object();  // echo of the run's configuration
+  nlohmann::json extra = nlohmann::json::object();   // anything else the trainer wants back
+  bool operator==(const CheckpointState&) const = default;
+};
+
+// A named tensor set, stored as <name>.safetensors. Names: [A-Za-z0-9_-]+ (e.g. "parameters", "adam_m", "adam_v").
+struct CheckpointBlob {
+  std::string name;
+  std::vector<TensorView> tensors;
+};
+
+struct CheckpointInfo {
+  std::filesystem::path dir;
+  int64_t step = 0;
+};
+
+using CheckpointWarning = std::function<void(const std::string&)>;
+
+enum class Verify {
+  sizes,      // every listed file present with its size; state.json and blob headers parse (cheap)
+  checksums,  // and every file's XXH64 matches (reads every byte)
+};
+
+inline constexpr const char* kCheckpointFormat = "kiln-checkpoint/1";
+
+namespace detail {
+
+inline std::string checkpoint_dir_name(int64_t step) {
+  char b[40];
+  std::snprintf(b, sizeof b, "step_%08lld", static_cast<long long>(step));
+  return b;
+}
+
+// step_<digits> -> step; anything else -> nullopt.
+inline std::optional<int64_t> checkpoint_step_of(std::string_view name) {
+  if (name.size() < 6 || name.substr(0, 5) != "step_") return std::nullopt;
+  int64_t v = 0;
+  for (char c : name.substr(5)) {
+    if (c < '0' || c > '9' || v > (INT64_MAX - 9) / 10) return std::nullopt;
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+
+inline bool valid_blob_name(std::string_view n) {
+  if (n.empty() || n.size() > 100 || n == "state" || n == "manifest") return false;
+  for (char c : n)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+      return false;
+  return true;
+}
+
+inline void fsync_dir(const std::filesystem::path& dir) {
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  KILN_CHECK(dfd >= 0, dir.string(), ": cannot open directory to fsync: ", errno_text());
+  int rc = ::fsync(dfd);
+  std::string e = rc != 0 ? errno_text() : std::string();
+  ::close(dfd);
+  KILN_CHECK(rc == 0, dir.string(), ": fsync of directory failed: ", e);
+}
+
+inline nlohmann::json state_json(const CheckpointState& s) {
+  return {{"step", s.step},
+          {"schedule_step", s.schedule_step},
+          {"tokens_seen", s.tokens_seen},
+          {"data_state_hex", to_hex(s.data_state)},
+          {"rng_state_hex", to_hex(s.rng_state)},
+          {"config", s.config},
+          {"extra", s.extra}};
+}
+
+inline std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  KILN_CHECK(f.good(), path, ": cannot open");
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+inline nlohmann::json parse_json_file(const std::string& path) {
+  try {
+    return nlohmann::json::parse(read_text(path));
+  } catch (const nlohmann::json::exception& e) {
+    KILN_FAIL(path, ": not valid JSON: ", e.what());
+  }
+}
+
+inline CheckpointState parse_state(const std::string& path) {
+  nlohmann::json j = parse_json_file(path);
+  KILN_CHECK(j.is_object(), path, ": expected a JSON object, got ", j.type_name());
+  CheckpointState s;
+  auto integer = [&](const char* k) {
+    auto it = j.find(k);
+    KILN_CHECK(it != j.end() && it->is_number_integer(), path, ": field ", k, " missing or not an integer");
+    return it->get<int64_t>();
+  };
+  auto bytes = [&](const char* k) {
+    auto it = j.find(k);
+    KILN_CHECK(it != j.end() && it->is_string(), path, ": field ", k, " missing or not a string of hex digits");
+    auto b = from_hex(it->get<std::string>());
+    KILN_CHECK(b, path, ": field ", k, " is not an even-length string of hex digits");
+    return *b;
+  };
+  s.step = integer("step");
+  s.schedule_step = integer("schedule_step");
+  s.tokens_seen = integer("tokens_seen");
+  s.data_state = bytes("data_state_hex");
+  s.rng_state = bytes("rng_state_hex");
+  if (auto it = j.find("config"); it != j.end()) s.config = *it;
+  if (auto it = j.find("extra"); it != j.end()) s.extra = *it;
+  return s;
+}
+
+}  // namespace detail
+
+// What is wrong with checkpoint directory `dir`, or nullopt when it verifies. Never throws for bad contents.
+inline std::optional<std::string> checkpoint_problem(const std::filesystem::path& dir, Verify verify = Verify::checksums) {
+  namespace fs = std::filesystem;
+  try {
+    const auto step = detail::checkpoint_step_of(dir.filename().string());
+    if (!step) return dir.string() + ": not a checkpoint directory name (expected step_<digits>)";
+    const fs::path mp = dir / "manifest.json";
+    std::error_code ec;
+    if (!fs::exists(mp, ec)) return mp.string() + ": missing (the write did not finish, or the file was deleted)";
+    nlohmann::json m = detail::parse_json_file(mp.string());
+    if (!m.is_object()) return mp.string() + ": expected a JSON object";
+    if (m.value("format", std::string()) != kCheckpointFormat)
+      return mp.string() + ": field format is not \"" + kCheckpointFormat + "\"";
+    if (!m.contains("step") || !m["step"].is_number_integer() || m["step"].get<int64_t>() != *step)
+      return mp.string() + ": field step does not match the directory name (expected " + std::to_string(*step) + ")";
+    auto files = m.find("files");
+    if (files == m.end() || !files->is_object() || !files->contains("state.json"))
+      return mp.string() + ": field files missing, not an object, or without state.json";
+    for (auto it = files->begin(); it != files->end(); ++it) {
+      const std::string& name = it.key();
+      if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+        return mp.string() + ": files[\"" + name + "\"] is not a plain file name";
+      const fs::path fp = dir / name;
+      const auto& e = it.value();
+      if (!e.is_object() || !e.contains("size") || !e["size"].is_number_unsigned() || !e.contains("xxh64") ||
+          !e["xxh64"].is_string())
+        return mp.string() + ": files[\"" + name + "\"] must be {\"size\": bytes, \"xxh64\": hex}";
+      if (!fs::is_regular_file(fp, ec)) return fp.string() + ": missing (listed in the manifest)";
+      const uint64_t want = e["size"].get<uint64_t>();
+      const uint64_t have = fs::file_size(fp, ec);
+      if (ec) return fp.string() + ": cannot stat: " + ec.message();
+      if (have != want)
+        return fp.string() + ": size " + std::to_string(have) + " bytes, manifest says " + std::to_string(want) +
+               (have < want ? " (truncated)" : "");
+      if (verify == Verify::checksums) {
+        const std::string got = hex64(digest_file(fp.string()).xxh64);
+        if (got != e["xxh64"].get<std::string>())
+          return fp.string() + ": xxh64 " + got + ", manifest says " + e["xxh64"].get<std::string>() +
+                 " (the file is corrupt)";
+      }
+      if (fp.extension() == ".safetensors") Safetensors check(fp.string());  // header and offsets validate
+    }
+    CheckpointState s = detail::parse_state((dir / "state.json").string());
+    if (s.step != *step)
+      return (dir / "state.json").string() + ": field step " + std::to_string(s.step) +
+             " does not match the directory name (expected " + std::to_string(*step) + ")";
+    return std::nullopt;
+  } catch (const std::exception& e) {
+    return std::string(e.what());
+  }
+}
+
+// Checkpoints under root (step_<n> directories, whatever their state), oldest first.
+inline std::vector<CheckpointInfo> list_checkpoints(const std::string& root) {
+  namespace fs = std::filesystem;
+  std::vector<CheckpointInfo> out;
+  std::error_code ec;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!it->is_directory(ec)) continue;
+    if (auto s = detail::checkpoint_step_of(it->path().filename().string())) out.push_back({it->path(), *s});
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
+  return out;
+}
+
+// The newest checkpoint under `root` that verifies; each one skipped, and each stray temp directory, is reported
+// through `warn` with the problem. nullopt when there is none (or root does not exist).
+inline std::optional<CheckpointInfo> find_latest_valid(const std::string& root, const CheckpointWarning& warn = {},
+                                                       Verify verify = Verify::checksums) {
+  namespace fs = std::filesystem;
+  auto say = [&](const std::string& s) {
+    if (warn) warn(s);
+  };
+  try {
+    std::error_code ec;
+    for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
+      if (it->path().filename().string().rfind(".tmp.step_", 0) == 0)
+        say("ignoring " + it->path().string() + ": partial checkpoint left by an interrupted write");
+    auto all = list_checkpoints(root);
+    for (auto it = all.rbegin(); it != all.rend(); ++it) {
+      if (auto problem = checkpoint_problem(it->dir, verify)) {
+        say("skipping checkpoint " + it->dir.string() + ": " + *problem);
+        continue;
+      }
+      return *it;
+    }
+  } catch (const std::exception& e) {
+    say(root + ": " + e.what());
+  }
+  return std::nullopt;
+}
+
+// Writes a checkpoint of `state` (directory step_<state.step>) and prunes older ones to the newest `keep_last`.
+// Replaces an existing step_<n> of the same step (renamed aside first, removed after the new one is in place).
+inline CheckpointInfo write_checkpoint(const std::string& root, const CheckpointState& state,
+                                       const std::vector<CheckpointBlob>& blobs, int keep_last,
+                                       const CheckpointWarning& warn = {}) {
+  namespace fs = std::filesystem;
+  KILN_CHECK(keep_last >= 1, root, ": keep_last = ", keep_last, ", expected at least 1");
+  KILN_CHECK(state.step >= 0, root, ": checkpoint step ", state.step, " is negative");
+  for (size_t i = 0; i < blobs.size(); ++i) {
+    KILN_CHECK(detail::valid_blob_name(blobs[i].name), root, ": checkpoint blob name \"", blobs[i].name,
+               "\" must be 1-100 characters of [A-Za-z0-9_-] and not state/manifest");
+    for (size_t k = 0; k < i; ++k)
+      KILN_CHECK(blobs[k].name != blobs[i].name, root, ": checkpoint blob \"", blobs[i].name, "\" given twice");
+  }
+  auto say = [&](const std::string& s) {
+    if (warn) warn(s);
+  };
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  KILN_CHECK(!ec, root, ": cannot create checkpoint root: ", ec.message());
+  const fs::path r(root);
+  // One writer per root: temp directories here are leftovers of an interrupted write.
+  for (fs::directory_iterator it(r, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    if (n.rfind(".tmp.step_", 0) == 0 || n.rfind(".old.step_", 0) == 0) {
+      say("removing " + it->path().string() + ": partial checkpoint left by an interrupted write");
+      fs::remove_all(it->path(), ec);
+    }
+  }
+
+  const std::string name = detail::checkpoint_dir_name(state.step);
+  const fs::path tmp = r / (".tmp." + name + "." + std::to_string(::getpid()));
+  const fs::path final_dir = r / name;
+  fs::remove_all(tmp, ec);
+  fs::create_directory(tmp, ec);
+  KILN_CHECK(!ec, tmp.string(), ": cannot create: ", ec.message());
+  try {
+    std::vector<std::string> files;
+    for (const CheckpointBlob& b : blobs) {
+      write_safetensors((tmp / (b.name + ".safetensors")).string(), b.tensors,
+                        {{"kiln_checkpoint_step", std::to_string(state.step)}});
+      files.push_back(b.name + ".safetensors");
+    }
+    write_text_atomic((tmp / "state.json").string(), detail::state_json(state).dump(2) + "\n");
+    files.push_back("state.json");
+    nlohmann::ordered_json m;
+    m["format"] = kCheckpointFormat;
+    m["step"] = state.step;
+    m["checksum"] = "xxh64";
+    nlohmann::ordered_json fl = nlohmann::ordered_json::object();
+    for (const std::string& f : files) {
+      FileDigest d = digest_file((tmp / f).string());
+      fl[f] = {{"size", d.size}, {"xxh64", hex64(d.xxh64)}};
+    }
+    m["files"] = fl;
+    write_text_atomic((tmp / "manifest.json").string(), m.dump(2) + "\n");  // fsyncs tmp too
+
+    std::optional<fs::path> aside;
+    if (fs::exists(final_dir, ec)) {
+      aside = r / (".old." + name + "." + std::to_string(::getpid()));
+      fs::remove_all(*aside, ec);
+      KILN_CHECK(::rename(final_dir.c_str(), aside->c_str()) == 0, final_dir.string(), ": cannot move the old checkpoint aside: ",
+                 detail::errno_text());
+    }
+    KILN_CHECK(::rename(tmp.c_str(), final_dir.c_str()) == 0, tmp.string(), ": rename to ", final_dir.string(),
+               " failed: ", detail::errno_text());
+    detail::fsync_dir(r);
+    if (aside) fs::remove_all(*aside, ec);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+
+  // Prune: keep the new one and the newest keep_last - 1 older ones. Newer ones (an abandoned run's future, e.g.
+  // after resuming from an older checkpoint) are left alone, with a warning.
+  auto all = list_checkpoints(root);
+  int kept_older = 0;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    if (it->step > state.step) {
+      say("leaving " + it->dir.string() + ": newer than the checkpoint just written (step " +
+          std::to_string(state.step) + ")");
+    } else if (it->step < state.step) {
+      if (++kept_older >= keep_last) {
+        fs::remove_all(it->dir, ec);
+        if (ec) say("cannot remove old checkpoint " + it->dir.string() + ": " + ec.message());
+      }
+    }
+  }
+  return {final_dir, state.step};
+}
+
+// A verified checkpoint, opened for reading. Throws kiln::Error naming the problem when it does not verify.
+class Checkpoint {
+ public:
+  explicit Checkpoint(const std::filesystem::path& dir, Verify verify = Verify::checksums) : dir_(dir) {
+    if (auto problem = checkpoint_problem(dir, verify)) KILN_FAIL("checkpoint ", dir.string(), " is not valid: ", *problem);
+    state_ = detail::parse_state((dir / "state.json").string());
+    nlohmann::json m = detail::parse_json_file((dir / "manifest.json").string());
+    for (auto it = m["files"].begin(); it != m["files"].end(); ++it) {
+      const std::string& f = it.key();
+      const std::string ext = ".safetensors";
+      if (f.size() > ext.size() && f.compare(f.size() - ext.size(), ext.size(), ext) == 0)
+        blobs_.emplace(f.substr(0, f.size() - ext.size()), std::make_unique<Safetensors>((dir / f).string()));
+    }
+  }
+  explicit Checkpoint(const CheckpointInfo& info, Verify verify = Verify::checksums) : Checkpoint(info.dir, verify) {}
+
+  const std::filesystem::path& dir() const { return dir_; }
+  int64_t step() const { return state_.step; }
+  const CheckpointState& state() const { return state_; }
+  std::vector<std::string> blob_names() const {
+    std::vector<std::string> n;
+    for (const auto& [k, v] : blobs_) n.push_back(k);
+    return n;
+  }
+  bool has_blob(std::string_view name) const { return blobs_.count(std::string(name)) != 0; }
+  // The tensors of blob `name` (use with load_params<M>(ckpt.blob("parameters"), buffer, origin)).
+  const Safetensors& blob(std::string_view name) const {
+    auto it = blobs_.find(std::string(name));
+    if (it == blobs_.end()) {
+      std::string have;
+      for (const auto& [k, v] : blobs_) have += (have.empty() ? "" : ", ") + k;
+      KILN_FAIL("checkpoint ", dir_.string(), ": no blob named ", name, " (it has: ", have, ")");
+    }
+    return *it->second;
+  }
+
+ private:
+  std::filesystem::path dir_;
+  CheckpointState state_;
+  std::map<std::string, std::unique_ptr<Safetensors>> blobs_;
+};
+
+}  // namespace kiln::io
