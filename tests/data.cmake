@@ -27,3 +27,20 @@ if(KILN_CLANGXX)
 else()
   message(STATUS "clang++ not found: the shard fuzzer (fuzz.shards) is not built; tools/kiln setup installs clang")
 endif()
+
+# ---- the data programs as a user runs them ---------------------------------------------------------------------------
+set(kiln_tok_fixture ${PROJECT_SOURCE_DIR}/tests/fixtures/tokenizer/hf_llama3_pairs.json)
+set(kiln_tok_text ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/tokenizer/train_corpus.txt)
+add_test(NAME tokenize.split_lines
+         COMMAND kiln_tokenize ${kiln_tok_text} --split-lines --tokenizer ${kiln_tok_fixture} --seed 5 --threads 2
+                 --max-shard-tokens 4000 --output ${CMAKE_CURRENT_BINARY_DIR}/tokenize_test/corpus)
+set_tests_properties(tokenize.split_lines PROPERTIES LABELS cpu
+                     PASS_REGULAR_EXPRESSION "wrote [0-9]+ shards: [0-9]+ documents, [0-9]+ tokens, u16 tokens")
+add_test(NAME tokenize.bad_input COMMAND kiln_tokenize /nonexistent/text --tokenizer ${kiln_tok_fixture} -o x)
+set_tests_properties(tokenize.bad_input PROPERTIES LABELS cpu
+                     PASS_REGULAR_EXPRESSION "input '/nonexistent/text' is not a readable file or directory")
+add_test(NAME tokenize.needs_tokenizer COMMAND kiln_tokenize ${kiln_tok_text} -o x)
+set_tests_properties(tokenize.needs_tokenizer PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "text inputs need --tokenizer")
+add_test(NAME tokstats.table COMMAND kiln_tokstats -t ${kiln_tok_fixture} --split-lines ${kiln_tok_text})
+set_tests_properties(tokstats.table PROPERTIES LABELS cpu
+                     PASS_REGULAR_EXPRESSION "tokenizer +vocab +words +tokens +fertility +continued %.*hf_llama3_pairs.json")
