@@ -34,7 +34,7 @@
 #include <vector>
 
 #include "kiln/core/error.hpp"
-#include "kiln/io/hf_config.hpp"  // write_text_atomic
+#include "kiln/io/atomic_file.hpp"
 #include "kiln/io/safetensors.hpp"
 #include "kiln/plan/params.hpp"
 
