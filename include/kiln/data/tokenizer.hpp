@@ -29,7 +29,9 @@
 // its alphabet), then merged tokens in creation order, then the special tokens (not in model.vocab, Llama-3 style).
 #pragma once
 
+#ifndef PCRE2_CODE_UNIT_WIDTH
 #define PCRE2_CODE_UNIT_WIDTH 8
+#endif
 #include <fcntl.h>
 #include <pcre2.h>
 #include <unistd.h>
@@ -56,6 +58,9 @@
 #include <vector>
 
 #include "kiln/core/error.hpp"
+
+static_assert(PCRE2_CODE_UNIT_WIDTH == 8,
+              "kiln/data/tokenizer.hpp uses PCRE2's 8-bit API: include it before defining another PCRE2_CODE_UNIT_WIDTH");
 
 namespace kiln::data {
 
@@ -438,6 +443,7 @@ struct WordCache {
 };
 inline constexpr size_t kCacheMaxWord = 48;        // bytes; longer pieces are merged every time
 inline constexpr size_t kCacheMaxEntries = 1 << 18;
+inline constexpr size_t kCacheMaxIds = size_t(1) << 22;  // bounds a cache's memory on adversarial input
 
 inline WordCache& word_cache(uint64_t uid) {
   thread_local std::array<WordCache, 4> caches;
@@ -726,7 +732,8 @@ class Tokenizer {
       const size_t start = out.size();
       merge_word(piece, out);
       if (cacheable) {
-        if (cache.map.size() >= tokenizer_detail::kCacheMaxEntries) cache.clear();
+        if (cache.map.size() >= tokenizer_detail::kCacheMaxEntries || cache.ids.size() >= tokenizer_detail::kCacheMaxIds)
+          cache.clear();
         const uint32_t off = uint32_t(cache.ids.size());
         cache.ids.insert(cache.ids.end(), out.begin() + start, out.end());
         cache.map.emplace(std::string(piece), std::pair<uint32_t, uint32_t>{off, uint32_t(out.size() - start)});
