@@ -119,6 +119,13 @@ class Packer {
 
   const PackerState& state() const { return st_; }
   uint64_t epoch() const { return st_.epoch; }
+  // Continues exactly where `s` was taken (same documents, seed and shuffle).
+  void restore(const PackerState& s) {
+    KILN_CHECK(s.doc < order_.size(), "data state: document ", s.doc, " is beyond the corpus (", order_.size(),
+               " documents): it belongs to another corpus");
+    st_ = s;
+    reorder();
+  }
 
   // Fills B rows: tokens/targets/positions/doc_start, each (B, T).
   void next(int B, int T, int32_t* tokens, int32_t* targets, int32_t* positions, int32_t* doc_start) {

@@ -38,6 +38,9 @@ struct TrainConfig {
   int threads = 0;              // 0: all cores
   double peak_tflops = 0;       // the machine's peak, for MFU in the console (0: unknown, not shown)
   std::string out;              // run directory (metrics.jsonl, tb/, checkpoints/); "" = runs/<recipe>
+  long checkpoint_every = 0;    // steps between checkpoints (0: at the end and on a stop signal only)
+  int keep_checkpoints = 3;
+  std::string resume = "auto";  // auto | none | <checkpoint dir>
   std::vector<std::string> prompts = {};
   int sample_tokens = 120;
   double temperature = 0.8;

@@ -17,6 +17,8 @@
 #include "kiln/io/tensorboard.hpp"
 #include "kiln/plan/print.hpp"
 #include "kiln/recipe.hpp"
+#include "kiln/train/checkpointing.hpp"
+#include "kiln/train/signals.hpp"
 #include "kiln/train/trainer.hpp"
 
 namespace kiln {
@@ -53,6 +55,11 @@ inline void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--eval-every", c.eval_every, "held-out loss every n steps (0: at the end)")->capture_default_str();
   app.add_option("--eval-batches", c.eval_batches, "micro-batches in a held-out evaluation")->capture_default_str();
   app.add_option("--threads", c.threads, "threads (0: all cores)")->capture_default_str();
+  app.add_option("--checkpoint-every", c.checkpoint_every, "save a checkpoint every n steps (0: only at the end)")
+      ->capture_default_str();
+  app.add_option("--keep-checkpoints", c.keep_checkpoints, "checkpoints kept (the newest)")->capture_default_str();
+  app.add_option("--resume", c.resume, "auto (newest valid checkpoint in <out>/checkpoints, if any) | none | <dir>")
+      ->capture_default_str();
   app.add_option("--out", c.out, "run directory: metrics.jsonl, tb/, checkpoints/ (default runs/<recipe>)");
   app.add_option("--peak-tflops", c.peak_tflops, "the machine's peak TFLOP/s, to show MFU (0: not shown)")
       ->capture_default_str();
@@ -106,8 +113,50 @@ int train_main(int argc, char** argv, const char* name) {
     if (c.out.empty()) c.out = std::string("runs/") + name;
     std::filesystem::create_directories(c.out);
     Trainer<Recipe> trainer(c, corpus);
+    // Checkpoints: <out>/checkpoints/step_N, every --checkpoint-every steps, at the end, and on SIGTERM / SIGINT.
+    const std::string ckpt_root = c.out + "/checkpoints";
+    auto warn = [](const std::string& w) { std::printf("kiln: warning: %s\n", w.c_str()); };
+    bool resumed = false;
+    if (c.resume == "none") {
+      if (std::filesystem::exists(ckpt_root) && !io::list_checkpoints(ckpt_root).empty()) {
+        const std::string aside = ckpt_root + ".old-" + std::to_string(long(io::unix_now()));
+        std::filesystem::rename(ckpt_root, aside);
+        std::printf("kiln: --resume none: starting fresh; the previous checkpoints moved to %s\n", aside.c_str());
+      }
+    } else {
+      std::optional<io::CheckpointInfo> found;
+      if (c.resume == "auto") found = io::find_latest_valid(ckpt_root, warn);
+      else found = io::CheckpointInfo{c.resume, 0};
+      if (found) {
+        load_checkpoint(trainer, io::Checkpoint(*found), name);
+        resumed = true;
+        std::printf("kiln: resumed from %s at step %ld (%s)\n", found->dir.c_str(), trainer.step(),
+                    trainer.data().where().c_str());
+      }
+    }
+    auto save = [&] {
+      const auto info = save_checkpoint(trainer, ckpt_root, c.keep_checkpoints, name, warn);
+      std::printf("kiln: checkpoint %s\n", info.dir.c_str());
+    };
+    install_stop_handlers();
+    trainer.after_step = [&](long step) {
+      if (const int sig = stop_signal().load()) {
+        save();
+        std::printf("kiln: stopped by %s after step %ld; `--resume auto` (the default) continues from here\n",
+                    sig == SIGTERM ? "SIGTERM" : "SIGINT", step);
+        return true;
+      }
+      if (c.checkpoint_every > 0 && step % c.checkpoint_every == 0 && step < c.steps) save();
+      return false;
+    };
+    trainer.rollback = [&] {
+      const auto found = io::find_latest_valid(ckpt_root, warn);
+      if (!found) return false;
+      load_checkpoint(trainer, io::Checkpoint(*found), name, /*keep_data=*/true);
+      return true;
+    };
     // Metrics: one JSON line per step and per evaluation, and TensorBoard scalars (tools/kiln plot <run> draws them).
-    io::JsonlWriter jsonl(c.out + "/metrics.jsonl", false);
+    io::JsonlWriter jsonl(c.out + "/metrics.jsonl", resumed);
     io::TensorBoardWriter tb(c.out + "/tb");
     trainer.on_step = [&](const typename Trainer<Recipe>::Log& l) {
       jsonl.write({{"step", l.step}, {"loss", l.loss}, {"lr", l.lr}, {"grad_norm", l.grad_norm},
@@ -121,11 +170,17 @@ int train_main(int argc, char** argv, const char* name) {
       tb.scalar("eval/loss", step, float(v));
       tb.flush();
     };
-    std::printf("kiln: run directory %s (metrics.jsonl, tb/; `tools/kiln plot %s` draws the curves)\n", c.out.c_str(),
-                c.out.c_str());
+    std::printf("kiln: run directory %s (metrics.jsonl, tb/, checkpoints/; `tools/kiln plot %s` draws the curves)\n",
+                c.out.c_str(), c.out.c_str());
     const double before = trainer.evaluate();
-    std::printf("kiln: held-out loss before training %.4f (ln(vocab) = %.4f)\n", before, std::log(double(M::vocab)));
-    trainer.run();
+    std::printf("kiln: held-out loss %s %.4f (ln(vocab) = %.4f)\n", resumed ? "at the checkpoint" : "before training",
+                before, std::log(double(M::vocab)));
+    const long start = trainer.step();
+    if (start >= c.steps)
+      std::printf("kiln: the checkpoint is at step %ld of --steps %ld: nothing left to train (--resume none starts "
+                  "over)\n", start, c.steps);
+    if (!trainer.run()) return stop_signal().load() == SIGTERM ? 143 : 130;
+    if (trainer.step() > start) save();
     const double after = trainer.evaluate();
     trainer.on_eval(trainer.step(), after);
     std::printf("\nkiln: held-out loss %.4f nats/token = %.3f bits/byte (from %.4f before training: %.0f%% lower)\n",

@@ -16,7 +16,7 @@
 
 #include "kiln/backend/cpu.hpp"
 #include "kiln/core/rng.hpp"
-#include "kiln/data/bytes.hpp"
+#include "kiln/data/rows.hpp"
 #include "kiln/plan/flops.hpp"
 #include "kiln/train/guards.hpp"
 #include "kiln/train/optimizer.hpp"
@@ -30,6 +30,7 @@ struct HostBatch {
   std::vector<int32_t> tokens = std::vector<int32_t>(size_t(B) * T), targets = tokens, positions = tokens,
                        doc_start = tokens;
   backend::Batch view() const { return {tokens.data(), targets.data(), positions.data(), doc_start.data()}; }
+  void fill(data::RowSource& p) { p.next(B, T, tokens.data(), targets.data(), positions.data(), doc_start.data()); }
   void fill(data::Packer& p) { p.next(B, T, tokens.data(), targets.data(), positions.data(), doc_start.data()); }
   long count_targets() const {
     long n = 0;
@@ -79,20 +80,27 @@ class Trainer {
     bool skipped;
   };
 
-  Trainer(const TrainConfig& c, const data::Corpus& corpus)
+  // Trains on `train`; evaluates on the fresh streams `make_eval` returns (the same rows every time).
+  Trainer(const TrainConfig& c, std::unique_ptr<data::RowSource> train,
+          std::function<std::unique_ptr<data::RowSource>()> make_eval)
       : c_(c),
-        corpus_(corpus),
         params_(Params::table.total),
         grads_(Params::table.total),
         opt_(c),
         guard_(c.guard),
         model_(std::make_unique<Model>()),
-        train_(&corpus.train, c.seed, true) {
+        train_(std::move(train)),
+        make_eval_(std::move(make_eval)) {
     KILN_CHECK(c.steps > 0, "--steps must be positive, got ", c.steps);
     KILN_CHECK(c.grad_accum > 0, "--grad-accum must be positive, got ", c.grad_accum);
     KILN_CHECK(c.lr > 0 && std::isfinite(c.lr), "--lr must be a positive number, got ", c.lr);
     init_parameters<M>(params_.data(), c.init_std, c.seed);
   }
+
+  // In-memory byte-level documents: training documents reshuffled each epoch, held-out ones in order.
+  Trainer(const TrainConfig& c, const data::Corpus& corpus)
+      : Trainer(c, std::make_unique<data::PackedBytes>(&corpus.train, c.seed, true),
+                [&corpus] { return std::make_unique<data::PackedBytes>(&corpus.val, 0, false); }) {}
 
   // Called after every step with the step number (1-based); returns true when the trainer must stop (a stop
   // signal). Checkpointing plugs in here; `rollback` restores the last checkpoint and returns false if none.
@@ -116,7 +124,7 @@ class Trainer {
       const long s = step_;
       long targets = 0;
       for (auto& mb : micro) {
-        mb.fill(train_);
+        mb.fill(*train_);
         targets += mb.count_targets();
         flops_since += plan::Flops<M, S>::train_flops(double(B) * T, mb.attention_context());
       }
@@ -182,8 +190,7 @@ class Trainer {
       if (c_.eval_every > 0 && step_ % c_.eval_every == 0 && step_ < c_.steps) {
         const double v = evaluate();
         if (on_eval) on_eval(step_, v);
-        if (!quiet) std::printf("  held-out loss %.4f at step %ld (train epoch %llu)\n", v, step_,
-                                (unsigned long long)train_.epoch());
+        if (!quiet) std::printf("  held-out loss %.4f at step %ld (training data: %s)\n", v, step_, train_->where().c_str());
       }
       if (after_step && after_step(step_)) return false;
     }
@@ -192,12 +199,12 @@ class Trainer {
 
   // Mean loss over the first eval_batches micro-batches of the held-out documents, in a fixed order.
   double evaluate() {
-    data::Packer val(&corpus_.val, 0, false);
+    auto val = make_eval_();
     HostBatch<B, T> mb;
     double sum = 0;
     long n = 0;
     for (int i = 0; i < c_.eval_batches; ++i) {
-      mb.fill(val);
+      mb.fill(*val);
       sum += model_->forward_loss(params_.data(), mb.view());
       n += mb.count_targets();
     }
@@ -207,7 +214,7 @@ class Trainer {
   const std::vector<double>& losses() const { return losses_; }
   const float* params() const { return params_.data(); }
   float* params() { return params_.data(); }
-  data::Packer& packer() { return train_; }
+  data::RowSource& data() { return *train_; }
   AdamW<M>& optimizer() { return opt_; }
   LossGuard& guard() { return guard_; }
   long& step() { return step_; }
@@ -215,12 +222,12 @@ class Trainer {
 
  private:
   TrainConfig c_;
-  const data::Corpus& corpus_;
   Buffer<float> params_, grads_;
   AdamW<M> opt_;
   LossGuard guard_;
   std::unique_ptr<Model> model_;
-  data::Packer train_;
+  std::unique_ptr<data::RowSource> train_;
+  std::function<std::unique_ptr<data::RowSource>()> make_eval_;
   std::vector<double> losses_;  // every step's loss, skipped ones included
   long step_ = 0;               // steps done
   std::chrono::steady_clock::time_point last_step_time_ = std::chrono::steady_clock::now();

@@ -1,0 +1,63 @@
+// kiln/train/checkpointing.hpp: what a checkpoint of a run holds and how a trainer comes back from one.
+//   blobs:  parameters, adam_m, adam_v    F32 safetensors with HF names (tied models omit lm_head.weight)
+//   state:  step (= schedule position), tokens seen, the data stream's position (opaque bytes), and in `extra`:
+//           AdamW's update count, the loss guard's window, the recipe's name
+// Data order and initialisation are counter-based functions of the seed, so there is no other RNG state to keep.
+// On the CPU backend a run resumed from a checkpoint takes bitwise the same steps as one never stopped (same
+// thread count): tests/resume_test.sh checks it by killing a real trainer.
+#pragma once
+#include <string>
+
+#include "kiln/io/checkpoint.hpp"
+#include "kiln/io/safetensors_sharded.hpp"
+#include "kiln/train/trainer.hpp"
+
+namespace kiln {
+
+template <class Recipe>
+io::CheckpointInfo save_checkpoint(Trainer<Recipe>& t, const std::string& root, int keep, const std::string& recipe,
+                                   const io::CheckpointWarning& warn = {}) {
+  using M = typename Recipe::model;
+  using S = typename Recipe::stage;
+  io::CheckpointState st;
+  st.step = t.step();
+  st.schedule_step = t.step();
+  st.tokens_seen = int64_t(t.step()) * S::micro_batch * S::seq_len * t.config().grad_accum;
+  st.data_state = t.data().state();
+  const auto g = t.guard().state();
+  st.extra = {{"recipe", recipe},
+              {"adam_updates", t.optimizer().updates()},
+              {"guard", {{"ring", g.ring}, {"count", g.count}, {"bad_in_a_row", g.bad_in_a_row}}}};
+  const TrainConfig& c = t.config();
+  st.config = {{"lr", c.lr}, {"min_lr", c.min_lr}, {"warmup", c.warmup}, {"steps", c.steps},
+               {"schedule", schedule_name(c.schedule)}, {"grad_accum", c.grad_accum}, {"seed", c.seed},
+               {"data", c.data}, {"micro_batch", S::micro_batch}, {"seq_len", S::seq_len}};
+  const std::vector<io::CheckpointBlob> blobs = {{"parameters", io::param_views<M>(t.params())},
+                                                 {"adam_m", io::param_views<M>(t.optimizer().m())},
+                                                 {"adam_v", io::param_views<M>(t.optimizer().v())}};
+  return io::write_checkpoint(root, st, blobs, keep, warn);
+}
+
+// Restores parameters, optimizer, guard and step; the data position too unless `keep_data` (a rollback keeps
+// reading forward so that the batches that caused it are not replayed).
+template <class Recipe>
+void load_checkpoint(Trainer<Recipe>& t, const io::Checkpoint& ck, const std::string& recipe, bool keep_data = false) {
+  using M = typename Recipe::model;
+  const std::string origin = ck.dir().string();
+  const auto& st = ck.state();
+  const std::string theirs = st.extra.value("recipe", std::string());
+  KILN_CHECK(theirs == recipe, origin, ": field extra.recipe is \"", theirs, "\", but this trainer is for recipe \"",
+             recipe, "\"");
+  io::load_params<M>(ck.blob("parameters"), t.params(), origin + "/parameters.safetensors");
+  io::load_params<M>(ck.blob("adam_m"), t.optimizer().m(), origin + "/adam_m.safetensors");
+  io::load_params<M>(ck.blob("adam_v"), t.optimizer().v(), origin + "/adam_v.safetensors");
+  KILN_CHECK(st.extra.contains("adam_updates") && st.extra.contains("guard"), origin,
+             "/state.json: field extra needs adam_updates and guard (written by Kiln's trainer)");
+  t.optimizer().updates() = st.extra["adam_updates"].get<long>();
+  const auto& g = st.extra["guard"];
+  t.guard().restore({g.at("ring").get<std::vector<double>>(), g.at("count").get<long>(), g.at("bad_in_a_row").get<int>()});
+  t.step() = long(st.step);
+  if (!keep_data) t.data().restore(st.data_state);
+}
+
+}  // namespace kiln
