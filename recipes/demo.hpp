@@ -1,6 +1,6 @@
 // recipes/demo.hpp: the default recipe `tools/kiln demo` trains on a CPU: a small SmolLM3-shaped model
 // (GQA 4 heads / 2 KV heads, NoPE on every 4th layer, tied embeddings, intra-document attention, SwiGLU,
-// RMSNorm) on the fortunes corpus, byte-level tokens (vocab 257 used, padded to 320).
+// RMSNorm) on the fortunes corpus: a 2048-entry byte-level BPE trained on it, each category file a data source.
 #pragma once
 #include "kiln/recipe.hpp"
 
@@ -8,7 +8,7 @@ namespace recipes {
 
 struct demo {
   using model = kiln::Decoder<
-      kiln::Embedding<kiln::vocab<320>, kiln::hidden<192>, kiln::tied<true>>,
+      kiln::Embedding<kiln::vocab<2048>, kiln::hidden<192>, kiln::tied<true>>,
       kiln::layers<8>,
       kiln::Attention<kiln::heads<4>, kiln::kv_heads<2>, kiln::RNoPE<4, 10000.0>>,
       kiln::SwiGLU<kiln::ffn<512>>,
@@ -21,13 +21,18 @@ struct demo {
     c.min_lr = 1e-4;
     c.schedule = kiln::Schedule::cosine;
     c.warmup = 50;
-    c.steps = 1500;
+    c.steps = 1200;
     c.weight_decay = 0.1;
     c.no_decay = {"embed_tokens", "norm"};
     c.clip = 1.0;
     c.data = "/usr/share/games/fortunes";
+    c.tokenizer = "bpe:2048";  // trained on the corpus at the first run, then cached (runs/cache)
+    // Two data stages, as SmolLM3's pretraining raised code and math late: the natural mixture of the ~40 fortune
+    // categories, then from 70% of the run the technical ones count four times.
+    c.stages = {{0.0, {}}, {0.7, {{"computers", 4.0}, {"linux", 4.0}, {"perl", 4.0}, {"science", 4.0}}}};
+    c.resume = "none";         // the demo starts over each time (its checkpoints still allow --resume auto)
     c.log_every = 20;
-    c.eval_every = 500;
+    c.eval_every = 400;
     c.prompts = {"The meaning of life is", "Q: How many programmers does it take", "A computer", "Love is"};
     return c;
   }

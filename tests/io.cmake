@@ -26,7 +26,7 @@ if(NOT kiln_fuzz_ok)
 else()
   foreach(fz safetensors hf_config)
     set(src ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_${fz}.cpp)
-    set(bin ${CMAKE_CURRENT_BINARY_DIR}/fuzz_${fz})
+    set(bin ${CMAKE_CURRENT_BINARY_DIR}/fuzz/fuzz_${fz})  # not the target name: ninja would see two rules
     add_custom_command(OUTPUT ${bin}
       COMMAND ${KILN_FUZZ_CXX} -std=c++20 -g -O1 -fsanitize=fuzzer,address -I${PROJECT_SOURCE_DIR}/include
               -I${PROJECT_SOURCE_DIR} ${src} -o ${bin}

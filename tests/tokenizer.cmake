@@ -1,11 +1,6 @@
 # tests/tokenizer.cmake: the byte-level BPE tokenizer (kiln/data/tokenizer.hpp): its test and its libFuzzer target.
 
-# kiln/data/tokenizer.hpp pre-tokenizes with PCRE2 (8-bit code units; Debian: libpcre2-dev). The library target is
-# defined at the top level without it; whoever includes the tokenizer needs it, so it is linked into `kiln` here.
-find_library(KILN_PCRE2 pcre2-8 REQUIRED)
-find_path(KILN_PCRE2_INCLUDE pcre2.h REQUIRED)
-target_link_libraries(kiln INTERFACE ${KILN_PCRE2})
-target_include_directories(kiln SYSTEM INTERFACE ${KILN_PCRE2_INCLUDE})
+# (PCRE2 itself is found and linked to kiln::kiln in the top-level CMakeLists.txt.)
 
 kiln_add_test(test_tokenizer test_tokenizer.cpp)
 

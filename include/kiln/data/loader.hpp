@@ -23,6 +23,7 @@
 #pragma once
 
 #include <algorithm>
+#include <iomanip>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -73,7 +74,7 @@ struct StageMix {
 struct LoaderState {
   static constexpr uint32_t kMagic = 0x52444c4b;  // "KLDR"
   static constexpr uint32_t kVersion = 1;
-  static constexpr int kMaxSources = 32;
+  static constexpr int kMaxSources = 64;  // the fortunes corpus has 43 categories
 
   struct Cursor {
     uint64_t epoch = 0;   // epoch of this source on this rank
@@ -333,10 +334,19 @@ class Loader {
     const int g = stage_for(global);
     if (g != st_.stage) {
       std::ostringstream m;
-      m << "stage " << g << " (from " << stages_[size_t(g)].start_tokens << " tokens) begins at global token " << global
-        << " (rank " << st_.rank << "), weights:";
+      m << "stage " << g + 1 << " of " << stages_.size() << " (planned from token " << stages_[size_t(g)].start_tokens
+        << ") begins at global token " << global << " (rank " << st_.rank << "); mixture:";
       const auto& w = cum_[size_t(g)];
-      for (size_t s = 0; s < w.size(); ++s) m << " " << sources_[s].name << " " << (w[s] - (s ? w[s - 1] : 0.0));
+      std::vector<std::pair<double, size_t>> share;  // largest first; the rest summed up
+      for (size_t s = 0; s < w.size(); ++s) share.emplace_back(w[s] - (s ? w[s - 1] : 0.0), s);
+      std::stable_sort(share.begin(), share.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+      double rest = 0;
+      for (size_t k = 0; k < share.size(); ++k) {
+        if (k < 6) m << " " << sources_[share[k].second].name << " " << std::fixed << std::setprecision(1)
+                     << 100 * share[k].first << "%";
+        else rest += share[k].first;
+      }
+      if (share.size() > 6) m << ", " << share.size() - 6 << " more " << std::setprecision(1) << 100 * rest << "%";
       st_.stage = g;
       event(m.str());
     }

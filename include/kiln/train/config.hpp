@@ -30,6 +30,15 @@ struct TrainConfig {
   GuardConfig guard;            // NaN / Inf and loss-spike detection
   // data
   std::string data = "/usr/share/games/fortunes";
+  std::string tokenizer;        // "": byte-level; "bpe:<n>": train a BPE of n entries on the data (cached)
+  std::string cache = "runs/cache";  // prepared tokenizers and shards
+  // Data stages (BPE data): from `start` (a fraction of the run's tokens) each source weighs its natural share times
+  // its boost ("*" sets the default boost). Empty: one stage, natural shares.
+  struct DataStage {
+    double start = 0;
+    std::vector<std::pair<std::string, double>> boost;
+  };
+  std::vector<DataStage> stages;
   int val_every = 20;           // every n-th document (by content hash) is held out
   // cadence and output
   long log_every = 10;

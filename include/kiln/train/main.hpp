@@ -18,6 +18,7 @@
 #include "kiln/plan/print.hpp"
 #include "kiln/recipe.hpp"
 #include "kiln/train/checkpointing.hpp"
+#include "kiln/train/run_data.hpp"
 #include "kiln/train/signals.hpp"
 #include "kiln/train/trainer.hpp"
 
@@ -50,6 +51,9 @@ inline void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--seed", c.seed, "seed of initialisation and data order")->capture_default_str();
   app.add_option("--data", c.data, "text file or directory (fortune format: documents separated by % lines)")
       ->capture_default_str();
+  app.add_option("--tokenizer", c.tokenizer, "\"\" (byte-level) or bpe:<n> (train a BPE on the data, cached)")
+      ->capture_default_str();
+  app.add_option("--cache", c.cache, "where prepared tokenizers and shards are kept")->capture_default_str();
   app.add_option("--val-every", c.val_every, "hold out every n-th document")->capture_default_str();
   app.add_option("--log-every", c.log_every, "console line every n steps")->capture_default_str();
   app.add_option("--eval-every", c.eval_every, "held-out loss every n steps (0: at the end)")->capture_default_str();
@@ -102,17 +106,30 @@ int train_main(int argc, char** argv, const char* name) {
     std::printf("kiln: %d threads | BLAS %s | kernels %s (%s) | memory %s\n", omp_get_max_threads(),
                 blas.config.c_str(), blas.core.c_str(), blas.how.c_str(),
                 plan::human_bytes(double(plan::MemoryPlan<Recipe>::total_cpu)).c_str());
-    const data::Corpus corpus = data::load_fortunes(c.data, c.val_every);
-    std::printf("kiln: data %s | %zu files | %zu train documents (%.2f MB), %zu held out (%.2f MB) | byte tokens\n",
-                c.data.c_str(), corpus.files, corpus.train.size(), corpus.train_bytes / 1e6, corpus.val.size(),
-                corpus.val_bytes / 1e6);
-    const double tokens = double(c.steps) * S::micro_batch * S::seq_len * c.grad_accum;
-    std::printf("kiln: %ld steps x %d tokens = %.2fM tokens (%.2f epochs) | lr %.2e %s, warmup %ld\n", c.steps,
-                S::micro_batch * S::seq_len * c.grad_accum, tokens / 1e6,
-                tokens / double(corpus.train_bytes + corpus.train.size()), c.lr, schedule_name(c.schedule), c.warmup);
+    const long tokens_per_step = long(S::micro_batch) * S::seq_len * c.grad_accum;
+    long quiet_repeats = 0;  // a source's later epochs: counted, not printed (its first repeat is)
+    RunData data = open_run_data(c, M::vocab, tokens_per_step, [&quiet_repeats](const std::string& e) {
+      if (e.find("starts epoch ") != std::string::npos && e.find("starts epoch 1 ") == std::string::npos) {
+        ++quiet_repeats;
+        return;
+      }
+      std::printf("  data: %s\n", e.c_str());
+      std::fflush(stdout);
+    });
+    std::printf("kiln: data %s\n", data.summary.c_str());
+    const double tokens = double(c.steps) * double(tokens_per_step);
+    std::printf("kiln: %ld steps x %ld tokens = %.2fM tokens (%.2f epochs) | lr %.2e %s, warmup %ld\n", c.steps,
+                tokens_per_step, tokens / 1e6, tokens / data.epoch_tokens, c.lr, schedule_name(c.schedule), c.warmup);
+    for (size_t k = 0; k < c.stages.size(); ++k) {
+      std::string b;
+      for (const auto& [n, w] : c.stages[k].boost) b += (b.empty() ? "" : ", ") + n + " x" + std::to_string(w).substr(0, 4);
+      std::printf("kiln: data stage %zu from %.0f%% of the run (step %ld): natural mixture%s%s\n", k + 1,
+                  100 * c.stages[k].start, long(c.stages[k].start * double(c.steps)), b.empty() ? "" : ", boosted ",
+                  b.c_str());
+    }
     if (c.out.empty()) c.out = std::string("runs/") + name;
     std::filesystem::create_directories(c.out);
-    Trainer<Recipe> trainer(c, corpus);
+    Trainer<Recipe> trainer(c, std::move(data.train), data.make_eval);
     // Checkpoints: <out>/checkpoints/step_N, every --checkpoint-every steps, at the end, and on SIGTERM / SIGINT.
     const std::string ckpt_root = c.out + "/checkpoints";
     auto warn = [](const std::string& w) { std::printf("kiln: warning: %s\n", w.c_str()); };
@@ -181,19 +198,20 @@ int train_main(int argc, char** argv, const char* name) {
                   "over)\n", start, c.steps);
     if (!trainer.run()) return stop_signal().load() == SIGTERM ? 143 : 130;
     if (trainer.step() > start) save();
+    if (quiet_repeats) std::printf("kiln: data sources began %ld later epochs (not listed)\n", quiet_repeats);
     const double after = trainer.evaluate();
     trainer.on_eval(trainer.step(), after);
     std::printf("\nkiln: held-out loss %.4f nats/token = %.3f bits/byte (from %.4f before training: %.0f%% lower)\n",
-                after, after / std::log(2.0), before, 100.0 * (1.0 - after / before));
+                after, after / std::log(2.0) / data.bytes_per_token, before, 100.0 * (1.0 - after / before));
     if (!c.prompts.empty())
       std::printf("\nWhat it learned: continuations (temperature %.2f, top-p %.2f)\n", c.temperature, c.top_p);
     for (size_t i = 0; i < c.prompts.size(); ++i) {
       const eval::SamplingConfig sc{c.temperature, c.top_p, c.seed + i};
-      auto out = eval::generate<M, S::seq_len>(trainer.params(), data::ByteTokenizer::encode(c.prompts[i]),
-                                               c.sample_tokens, sc, data::ByteTokenizer::end_of_document);
+      auto out = eval::generate<M, S::seq_len>(trainer.params(), data.encode(c.prompts[i]), c.sample_tokens, sc,
+                                               data.end_of_document);
       const bool tty = isatty(fileno(stdout));  // the prompt in bold on a terminal, plain in logs
       std::printf("---\n%s%s%s%s\n", tty ? "\033[1m" : "", c.prompts[i].c_str(), tty ? "\033[0m" : "",
-                  data::ByteTokenizer::decode(out).c_str());
+                  data.decode(out).c_str());
     }
     return 0;
   } catch (const Error& e) {
