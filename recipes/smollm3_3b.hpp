@@ -33,6 +33,15 @@ struct smollm3_3b {
     c.grad_accum = 192;
     c.init_std = 0.02;
     c.log_every = 1;
+    // Data: token shards made with the Llama-3.2 tokenizer (tools/kiln tokenize) in <data>/{web,code,math,heldout}.ds.
+    // Three 4k stages of ~8T / 2T / 1.1T tokens with web/code/math 85/12/3, 75/15/10, 63/24/13 (web includes the
+    // 12% multilingual share). The long-context stages (4k -> 32k -> 64k, RoPE theta 2M / 5M) change the stage shape
+    // and the positional policy: they are separate recipes, still to be written.
+    c.data = "data/smollm3";
+    c.tokenizer = "data/smollm3/tokenizer.json";
+    c.stages = {{0.0, {{"web", 0.85}, {"code", 0.12}, {"math", 0.03}}, true},
+                {8.0 / 11.1, {{"web", 0.75}, {"code", 0.15}, {"math", 0.10}}, true},
+                {10.0 / 11.1, {{"web", 0.63}, {"code", 0.24}, {"math", 0.13}}, true}};
     return c;
   }
 };

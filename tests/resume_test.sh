@@ -7,7 +7,8 @@ trainer=$1
 work=$2
 rm -rf "$work"
 mkdir -p "$work"
-args=(--steps 40 --log-every 10 --eval-every 0 --eval-batches 1 --sample-tokens 0 --threads 2 --checkpoint-every 10)
+args=(--steps 40 --log-every 10 --eval-every 0 --eval-batches 1 --sample-tokens 0 --threads 2 --checkpoint-every 10
+      --resume auto)
 
 # step -> loss, the last record of each step (steps redone after SIGKILL appear twice)
 losses() { awk 'match($0, /"loss":[^,}]*/) { l = substr($0, RSTART + 7, RLENGTH - 7);

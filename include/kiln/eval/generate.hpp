@@ -95,12 +95,14 @@ struct SamplingConfig {
   double temperature = 0.6;  // 0: greedy (SmolLM3's recommended sampling is 0.6 / top-p 0.95)
   double top_p = 0.95;       // 1: no nucleus truncation
   uint64_t seed = 0;
+  int vocab_limit = 0;       // sample only ids below this (the tokenizer's size, when the model pads its vocabulary); 0: all
 };
 
 // Picks the next token from logits (V) by the sampler; rng advances once per sampled token.
 inline int32_t pick(const float* logits, int V, const SamplingConfig& s, Rng& rng) {
   KILN_CHECK(s.temperature >= 0, "sampling: temperature must be >= 0, got ", s.temperature);
   KILN_CHECK(s.top_p > 0 && s.top_p <= 1, "sampling: top_p must be in (0, 1], got ", s.top_p);
+  if (s.vocab_limit > 0 && s.vocab_limit < V) V = s.vocab_limit;
   if (s.temperature == 0) return int32_t(std::max_element(logits, logits + V) - logits);
   const float mx = *std::max_element(logits, logits + V);
   std::vector<double> p(static_cast<size_t>(V));

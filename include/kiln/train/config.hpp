@@ -30,13 +30,17 @@ struct TrainConfig {
   GuardConfig guard;            // NaN / Inf and loss-spike detection
   // data
   std::string data = "/usr/share/games/fortunes";
-  std::string tokenizer;        // "": byte-level; "bpe:<n>": train a BPE of n entries on the data (cached)
+  // "": byte-level over text; "bpe:<n>": train a BPE of n entries on the text (cached); a tokenizer.json: `data` is
+  // a directory of token shards made with it (tools/kiln tokenize), each shard name's stem a source
+  std::string tokenizer;
   std::string cache = "runs/cache";  // prepared tokenizers and shards
-  // Data stages (BPE data): from `start` (a fraction of the run's tokens) each source weighs its natural share times
-  // its boost ("*" sets the default boost). Empty: one stage, natural shares.
+  // Data stages (token data): from `start` (a fraction of the run's tokens) each source weighs its natural share
+  // times its boost ("*" sets the default boost), or, when `absolute`, exactly the weight given (unlisted: 0).
+  // Empty: one stage, natural shares.
   struct DataStage {
     double start = 0;
     std::vector<std::pair<std::string, double>> boost;
+    bool absolute = false;
   };
   std::vector<DataStage> stages;
   int val_every = 20;           // every n-th document (by content hash) is held out

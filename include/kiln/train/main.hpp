@@ -123,8 +123,9 @@ int train_main(int argc, char** argv, const char* name) {
     for (size_t k = 0; k < c.stages.size(); ++k) {
       std::string b;
       for (const auto& [n, w] : c.stages[k].boost) b += (b.empty() ? "" : ", ") + n + " x" + std::to_string(w).substr(0, 4);
-      std::printf("kiln: data stage %zu from %.0f%% of the run (step %ld): natural mixture%s%s\n", k + 1,
-                  100 * c.stages[k].start, long(c.stages[k].start * double(c.steps)), b.empty() ? "" : ", boosted ",
+      std::printf("kiln: data stage %zu from %.0f%% of the run (step %ld): %s%s\n", k + 1, 100 * c.stages[k].start,
+                  long(c.stages[k].start * double(c.steps)),
+                  c.stages[k].absolute ? "weights " : b.empty() ? "natural mixture" : "natural mixture, boosted ",
                   b.c_str());
     }
     if (c.out.empty()) c.out = std::string("runs/") + name;
@@ -201,12 +202,14 @@ int train_main(int argc, char** argv, const char* name) {
     if (quiet_repeats) std::printf("kiln: data sources began %ld later epochs (not listed)\n", quiet_repeats);
     const double after = trainer.evaluate();
     trainer.on_eval(trainer.step(), after);
-    std::printf("\nkiln: held-out loss %.4f nats/token = %.3f bits/byte (from %.4f before training: %.0f%% lower)\n",
-                after, after / std::log(2.0) / data.bytes_per_token, before, 100.0 * (1.0 - after / before));
+    char bpb[48] = "";
+    if (data.bytes_per_token > 0) std::snprintf(bpb, sizeof bpb, " = %.3f bits/byte", after / std::log(2.0) / data.bytes_per_token);
+    std::printf("\nkiln: held-out loss %.4f nats/token%s (from %.4f before training: %.0f%% lower)\n", after, bpb, before,
+                100.0 * (1.0 - after / before));
     if (!c.prompts.empty())
       std::printf("\nWhat it learned: continuations (temperature %.2f, top-p %.2f)\n", c.temperature, c.top_p);
     for (size_t i = 0; i < c.prompts.size(); ++i) {
-      const eval::SamplingConfig sc{c.temperature, c.top_p, c.seed + i};
+      const eval::SamplingConfig sc{c.temperature, c.top_p, c.seed + i, data.vocab_used};
       auto out = eval::generate<M, S::seq_len>(trainer.params(), data.encode(c.prompts[i]), c.sample_tokens, sc,
                                                data.end_of_document);
       const bool tty = isatty(fileno(stdout));  // the prompt in bold on a terminal, plain in logs

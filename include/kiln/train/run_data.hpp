@@ -7,6 +7,10 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <map>
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -29,6 +33,68 @@ struct RunData {
   std::string summary;
 };
 
+namespace detail {
+
+// Training sources and stages -> the mixture loader; the held-out prefixes -> fresh evaluation streams.
+inline void open_mixture(RunData& d, const TrainConfig& c, long tokens_per_step,
+                         const std::vector<std::pair<std::string, std::vector<std::string>>>& named,
+                         const std::vector<uint64_t>& tokens, const std::vector<std::string>& heldout,
+                         const std::function<void(const std::string&)>& event) {
+  std::vector<data::Source> sources;
+  double total = 0;
+  for (size_t i = 0; i < named.size(); ++i) {
+    sources.push_back(data::Source::open(named[i].first, named[i].second));
+    total += double(tokens[i]);
+  }
+  d.epoch_tokens = total;
+  const double run_tokens = double(c.steps) * double(tokens_per_step);
+  std::vector<data::StageMix> stages;
+  std::vector<TrainConfig::DataStage> spec = c.stages;
+  if (spec.empty()) spec.push_back({0.0, {}, false});
+  for (const auto& st : spec) {
+    KILN_CHECK(st.start >= 0 && st.start < 1, "data stage start ", st.start, " must be a fraction of the run in [0, 1)");
+    for (const auto& [name, b] : st.boost) {
+      bool known = name == "*";
+      for (const auto& s : named) known = known || s.first == name;
+      KILN_CHECK(known, "a data stage names source '", name, "', which ", c.data, " does not have");
+      KILN_CHECK(b >= 0, "data stage weight of '", name, "' is negative (", b, ")");
+    }
+    data::StageMix m;
+    m.start_tokens = uint64_t(st.start * run_tokens);
+    for (size_t i = 0; i < named.size(); ++i) {
+      double w = st.absolute ? 0.0 : 1.0;
+      for (const auto& [name, b] : st.boost)
+        if (name == "*" || name == named[i].first) w = b;  // later entries win: "*" first, then names
+      m.weights.emplace_back(named[i].first, st.absolute ? w : double(tokens[i]) * w);
+    }
+    stages.push_back(std::move(m));
+  }
+  auto loader = std::make_unique<data::Loader>(std::move(sources), stages, d.end_of_document, c.seed, 0, 1);
+  loader->on_event = event;
+  d.train = std::make_unique<data::MixedShards>(std::move(loader));
+  const int32_t e = d.end_of_document;
+  d.make_eval = [heldout, e] {
+    std::vector<data::Source> s;
+    s.push_back(data::Source::open("heldout", heldout));
+    auto l = std::make_unique<data::Loader>(std::move(s), std::vector<data::StageMix>{{0, {{"heldout", 1.0}}}}, e, 0, 0, 1);
+    l->on_event = [](const std::string&) {};  // repeats of the held-out set are expected
+    return std::make_unique<data::MixedShards>(std::move(l));
+  };
+}
+
+inline void use_tokenizer(RunData& d, const std::string& path) {
+  auto tok = std::make_shared<const data::Tokenizer>(data::Tokenizer::load(path));
+  const auto eod = tok->token_to_id(data::kEndOfText);
+  KILN_CHECK(eod, path, ": no token ", data::kEndOfText, " (the end-of-document token)");
+  d.end_of_document = *eod;
+  d.vocab_used = tok->vocab_size();
+  d.tokenizer_path = path;
+  d.encode = [tok](const std::string& s) { return tok->encode(s); };
+  d.decode = [tok](const std::vector<int32_t>& t) { return tok->decode(t); };
+}
+
+}  // namespace detail
+
 inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_per_step,
                              const std::function<void(const std::string&)>& event) {
   RunData d;
@@ -45,70 +111,56 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
     std::snprintf(s, sizeof s, "%s | %zu files | %zu train documents (%.2f MB), %zu held out | byte tokens",
                   c.data.c_str(), corpus->files, corpus->train.size(), corpus->train_bytes / 1e6, corpus->val.size());
     d.summary = s;
-  } else {
-    KILN_CHECK(c.tokenizer.rfind("bpe:", 0) == 0, "--tokenizer '", c.tokenizer,
-               "': expected \"\" (byte-level) or bpe:<vocabulary size>");
+  } else if (c.tokenizer.rfind("bpe:", 0) == 0) {
     const int vocab = std::stoi(c.tokenizer.substr(4));
     KILN_CHECK(vocab > 256 && vocab <= model_vocab, "--tokenizer ", c.tokenizer, ": the vocabulary must be in (256, ",
                model_vocab, "] (the model's embedding has ", model_vocab, " rows)");
     const auto t0 = std::chrono::steady_clock::now();
     const data::PreparedCorpus p = data::prepare_corpus(c.data, c.cache, vocab, c.val_every);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    auto tok = std::make_shared<const data::Tokenizer>(data::Tokenizer::load(p.tokenizer_path));
-    const auto eod = tok->token_to_id(data::kEndOfText);
-    KILN_CHECK(eod, p.tokenizer_path, ": no token ", data::kEndOfText, " (the end-of-document token)");
-    d.end_of_document = *eod;
-    d.vocab_used = tok->vocab_size();
-    d.tokenizer_path = p.tokenizer_path;
-    d.encode = [tok](const std::string& s) { return tok->encode(s); };
-    d.decode = [tok](const std::vector<int32_t>& t) { return tok->decode(t); };
+    detail::use_tokenizer(d, p.tokenizer_path);
     d.bytes_per_token = p.heldout_tokens ? double(p.heldout_bytes) / double(p.heldout_tokens) : 1.0;
-    // Sources and stages: weights are natural shares times the stage's boost.
-    std::vector<data::Source> sources;
-    double total = 0;
-    for (size_t i = 0; i < p.sources.size(); ++i) {
-      sources.push_back(data::Source::open(p.sources[i].first, {p.sources[i].second}));
-      total += double(p.source_tokens[i]);
-    }
-    d.epoch_tokens = total;
-    const double run_tokens = double(c.steps) * double(tokens_per_step);
-    std::vector<data::StageMix> stages;
-    std::vector<TrainConfig::DataStage> spec = c.stages;
-    if (spec.empty()) spec.push_back({0.0, {}});
-    for (const auto& st : spec) {
-      KILN_CHECK(st.start >= 0 && st.start < 1, "data stage start ", st.start, " must be a fraction of the run in [0, 1)");
-      data::StageMix m;
-      m.start_tokens = uint64_t(st.start * run_tokens);
-      for (size_t i = 0; i < p.sources.size(); ++i) {
-        double boost = 1;
-        for (const auto& [name, b] : st.boost)
-          if (name == "*" || name == p.sources[i].first) boost = b;  // later entries win: "*" first, then names
-        m.weights.emplace_back(p.sources[i].first, double(p.source_tokens[i]) * boost);
-      }
-      for (const auto& [name, b] : st.boost) {
-        bool known = name == "*";
-        for (const auto& s : p.sources) known = known || s.first == name;
-        KILN_CHECK(known, "data stage boost names source '", name, "', which ", c.data, " does not have");
-      }
-      stages.push_back(std::move(m));
-    }
-    auto loader = std::make_unique<data::Loader>(std::move(sources), stages, d.end_of_document, c.seed, 0, 1);
-    loader->on_event = event;
-    d.train = std::make_unique<data::MixedShards>(std::move(loader));
-    const std::string held = p.heldout;
-    const int32_t e = d.end_of_document;
-    d.make_eval = [held, e] {
-      std::vector<data::Source> s;
-      s.push_back(data::Source::open("heldout", {held}));
-      auto l = std::make_unique<data::Loader>(std::move(s), std::vector<data::StageMix>{{0, {{"heldout", 1.0}}}}, e, 0, 0, 1);
-      l->on_event = [](const std::string&) {};  // repeats of the held-out set are expected
-      return std::make_unique<data::MixedShards>(std::move(l));
-    };
+    std::vector<std::pair<std::string, std::vector<std::string>>> named;
+    for (const auto& [name, prefix] : p.sources) named.push_back({name, {prefix}});
+    detail::open_mixture(d, c, tokens_per_step, named, p.source_tokens, {p.heldout}, event);
     char s[512];
     std::snprintf(s, sizeof s,
                   "%s | %zu sources | %.2fM training tokens, %llu held out | BPE %d (%s, %s in %.1f s) | %.2f bytes/token",
-                  c.data.c_str(), p.sources.size(), total / 1e6, (unsigned long long)p.heldout_tokens, vocab,
+                  c.data.c_str(), p.sources.size(), d.epoch_tokens / 1e6, (unsigned long long)p.heldout_tokens, vocab,
                   p.tokenizer_path.c_str(), p.cached ? "cached" : "trained and tokenized", secs, d.bytes_per_token);
+    d.summary = s;
+  } else {
+    // Token shards made with this tokenizer: <data>/<source>[.<part>].ds; the source "heldout" is for evaluation.
+    namespace fs = std::filesystem;
+    KILN_CHECK(fs::is_directory(c.data), "--data '", c.data, "' must be a directory of token shards (<source>.ds) when ",
+               "--tokenizer names a tokenizer.json");
+    detail::use_tokenizer(d, c.tokenizer);
+    KILN_CHECK(d.vocab_used <= model_vocab, c.tokenizer, ": ", d.vocab_used, " tokens do not fit the model's ", model_vocab,
+               "-row embedding");
+    std::map<std::string, std::vector<std::string>> by_name;
+    for (const auto& e : fs::directory_iterator(c.data))
+      if (e.path().extension() == ".ds") {
+        const std::string file = e.path().filename().string();
+        by_name[file.substr(0, file.find('.'))].push_back((e.path().parent_path() / e.path().stem()).string());
+      }
+    KILN_CHECK(by_name.count("heldout"), c.data, ": no held-out shard (heldout.ds): make one with tools/kiln tokenize");
+    std::vector<std::string> heldout = by_name["heldout"];
+    by_name.erase("heldout");
+    KILN_CHECK(!by_name.empty(), c.data, ": no training shards (<source>.ds) besides heldout.ds");
+    std::vector<std::pair<std::string, std::vector<std::string>>> named;
+    std::vector<uint64_t> tokens;
+    for (auto& [name, prefixes] : by_name) {
+      std::sort(prefixes.begin(), prefixes.end());
+      uint64_t n = 0;
+      for (const auto& p : prefixes) n += data::ShardReader(p).total_tokens();
+      named.push_back({name, prefixes});
+      tokens.push_back(n);
+    }
+    detail::open_mixture(d, c, tokens_per_step, named, tokens, heldout, event);
+    d.bytes_per_token = 0;  // unknown: the shards do not say how many bytes they came from
+    char s[512];
+    std::snprintf(s, sizeof s, "%s | %zu sources | %.2fM training tokens | tokenizer %s (%d tokens)", c.data.c_str(),
+                  named.size(), d.epoch_tokens / 1e6, c.tokenizer.c_str(), d.vocab_used);
     d.summary = s;
   }
   return d;
