@@ -16,10 +16,14 @@ done
 cat "$work/run.log"
 grep -q "4 sources" "$work/run.log" || { echo "FAIL: expected 4 training sources"; exit 1; }
 grep -q "stage 2 of 2" "$work/run.log" || { echo "FAIL: the second data stage did not begin"; exit 1; }
+# The checkpoint remembers its tokenizer: `generate` continues a prompt with it.
+"$trainer" generate --checkpoint "$work/run/checkpoints" --prompt "Unix" --tokens 5 > "$work/gen.log" 2>&1 \
+  || { cat "$work/gen.log"; echo "FAIL: generate"; exit 1; }
+grep -q "tokenizer .*kiln_bpe.json" "$work/gen.log" || { cat "$work/gen.log"; echo "FAIL: generate did not use the tokenizer"; exit 1; }
 # A source the stages name but the data lacks is an error naming it.
 rm "$work/shards/perl".ds*
 if "$trainer" --tokenizer "$tok" --data "$work/shards" --steps 2 --out "$work/run2" > "$work/run2.log" 2>&1; then
   echo "FAIL: a missing source was accepted"; exit 1
 fi
 grep -q "names source 'perl'" "$work/run2.log" || { cat "$work/run2.log"; echo "FAIL: the error does not name the source"; exit 1; }
-echo "PASS: text -> shards -> training with stages; a missing source is named"
+echo "PASS: text -> shards -> training with stages -> generate; a missing source is named"

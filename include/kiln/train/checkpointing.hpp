@@ -1,7 +1,7 @@
 // kiln/train/checkpointing.hpp: what a checkpoint of a run holds and how a trainer comes back from one.
 //   blobs:  parameters, adam_m, adam_v    F32 safetensors with HF names (tied models omit lm_head.weight)
 //   state:  step (= schedule position), tokens seen, the data stream's position (opaque bytes), and in `extra`:
-//           AdamW's update count, the loss guard's window, the recipe's name
+//           AdamW's update count, the loss guard's window, the recipe's name, the data's tokenizer (for generate)
 // Data order and initialisation are counter-based functions of the seed, so there is no other RNG state to keep.
 // On the CPU backend a run resumed from a checkpoint takes bitwise the same steps as one never stopped (same
 // thread count): tests/resume_test.sh checks it by killing a real trainer.
@@ -16,7 +16,8 @@ namespace kiln {
 
 template <class Recipe>
 io::CheckpointInfo save_checkpoint(Trainer<Recipe>& t, const std::string& root, int keep, const std::string& recipe,
-                                   const io::CheckpointWarning& warn = {}) {
+                                   const io::CheckpointWarning& warn = {},
+                                   const nlohmann::json& data_info = nlohmann::json::object()) {
   using M = typename Recipe::model;
   using S = typename Recipe::stage;
   io::CheckpointState st;
@@ -27,7 +28,8 @@ io::CheckpointInfo save_checkpoint(Trainer<Recipe>& t, const std::string& root, 
   const auto g = t.guard().state();
   st.extra = {{"recipe", recipe},
               {"adam_updates", t.optimizer().updates()},
-              {"guard", {{"ring", g.ring}, {"count", g.count}, {"bad_in_a_row", g.bad_in_a_row}}}};
+              {"guard", {{"ring", g.ring}, {"count", g.count}, {"bad_in_a_row", g.bad_in_a_row}}},
+              {"data", data_info}};
   const TrainConfig& c = t.config();
   st.config = {{"lr", c.lr}, {"min_lr", c.min_lr}, {"warmup", c.warmup}, {"steps", c.steps},
                {"schedule", schedule_name(c.schedule)}, {"grad_accum", c.grad_accum}, {"seed", c.seed},
@@ -57,7 +59,7 @@ void load_checkpoint(Trainer<Recipe>& t, const io::Checkpoint& ck, const std::st
   const auto& g = st.extra["guard"];
   t.guard().restore({g.at("ring").get<std::vector<double>>(), g.at("count").get<long>(), g.at("bad_in_a_row").get<int>()});
   t.step() = long(st.step);
-  if (!keep_data) t.data().restore(st.data_state);
+  if (!keep_data && !st.data_state.empty()) t.data().restore(st.data_state);
 }
 
 }  // namespace kiln

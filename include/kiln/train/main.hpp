@@ -74,13 +74,72 @@ inline void add_train_options(CLI::App& app, TrainConfig& c) {
       ->capture_default_str();
 }
 
+// `train_<recipe> generate`: continues prompts with a checkpoint's parameters (KV-cache generation on the CPU).
+template <RecipeType Recipe>
+int generate_main(int argc, char** argv, const char* name) {
+  using M = typename Recipe::model;
+  using S = typename Recipe::stage;
+  CLI::App app{std::string("Generate text with a checkpoint of recipe ") + name};
+  std::string checkpoint = std::string("runs/") + name + "/checkpoints";
+  std::vector<std::string> prompts;
+  eval::SamplingConfig sc;
+  int tokens = 200;
+  app.add_option("--checkpoint", checkpoint, "a checkpoint directory, or a checkpoints root (its newest valid one)")
+      ->capture_default_str();
+  app.add_option("--prompt", prompts, "prompt to continue (repeatable)")->required();
+  app.add_option("--tokens", tokens, "tokens to generate per prompt")->capture_default_str();
+  app.add_option("--temperature", sc.temperature, "0: greedy")->capture_default_str();
+  app.add_option("--top-p", sc.top_p, "nucleus sampling mass")->capture_default_str();
+  app.add_option("--seed", sc.seed, "sampling seed")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    std::filesystem::path dir = checkpoint;
+    if (!std::filesystem::exists(dir / "manifest.json")) {
+      const auto found = io::find_latest_valid(checkpoint, [](const std::string& w) {
+        std::fprintf(stderr, "kiln: warning: %s\n", w.c_str());
+      });
+      KILN_CHECK(found, checkpoint, ": no valid checkpoint here (train first, or name a step_N directory)");
+      dir = found->dir;
+    }
+    const io::Checkpoint ck(dir);
+    const std::string theirs = ck.state().extra.value("recipe", std::string());
+    KILN_CHECK(theirs == name, dir.string(), ": field extra.recipe is \"", theirs, "\", this is the trainer of \"", name, "\"");
+    Buffer<float> params(plan::ParamPlan<M>::table.total);
+    io::load_params<M>(ck.blob("parameters"), params.data(), dir.string() + "/parameters.safetensors");
+    const nlohmann::json info = ck.state().extra.value("data", nlohmann::json::object());
+    const std::string tok_path = info.value("tokenizer", std::string());
+    std::shared_ptr<data::Tokenizer> tok;
+    if (!tok_path.empty()) tok = std::make_shared<data::Tokenizer>(data::Tokenizer::load(tok_path));
+    const int32_t eod = info.value("end_of_document", tok ? -1 : data::ByteTokenizer::end_of_document);
+    sc.vocab_limit = info.value("vocab_used", 0);
+    std::printf("kiln: %s at step %lld | %s\n", dir.c_str(), (long long)ck.step(),
+                tok ? ("tokenizer " + tok_path).c_str() : "byte-level tokens");
+    for (const auto& p : prompts) {
+      const auto ids = tok ? tok->encode(p) : data::ByteTokenizer::encode(p);
+      const auto out = eval::generate<M, S::seq_len>(params.data(), ids, tokens, sc, eod);
+      std::printf("---\n%s%s\n", p.c_str(), (tok ? tok->decode(out) : data::ByteTokenizer::decode(out)).c_str());
+      ++sc.seed;
+    }
+    return 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return 1;
+  }
+}
+
 template <RecipeType Recipe>
 int train_main(int argc, char** argv, const char* name) {
   const BlasInfo blas = select_blas_kernels(argv);
+  if (argc > 1 && std::string_view(argv[1]) == "generate") return generate_main<Recipe>(argc - 1, argv + 1, name);
   using M = typename Recipe::model;
   using S = typename Recipe::stage;
   TrainConfig c = Recipe::defaults();
-  CLI::App app{std::string("Kiln trainer for recipe ") + name + " (CPU backend, fp32)"};
+  CLI::App app{std::string("Kiln trainer for recipe ") + name +
+               " (CPU backend, fp32). `generate --help`: continue prompts with a checkpoint."};
   add_train_options(app, c);
   bool show_plan = false;
   app.add_flag("--plan", show_plan, "print the static plan and exit");
@@ -153,7 +212,9 @@ int train_main(int argc, char** argv, const char* name) {
       }
     }
     auto save = [&] {
-      const auto info = save_checkpoint(trainer, ckpt_root, c.keep_checkpoints, name, warn);
+      const auto info = save_checkpoint(trainer, ckpt_root, c.keep_checkpoints, name, warn,
+                                        {{"tokenizer", data.tokenizer_path}, {"end_of_document", data.end_of_document},
+                                         {"vocab_used", data.vocab_used}});
       std::printf("kiln: checkpoint %s\n", info.dir.c_str());
     };
     install_stop_handlers();

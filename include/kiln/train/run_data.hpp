@@ -88,7 +88,7 @@ inline void use_tokenizer(RunData& d, const std::string& path) {
   KILN_CHECK(eod, path, ": no token ", data::kEndOfText, " (the end-of-document token)");
   d.end_of_document = *eod;
   d.vocab_used = tok->vocab_size();
-  d.tokenizer_path = path;
+  d.tokenizer_path = std::filesystem::absolute(path).string();  // checkpoints name it for `generate`
   d.encode = [tok](const std::string& s) { return tok->encode(s); };
   d.decode = [tok](const std::vector<int32_t>& t) { return tok->decode(t); };
 }
