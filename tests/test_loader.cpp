@@ -169,17 +169,17 @@ TEST_CASE("stages switch at the right token count and are reported") {
   CHECK(l.tokens_consumed() == 1000);
   CHECK(l.stage() == 1);
   REQUIRE(events.size() == 1);
-  CHECK(events[0].find("stage 0 (from 0 tokens) begins at global token 0") != std::string::npos);
+  CHECK(events[0].find("stage 1 of 3 (planned from token 0) begins at global token 0") != std::string::npos);
   Batch b = next(l, 1, T);  // the first document drawn at 1000 tokens comes from b
   CHECK(events.size() == 2);
-  CHECK(events[1].find("stage 1 (from 1000 tokens) begins at global token 100") != std::string::npos);
+  CHECK(events[1].find("stage 2 of 3 (planned from token 1000) begins at global token 100") != std::string::npos);
   for (int i = 2; i < T; ++i)
     if (b.tok[i] != kEod) CHECK(b.tok[i] > 100000);
   while (l.tokens_consumed() < 3000) next(l, 1, T);
   CHECK(l.stage() == 2);
   next(l, 1, T);
-  CHECK(events.back().find("stage 2 (from 3000 tokens) begins at global token 300") != std::string::npos);
-  CHECK(events.back().find("a 0.5 b 0.5") != std::string::npos);
+  CHECK(events.back().find("stage 3 of 3 (planned from token 3000) begins at global token 300") != std::string::npos);
+  CHECK(events.back().find("mixture: a 50.0% b 50.0%") != std::string::npos);
 
   // With world 4, global tokens are 4 x this rank's: stage 1 begins after 250 local tokens.
   Loader w({ids_source("a", 1, 5000), ids_source("b", 100001, 5000)}, stages, kEod, 9, 2, 4);

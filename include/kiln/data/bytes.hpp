@@ -16,6 +16,7 @@
 
 #include "kiln/core/error.hpp"
 #include "kiln/core/rng.hpp"
+#include "kiln/data/packing.hpp"
 
 namespace kiln::data {
 
@@ -134,18 +135,8 @@ class Packer {
       for (int i = 0; i <= T; ++i) row[i] = next_token();
       st_.carry = row[T];  // the last target is the next row's first input
       st_.has_carry = true;
-      int32_t* tk = tokens + size_t(b) * T;
-      int32_t* tg = targets + size_t(b) * T;
-      int32_t* ps = positions + size_t(b) * T;
-      int32_t* ds = doc_start + size_t(b) * T;
-      int start = 0;
-      for (int i = 0; i < T; ++i) {
-        if (i > 0 && row[i - 1] == ByteTokenizer::end_of_document) start = i;
-        tk[i] = row[i];
-        tg[i] = row[i + 1];
-        ds[i] = start;
-        ps[i] = i - start;
-      }
+      const size_t o = size_t(b) * T;
+      emit_row(row.data(), T, ByteTokenizer::end_of_document, tokens + o, targets + o, positions + o, doc_start + o);
     }
   }
 

@@ -40,6 +40,7 @@
 #include "kiln/core/error.hpp"
 #include "kiln/core/rng.hpp"
 #include "kiln/data/megatron.hpp"
+#include "kiln/data/packing.hpp"
 #include "kiln/data/shards.hpp"
 
 namespace kiln::data {
@@ -240,18 +241,8 @@ class Loader {
       }
       st_.carry = row_[T];
       st_.has_carry = 1;
-      int32_t* tk = tokens + size_t(b) * T;
-      int32_t* tg = targets + size_t(b) * T;
-      int32_t* ps = positions + size_t(b) * T;
-      int32_t* ds = doc_start + size_t(b) * T;
-      int start = 0;
-      for (int i = 0; i < T; ++i) {
-        if (i > 0 && row_[i - 1] == eod_) start = i;
-        tk[i] = row_[i];
-        tg[i] = row_[i + 1];
-        ds[i] = start;
-        ps[i] = i - start;
-      }
+      const size_t o = size_t(b) * T;
+      emit_row(row_.data(), T, eod_, tokens + o, targets + o, positions + o, doc_start + o);
       st_.tokens += uint64_t(T);
     }
     in_row_ = 0;

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "kiln/core/error.hpp"
+#include "kiln/io/atomic_file.hpp"
 
 namespace kiln::io {
 
@@ -178,8 +179,6 @@ inline std::optional<uint64_t> as_index(const nlohmann::json& v) {
   }
   return std::nullopt;
 }
-
-inline std::string errno_text() { return std::strerror(errno); }
 
 }  // namespace detail
 
@@ -423,20 +422,6 @@ struct TensorView {
   const void* data = nullptr;
 };
 
-namespace detail {
-
-inline void write_all(int fd, const void* p, size_t n, const std::string& path) {
-  const char* c = static_cast<const char*>(p);
-  while (n > 0) {
-    ssize_t w = ::write(fd, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    KILN_CHECK(w > 0, path, ": write failed: ", errno_text());
-    c += w;
-    n -= size_t(w);
-  }
-}
-
-}  // namespace detail
 
 // Writes tensors in the given order (data offsets follow it) with `metadata` plus "format":"pt"
 // unless metadata sets "format". Atomic: path.tmp.<pid> -> fsync -> rename -> fsync(dir).
@@ -468,33 +453,12 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorV
   header.append((8 - (8 + header.size()) % 8) % 8, ' ');  // data starts 8-byte aligned
   const uint64_t n = header.size();
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  KILN_CHECK(fd >= 0, tmp, ": cannot create: ", detail::errno_text());
-  try {
+  write_file_atomic(path, [&](int fd, const std::string& tmp) {
     detail::write_all(fd, &n, 8, tmp);
     detail::write_all(fd, header.data(), header.size(), tmp);
     for (size_t i = 0; i < tensors.size(); ++i)
       if (sizes[i]) detail::write_all(fd, tensors[i].data, sizes[i], tmp);
-    KILN_CHECK(::fsync(fd) == 0, tmp, ": fsync failed: ", detail::errno_text());
-    int rc = ::close(fd);
-    fd = -1;
-    KILN_CHECK(rc == 0, tmp, ": close failed: ", detail::errno_text());
-    KILN_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, tmp, ": rename to ", path, " failed: ", detail::errno_text());
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  // Make the rename durable.
-  std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  if (dir.empty()) dir = ".";
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  KILN_CHECK(dfd >= 0, dir.string(), ": cannot open directory to fsync: ", detail::errno_text());
-  int rc = ::fsync(dfd);
-  std::string e = rc != 0 ? detail::errno_text() : std::string();
-  ::close(dfd);
-  KILN_CHECK(rc == 0, dir.string(), ": fsync of directory failed: ", e);
+  });
 }
 
 }  // namespace kiln::io
