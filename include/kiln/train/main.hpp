@@ -18,6 +18,7 @@
 #include "kiln/plan/print.hpp"
 #include "kiln/recipe.hpp"
 #include "kiln/train/checkpointing.hpp"
+#include "kiln/train/hf_interop.hpp"
 #include "kiln/train/run_data.hpp"
 #include "kiln/train/signals.hpp"
 #include "kiln/train/trainer.hpp"
@@ -135,11 +136,14 @@ template <RecipeType Recipe>
 int train_main(int argc, char** argv, const char* name) {
   const BlasInfo blas = select_blas_kernels(argv);
   if (argc > 1 && std::string_view(argv[1]) == "generate") return generate_main<Recipe>(argc - 1, argv + 1, name);
+  if (argc > 1 && std::string_view(argv[1]) == "export") return hf_export_main<Recipe>(argc - 1, argv + 1, name);
+  if (argc > 1 && std::string_view(argv[1]) == "import") return hf_import_main<Recipe>(argc - 1, argv + 1, name);
   using M = typename Recipe::model;
   using S = typename Recipe::stage;
   TrainConfig c = Recipe::defaults();
   CLI::App app{std::string("Kiln trainer for recipe ") + name +
-               " (CPU backend, fp32). `generate --help`: continue prompts with a checkpoint."};
+               " (CPU backend, fp32). `generate --help`: continue prompts with a checkpoint; `export --help` / `import --help`: "
+               "Hugging Face model directories."};
   add_train_options(app, c);
   bool show_plan = false;
   app.add_flag("--plan", show_plan, "print the static plan and exit");

@@ -1,0 +1,361 @@
+// kiln/train/hf_interop.hpp: a trainer's `export` and `import` subcommands: Kiln checkpoints <-> Hugging Face model
+// directories (FACTS.md "Formats").
+//
+// `train_<recipe> export --checkpoint <dir|root> --out <hf dir>` writes
+//   config.json               hf_config_of<M>: model_type smollm3 when the model has NoPE layers, else llama (or
+//                             --model-type); max_position_embeddings = the stage's seq_len; eos_token_id = the
+//                             checkpoint's end-of-document id; torch_dtype float32; tie_word_embeddings per the model
+//   model.safetensors         the parameters, F32, HF names (or model-0000i-of-0000K.safetensors + index.json above
+//                             --max-shard-mb)
+//   tokenizer.json            a copy of the checkpoint's tokenizer (none for a byte-level checkpoint: said so)
+//   generation_config.json    eos_token_id, do_sample, SmolLM3's recommended temperature 0.6 / top_p 0.95
+//   kiln.json                 what HF has no field for: recipe, step, byte-level or not, vocab_used (the ids the
+//                             tokenizer can produce; sampling stays below it); `import` reads it back when present
+// Everything is written into a temp directory next to --out and renamed into place; a non-empty --out is refused
+// unless --force (then the old one is moved aside and removed after the rename).
+//
+// `train_<recipe> import --hf <hf dir> --out <checkpoints root>` checks config.json against the recipe's model
+// (mismatches<M>: every differing field is printed, exit 3), loads the weights (one file or shards; BF16/F16/F32/F64
+// converted to fp32) and writes a step-0 checkpoint: parameters, zero AdamW moments, a fresh loss guard, the
+// tokenizer (<hf dir>/tokenizer.json, absolute, when present) and end-of-document id (eos_token_id), no data
+// position. `train_<recipe> --out <run> --resume auto` then starts training from it (with --out <run>/checkpoints
+// as the import target), and `generate --checkpoint` continues prompts with it.
+//
+// Hidden options for tests/reference/check_hf_export.py and the fixture test: `export --dump-logits "<ids>"` writes
+// kiln_logits.safetensors (input_ids I64 [T], logits F32 [T, V], Kiln's fp32 forward) into the export;
+// `export --check-logits <file>` reads input_ids and logits from a safetensors file (e.g. transformers' logits of an
+// imported model), computes Kiln's and fails (exit 4) when max|diff| / max|ref| exceeds --check-tol.
+#pragma once
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kiln/data/bytes.hpp"
+#include "kiln/data/tokenizer.hpp"
+#include "kiln/eval/generate.hpp"
+#include "kiln/io/atomic_file.hpp"
+#include "kiln/io/checkpoint.hpp"
+#include "kiln/io/hf_config.hpp"
+#include "kiln/io/safetensors_sharded.hpp"
+#include "kiln/recipe.hpp"
+#include "kiln/train/guards.hpp"
+
+namespace kiln {
+namespace hf_detail {
+
+namespace fs = std::filesystem;
+
+// A checkpoint directory, or the newest valid one under a checkpoints root.
+inline fs::path resolve_checkpoint(const std::string& path) {
+  if (fs::exists(fs::path(path) / "manifest.json")) return path;
+  const auto found = io::find_latest_valid(path, [](const std::string& w) {
+    std::fprintf(stderr, "kiln: warning: %s\n", w.c_str());
+  });
+  KILN_CHECK(found, path, ": no valid checkpoint here (train first, or name a step_N directory)");
+  return found->dir;
+}
+
+inline bool nonempty_dir(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_directory(p, ec) && fs::directory_iterator(p, ec) != fs::directory_iterator();
+}
+
+inline std::string read_file(const std::string& path) { return io::detail::read_text(path); }
+
+inline std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  std::string t = s;
+  std::replace(t.begin(), t.end(), ',', ' ');
+  std::istringstream in(t);
+  long v;
+  while (in >> v) ids.push_back(int32_t(v));
+  KILN_CHECK(in.eof(), "--dump-logits \"", s, "\": expected token ids separated by spaces or commas");
+  KILN_CHECK(!ids.empty(), "--dump-logits: no token ids given");
+  return ids;
+}
+
+// Kiln's logits (T x V, fp32) for `ids` at positions 0..T-1: the KV-cache forward, which tests/test_generate.cpp
+// checks against the training forward position by position.
+template <DecoderModel M, int MaxT>
+std::vector<float> logits_of(const float* params, const std::vector<int32_t>& ids) {
+  KILN_CHECK(int(ids.size()) <= MaxT, "logits: ", ids.size(), " tokens do not fit the recipe's context of ", MaxT);
+  auto gen = std::make_unique<eval::Generator<M, MaxT>>(params);
+  std::vector<float> out(ids.size() * size_t(M::vocab));
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const float* l = gen->step(ids[i]);
+    std::copy_n(l, M::vocab, out.data() + i * M::vocab);
+  }
+  return out;
+}
+
+// Writes `text` to dir/name (atomically).
+inline void write_json(const fs::path& dir, const char* name, const nlohmann::ordered_json& j) {
+  io::write_text_atomic((dir / name).string(), j.dump(2) + "\n");
+}
+
+}  // namespace hf_detail
+
+// `train_<recipe> export`: a checkpoint as a Hugging Face model directory.
+template <RecipeType Recipe>
+int hf_export_main(int argc, char** argv, const char* name) {
+  namespace fs = std::filesystem;
+  using M = typename Recipe::model;
+  using S = typename Recipe::stage;
+  CLI::App app{std::string("Export a checkpoint of recipe ") + name + " as a Hugging Face model directory"};
+  std::string checkpoint = std::string("runs/") + name + "/checkpoints", out, model_type = "auto", dump_ids, check;
+  double max_shard_mb = 5000, check_tol = 1e-4;
+  bool force = false;
+  app.add_option("--checkpoint", checkpoint, "a checkpoint directory, or a checkpoints root (its newest valid one)")
+      ->capture_default_str();
+  app.add_option("--out", out, "the Hugging Face model directory to write")->required();
+  app.add_option("--model-type", model_type, "auto (smollm3 when the model has NoPE layers, else llama) | llama | smollm3")
+      ->check(CLI::IsMember({"auto", "llama", "smollm3"}))
+      ->capture_default_str();
+  app.add_option("--max-shard-mb", max_shard_mb, "shard the weights above this many MB (10^6 bytes) of tensor data")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag("--force", force, "replace a non-empty --out");
+  app.add_option("--dump-logits", dump_ids, "token ids: also write kiln_logits.safetensors")->group("");
+  app.add_option("--check-logits", check, "safetensors with input_ids and logits to compare Kiln's logits with")->group("");
+  app.add_option("--check-tol", check_tol, "relative tolerance of --check-logits")->group("");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    const fs::path dir = hf_detail::resolve_checkpoint(checkpoint);
+    const io::Checkpoint ck(dir);
+    const std::string theirs = ck.state().extra.value("recipe", std::string());
+    KILN_CHECK(theirs == name, dir.string(), ": field extra.recipe is \"", theirs, "\", this is the trainer of \"", name,
+               "\"");
+    std::vector<float> params(plan::ParamPlan<M>::table.total, 0.0f);
+    io::load_params<M>(ck.blob("parameters"), params.data(), dir.string() + "/parameters.safetensors");
+    const nlohmann::json info = ck.state().extra.value("data", nlohmann::json::object());
+    const std::string tok_path = info.value("tokenizer", std::string());
+    const int32_t eod = info.value("end_of_document", tok_path.empty() ? data::ByteTokenizer::end_of_document : -1);
+    const int vocab_used = info.value("vocab_used", 0);
+
+    // --check-logits first: a failed comparison writes nothing.
+    if (!check.empty()) {
+      const io::Safetensors ref(check);
+      const auto ids64 = ref.to_vector<int64_t>("input_ids");
+      const std::vector<int32_t> ids(ids64.begin(), ids64.end());
+      const auto want = ref.to_vector<float>("logits");
+      KILN_CHECK(want.size() == ids.size() * size_t(M::vocab), check, ": logits hold ", want.size(),
+                 " values, expected ", ids.size(), " x ", M::vocab);
+      const auto got = hf_detail::logits_of<M, S::seq_len>(params.data(), ids);
+      double max_diff = 0, max_ref = 0;
+      long argmax_same = 0;
+      for (size_t t = 0; t < ids.size(); ++t) {
+        const float* g = got.data() + t * M::vocab;
+        const float* w = want.data() + t * M::vocab;
+        for (int v = 0; v < M::vocab; ++v) {
+          max_diff = std::max(max_diff, std::fabs(double(g[v]) - double(w[v])));
+          max_ref = std::max(max_ref, std::fabs(double(w[v])));
+        }
+        argmax_same += (std::max_element(g, g + M::vocab) - g) == (std::max_element(w, w + M::vocab) - w);
+      }
+      const double rel = max_ref > 0 ? max_diff / max_ref : max_diff;
+      std::printf("kiln: logits check against %s: %zu tokens x %d, max |diff| %.3g, max |ref| %.3g, relative %.3g "
+                  "(tolerance %.1g), argmax equal at %ld of %zu positions\n",
+                  check.c_str(), ids.size(), M::vocab, max_diff, max_ref, rel, check_tol, argmax_same, ids.size());
+      if (!(rel <= check_tol)) {
+        std::fprintf(stderr, "kiln: error: Kiln's logits differ from %s by %.3g relative (tolerance %.1g)\n",
+                     check.c_str(), rel, check_tol);
+        return 4;
+      }
+      std::printf("kiln: logits match\n");
+    }
+
+    bool any_nope = false;
+    for (int l = 0; l < M::layers; ++l) any_nope |= !M::uses_rope(l);
+    if (model_type == "auto") model_type = any_nope ? "smollm3" : "llama";
+    io::HfConfig cfg = io::hf_config_of<M>(model_type);
+    cfg.max_position_embeddings = S::seq_len;
+    if (eod >= 0) cfg.eos_token_id = eod;
+    cfg.torch_dtype = "float32";
+
+    const fs::path target = fs::absolute(fs::path(out)).lexically_normal();
+    const fs::path out_dir = target.has_filename() ? target : target.parent_path();
+    KILN_CHECK(!hf_detail::nonempty_dir(out_dir) || force, out_dir.string(),
+               ": exists and is not empty; choose another --out or add --force to replace it");
+    KILN_CHECK(!fs::exists(out_dir) || fs::is_directory(out_dir), out_dir.string(), ": exists and is not a directory");
+    fs::create_directories(out_dir.parent_path());
+    const fs::path tmp = out_dir.parent_path() / ("." + out_dir.filename().string() + ".tmp." + std::to_string(::getpid()));
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    fs::create_directory(tmp);
+    try {
+      io::write_hf_config((tmp / "config.json").string(), cfg);
+      const auto views = io::param_views<M>(params.data());
+      const auto w = io::write_safetensors_sharded(tmp.string(), views, uint64_t(max_shard_mb * 1e6),
+                                                   {{"kiln_recipe", name}, {"kiln_step", std::to_string(ck.step())}});
+      if (!tok_path.empty()) {
+        KILN_CHECK(fs::exists(tok_path), dir.string(), "/state.json: field extra.data.tokenizer names ", tok_path,
+                   ", which does not exist (the export needs it as tokenizer.json)");
+        io::write_text_atomic((tmp / "tokenizer.json").string(), hf_detail::read_file(tok_path));
+      }
+      nlohmann::ordered_json gen;
+      if (eod >= 0) gen["eos_token_id"] = eod;
+      gen["do_sample"] = true;
+      gen["temperature"] = 0.6;
+      gen["top_p"] = 0.95;
+      hf_detail::write_json(tmp, "generation_config.json", gen);
+      nlohmann::ordered_json k;
+      k["format"] = "kiln-hf-export/1";
+      k["recipe"] = name;
+      k["step"] = ck.step();
+      k["checkpoint"] = fs::absolute(dir).string();
+      k["byte_level"] = tok_path.empty();
+      k["end_of_document"] = eod;
+      k["vocab_used"] = vocab_used;
+      hf_detail::write_json(tmp, "kiln.json", k);
+      if (!dump_ids.empty()) {
+        const auto ids = hf_detail::parse_ids(dump_ids);
+        const auto lg = hf_detail::logits_of<M, S::seq_len>(params.data(), ids);
+        const std::vector<int64_t> ids64(ids.begin(), ids.end());
+        io::write_safetensors((tmp / "kiln_logits.safetensors").string(),
+                              {{"input_ids", io::Dtype::I64, {int64_t(ids.size())}, ids64.data()},
+                               {"logits", io::Dtype::F32, {int64_t(ids.size()), M::vocab}, lg.data()}},
+                              {});
+      }
+      io::detail::fsync_dir(tmp);
+      // Into place: an empty or forced-away old directory first moves aside.
+      fs::path aside;
+      if (fs::exists(out_dir)) {
+        aside = out_dir.parent_path() / ("." + out_dir.filename().string() + ".old." + std::to_string(::getpid()));
+        fs::remove_all(aside, ec);
+        fs::rename(out_dir, aside);
+      }
+      fs::rename(tmp, out_dir);
+      io::detail::fsync_dir(out_dir.parent_path());
+      if (!aside.empty()) fs::remove_all(aside, ec);
+      std::printf("kiln: exported %s (step %lld) to %s: model_type %s, %s%s, %s\n", dir.c_str(), (long long)ck.step(),
+                  out_dir.c_str(), model_type.c_str(),
+                  w.sharded ? (std::to_string(w.files.size() - 1) + " safetensors shards + index").c_str()
+                            : "model.safetensors",
+                  (" (" + std::to_string(w.total_size) + " bytes, F32)").c_str(),
+                  tok_path.empty() ? "no tokenizer.json: the checkpoint is byte-level (ids 0-255 are bytes, 256 ends a "
+                                     "document); Hugging Face has no tokenizer for that"
+                                   : ("tokenizer.json from " + tok_path).c_str());
+    } catch (...) {
+      fs::remove_all(tmp, ec);
+      throw;
+    }
+    return 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return 1;
+  }
+}
+
+// `train_<recipe> import`: a Hugging Face model directory as a step-0 checkpoint of this recipe.
+template <RecipeType Recipe>
+int hf_import_main(int argc, char** argv, const char* name) {
+  namespace fs = std::filesystem;
+  using M = typename Recipe::model;
+  using S = typename Recipe::stage;
+  CLI::App app{std::string("Import a Hugging Face model directory as a step-0 checkpoint of recipe ") + name};
+  std::string hf, out = std::string("runs/") + name + "/checkpoints";
+  app.add_option("--hf", hf, "the Hugging Face model directory (config.json, model.safetensors or shards + index)")
+      ->required();
+  app.add_option("--out", out, "checkpoints root to write step_00000000 into (a run's <out>/checkpoints)")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    const fs::path src = fs::absolute(fs::path(hf)).lexically_normal();
+    const std::string cfg_path = (src / "config.json").string();
+    const io::HfConfig cfg = io::read_hf_config(cfg_path);
+    const auto diffs = io::mismatches<M>(cfg);
+    if (!diffs.empty()) {
+      std::fprintf(stderr, "kiln: error: %s does not fit recipe %s's model (%zu field%s differ):\n", cfg_path.c_str(),
+                   name, diffs.size(), diffs.size() == 1 ? "" : "s");
+      for (const auto& d : diffs) std::fprintf(stderr, "  %s\n", d.c_str());
+      return 3;
+    }
+    if (cfg.max_position_embeddings > S::seq_len)
+      std::printf("kiln: note: the model was made for %d positions; recipe %s trains and generates with %d\n",
+                  cfg.max_position_embeddings, name, S::seq_len);
+    KILN_CHECK(io::list_checkpoints(out).empty(), out, ": already holds checkpoints; import into an empty "
+               "checkpoints root (a newer checkpoint there would be the one `--resume auto` takes)");
+    const io::SafetensorsModel weights(src.string());
+    std::vector<float> params(plan::ParamPlan<M>::table.total, 0.0f);
+    io::load_params<M>(weights, params.data(), weights.sharded() ? weights.index_path() : weights.files().at(0));
+    long unused = 0;
+    std::string unused_names;
+    for (const auto& n : weights.names()) {
+      bool known = n == "lm_head.weight";
+      for (const auto& e : plan::ParamPlan<M>::table.entries) known |= e.name.view() == n;
+      if (!known) unused_names += (unused++ < 4 ? (unused_names.empty() ? "" : ", ") + n : std::string());
+    }
+    if (unused)
+      std::printf("kiln: warning: %ld tensor%s the model does not use (ignored): %s%s\n", unused, unused == 1 ? "" : "s",
+                  unused_names.c_str(), unused > 4 ? ", ..." : "");
+
+    // Tokenizer and the ids HF has no field for: kiln.json of a Kiln export, else tokenizer.json and eos_token_id.
+    nlohmann::json kj = nlohmann::json::object();
+    if (fs::exists(src / "kiln.json")) kj = nlohmann::json::parse(hf_detail::read_file((src / "kiln.json").string()));
+    const bool byte_level = kj.value("byte_level", false);
+    std::string tok_path;
+    int vocab_used = kj.value("vocab_used", 0);
+    if (!byte_level && fs::exists(src / "tokenizer.json")) {
+      tok_path = (src / "tokenizer.json").string();
+      if (!kj.contains("vocab_used")) {
+        try {
+          vocab_used = std::min(data::Tokenizer::load(tok_path).vocab_size(), int(M::vocab));
+        } catch (const Error& e) {
+          std::printf("kiln: warning: Kiln's tokenizer cannot read %s (%s); the checkpoint names it anyway\n",
+                      tok_path.c_str(), e.what());
+        }
+      }
+    }
+    const int32_t eod = cfg.eos_token_id ? *cfg.eos_token_id : kj.value("end_of_document", -1);
+
+    std::vector<float> zeros(params.size(), 0.0f);
+    io::CheckpointState st;
+    const auto g = LossGuard(Recipe::defaults().guard).state();
+    st.extra = {{"recipe", name},
+                {"adam_updates", 0},
+                {"guard", {{"ring", g.ring}, {"count", g.count}, {"bad_in_a_row", g.bad_in_a_row}}},
+                {"data", {{"tokenizer", tok_path}, {"end_of_document", eod}, {"vocab_used", vocab_used}}}};
+    st.config = {{"imported_from", src.string()}, {"model_type", cfg.model_type}};
+    const auto info = io::write_checkpoint(out, st,
+                                           {{"parameters", io::param_views<M>(params.data())},
+                                            {"adam_m", io::param_views<M>(zeros.data())},
+                                            {"adam_v", io::param_views<M>(zeros.data())}},
+                                           1 << 30, [](const std::string& w) {
+                                             std::printf("kiln: warning: %s\n", w.c_str());
+                                           });
+    std::printf("kiln: imported %s (%s, %s%s) as %s: step 0, fresh optimizer | %s\n", src.c_str(),
+                cfg.model_type.c_str(), weights.sharded() ? "sharded, " : "", cfg.torch_dtype.empty() ? "?" : cfg.torch_dtype.c_str(),
+                info.dir.c_str(), tok_path.empty() ? (byte_level ? "byte-level (no tokenizer)"
+                                                 : "no tokenizer.json: `generate` would read ids as bytes")
+                                : ("tokenizer " + tok_path).c_str());
+    return 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace kiln
