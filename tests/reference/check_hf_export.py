@@ -98,8 +98,28 @@ def main():
 
     tok = os.path.join(d, "tokenizer.json")
     if os.path.exists(tok):
+        import tempfile
+        import tokenizers
         from transformers import PreTrainedTokenizerFast
-        t = PreTrainedTokenizerFast(tokenizer_file=tok)
+        try:
+            t = PreTrainedTokenizerFast(tokenizer_file=tok)
+        except Exception as e:
+            # tokenizers < 0.20 (transformers 4.40 pins it) reads merges only as "a b" strings; Kiln writes the
+            # [["a", "b"]] pairs of tokenizers >= 0.20 (FACTS.md). Byte-level symbols hold no spaces, so the
+            # string form is the same merge list.
+            with open(tok) as f:
+                j = json.load(f)
+            merges = j["model"]["merges"]
+            if not (merges and isinstance(merges[0], list)):
+                raise
+            print(f"NOTE: tokenizers {tokenizers.__version__} cannot read tokenizer.json ({str(e)[:80]}): its merges are "
+                  f"[a, b] pairs (tokenizers >= 0.20); checking a copy with \"a b\" string merges")
+            assert all(" " not in a and " " not in b for a, b in merges)
+            j["model"]["merges"] = [f"{a} {b}" for a, b in merges]
+            tmp = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+            json.dump(j, tmp)
+            tmp.close()
+            t = PreTrainedTokenizerFast(tokenizer_file=tmp.name)
         text = "The meaning of life is 42, said the computer.\n"
         enc = t.encode(text, add_special_tokens=False)
         dec = t.decode(enc)
