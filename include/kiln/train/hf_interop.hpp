@@ -348,6 +348,14 @@ int hf_import_main(int argc, char** argv, const char* name) {
                 info.dir.c_str(), tok_path.empty() ? (byte_level ? "byte-level (no tokenizer)"
                                                  : "no tokenizer.json: `generate` would read ids as bytes")
                                 : ("tokenizer " + tok_path).c_str());
+    const fs::path root = fs::absolute(fs::path(out)).lexically_normal();
+    const fs::path leaf = root.has_filename() ? root : root.parent_path();
+    if (leaf.filename() == "checkpoints")
+      std::printf("kiln: train from it: train_%s --out %s --resume auto   (generate: generate --checkpoint %s)\n", name,
+                  leaf.parent_path().c_str(), out.c_str());
+    else
+      std::printf("kiln: note: the trainer resumes from <run>/checkpoints; import into <run>/checkpoints to train from "
+                  "it with --out <run> --resume auto (generate --checkpoint %s works as it is)\n", out.c_str());
     return 0;
   } catch (const Error& e) {
     std::fprintf(stderr, "kiln: error: %s\n", e.what());
