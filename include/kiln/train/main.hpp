@@ -199,10 +199,11 @@ int train_main(int argc, char** argv, const char* name) {
     auto warn = [](const std::string& w) { std::printf("kiln: warning: %s\n", w.c_str()); };
     bool resumed = false;
     if (c.resume == "none") {
-      if (std::filesystem::exists(ckpt_root) && !io::list_checkpoints(ckpt_root).empty()) {
-        const std::string aside = ckpt_root + ".old-" + std::to_string(long(io::unix_now()));
-        std::filesystem::rename(ckpt_root, aside);
-        std::printf("kiln: --resume none: starting fresh; the previous checkpoints moved to %s\n", aside.c_str());
+      // Starting over in this run directory: its old checkpoints would mix with the new run's, so they go.
+      if (const auto old = io::list_checkpoints(ckpt_root); !old.empty()) {
+        std::filesystem::remove_all(ckpt_root);
+        std::printf("kiln: --resume none: starting over; removed the %zu checkpoints of the previous run in %s "
+                    "(--out <dir> keeps runs apart)\n", old.size(), ckpt_root.c_str());
       }
     } else {
       std::optional<io::CheckpointInfo> found;
@@ -225,7 +226,7 @@ int train_main(int argc, char** argv, const char* name) {
     trainer.after_step = [&](long step) {
       if (const int sig = stop_signal().load()) {
         save();
-        std::printf("kiln: stopped by %s after step %ld; `--resume auto` (the default) continues from here\n",
+        std::printf("kiln: stopped by %s after step %ld; the same command with --resume auto continues from here\n",
                     sig == SIGTERM ? "SIGTERM" : "SIGINT", step);
         return true;
       }
