@@ -3,9 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <filesystem>
 
 #include "kiln/recipe.hpp"
+#include "kiln/train/checkpointing.hpp"
 #include "kiln/train/trainer.hpp"
 
 using namespace kiln;
@@ -201,4 +203,40 @@ TEST_CASE("a run whose loss turns NaN skips those steps, then stops with a clear
   }
   CHECK(t.optimizer().updates() == before);  // no update was applied
   CHECK(t.step() == 3);
+}
+
+TEST_CASE("repeated bad steps roll back to the last checkpoint, keep reading forward, and the run finishes") {
+  const data::Corpus corpus = synthetic();
+  TrainConfig c = tiny::defaults();
+  c.steps = 12;
+  Trainer<tiny> t(c, corpus);
+  const std::string root = (std::filesystem::temp_directory_path() / ("kiln_rollback_" + std::to_string(getpid()))).string();
+  std::filesystem::remove_all(root);
+  bool poisoned = false;
+  int rollbacks = 0;
+  t.after_step = [&](long step) {
+    if (step == 4) save_checkpoint(t, root, 2, "tiny");
+    if (step == 6 && !poisoned) {  // a corrupted update: every later loss is NaN until the rollback
+      t.params()[plan::ParamPlan<tiny::model>::table.final_norm] = NAN;
+      poisoned = true;
+    }
+    return false;
+  };
+  t.rollback = [&] {
+    const auto found = io::find_latest_valid(root);
+    if (!found) return false;
+    load_checkpoint(t, io::Checkpoint(*found), "tiny", /*keep_data=*/true);
+    ++rollbacks;
+    return true;
+  };
+  std::vector<bool> skipped;
+  t.on_step = [&](const auto& log) { skipped.push_back(log.skipped); };
+  REQUIRE(t.run(true));
+  CHECK(rollbacks == 1);
+  CHECK(t.step() == 12);
+  CHECK(std::isfinite(t.losses().back()));
+  // Steps 7-9 were bad (skipped); the rollback returned to step 4, so steps 5.. ran again on new data.
+  CHECK(std::count(skipped.begin(), skipped.end(), true) == 3);
+  CHECK(t.optimizer().updates() == 4 + 8);  // 4 updates before the checkpoint, then steps 5..12 after the rollback
+  std::filesystem::remove_all(root);
 }
