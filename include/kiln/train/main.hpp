@@ -170,9 +170,10 @@ int train_main(int argc, char** argv, const char* name) {
                 blas.config.c_str(), blas.core.c_str(), blas.how.c_str(),
                 plan::human_bytes(double(plan::MemoryPlan<Recipe>::total_cpu)).c_str());
     const long tokens_per_step = long(S::micro_batch) * S::seq_len * c.grad_accum;
-    long quiet_repeats = 0;  // a source's later epochs: counted, not printed (its first repeat is)
-    RunData data = open_run_data(c, M::vocab, tokens_per_step, [&quiet_repeats](const std::string& e) {
-      if (e.find("starts epoch ") != std::string::npos && e.find("starts epoch 1 ") == std::string::npos) {
+    // Sources starting to repeat: the first few are printed, the rest counted (every event is in the loader's state).
+    long shown_repeats = 0, quiet_repeats = 0;
+    RunData data = open_run_data(c, M::vocab, tokens_per_step, [&](const std::string& e) {
+      if (e.find("starts epoch ") != std::string::npos && shown_repeats++ >= 3) {
         ++quiet_repeats;
         return;
       }
@@ -265,7 +266,9 @@ int train_main(int argc, char** argv, const char* name) {
                   "over)\n", start, c.steps);
     if (!trainer.run()) return stop_signal().load() == SIGTERM ? 143 : 130;
     if (trainer.step() > start) save();
-    if (quiet_repeats) std::printf("kiln: data sources began %ld later epochs (not listed)\n", quiet_repeats);
+    if (quiet_repeats)
+      std::printf("kiln: data sources began another epoch %ld more times (not listed; the first %ld are above)\n",
+                  quiet_repeats, shown_repeats - quiet_repeats);
     const double after = trainer.evaluate();
     trainer.on_eval(trainer.step(), after);
     char bpb[48] = "";
