@@ -126,7 +126,7 @@ int generate_main(int argc, char** argv, const char* name) {
       ++sc.seed;
     }
     return 0;
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // kiln::Error and anything a library throws (filesystem, JSON): a message, not a crash
     std::fprintf(stderr, "kiln: error: %s\n", e.what());
     return 1;
   }
@@ -286,7 +286,7 @@ int train_main(int argc, char** argv, const char* name) {
                   data.decode(out).c_str());
     }
     return 0;
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // kiln::Error and anything a library throws (filesystem, JSON): a message, not a crash
     std::fprintf(stderr, "kiln: error: %s\n", e.what());
     return 1;
   }
