@@ -201,6 +201,8 @@ TEST_CASE("a run whose loss turns NaN skips those steps, then stops with a clear
     CHECK(std::string(e.what()).find("3 bad steps in a row up to step 3 and no checkpoint to roll back to") !=
           std::string::npos);
   }
+  REQUIRE_FALSE(skipped.empty());
+  CHECK(std::all_of(skipped.begin(), skipped.end(), [](bool b) { return b; }));  // every logged step was skipped
   CHECK(t.optimizer().updates() == before);  // no update was applied
   CHECK(t.step() == 3);
 }

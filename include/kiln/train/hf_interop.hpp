@@ -253,10 +253,7 @@ int hf_export_main(int argc, char** argv, const char* name) {
       throw;
     }
     return 0;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "kiln: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // kiln::Error and library errors (filesystem, JSON) alike: a message
     std::fprintf(stderr, "kiln: error: %s\n", e.what());
     return 1;
   }
@@ -357,10 +354,7 @@ int hf_import_main(int argc, char** argv, const char* name) {
       std::printf("kiln: note: the trainer resumes from <run>/checkpoints; import into <run>/checkpoints to train from "
                   "it with --out <run> --resume auto (generate --checkpoint %s works as it is)\n", out.c_str());
     return 0;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "kiln: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // kiln::Error and library errors (filesystem, JSON) alike: a message
     std::fprintf(stderr, "kiln: error: %s\n", e.what());
     return 1;
   }

@@ -70,7 +70,6 @@ class AdamW {
   long& updates() { return t_; }
 
   bool decays(int i) const { return decay_[i]; }
-  long steps_taken() const { return t_; }
 
  private:
   Buffer<float> m_, v_;  // first and second moments, same layout as the parameters
