@@ -7,6 +7,7 @@
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "kiln/backend/cpu.hpp"
 #include "kiln/plan/flops.hpp"
 #include "kiln/train/optimizer.hpp"
+#include "kernels/attention.hpp"
 
 using namespace kiln;
 
@@ -48,12 +50,11 @@ void step(benchmark::State& state) {
   using M = typename R::model;
   using S = typename R::stage;
   constexpr int B = S::micro_batch, T = S::seq_len;
-  using P = plan::ParamPlan<M>;
-  Buffer<float> params(P::table.total), grads(P::table.total);
-  init_parameters<M>(params.data(), 0.02, 1);
   TrainConfig c;
-  AdamW<M> opt(c);
-  auto model = std::make_unique<backend::CpuModel<M, S>>();
+  backend::cpu::State<M> st;
+  st.init(0.02, 1);
+  st.set_decay(decay_ranges<M>(c.no_decay));
+  auto model = std::make_unique<backend::cpu::Executor<M, B, T>>();
   std::vector<int32_t> tok(size_t(B) * T), tgt(tok.size()), pos(tok.size()), start(tok.size());
   Rng rng(1);
   for (size_t i = 0; i < tok.size(); ++i) {
@@ -65,16 +66,41 @@ void step(benchmark::State& state) {
   const backend::Batch batch{tok.data(), tgt.data(), pos.data(), start.data()};
   long s = 0;
   for (auto _ : state) {
-    grads.zero();
-    benchmark::DoNotOptimize(model->forward_backward(params.data(), grads.data(), batch, 1.0f / float(B * T)));
-    opt.step(params.data(), grads.data(), c, 1e-4);
-    ++s;
+    st.zero_grad();
+    benchmark::DoNotOptimize(model->forward_backward(st, batch, 1.0f / float(B * T)));
+    st.adamw(adamw_step(c, 1e-4, st.grad_norm(), ++s));
   }
   const double tokens = double(B) * T;
   state.counters["tokens/s"] = benchmark::Counter(tokens, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] = benchmark::Counter(tokens * plan::Flops<M, S>::train_per_token * 1e-9,
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
+// The attention kernel alone at the reference model's shape (B 4, T 512, 8 / 2 heads, head_dim 64, one causal
+// document per row): forward, and forward + backward. FLOPs as the plan counts them (fwd 2 Q (T+1) per token per
+// layer; backward twice that).
+template <bool Backward>
+void attention(benchmark::State& state) {
+  constexpr int B = 4, T = 512, NH = 8, NKV = 2, HD = 64, C = (NH + 2 * NKV) * HD;
+  std::vector<float> qkv(size_t(B) * T * C), out(size_t(B) * T * NH * HD), lse(size_t(B) * NH * T),
+      scores(size_t(B) * NH * T), dout(out.size()), dqkv(qkv.size());
+  for (size_t i = 0; i < qkv.size(); ++i) qkv[i] = float(uniform01(7, 0, i) - 0.5);
+  for (size_t i = 0; i < dout.size(); ++i) dout[i] = float(uniform01(7, 1, i) - 0.5);
+  std::vector<int32_t> ds(size_t(B) * T, 0);
+  const float scale = 1.0f / std::sqrt(float(HD));
+  for (auto _ : state) {
+    kernels::attention_forward<float, float, NH, NKV, HD>(qkv.data(), ds.data(), out.data(), lse.data(), scores.data(),
+                                                          B, T, scale);
+    if (Backward)
+      kernels::attention_backward<float, float, NH, NKV, HD>(qkv.data(), ds.data(), out.data(), lse.data(), dout.data(),
+                                                             dqkv.data(), B, T, scale);
+    benchmark::DoNotOptimize(dqkv.data());
+  }
+  const double fwd = 2.0 * B * T * NH * HD * (T + 1.0);
+  state.counters["GFLOP/s"] = benchmark::Counter((Backward ? 3 : 1) * fwd * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(attention<false>)->Name("attention/forward")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(attention<true>)->Name("attention/forward_backward")->Unit(benchmark::kMillisecond)->UseRealTime();
+
 BENCHMARK(step<recipes::demo>)->Name("step/demo")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3);
 BENCHMARK(step<ref_model>)->Name("step/ref_model")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5);
 

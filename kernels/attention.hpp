@@ -12,14 +12,17 @@
 // Saves lse (B, NH, T) only (and the caller keeps qkv and out). dqkv is overwritten, all of its q, k, v parts.
 // Parallel: forward over (b, h); backward over (b, kv head), so each thread alone writes the dk / dv of its kv head
 // and the dq of the group's query heads, in a fixed order: bitwise repeatable, no atomics. Inner loops are dot
-// products and axpys over HD contiguous values; the score buffer is one row of T values per thread.
+// products and axpys over HD contiguous values. Storage S (qkv, out, dout, dqkv), compute C (scores, lse, sums).
+// Scratch: `scores` (B * NH, T) in C, one row of scores per (b, h) task, from the caller (the plan's arena): the
+// kernel allocates nothing. doc_start is checked once where the batch enters the backend (backend::validate_batch).
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
-#include "kernels/gemm.hpp"
+#include <type_traits>
+
+#include "kernels/dot.hpp"
 
 namespace kiln::kernels {
 
@@ -35,19 +38,11 @@ struct AttentionShape {
   static constexpr int v_off = (NH + NKV) * HD;        // v heads start
 };
 
-inline void check_doc_start(const int32_t* doc_start, int B, int Tn) {
-  for (int b = 0; b < B; ++b)
-    for (int i = 0; i < Tn; ++i) {
-      const int32_t d = doc_start[size_t(b) * Tn + i];
-      KILN_CHECK(d >= 0 && d <= i, "attention: doc_start[", b, ", ", i, "] = ", d,
-                 " must lie in [0, i] (the first position of token i's document)");
-    }
-}
 // dv += p dO;  dk += ds (scale q);  dq += ds k. Restrict parameters (not block-scope pointers) are what let g++
 // -O2 vectorize this without a run-time alias check.
-template <class T, int HD>
-inline void attention_grad_step(T* __restrict dv, T* __restrict dk, T* __restrict dq, const T* __restrict dO,
-                                const T* __restrict sq, const T* __restrict k, T p, T ds) {
+template <class C, int HD>
+inline void attention_grad_step(C* __restrict dv, C* __restrict dk, C* __restrict dq, const C* __restrict dO,
+                                const C* __restrict sq, const C* __restrict k, C p, C ds) {
   for (int c = 0; c < HD; ++c) {
     dv[c] += p * dO[c];
     dk[c] += ds * sq[c];
@@ -56,82 +51,79 @@ inline void attention_grad_step(T* __restrict dv, T* __restrict dk, T* __restric
 }
 }  // namespace detail
 
-template <class T, int NH, int NKV, int HD>
-void attention_forward(const T* qkv, const int32_t* doc_start, T* out, T* lse, int B, int Tn, T scale) {
-  using S = detail::AttentionShape<NH, NKV, HD>;
-  detail::check_doc_start(doc_start, B, Tn);
-#pragma omp parallel
-  {
-    std::vector<T> sbuf(static_cast<size_t>(Tn));  // (T) scores of one query row
-    T* __restrict s = sbuf.data();
-#pragma omp for collapse(2) schedule(static)
-    for (int b = 0; b < B; ++b)
-      for (int h = 0; h < NH; ++h) {
-        const int g = h / S::group;
-        const T* base = qkv + size_t(b) * Tn * S::row;
-        for (int i = 0; i < Tn; ++i) {
-          const int j0 = doc_start[size_t(b) * Tn + i];
-          const T* __restrict q = base + size_t(i) * S::row + h * HD;
-          T sq[HD];  // scale * q_i (backward recomputes the scores the same way)
-          for (int c = 0; c < HD; ++c) sq[c] = scale * q[c];
-          T m = -INFINITY;
-          for (int j = j0; j <= i; ++j) {
-            const T v = detail::dot<T, HD>(sq, base + size_t(j) * S::row + S::k_off + g * HD);
-            s[j] = v;
-            m = v > m ? v : m;
-          }
-          T acc[HD] = {};
-          T sum = 0;
-          for (int j = j0; j <= i; ++j) {
-            const T p = std::exp(s[j] - m);
-            sum += p;
-            const T* __restrict v = base + size_t(j) * S::row + S::v_off + g * HD;
-            for (int c = 0; c < HD; ++c) acc[c] += p * v[c];
-          }
-          const T inv = T(1) / sum;
-          T* __restrict o = out + (size_t(b) * Tn + i) * (NH * HD) + h * HD;
-          for (int c = 0; c < HD; ++c) o[c] = acc[c] * inv;
-          lse[(size_t(b) * NH + h) * Tn + i] = m + std::log(sum);
+template <class S, class C, int NH, int NKV, int HD>
+void attention_forward(const S* qkv, const int32_t* doc_start, S* out, C* lse, C* scores, int B, int Tn, C scale) {
+  using A = detail::AttentionShape<NH, NKV, HD>;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h) {
+      C* __restrict s = scores + (size_t(b) * NH + h) * Tn;  // (T) scores of one query row
+      const int g = h / A::group;
+      const S* base = qkv + size_t(b) * Tn * A::row;
+      for (int i = 0; i < Tn; ++i) {
+        const int j0 = doc_start[size_t(b) * Tn + i];
+        const S* __restrict q = base + size_t(i) * A::row + h * HD;
+        C sq[HD];  // scale * q_i (backward recomputes the scores the same way)
+        for (int c = 0; c < HD; ++c) sq[c] = scale * ld<C>(q[c]);
+        C m = -INFINITY;
+        for (int j = j0; j <= i; ++j) {
+          const C v = detail::dot<C, HD>(sq, base + size_t(j) * A::row + A::k_off + g * HD);
+          s[j] = v;
+          m = v > m ? v : m;
         }
+        C acc[HD] = {};
+        C sum = 0;
+        for (int j = j0; j <= i; ++j) {
+          const C p = std::exp(s[j] - m);
+          sum += p;
+          const S* __restrict v = base + size_t(j) * A::row + A::v_off + g * HD;
+          for (int c = 0; c < HD; ++c) acc[c] += p * ld<C>(v[c]);
+        }
+        const C inv = C(1) / sum;
+        S* __restrict o = out + (size_t(b) * Tn + i) * (NH * HD) + h * HD;
+        for (int c = 0; c < HD; ++c) o[c] = st<S>(acc[c] * inv);
+        lse[(size_t(b) * NH + h) * Tn + i] = m + std::log(sum);
       }
-  }
+    }
 }
 
-template <class T, int NH, int NKV, int HD>
-void attention_backward(const T* qkv, const int32_t* doc_start, const T* out, const T* lse, const T* dout, T* dqkv,
-                        int B, int Tn, T scale) {
-  using S = detail::AttentionShape<NH, NKV, HD>;
-  detail::check_doc_start(doc_start, B, Tn);
+// dk and dv of one kv head are accumulated in C in rows of the dqkv buffer itself when S is C; for a narrower S
+// they would need a C scratch of their own (the CUDA backend's kernel keeps them in registers and shared memory).
+template <class S, class C, int NH, int NKV, int HD>
+void attention_backward(const S* qkv, const int32_t* doc_start, const S* out, const C* lse, const S* dout, S* dqkv,
+                        int B, int Tn, C scale) {
+  static_assert(std::is_same_v<S, C>, "attention_backward on the CPU accumulates dk, dv in the storage type: S must equal C");
+  using A = detail::AttentionShape<NH, NKV, HD>;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int b = 0; b < B; ++b)
     for (int g = 0; g < NKV; ++g) {
-      const T* base = qkv + size_t(b) * Tn * S::row;
-      T* dbase = dqkv + size_t(b) * Tn * S::row;
+      const S* base = qkv + size_t(b) * Tn * A::row;
+      S* dbase = dqkv + size_t(b) * Tn * A::row;
       for (int j = 0; j < Tn; ++j) {  // this thread owns dk, dv of kv head g in sequence b
-        std::memset(dbase + size_t(j) * S::row + S::k_off + g * HD, 0, sizeof(T) * HD);
-        std::memset(dbase + size_t(j) * S::row + S::v_off + g * HD, 0, sizeof(T) * HD);
+        std::memset(dbase + size_t(j) * A::row + A::k_off + g * HD, 0, sizeof(S) * HD);
+        std::memset(dbase + size_t(j) * A::row + A::v_off + g * HD, 0, sizeof(S) * HD);
       }
-      for (int h = g * S::group; h < (g + 1) * S::group; ++h)
+      for (int h = g * A::group; h < (g + 1) * A::group; ++h)
         for (int i = 0; i < Tn; ++i) {
           const int j0 = doc_start[size_t(b) * Tn + i];
-          const T* __restrict q = base + size_t(i) * S::row + h * HD;
-          const T* __restrict o = out + (size_t(b) * Tn + i) * (NH * HD) + h * HD;
-          const T* __restrict dO = dout + (size_t(b) * Tn + i) * (NH * HD) + h * HD;
-          const T l = lse[(size_t(b) * NH + h) * Tn + i];
-          const T Di = detail::dot<T, HD>(dO, o);
-          T dq[HD] = {};
-          T sq[HD];  // scale * q_i
+          const S* __restrict q = base + size_t(i) * A::row + h * HD;
+          const S* __restrict o = out + (size_t(b) * Tn + i) * (NH * HD) + h * HD;
+          const S* __restrict dO = dout + (size_t(b) * Tn + i) * (NH * HD) + h * HD;
+          const C l = lse[(size_t(b) * NH + h) * Tn + i];
+          const C Di = detail::dot<C, HD>(dO, o);
+          C dq[HD] = {};
+          C sq[HD];  // scale * q_i
           for (int c = 0; c < HD; ++c) sq[c] = scale * q[c];
           for (int j = j0; j <= i; ++j) {
-            const T* __restrict k = base + size_t(j) * S::row + S::k_off + g * HD;
-            const T* __restrict v = base + size_t(j) * S::row + S::v_off + g * HD;
-            T* dk = dbase + size_t(j) * S::row + S::k_off + g * HD;
-            T* dv = dbase + size_t(j) * S::row + S::v_off + g * HD;
-            const T p = std::exp(detail::dot<T, HD>(sq, k) - l);
-            const T ds = p * (detail::dot<T, HD>(dO, v) - Di);
-            detail::attention_grad_step<T, HD>(dv, dk, dq, dO, sq, k, p, ds);
+            const S* __restrict k = base + size_t(j) * A::row + A::k_off + g * HD;
+            const S* __restrict v = base + size_t(j) * A::row + A::v_off + g * HD;
+            S* dk = dbase + size_t(j) * A::row + A::k_off + g * HD;
+            S* dv = dbase + size_t(j) * A::row + A::v_off + g * HD;
+            const C p = std::exp(detail::dot<C, HD>(sq, k) - l);
+            const C ds = p * (detail::dot<C, HD>(dO, v) - Di);
+            detail::attention_grad_step<C, HD>(dv, dk, dq, dO, sq, k, p, ds);
           }
-          T* __restrict dqo = dbase + size_t(i) * S::row + h * HD;
+          S* __restrict dqo = dbase + size_t(i) * A::row + h * HD;
           for (int c = 0; c < HD; ++c) dqo[c] = scale * dq[c];
         }
     }

@@ -1,17 +1,19 @@
 // kernels/cross_entropy.hpp: the LM head fused with cross-entropy and z-loss, in row chunks, never holding the
-// (R, V) logits.
+// (R, V) logits; per-token losses and log-probabilities out.
 //
 // Shapes: x (R, H) final hidden states, W (V, H) LM head (HF lm_head.weight), targets (R) (< 0: ignored row),
-//         scratch (chunk, V), dx (R, H) overwritten, dW (V, H) accumulated, logits_out (R, V) optional.
+//         scratch (chunk, V), dx (R, H) overwritten, dW (V, H) accumulated, logits_out (R, V) optional,
+//         token_loss (R), token_logp (R).
 // forward, per row r with a target t >= 0:
 //   l = x_r W^T;  lse = log sum_j exp(l_j);  ce = lse - l_t;  z = z_coef * lse^2
-//   returns sum over valid rows of (ce + z), as double (rows with t < 0 add nothing).
+//   token_loss_r = ce + z,  token_logp_r = l_t - lse = log softmax(l)_t   (both 0 for rows with t < 0)
 // backward (p = softmax(l)), scaled by grad_scale (the caller's 1 / valid targets in the global batch):
 //   dl = grad_scale * (p - onehot(t) + 2 z_coef lse p)          (0 for ignored rows)
 //   dx = dl W  (overwritten),  dW += dl^T x
-// Per chunk of `chunk` rows: one GEMM (chunk x V) into scratch, a softmax per row (rows in parallel, statistics
-// in T, max-subtracted) that turns the logits into dl in place, then the GEMMs for dx and dW. Nothing is saved:
-// the loss and both gradients come from one pass. The loss sum is taken in row order (deterministic).
+// xent_rows is the row part (softmax, loss, log-probability and dl in place over a (n, V) logits tile, statistics
+// max-subtracted in C); lm_head_cross_entropy is the CPU composite: per chunk of `chunk` rows one GEMM into
+// scratch, xent_rows, then the GEMMs for dx and dW. Nothing is saved; nothing is allocated (scratch and the
+// per-token outputs are the caller's). Targets are checked against V once where the batch enters the backend.
 // Chunk size: each chunk's dW GEMM reads and writes all of dW (V, H) for 2 * chunk * V * H flops, so small chunks
 // are memory-bound: at V=32768, H=512 on 2 cores the three GEMMs run at ~190 GFLOP/s with chunk 32, ~330 with 128
 // and ~390 with 512. Prefer chunk >= 256 rows when the (chunk, V) scratch fits.
@@ -19,72 +21,74 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "kernels/gemm.hpp"
 
 namespace kiln::kernels {
 
+// logits (n, V) in C: overwritten with dl when `grads` (else left as exp(l - max) for valid rows).
+template <class C, int V>
+void xent_rows(C* logits, const int32_t* targets, int n, C z_coef, C grad_scale, bool grads, C* token_loss,
+               C* token_logp) {
+  static_assert(V > 1, "cross_entropy: the vocabulary V must have at least 2 entries");
+  constexpr int L = detail::lanes<C, 64>;  // independent partial sums (one vector register)
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; ++i) {
+    C* __restrict l = logits + size_t(i) * V;
+    const int t = targets ? targets[i] : -1;
+    if (t < 0) {  // ignored row: no loss, zero gradient
+      token_loss[i] = C(0), token_logp[i] = C(0);
+      if (grads) std::memset(l, 0, sizeof(C) * V);
+      continue;
+    }
+    C mx[L];
+    for (int k = 0; k < L; ++k) mx[k] = l[0];
+    int j = 0;
+    for (; j + L <= V; j += L)
+      for (int k = 0; k < L; ++k) mx[k] = l[j + k] > mx[k] ? l[j + k] : mx[k];
+    C m = mx[0];
+    for (int k = 1; k < L; ++k) m = mx[k] > m ? mx[k] : m;
+    for (; j < V; ++j) m = l[j] > m ? l[j] : m;
+    const C lt = l[t];
+    for (int jj = 0; jj < V; ++jj) l[jj] = std::exp(l[jj] - m);  // exp(l - m) in place, summed in L lanes
+    C acc[L] = {};
+    j = 0;
+    for (; j + L <= V; j += L)
+      for (int k = 0; k < L; ++k) acc[k] += l[j + k];
+    C sum = 0;
+    for (; j < V; ++j) sum += l[j];
+    for (int k = 0; k < L; ++k) sum += acc[k];
+    const C lse = m + std::log(sum);
+    token_loss[i] = C(double(lse - lt) + double(z_coef) * double(lse) * double(lse));
+    token_logp[i] = lt - lse;
+    if (grads) {
+      const C coef = grad_scale * (C(1) + C(2) * z_coef * lse) / sum;  // dl_j = coef * exp(l_j - m) - gs [j == t]
+      for (int jj = 0; jj < V; ++jj) l[jj] *= coef;
+      l[t] -= grad_scale;
+    }
+  }
+}
+
+// Returns the summed loss of the rows (in row order, double). dx == nullptr and dW == nullptr: no gradients.
 template <class T, int V, int H>
 double lm_head_cross_entropy(const T* x, const T* W, const int32_t* targets, int R, T z_coef, T grad_scale, T* dx,
-                             T* dW, T* scratch, int chunk, T* logits_out = nullptr) {
-  static_assert(V > 1, "cross_entropy: the vocabulary V must have at least 2 entries");
+                             T* dW, T* scratch, int chunk, T* token_loss, T* token_logp,
+                             T* logits_out = nullptr) {
   static_assert(H > 0, "cross_entropy: hidden size H must be positive");
   KILN_CHECK(chunk > 0, "cross_entropy: chunk (rows per pass) must be positive, got ", chunk);
-  if (targets)
-    for (int r = 0; r < R; ++r)
-      KILN_CHECK(targets[r] < V, "cross_entropy: target ", targets[r], " at row ", r, " is outside the vocabulary [0, ", V,
-                 ") (use a negative target to ignore a row)");
   const bool grads = dx != nullptr || dW != nullptr;
-  std::vector<double> row_loss(size_t(R), 0.0);  // (R) per-row ce + z, summed in order at the end
-  constexpr int L = detail::lanes<T, 64>;        // independent partial sums (one vector register)
   for (int r0 = 0; r0 < R; r0 += chunk) {
     const int n = R - r0 < chunk ? R - r0 : chunk;
     const T* xc = x + size_t(r0) * H;  // (n, H)
     gemm<T>(false, true, n, V, H, T(1), xc, H, W, H, T(0), scratch, V);  // logits (n, V)
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < n; ++i) {
-      const int r = r0 + i;
-      T* __restrict l = scratch + size_t(i) * V;
-      if (logits_out) std::memcpy(logits_out + size_t(r) * V, l, sizeof(T) * V);
-      const int t = targets ? targets[r] : -1;
-      if (t < 0 && !grads) continue;
-      if (t < 0) {  // ignored row: no loss, zero gradient
-        std::memset(l, 0, sizeof(T) * V);
-        continue;
-      }
-      // max over V
-      T mx[L];
-      for (int k = 0; k < L; ++k) mx[k] = l[0];
-      int j = 0;
-      for (; j + L <= V; j += L)
-        for (int k = 0; k < L; ++k) mx[k] = l[j + k] > mx[k] ? l[j + k] : mx[k];
-      T m = mx[0];
-      for (int k = 1; k < L; ++k) m = mx[k] > m ? mx[k] : m;
-      for (; j < V; ++j) m = l[j] > m ? l[j] : m;
-      // exp(l - m) in place (scratch is ours), summed in L independent lanes
-      const T lt = l[t];
-      for (int jj = 0; jj < V; ++jj) l[jj] = std::exp(l[jj] - m);
-      T acc[L] = {};
-      j = 0;
-      for (; j + L <= V; j += L)
-        for (int k = 0; k < L; ++k) acc[k] += l[j + k];
-      T sum = 0;
-      for (; j < V; ++j) sum += l[j];
-      for (int k = 0; k < L; ++k) sum += acc[k];
-      const T lse = m + std::log(sum);
-      row_loss[size_t(r)] = double(lse - lt) + double(z_coef) * double(lse) * double(lse);
-      if (grads) {
-        const T coef = grad_scale * (T(1) + T(2) * z_coef * lse) / sum;  // dl_j = coef * exp(l_j - m) - gs [j == t]
-        for (int jj = 0; jj < V; ++jj) l[jj] *= coef;
-        l[t] -= grad_scale;
-      }
-    }
+    if (logits_out) std::memcpy(logits_out + size_t(r0) * V, scratch, sizeof(T) * size_t(n) * V);
+    xent_rows<T, V>(scratch, targets ? targets + r0 : nullptr, n, z_coef, grad_scale, grads, token_loss + r0,
+                    token_logp + r0);
     if (dx) gemm<T>(false, false, n, H, V, T(1), scratch, V, W, H, T(0), dx + size_t(r0) * H, H);
     if (dW) gemm<T>(true, false, V, H, n, T(1), scratch, V, xc, H, T(1), dW, H);
   }
   double total = 0;
-  for (double v : row_loss) total += v;
+  for (int r = 0; r < R; ++r) total += double(token_loss[r]);
   return total;
 }
 

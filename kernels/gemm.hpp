@@ -1,5 +1,5 @@
-// kernels/gemm.hpp: matrix products. Large ones go to OpenBLAS (row-major cblas_sgemm / cblas_dgemm); the short
-// fixed-length dot products inside Kiln's fused kernels use detail::dot below.
+// kernels/gemm.hpp: matrix products through OpenBLAS (row-major cblas_sgemm / cblas_dgemm). The short fixed-length
+// dot products inside Kiln's fused kernels are in kernels/dot.hpp, which needs no BLAS header.
 //
 // gemm:             C(M,N) = alpha * op(A)(M,K) op(B)(K,N) + beta * C,  op(X) = X or X^T
 // linear_forward:   y(R,Out) = x(R,In) W(Out,In)^T                     (HF nn.Linear convention, no bias)
@@ -12,6 +12,7 @@
 
 #include <type_traits>
 
+#include "kernels/dot.hpp"
 #include "kiln/core/error.hpp"
 
 namespace kiln::kernels {
@@ -45,26 +46,4 @@ void linear_backward(const T* x, const T* W, const T* dy, T* dx, T* dW, int R, i
   if (dx) gemm<T>(false, false, R, In, Out, T(1), dy, Out, W, In, accumulate_dx ? T(1) : T(0), dx, In);
 }
 
-namespace detail {
-
-// Lanes for a fixed-length reduction: independent partial sums that g++ -O2 turns into one vector register
-// (a plain `s += a[i] * b[i]` loop is not vectorized without -ffast-math, since it would reorder the sum).
-template <class T, int N>
-inline constexpr int lanes = (N % (64 / int(sizeof(T))) == 0) ? 64 / int(sizeof(T))
-                             : (N % (32 / int(sizeof(T))) == 0) ? 32 / int(sizeof(T))
-                             : (N % 4 == 0) ? 4 : 1;
-
-// sum_i a[i] * b[i] over N values, in a fixed order (bitwise repeatable).
-template <class T, int N>
-inline T dot(const T* __restrict a, const T* __restrict b) {
-  constexpr int L = lanes<T, N>;
-  T acc[L] = {};
-  for (int c = 0; c < N; c += L)
-    for (int l = 0; l < L; ++l) acc[l] += a[c + l] * b[c + l];
-  T s = 0;
-  for (int l = 0; l < L; ++l) s += acc[l];
-  return s;
-}
-
-}  // namespace detail
 }  // namespace kiln::kernels

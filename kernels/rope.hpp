@@ -7,12 +7,15 @@
 //            dx_i         = g_i        cos a + g_{i+HD/2} sin a
 //            dx_{i+HD/2}  = g_{i+HD/2} cos a - g_i        sin a
 // Tensors: x (R, row_stride) with NHEADS consecutive heads (R, NHEADS, HD) at its start; pos (R) position ids.
-// cos/sin come from a table (max_pos, HD/2) computed in double and rounded once; nothing is saved.
+// cos/sin come from a table (max_pos, HD/2) computed in double and rounded once to the compute type C; x is stored
+// as S. Positions are checked once where the batch enters the backend (backend::validate_batch), not here.
+// Nothing is saved.
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "kernels/dot.hpp"
 #include "kiln/core/error.hpp"
 
 namespace kiln::kernels {
@@ -37,47 +40,39 @@ struct RopeTable {  // cos/sin for positions [0, max_pos), computed in double th
 };
 
 namespace detail {
-template <int HD>
-inline void check_positions(const int32_t* pos, int R, int max_pos) {
-  for (int r = 0; r < R; ++r)
-    KILN_CHECK(pos[r] >= 0 && pos[r] < max_pos, "rope: position ", pos[r], " at row ", r,
-               " is outside the table [0, ", max_pos, "); build the RopeTable with a larger max_pos");
-}
-
 // sign = +1: forward rotation by a; sign = -1: rotation by -a (backward).
-template <class T, int NHEADS, int HD, int Sign>
-inline void rope_apply(T* x, int row_stride, const int32_t* pos, int R, const RopeTable<T, HD>& table) {
+template <class S, class C, int NHEADS, int HD, int Sign>
+inline void rope_apply(S* x, int row_stride, const int32_t* pos, int R, const RopeTable<C, HD>& table) {
   static_assert(HD % 2 == 0, "rope: head_dim must be even (dimension i pairs with i + HD/2)");
   static_assert(NHEADS > 0, "rope: NHEADS must be positive");
   constexpr int half = HD / 2;
-  check_positions<HD>(pos, R, table.max_pos);
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < R; ++r) {
-    const T* __restrict c = table.cos.data() + size_t(pos[r]) * half;
-    const T* __restrict s = table.sin.data() + size_t(pos[r]) * half;
+    const C* __restrict c = table.cos.data() + size_t(pos[r]) * half;
+    const C* __restrict s = table.sin.data() + size_t(pos[r]) * half;
     for (int h = 0; h < NHEADS; ++h) {
-      T* __restrict lo = x + size_t(r) * row_stride + h * HD;
-      T* __restrict hi = lo + half;
+      S* __restrict lo = x + size_t(r) * row_stride + h * HD;
+      S* __restrict hi = lo + half;
 #pragma omp simd
       for (int i = 0; i < half; ++i) {
-        const T a = lo[i], b = hi[i];
-        const T sn = Sign > 0 ? s[i] : -s[i];
-        lo[i] = a * c[i] - b * sn;
-        hi[i] = b * c[i] + a * sn;
+        const C a = ld<C>(lo[i]), b = ld<C>(hi[i]);
+        const C sn = Sign > 0 ? s[i] : -s[i];
+        lo[i] = st<S>(a * c[i] - b * sn);
+        hi[i] = st<S>(b * c[i] + a * sn);
       }
     }
   }
 }
 }  // namespace detail
 
-template <class T, int NHEADS, int HD>
-void rope_forward(T* x, int row_stride, const int32_t* pos, int R, const RopeTable<T, HD>& table) {
-  detail::rope_apply<T, NHEADS, HD, +1>(x, row_stride, pos, R, table);
+template <class S, class C, int NHEADS, int HD>
+void rope_forward(S* x, int row_stride, const int32_t* pos, int R, const RopeTable<C, HD>& table) {
+  detail::rope_apply<S, C, NHEADS, HD, +1>(x, row_stride, pos, R, table);
 }
 
-template <class T, int NHEADS, int HD>
-void rope_backward(T* dx, int row_stride, const int32_t* pos, int R, const RopeTable<T, HD>& table) {
-  detail::rope_apply<T, NHEADS, HD, -1>(dx, row_stride, pos, R, table);
+template <class S, class C, int NHEADS, int HD>
+void rope_backward(S* dx, int row_stride, const int32_t* pos, int R, const RopeTable<C, HD>& table) {
+  detail::rope_apply<S, C, NHEADS, HD, -1>(dx, row_stride, pos, R, table);
 }
 
 }  // namespace kiln::kernels

@@ -1,5 +1,5 @@
-// Generation with a KV cache: the one-token-at-a-time path gives the training forward's logits at every position
-// (for GQA + RNoPE, and for QK-norm + untied heads), and the samplers do what they say.
+// Generation with a KV cache: the decode program, one token at a time, gives the evaluation program's logits at
+// every position (for GQA + RNoPE, and for QK-norm + untied heads), and the samplers do what they say.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -7,7 +7,6 @@
 
 #include "kiln/backend/cpu.hpp"
 #include "kiln/eval/generate.hpp"
-#include "kiln/train/optimizer.hpp"
 
 using namespace kiln;
 
@@ -19,25 +18,25 @@ using QkUntied = with<Gqa, qk_norm<true>, tied<false>, kv_heads<1>, RoPE<500.0>>
 template <class M>
 void check_cache_matches_forward() {
   constexpr int T = 24;
-  Buffer<float> params(plan::ParamPlan<M>::table.total);
-  init_parameters<M>(params.data(), 0.3, 5);
+  backend::cpu::State<M> state;
+  state.init(0.3, 5);
   std::vector<int32_t> tok(T), tgt(T, -1), pos(T), start(T, 0);
   Rng rng(9);
   for (int i = 0; i < T; ++i) tok[i] = int32_t(rng.below(M::vocab)), pos[i] = i;
   std::vector<float> full(size_t(T) * M::vocab);
-  auto model = std::make_unique<backend::CpuModel<M, Stage<micro_batch<1>, seq_len<T>>>>();
-  model->forward_logits(params.data(), {tok.data(), tgt.data(), pos.data(), start.data()}, full.data());
-  eval::Generator<M, T> gen(params.data());
+  auto model = std::make_unique<backend::cpu::Executor<M, 1, T>>();
+  model->forward_logits(state, {tok.data(), tgt.data(), pos.data(), start.data()}, full.data());
+  backend::cpu::Decoder<M, T> gen;
   double worst = 0, scale = 0;
   for (int i = 0; i < T; ++i) {
-    const float* z = gen.step(tok[i]);
+    const float* z = gen.step(state, tok[i]);
     for (int v = 0; v < M::vocab; ++v) {
       worst = std::max(worst, double(std::abs(z[v] - full[size_t(i) * M::vocab + v])));
       scale = std::max(scale, double(std::abs(full[size_t(i) * M::vocab + v])));
     }
   }
   CHECK(worst <= 1e-5 * scale);
-  CHECK_THROWS_AS(gen.step(0), Error);  // the context is full
+  CHECK_THROWS_AS(gen.step(state, 0), Error);  // the context is full
 }
 }  // namespace
 

@@ -4,7 +4,10 @@
 // on a wrong gradient.
 #include <doctest/doctest.h>
 
+#include <omp.h>
+
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #include "kernels/adamw.hpp"
@@ -15,6 +18,8 @@
 #include "kernels/rmsnorm.hpp"
 #include "kernels/rope.hpp"
 #include "kernels/swiglu.hpp"
+#include "kiln/backend/batch.hpp"
+#include "kiln/core/bf16.hpp"
 #include "tests/conformance.hpp"
 
 namespace kk = kiln::kernels;
@@ -63,14 +68,14 @@ struct EmbeddingOp {
   }
   template <class T>
   static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
-    kk::embedding_backward<T, H>(tokens, R, dout.data(), din[0].data());
+    kk::embedding_backward<T, T, H>(tokens, R, dout.data(), din[0].data());
   }
 };
 KILN_REGISTER_OP(EmbeddingOp);
 
 // ---- rmsnorm (dx and dw accumulate) ----------------------------------------------------------------------------
 struct RmsNormOp {
-  static constexpr int R = 4, D = 16;
+  static constexpr int R = 4, D = 16, kBlocks = 3;  // 3 row blocks of 2, 2, 0 rows
   static constexpr const char* name = "rmsnorm";
   static std::vector<size_t> input_sizes() { return {R * D, D}; }
   static std::vector<Grad> grads() { return {Grad::Accumulate, Grad::Accumulate}; }
@@ -78,13 +83,15 @@ struct RmsNormOp {
   template <class T>
   static void forward(const Tensors<T>& in, std::vector<T>& out) {
     std::vector<T> rstd(R);
-    kk::rmsnorm_forward<T, D>(in[0].data(), in[1].data(), out.data(), rstd.data(), R, T(1e-5));
+    kk::rmsnorm_forward<T, T, D>(in[0].data(), in[1].data(), out.data(), rstd.data(), R, T(1e-5));
   }
   template <class T>
   static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
     std::vector<T> y(R * D), rstd(R);
-    kk::rmsnorm_forward<T, D>(in[0].data(), in[1].data(), y.data(), rstd.data(), R, T(1e-5));
-    kk::rmsnorm_backward<T, D>(in[0].data(), in[1].data(), rstd.data(), dout.data(), din[0].data(), din[1].data(), R);
+    kk::rmsnorm_forward<T, T, D>(in[0].data(), in[1].data(), y.data(), rstd.data(), R, T(1e-5));
+    std::vector<T> partials(kBlocks * D);
+    kk::rmsnorm_backward<T, T, D>(in[0].data(), in[1].data(), rstd.data(), dout.data(), din[0].data(), din[1].data(),
+                                  partials.data(), kBlocks, R);
   }
 };
 KILN_REGISTER_OP(RmsNormOp);
@@ -112,7 +119,7 @@ struct RmsNormStridedOp {
   static void fwd(const Tensors<T>& in, std::vector<T>& y, std::vector<T>& rstd) {
     std::vector<T> x = spread(in[0], XS, T(1e3));
     y.assign(size_t(R) * YS + OFF, T(7));
-    kk::rmsnorm_forward_strided<T, HD>(x.data() + OFF, XS, in[1].data(), y.data() + OFF, YS, rstd.data(), R, T(1e-6));
+    kk::rmsnorm_forward_strided<T, T, HD>(x.data() + OFF, XS, in[1].data(), y.data() + OFF, YS, rstd.data(), R, T(1e-6));
   }
   template <class T>
   static void forward(const Tensors<T>& in, std::vector<T>& out) {
@@ -125,8 +132,9 @@ struct RmsNormStridedOp {
     std::vector<T> y, rstd(R);
     fwd(in, y, rstd);
     std::vector<T> x = spread(in[0], XS, T(1e3)), dy = spread(dout, DYS, T(-5)), dx = spread(din[0], DXS, T(9));
-    kk::rmsnorm_backward_strided<T, HD>(x.data() + OFF, XS, in[1].data(), rstd.data(), dy.data() + OFF, DYS,
-                                        dx.data() + OFF, DXS, din[1].data(), R, false);
+    std::vector<T> partials(2 * HD);
+    kk::rmsnorm_backward_strided<T, T, HD>(x.data() + OFF, XS, in[1].data(), rstd.data(), dy.data() + OFF, DYS,
+                                           dx.data() + OFF, DXS, din[1].data(), partials.data(), 2, R, false);
     gather(dx, DXS, din[0]);
   }
 };
@@ -151,9 +159,9 @@ struct RopeOp {
     for (int r = 0; r < R; ++r)
       for (int k = 0; k < NHEADS * HD; ++k) buf[size_t(r) * STRIDE + k] = src[size_t(r) * NHEADS * HD + k];
     if (back)
-      kk::rope_backward<T, NHEADS, HD>(buf.data(), STRIDE, pos, R, table<T>());
+      kk::rope_backward<T, T, NHEADS, HD>(buf.data(), STRIDE, pos, R, table<T>());
     else
-      kk::rope_forward<T, NHEADS, HD>(buf.data(), STRIDE, pos, R, table<T>());
+      kk::rope_forward<T, T, NHEADS, HD>(buf.data(), STRIDE, pos, R, table<T>());
     for (int r = 0; r < R; ++r) {
       for (int k = 0; k < NHEADS * HD; ++k) dst[size_t(r) * NHEADS * HD + k] = buf[size_t(r) * STRIDE + k];
       for (int k = NHEADS * HD; k < STRIDE; ++k) REQUIRE(buf[size_t(r) * STRIDE + k] == T(3));  // gaps untouched
@@ -186,14 +194,16 @@ struct AttentionOp {
   }
   template <class T>
   static void forward(const Tensors<T>& in, std::vector<T>& out) {
-    std::vector<T> lse(B * NH * Tn);
-    kk::attention_forward<T, NH, NKV, HD>(in[0].data(), doc_start, out.data(), lse.data(), B, Tn, scale<T>());
+    std::vector<T> lse(B * NH * Tn), scores(B * NH * Tn);
+    kk::attention_forward<T, T, NH, NKV, HD>(in[0].data(), doc_start, out.data(), lse.data(), scores.data(), B, Tn,
+                                             scale<T>());
   }
   template <class T>
   static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
-    std::vector<T> out(output_size()), lse(B * NH * Tn);
-    kk::attention_forward<T, NH, NKV, HD>(in[0].data(), doc_start, out.data(), lse.data(), B, Tn, scale<T>());
-    kk::attention_backward<T, NH, NKV, HD>(in[0].data(), doc_start, out.data(), lse.data(), dout.data(), din[0].data(),
+    std::vector<T> out(output_size()), lse(B * NH * Tn), scores(B * NH * Tn);
+    kk::attention_forward<T, T, NH, NKV, HD>(in[0].data(), doc_start, out.data(), lse.data(), scores.data(), B, Tn,
+                                             scale<T>());
+    kk::attention_backward<T, T, NH, NKV, HD>(in[0].data(), doc_start, out.data(), lse.data(), dout.data(), din[0].data(),
                                            B, Tn, scale<T>());
   }
 };
@@ -209,11 +219,11 @@ struct SwiGluOp {
   static void init(Tensors<double>& in, uint64_t seed) { kiln::testing::fill_uniform(in[0], seed, 9, -3, 3); }
   template <class T>
   static void forward(const Tensors<T>& in, std::vector<T>& out) {
-    kk::swiglu_forward<T, F>(in[0].data(), out.data(), R);
+    kk::swiglu_forward<T, T, F>(in[0].data(), out.data(), R);
   }
   template <class T>
   static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
-    kk::swiglu_backward<T, F>(in[0].data(), dout.data(), din[0].data(), R);
+    kk::swiglu_backward<T, T, F>(in[0].data(), dout.data(), din[0].data(), R);
   }
 };
 KILN_REGISTER_OP(SwiGluOp);
@@ -233,15 +243,15 @@ struct LmHeadCeOp {
   }
   template <class T>
   static void forward(const Tensors<T>& in, std::vector<T>& out) {
-    std::vector<T> scratch(kChunk * V);
+    std::vector<T> scratch(kChunk * V), loss(R), logp(R);
     out[0] = T(kk::lm_head_cross_entropy<T, V, H>(in[0].data(), in[1].data(), targets, R, T(z_coef), T(0), nullptr,
-                                                  nullptr, scratch.data(), kChunk));
+                                                  nullptr, scratch.data(), kChunk, loss.data(), logp.data()));
   }
   template <class T>
   static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
-    std::vector<T> scratch(kChunk * V);
+    std::vector<T> scratch(kChunk * V), loss(R), logp(R);
     kk::lm_head_cross_entropy<T, V, H>(in[0].data(), in[1].data(), targets, R, T(z_coef), dout[0], din[0].data(),
-                                       din[1].data(), scratch.data(), kChunk);
+                                       din[1].data(), scratch.data(), kChunk, loss.data(), logp.data());
   }
 };
 KILN_REGISTER_OP(LmHeadCeOp);
@@ -310,17 +320,18 @@ TEST_CASE("conformance: the checker catches a wrong gradient") {
   CHECK(kiln::testing::check_gradients(unregistered_case<LinearOp<false>>()).ok);
 }
 
-TEST_CASE("lm_head_cross_entropy: logits_out, eval path, loss value, bad target") {
+TEST_CASE("lm_head_cross_entropy: logits_out, eval path, loss value, per-token losses and log-probabilities") {
   constexpr int V = 11, H = 6, R = 5;
   std::vector<double> x(R * H), W(V * H);
   kiln::testing::fill_uniform(x, 5, 1);
   kiln::testing::fill_uniform(W, 5, 2);
   const int32_t targets[R] = {2, -1, 0, 10, 4};
-  std::vector<double> logits(R * V), ref(R * V), scratch(2 * V);
+  std::vector<double> logits(R * V), ref(R * V), scratch(2 * V), loss_r(R, 9.0), logp_r(R, 9.0);
   kk::linear_forward<double>(x.data(), W.data(), ref.data(), R, H, V);
   const double z = 1e-2;
   const double loss = kk::lm_head_cross_entropy<double, V, H>(x.data(), W.data(), targets, R, z, 0.0, nullptr, nullptr,
-                                                              scratch.data(), 2, logits.data());
+                                                              scratch.data(), 2, loss_r.data(), logp_r.data(),
+                                                              logits.data());
   double expect = 0;
   for (int r = 0; r < R; ++r) {
     double s = 0;
@@ -328,32 +339,58 @@ TEST_CASE("lm_head_cross_entropy: logits_out, eval path, loss value, bad target"
       CHECK(logits[r * V + j] == doctest::Approx(ref[r * V + j]).epsilon(1e-12));
       s += std::exp(ref[r * V + j]);
     }
-    if (targets[r] >= 0) expect += std::log(s) - ref[r * V + targets[r]] + z * std::log(s) * std::log(s);
+    const double lse = std::log(s);
+    const double row = targets[r] >= 0 ? lse - ref[r * V + targets[r]] + z * lse * lse : 0.0;
+    const double logp = targets[r] >= 0 ? ref[r * V + targets[r]] - lse : 0.0;  // log softmax at the target
+    CHECK(loss_r[r] == doctest::Approx(row).epsilon(1e-12));
+    CHECK(logp_r[r] == doctest::Approx(logp).epsilon(1e-12));
+    expect += row;
   }
   CHECK(loss == doctest::Approx(expect).epsilon(1e-12));
   // no targets at all: loss 0, logits still written
   std::vector<double> logits2(R * V, 0.0);
   CHECK(kk::lm_head_cross_entropy<double, V, H>(x.data(), W.data(), nullptr, R, z, 0.0, nullptr, nullptr,
-                                                scratch.data(), 2, logits2.data()) == 0.0);
+                                                scratch.data(), 2, loss_r.data(), logp_r.data(), logits2.data()) == 0.0);
   CHECK(logits2 == logits);
-  const int32_t bad[R] = {2, 11, 0, 1, 1};
-  CHECK_THROWS_AS((kk::lm_head_cross_entropy<double, V, H>(x.data(), W.data(), bad, R, z, 0.0, nullptr, nullptr,
-                                                           scratch.data(), 2)),
-                  kiln::Error);
 }
 
-TEST_CASE("rope: position outside the table throws; position 0 is the identity") {
+TEST_CASE("validate_batch: every bad id names the row, the position and what was expected") {
+  constexpr int B = 1, T = 4, V = 10;
+  std::vector<int32_t> tok = {1, 2, 3, 4}, tgt = {2, 3, 4, -1}, pos = {0, 1, 0, 1}, ds = {0, 0, 2, 2};
+  const kiln::backend::Batch ok{tok.data(), tgt.data(), pos.data(), ds.data()};
+  CHECK_NOTHROW(kiln::backend::validate_batch(ok, B, T, V, T));
+  auto fails = [&](std::vector<int32_t>& v, size_t i, int32_t bad, const char* what) {
+    const int32_t keep = v[i];
+    v[i] = bad;
+    std::string msg;
+    try {
+      kiln::backend::validate_batch(ok, B, T, V, T);
+    } catch (const kiln::Error& e) {
+      msg = e.what();
+    }
+    v[i] = keep;
+    INFO(msg);
+    CHECK(msg.find(what) != std::string::npos);
+    CHECK(msg.find("position " + std::to_string(i)) != std::string::npos);
+  };
+  fails(tok, 2, 10, "token id 10 at row 0");
+  fails(tok, 1, -1, "outside the model's vocabulary [0, 10)");
+  fails(tgt, 0, 11, "target 11 at row 0");
+  fails(pos, 3, 4, "position id 4");
+  fails(ds, 1, 2, "doc_start 2 at row 0");
+}
+
+TEST_CASE("rope: position 0 is the identity; HF rotate_half at position 1") {
   kk::RopeTable<double, 4> t(3, 10000.0);
   std::vector<double> x = {1, 2, 3, 4, 5, 6, 7, 8};
-  const int32_t p0[2] = {0, 0}, bad[2] = {0, 3};
+  const int32_t p0[2] = {0, 0};
   auto y = x;
-  kk::rope_forward<double, 1, 4>(y.data(), 4, p0, 2, t);
+  kk::rope_forward<double, double, 1, 4>(y.data(), 4, p0, 2, t);
   CHECK(y == x);
-  CHECK_THROWS_AS((kk::rope_forward<double, 1, 4>(y.data(), 4, bad, 2, t)), kiln::Error);
   // HF rotate_half at position 1, HD 4: inv_freq = {1, 1/100}
   const int32_t p1[1] = {1};
   std::vector<double> z = {1, 2, 3, 4};
-  kk::rope_forward<double, 1, 4>(z.data(), 4, p1, 1, t);
+  kk::rope_forward<double, double, 1, 4>(z.data(), 4, p1, 1, t);
   CHECK(z[0] == doctest::Approx(1 * std::cos(1.0) - 3 * std::sin(1.0)));
   CHECK(z[2] == doctest::Approx(3 * std::cos(1.0) + 1 * std::sin(1.0)));
   CHECK(z[1] == doctest::Approx(2 * std::cos(0.01) - 4 * std::sin(0.01)));
@@ -367,7 +404,7 @@ TEST_CASE("adamw: two steps against a hand computation") {
   const double grads[2] = {0.5, -0.25};
   double hp = 1, hm = 0, hv = 0;
   for (int t = 1; t <= 2; ++t) {
-    kk::adamw_update<double>(&p, &grads[t - 1], &m, &v, 1, lr, b1, b2, eps, wd, t, gs);
+    kk::adamw_update<double>(&p, &grads[t - 1], &m, &v, 1, {lr, b1, b2, eps, wd, t, gs});
     const double g = grads[t - 1] * gs;
     hm = b1 * hm + (1 - b1) * g;
     hv = b2 * hv + (1 - b2) * g * g;
@@ -394,10 +431,33 @@ TEST_CASE("adamw: two steps against a hand computation") {
     gd[i] = gf[i];
   }
   for (long t = 1; t <= 3; ++t) {
-    kk::adamw_update<float>(pf.data(), gf.data(), mf.data(), vf.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, t, 0.5);
-    kk::adamw_update<double>(pd.data(), gd.data(), md.data(), vd.data(), n, 1e-3, 0.9, 0.95, 1e-8, 0.1, t, 0.5);
+    kk::adamw_update<float>(pf.data(), gf.data(), mf.data(), vf.data(), n, {1e-3, 0.9, 0.95, 1e-8, 0.1, t, 0.5});
+    kk::adamw_update<double>(pd.data(), gd.data(), md.data(), vd.data(), n, {1e-3, 0.9, 0.95, 1e-8, 0.1, t, 0.5});
   }
   for (size_t i = 0; i < n; ++i) REQUIRE(std::abs(double(pf[i]) - pd[i]) < 1e-6);
+}
+
+TEST_CASE("adamw_flat: one pass over the flat buffer equals per-range updates with the decay mask") {
+  // Ranges cut across the 16384-value chunks of the fused pass, so chunks meet several ranges.
+  const size_t n = 40000;
+  const std::vector<kiln::plan::DecayRange> ranges = {{0, 100, false}, {100, 20000, true}, {20000, 20001, false},
+                                                      {20001, 39000, true}, {39000, n, false}};
+  std::vector<float> p(n), g(n), m(n, 0.f), v(n, 0.f);
+  for (size_t i = 0; i < n; ++i) p[i] = float(kiln::uniform01(5, 1, i) - 0.5), g[i] = float(kiln::uniform01(5, 2, i) - 0.5);
+  auto p2 = p, m2 = m, v2 = v;
+  for (long t = 1; t <= 2; ++t) {
+    const kiln::AdamWStep a{1e-2, 0.9, 0.95, 1e-8, 0.1, t, 0.7};
+    kk::adamw_flat(p.data(), g.data(), m.data(), v.data(), n, ranges.data(), int(ranges.size()), a);
+    for (const auto& r : ranges) {
+      kiln::AdamWStep ar = a;
+      ar.weight_decay = r.decay ? a.weight_decay : 0.0;
+      kk::adamw_update(p2.data() + r.begin, g.data() + r.begin, m2.data() + r.begin, v2.data() + r.begin,
+                       r.end - r.begin, ar);
+    }
+  }
+  CHECK(p == p2);
+  CHECK(m == m2);
+  CHECK(v == v2);
 }
 
 TEST_CASE("sum_squares: exact on integers, deterministic, every length") {
@@ -408,11 +468,16 @@ TEST_CASE("sum_squares: exact on integers, deterministic, every length") {
       x[i] = float(int(i % 13) - 6);
       expect += double(x[i]) * x[i];
     }
-    CHECK(kk::sum_squares(x.data(), n) == expect);
+    std::vector<double> partials(kk::sum_squares_partials(n));
+    CHECK(kk::sum_squares(x.data(), n, partials.data()) == expect);
   }
   std::vector<float> y(200001);
   for (size_t i = 0; i < y.size(); ++i) y[i] = float(kiln::uniform01(3, 0, i));
-  const double a = kk::sum_squares(y.data(), y.size()), b = kk::sum_squares(y.data(), y.size());
+  std::vector<double> partials(kk::sum_squares_partials(y.size()));
+  const double a = kk::sum_squares(y.data(), y.size(), partials.data());
+  omp_set_num_threads(1);
+  const double b = kk::sum_squares(y.data(), y.size(), partials.data());
+  omp_set_num_threads(2);
   CHECK(std::memcmp(&a, &b, sizeof a) == 0);
   double ref = 0;
   for (float v : y) ref += double(v) * v;
@@ -426,10 +491,83 @@ TEST_CASE("embedding_backward: bitwise independent of the thread count") {
   std::vector<float> dout(R * H);
   for (size_t i = 0; i < dout.size(); ++i) dout[i] = float(kiln::uniform01(4, 0, i));
   std::vector<float> a(V * H, 0.f), b(V * H, 0.f);
-  kk::embedding_backward<float, H>(tok.data(), R, dout.data(), a.data());
+  kk::embedding_backward<float, float, H>(tok.data(), R, dout.data(), a.data());
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);
-  kk::embedding_backward<float, H>(tok.data(), R, dout.data(), b.data());
+  kk::embedding_backward<float, float, H>(tok.data(), R, dout.data(), b.data());
   omp_set_num_threads(saved);
   CHECK(a == b);
+}
+
+TEST_CASE("rmsnorm_backward: dw bitwise independent of the thread count (fixed row blocks)") {
+  constexpr int R = 300, D = 32, kBlocks = 64;
+  std::vector<float> x(R * D), w(D), dy(R * D), rstd(R), y(R * D);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(kiln::uniform01(6, 0, i) - 0.5), dy[i] = float(kiln::uniform01(6, 1, i));
+  for (int j = 0; j < D; ++j) w[j] = float(1 + 0.1 * j);
+  kk::rmsnorm_forward<float, float, D>(x.data(), w.data(), y.data(), rstd.data(), R, 1e-6f);
+  std::vector<float> dx1(R * D), dw1(D, 0.f), dx2(R * D), dw2(D, 0.f), partials(kBlocks * D);
+  kk::rmsnorm_backward<float, float, D>(x.data(), w.data(), rstd.data(), dy.data(), dx1.data(), dw1.data(), partials.data(),
+                                        kBlocks, R, false);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  kk::rmsnorm_backward<float, float, D>(x.data(), w.data(), rstd.data(), dy.data(), dx2.data(), dw2.data(), partials.data(),
+                                        kBlocks, R, false);
+  omp_set_num_threads(saved);
+  CHECK(dw1 == dw2);
+  CHECK(dx1 == dx2);
+}
+
+// Storage and compute are separate template parameters: bf16 storage with fp32 compute is expressible and agrees
+// with fp32 storage within bf16 rounding (8 bits of mantissa: relative 2^-8 per stored value).
+TEST_CASE("kernels with bf16 storage and fp32 compute agree with fp32 within bf16 rounding") {
+  using kiln::bf16;
+  constexpr int R = 6, D = 64, F = 48;
+  std::vector<float> x(R * D), w(D), gu(R * 2 * F);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(kiln::uniform01(8, 0, i) * 4 - 2);
+  for (int j = 0; j < D; ++j) w[j] = float(0.5 + kiln::uniform01(8, 1, j));
+  for (size_t i = 0; i < gu.size(); ++i) gu[i] = float(kiln::uniform01(8, 2, i) * 6 - 3);
+  auto narrow = [](const std::vector<float>& v) {
+    std::vector<bf16> o(v.size());
+    for (size_t i = 0; i < v.size(); ++i) o[i] = bf16(v[i]);
+    return o;
+  };
+  auto widen = [](const std::vector<bf16>& v) {
+    std::vector<float> o(v.size());
+    for (size_t i = 0; i < v.size(); ++i) o[i] = float(v[i]);
+    return o;
+  };
+  auto close = [](const std::vector<float>& a, const std::vector<float>& ref, double rel) {
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, double(std::abs(a[i] - ref[i]))), scale = std::max(scale, double(std::abs(ref[i])));
+    return worst <= rel * scale;
+  };
+  // the fp32 reference runs on the bf16-rounded inputs, so only the narrowing of outputs and intermediates differs
+  const std::vector<bf16> xb = narrow(x), wb = narrow(w), gub = narrow(gu);
+  const std::vector<float> xr = widen(xb), wr = widen(wb), gur = widen(gub);
+  std::vector<float> y(R * D), rstd(R), rstd_b(R), h(R * F);
+  std::vector<bf16> yb(R * D), hb(R * F);
+  kk::rmsnorm_forward<float, float, D>(xr.data(), wr.data(), y.data(), rstd.data(), R, 1e-6f);
+  kk::rmsnorm_forward<bf16, float, D>(xb.data(), wb.data(), yb.data(), rstd_b.data(), R, 1e-6f);
+  CHECK(rstd_b == rstd);  // statistics are computed in fp32 from the same values
+  CHECK(close(widen(yb), y, 1.0 / 256));
+  kk::swiglu_forward<float, float, F>(gur.data(), h.data(), R);
+  kk::swiglu_forward<bf16, float, F>(gub.data(), hb.data(), R);
+  CHECK(close(widen(hb), h, 1.0 / 256));
+  std::vector<float> dgu(R * 2 * F);
+  std::vector<bf16> dgub(R * 2 * F);
+  const std::vector<bf16> dhb = narrow(h);
+  const std::vector<float> dhr = widen(dhb);
+  kk::swiglu_backward<float, float, F>(gur.data(), dhr.data(), dgu.data(), R);
+  kk::swiglu_backward<bf16, float, F>(gub.data(), dhb.data(), dgub.data(), R);
+  CHECK(close(widen(dgub), dgu, 1.0 / 256));
+}
+
+TEST_CASE("swiglu_backward in place (dgu over gu, as the plan runs it) equals out of place") {
+  constexpr int R = 5, F = 24;
+  std::vector<float> gu(R * 2 * F), dh(R * F), dgu(R * 2 * F);
+  for (size_t i = 0; i < gu.size(); ++i) gu[i] = float(kiln::uniform01(10, 0, i) * 6 - 3);
+  for (size_t i = 0; i < dh.size(); ++i) dh[i] = float(kiln::uniform01(10, 1, i) - 0.5);
+  kk::swiglu_backward<float, float, F>(gu.data(), dh.data(), dgu.data(), R);
+  kk::swiglu_backward<float, float, F>(gu.data(), dh.data(), gu.data(), R);
+  CHECK(gu == dgu);
 }

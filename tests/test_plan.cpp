@@ -1,8 +1,12 @@
 // The model DSL and the static plan: with<> ablations, the SmolLM3 NoPE rule, parameter counts of the shipped
-// recipes, the flat layout, and that the activation arena never lets two live buffers share bytes.
+// recipes, the flat layout, the op program (ops per layer, FLOPs, printing), and that the arena read off the
+// program never lets two live buffers share bytes and is no larger than the hand-written timeline's was.
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <map>
+#include <sstream>
 #include <set>
 #include <string>
 
@@ -10,8 +14,10 @@
 #include "../recipes/ablation_1b_mqa.hpp"
 #include "../recipes/demo.hpp"
 #include "../recipes/smollm3_3b.hpp"
-#include "kiln/plan/activations.hpp"
+#include "kiln/backend/cpu_names.hpp"
 #include "kiln/plan/flops.hpp"
+#include "kiln/plan/print.hpp"
+#include "kiln/plan/program.hpp"
 #include "kiln/train/schedule.hpp"
 
 using namespace kiln;
@@ -77,26 +83,111 @@ TEST_CASE_TEMPLATE("the flat layout: HF names, no overlaps, fused groups contigu
   CHECK(names.count("model.layers.0.self_attn.q_norm.weight") == (M::qk_norm ? 1 : 0));
 }
 
-template <class A>
+// Two buffers live at the same op never share bytes, except an in-place output and the input it overwrites.
+template <class P>
 void check_no_live_overlap() {
-  const auto& items = A::layout.items;
-  for (size_t i = 0; i < items.size(); ++i) {
-    CHECK(items[i].offset + items[i].size <= A::total_floats);
-    for (size_t j = i + 1; j < items.size(); ++j) {
-      const bool live_together = !(items[i].end < items[j].begin || items[j].end < items[i].begin);
-      const bool share_bytes =
-          items[i].offset < items[j].offset + items[j].size && items[j].offset < items[i].offset + items[i].size;
-      if (live_together && share_bytes) FAIL("buffers " << i << " and " << j << " are live together and overlap");
+  const auto& d = P::data;
+  for (int i = 0; i < d.n_bufs; ++i) {
+    const auto& a = d.bufs[size_t(i)];
+    CHECK(a.offset % plan::kArenaAlign == 0);
+    CHECK(a.offset + a.bytes() <= d.arena_bytes);
+    for (int j = i + 1; j < d.n_bufs; ++j) {
+      const auto& b = d.bufs[size_t(j)];
+      const bool live_together = !(a.last < b.first || b.last < a.first);
+      const bool share = a.offset < b.offset + b.bytes() && b.offset < a.offset + a.bytes();
+      const bool in_place = a.alias == j || b.alias == i;
+      if (live_together && share && !in_place)
+        FAIL("buffers " << a.name.view() << " and " << b.name.view() << " are live together and overlap");
     }
   }
-  CHECK(A::total_floats < A::unshared_floats);  // reuse happened
+  CHECK(d.arena_bytes < d.unshared_bytes);  // reuse happened
 }
 
-TEST_CASE("activation arena: live buffers never share bytes, and dead ones are reused") {
-  check_no_live_overlap<plan::ActivationPlan<Smol, recipes::smollm3_3b::stage>>();
-  check_no_live_overlap<plan::ActivationPlan<recipes::demo::model, recipes::demo::stage>>();
-  using Small = Stage<micro_batch<1>, seq_len<64>>;
-  check_no_live_overlap<plan::ActivationPlan<DemoQkUntied, Small>>();
+TEST_CASE("activation arena read off the program: live buffers never share bytes, and dead ones are reused") {
+  check_no_live_overlap<plan::TrainProgram<Smol, 3, 4096>>();
+  check_no_live_overlap<plan::TrainProgram<Demo, 8, 256>>();
+  check_no_live_overlap<plan::EvalProgram<Demo, 8, 256>>();
+  check_no_live_overlap<plan::DecodeProgram<Demo, 256>>();
+  check_no_live_overlap<plan::TrainProgram<DemoQkUntied, 1, 64>>();
+  check_no_live_overlap<plan::TrainProgram<DemoQkUntied, 2, 32, plan::Bf16Mixed>>();
+}
+
+// The arena before the op program existed (kiln/plan/activations.hpp of 2026-11-30: slabs on a hand-written
+// timeline, fp32) held every activation but the loss's per-row buffer; the program's arena holds that too (per-token
+// loss and log-probability) and every kernel's scratch, and must still be no larger.
+template <class R>
+void check_not_larger(size_t before, const char* name) {
+  using P = plan::TrainProgram<typename R::model, R::stage::micro_batch, R::stage::seq_len>;
+  MESSAGE(name << ": arena " << P::arena_bytes << " bytes from the program, " << before << " before ("
+               << 100.0 * (double(before) - double(P::arena_bytes)) / double(before) << "% smaller)");
+  CHECK(P::arena_bytes <= before);
+}
+
+TEST_CASE("the arena derived from the program is no larger than the hand-written timeline's") {
+  check_not_larger<recipes::demo>(212'213'760, "demo");
+  check_not_larger<recipes::ablation_1b>(41'643'147'264, "ablation_1b");
+  check_not_larger<recipes::smollm3_3b>(83'846'627'328, "smollm3_3b");
+  // bf16 storage halves the activations; the fp32 statistics and the fp32 logits tile do not shrink
+  using Cpu = plan::TrainProgram<Smol, 3, 4096, plan::Fp32>;
+  using Gpu = plan::TrainProgram<Smol, 3, 4096, plan::Bf16Mixed>;
+  CHECK(Gpu::arena_bytes < Cpu::arena_bytes * 0.51);
+  CHECK(Gpu::arena_bytes > Cpu::arena_bytes * 0.49);
+}
+
+template <class M, int B, int T>
+void check_program_shape() {
+  using P = plan::TrainProgram<M, B, T>;
+  using plan::OpKind, plan::Pass;
+  int rope_layers = 0;
+  for (int l = 0; l < M::layers; ++l) rope_layers += M::uses_rope(l);
+  CHECK(P::count(OpKind::rope, Pass::forward) == rope_layers);   // none on NoPE layers
+  CHECK(P::count(OpKind::rope, Pass::backward) == rope_layers);
+  CHECK(P::count(OpKind::head_rmsnorm, Pass::forward) == (M::qk_norm ? M::layers : 0));
+  CHECK(P::count(OpKind::gemm, Pass::forward) == 4 * M::layers);  // qkv, o, gate_up, down
+  CHECK(P::count(OpKind::gemm, Pass::backward) == 4 * M::layers);
+  CHECK(P::count(OpKind::attention, Pass::forward) == M::layers);
+  CHECK(P::count(OpKind::rmsnorm, Pass::backward) == 2 * M::layers + 1);
+  CHECK(P::count(OpKind::lm_head_loss, Pass::loss) == 1);
+  // the program's FLOPs are the plan's: 6N + attention per token, times the rows
+  CHECK(P::flops() == doctest::Approx(plan::Flops<M, Stage<micro_batch<B>, seq_len<T>>>::train_per_token * B * T)
+                          .epsilon(1e-12));
+  using E = plan::EvalProgram<M, B, T>;
+  CHECK(E::flops() * 3 == doctest::Approx(P::flops()).epsilon(1e-12));
+  CHECK(E::arena_bytes < P::arena_bytes);  // nothing kept for a backward: layers reuse each other's bytes
+}
+
+TEST_CASE("the op program: ops per layer, RoPE only on RoPE layers, FLOPs equal the plan's") {
+  check_program_shape<Demo, 8, 256>();
+  check_program_shape<Smol, 3, 4096>();
+  check_program_shape<DemoQkUntied, 2, 32>();
+}
+
+TEST_CASE("the printed program of the demo recipe: one line per op, per layer as the program has them") {
+  using P = plan::TrainProgram<Demo, recipes::demo::stage::micro_batch, recipes::demo::stage::seq_len>;
+  std::ostringstream os;
+  plan::print_program<P>(os, backend::cpu::kernel_name<Demo>);
+  const std::string text = os.str();
+  std::istringstream in(text);
+  std::string line;
+  std::map<std::string, int> per_layer;  // layer column -> op lines
+  int op_lines = 0;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string idx, pass, layer, kind;
+    if (!(f >> idx >> pass >> layer >> kind) || idx.find_first_not_of("0123456789") != std::string::npos) continue;
+    ++op_lines;
+    ++per_layer[layer];
+  }
+  CHECK(op_lines == P::data.n_ops);
+  // A RoPE layer: 11 forward ops (norm, qkv, rope, attention, o, add, norm, gate_up, swiglu, down, add) and 9
+  // backward (down, swiglu, gate_up, norm, o, attention, rope, qkv, norm); a NoPE layer (3 and 7 in the demo) has
+  // no rope op in either direction.
+  for (int l = 0; l < Demo::layers; ++l) CHECK(per_layer[std::to_string(l)] == (Demo::uses_rope(l) ? 11 + 9 : 10 + 8));
+  CHECK(per_layer["-"] == 5);  // embedding, final norm, loss, final norm backward, embedding backward
+  char total[64];
+  std::snprintf(total, sizeof total, "Totals: %.4g FLOP", plan::Flops<Demo, recipes::demo::stage>::train_per_token * 8 * 256);
+  CHECK(text.find(total) != std::string::npos);
+  CHECK(text.find("cblas_sgemm") != std::string::npos);
 }
 
 TEST_CASE("FLOPs per token: 6N plus attention") {

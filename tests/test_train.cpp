@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "kiln/backend/cpu.hpp"
 #include "kiln/recipe.hpp"
 #include "kiln/train/checkpointing.hpp"
 #include "kiln/train/trainer.hpp"
@@ -64,16 +65,16 @@ TEST_CASE("a fixed batch is memorised: loss < 0.05") {
     }
   TrainConfig c = tiny::defaults();
   c.lr = 1e-2, c.warmup = 10, c.steps = 200, c.schedule = Schedule::constant, c.weight_decay = 0;
-  Buffer<float> params(plan::ParamPlan<M>::table.total), grads(params.size());
-  init_parameters<M>(params.data(), c.init_std, c.seed);
-  AdamW<M> opt(c);
-  auto model = std::make_unique<backend::CpuModel<M, S>>();
+  backend::cpu::State<M> state;
+  state.init(c.init_std, c.seed);
+  state.set_decay(decay_ranges<M>(c.no_decay));
+  auto exec = std::make_unique<backend::cpu::Executor<M, S::micro_batch, S::seq_len>>();
   const long n = mb.count_targets();
   double loss = 0;
   for (long s = 0; s < c.steps; ++s) {
-    grads.zero();
-    loss = model->forward_backward(params.data(), grads.data(), mb.view(), 1.0f / float(n)) / double(n);
-    opt.step(params.data(), grads.data(), c, learning_rate(c, s));
+    state.zero_grad();
+    loss = exec->forward_backward(state, mb.view(), 1.0f / float(n)) / double(n);
+    state.adamw(adamw_step(c, learning_rate(c, s), state.grad_norm(), s + 1));
   }
   CHECK(loss < 0.05);
 }
@@ -116,17 +117,20 @@ TEST_CASE("gradient accumulation over two micro-batches equals one batch twice a
   small[1].fill(p1);
   big.fill(p2);  // the same four rows
   REQUIRE(std::equal(small[1].tokens.begin(), small[1].tokens.end(), big.tokens.begin() + 64));
-  Buffer<float> params(plan::ParamPlan<M>::table.total), g_acc(params.size()), g_big(params.size());
-  init_parameters<M>(params.data(), 0.1, 1);
+  backend::cpu::State<M> acc, one;
+  acc.init(0.1, 1);
+  one.init(0.1, 1);
+  const float* g_acc = acc.host(backend::Tensor::grads);
+  const float* g_big = one.host(backend::Tensor::grads);
   const long n = big.count_targets();
-  auto m2 = std::make_unique<backend::CpuModel<M, Stage<micro_batch<2>, seq_len<32>>>>();
-  auto m4 = std::make_unique<backend::CpuModel<M, Stage<micro_batch<4>, seq_len<32>>>>();
+  auto m2 = std::make_unique<backend::cpu::Executor<M, 2, 32>>();
+  auto m4 = std::make_unique<backend::cpu::Executor<M, 4, 32>>();
   double l_acc = 0;
-  for (auto& mb : small) l_acc += m2->forward_backward(params.data(), g_acc.data(), mb.view(), 1.0f / float(n));
-  const double l_big = m4->forward_backward(params.data(), g_big.data(), big.view(), 1.0f / float(n));
+  for (auto& mb : small) l_acc += m2->forward_backward(acc, mb.view(), 1.0f / float(n));
+  const double l_big = m4->forward_backward(one, big.view(), 1.0f / float(n));
   CHECK(l_acc == doctest::Approx(l_big).epsilon(1e-6));
   double num = 0, den = 0;
-  for (size_t i = 0; i < params.size(); ++i) {
+  for (size_t i = 0; i < plan::ParamPlan<M>::table.total; ++i) {
     num = std::max(num, double(std::abs(g_acc[i] - g_big[i])));
     den = std::max(den, double(std::abs(g_big[i])));
   }
@@ -191,8 +195,9 @@ TEST_CASE("a run whose loss turns NaN skips those steps, then stops with a clear
   TrainConfig c = tiny::defaults();
   c.steps = 10;
   Trainer<tiny> t(c, corpus);
-  const long before = t.optimizer().updates();
-  t.params()[plan::ParamPlan<tiny::model>::table.final_norm] = NAN;  // poisons every logit
+  const long before = t.updates();
+  t.state().host_mut(backend::Tensor::params)[plan::ParamPlan<tiny::model>::table.final_norm] = NAN;  // every logit
+  t.state().commit(backend::Tensor::params);
   std::vector<bool> skipped;
   try {
     t.run(true, [&](const auto& log) { skipped.push_back(log.skipped); });
@@ -203,7 +208,7 @@ TEST_CASE("a run whose loss turns NaN skips those steps, then stops with a clear
   }
   REQUIRE_FALSE(skipped.empty());
   CHECK(std::all_of(skipped.begin(), skipped.end(), [](bool b) { return b; }));  // every logged step was skipped
-  CHECK(t.optimizer().updates() == before);  // no update was applied
+  CHECK(t.updates() == before);  // no update was applied
   CHECK(t.step() == 3);
 }
 
@@ -219,7 +224,8 @@ TEST_CASE("repeated bad steps roll back to the last checkpoint, keep reading for
   t.after_step = [&](long step) {
     if (step == 4) save_checkpoint(t, root, 2, "tiny");
     if (step == 6 && !poisoned) {  // a corrupted update: every later loss is NaN until the rollback
-      t.params()[plan::ParamPlan<tiny::model>::table.final_norm] = NAN;
+      t.state().host_mut(backend::Tensor::params)[plan::ParamPlan<tiny::model>::table.final_norm] = NAN;
+      t.state().commit(backend::Tensor::params);
       poisoned = true;
     }
     return false;
@@ -239,6 +245,6 @@ TEST_CASE("repeated bad steps roll back to the last checkpoint, keep reading for
   CHECK(std::isfinite(t.losses().back()));
   // Steps 7-9 were bad (skipped); the rollback returned to step 4, so steps 5.. ran again on new data.
   CHECK(std::count(skipped.begin(), skipped.end(), true) == 3);
-  CHECK(t.optimizer().updates() == 4 + 8);  // 4 updates before the checkpoint, then steps 5..12 after the rollback
+  CHECK(t.updates() == 4 + 8);  // 4 updates before the checkpoint, then steps 5..12 after the rollback
   std::filesystem::remove_all(root);
 }

@@ -253,6 +253,15 @@ def finite_difference_check(c, w, batch, grads, gen):
             assert err <= 1e-7 + 1e-5 * abs(ag), f"{name}[{idx}]: autograd {ag!r} vs finite difference {fd!r}"
 
 
+def token_logp(logits, targets):
+    """log softmax(logits)[target] per token, float64 (B, T); 0 where the target is ignored (< 0): what Kiln's
+    per-sequence log-probability sums (evaluation, DPO) add up."""
+    lp = torch.log_softmax(logits, dim=-1)
+    safe = targets.clamp(min=0)
+    out = lp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return torch.where(targets >= 0, out, torch.zeros_like(out)).to(DT)
+
+
 def make(name):
     c = CONFIGS[name]
     gen = torch.Generator().manual_seed(SEEDS[name])
@@ -271,6 +280,7 @@ def make(name):
         tensors.append((f"batch.{bn}", batch[bn].to(torch.int32).numpy()))
     tensors.append(("out.logits", logits.detach().to(torch.float32).numpy()))
     tensors.append(("out.loss", np.array([loss.item()], dtype="<f8")))
+    tensors.append(("out.token_logp", token_logp(logits.detach(), batch["targets"]).numpy()))
     for wn, _ in weight_shapes(c):
         tensors.append((f"grad.{wn}", grads[wn].to(torch.float32).numpy()))
 

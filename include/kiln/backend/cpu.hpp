@@ -1,189 +1,358 @@
-// kiln/backend/cpu.hpp: the CPU executor of a static plan: forward, backward and loss of one micro-batch, fp32.
+// kiln/backend/cpu.hpp: the CPU backend (fp32 everything; the reference). It writes no op order: its executors walk
+// the plan's programs (kiln/plan/program.hpp) and call one kernel per op.
 //
-// Parameters, gradients and activations are flat buffers laid out by the plan (kiln/plan): this class owns the
-// activation arena (its size and every offset are compile-time constants) and runs the kernels in order.
-//   forward:  x = E[tok]; per layer: xn1 = rms(x); qkv = xn1 Wqkv^T; [qk-norm]; [RoPE]; att = attn(qkv);
-//             x_mid = x + att Wo^T; xn2 = rms(x_mid); gu = xn2 Wgu^T; act = silu(g)*u; x' = x_mid + act Wd^T
-//             loss = CE(rms(x_L) Wlm^T) (+ z-loss), fused and chunked: full logits are never stored.
-//   backward: the same in reverse; the residual gradient dx flows through and each norm adds its part to it.
-// Matrix products go through OpenBLAS (kernels/gemm.hpp); everything else is Kiln's OpenMP kernels.
+//   cpu::State<M>               parameters, gradients, AdamW moments (flat fp32 buffers in the parameter table's
+//                               layout), the gradient norm's partial sums; init, zero-grad, norm, the fused AdamW
+//   cpu::Executor<M, B, T>      the activation arena of one phase shape; runs the training program (forward, loss,
+//                               backward of a micro-batch) and the evaluation program (forward and loss), and reads
+//                               the per-token losses and log-probabilities they leave in the arena
+//   cpu::Decoder<M, MaxT>       the decode program: one token at a time against a KV cache of MaxT positions
+//   backend::Cpu                the three, as a trainer names a backend
+// Matrix products go through OpenBLAS (kernels/gemm.hpp); everything else is Kiln's OpenMP kernels. The kernels
+// allocate nothing: their scratch is the programs' arena; a micro-batch is checked once where it enters.
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <vector>
 
+#include "kernels/adamw.hpp"
 #include "kernels/attention.hpp"
+#include "kernels/attention_decode.hpp"
 #include "kernels/cross_entropy.hpp"
 #include "kernels/embedding.hpp"
 #include "kernels/gemm.hpp"
+#include "kernels/init.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "kernels/rope.hpp"
 #include "kernels/swiglu.hpp"
+#include "kiln/backend/batch.hpp"
 #include "kiln/core/error.hpp"
 #include "kiln/core/memory.hpp"
-#include "kiln/plan/activations.hpp"
+#include "kiln/plan/program.hpp"
 
-namespace kiln::backend {
+namespace kiln {
 
-// One micro-batch as host arrays of B*T int32 values each, row-major (B, T).
-struct Batch {
-  const int32_t* tokens;     // input token ids
-  const int32_t* targets;    // next-token ids; -1 = no loss at this position
-  const int32_t* positions;  // position ids (restart at 0 at each document start)
-  const int32_t* doc_start;  // index in the row of the first token of this token's document
-};
-
-namespace detail {
-inline void add_inplace(float* y, const float* x, size_t n) {
-#pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; ++i) y[i] += x[i];
+// Seeded initialisation of a flat parameter buffer in host memory: matrices and embeddings ~ N(0, std^2), norm
+// weights 1; a value depends only on (seed, tensor index, element index).
+template <DecoderModel M>
+void init_parameters(float* params, double std, uint64_t seed) {
+  using Params = plan::ParamPlan<M>;
+  for (int i = 0; i < Params::count; ++i) {
+    const auto& e = Params::table.entries[size_t(i)];
+    if (e.role == plan::Role::norm) kernels::init_fill(params + e.offset, e.count(), 1.0f);
+    else kernels::init_normal(params + e.offset, e.count(), std, seed, uint64_t(i));
+  }
 }
-}  // namespace detail
 
-template <DecoderModel M, class S>
-class CpuModel {
+namespace backend {
+
+namespace cpu {
+
+template <DecoderModel M>
+class State {
  public:
   using Params = plan::ParamPlan<M>;
-  using Acts = plan::ActivationPlan<M, S>;
-  static constexpr int B = S::micro_batch, T = S::seq_len, L = M::layers;
+  static constexpr size_t floats = Params::table.total;
+
+  State()
+      : p_(floats), g_(floats), m_(floats), v_(floats), partials_(kernels::sum_squares_partials(floats)),
+        ranges_{{0, floats, true}} {}
+
+  void init(double std, uint64_t seed) { init_parameters<M>(p_.data(), std, seed); }
+  void zero_grad() { g_.zero(); }
+  // Global L2 norm of the gradients, deterministic.
+  double grad_norm() { return std::sqrt(kernels::sum_squares(g_.data(), floats, partials_.data())); }
+  // The no-decay mask: sorted ranges covering the flat buffer (train/optimizer.hpp computes them from the table).
+  void set_decay(std::vector<plan::DecayRange> r) { ranges_ = std::move(r); }
+  // One AdamW update (a.step is 1-based), the clip folded into a.grad_scale.
+  void adamw(const AdamWStep& a) {
+    kernels::adamw_flat(p_.data(), g_.data(), m_.data(), v_.data(), floats, ranges_.data(), int(ranges_.size()), a);
+  }
+
+  // Kernels' view (host memory here).
+  const float* params() const { return p_.data(); }
+  float* grads() { return g_.data(); }
+
+  // Host access for checkpoints, export and tests: host() stays valid until the state changes; after writing through
+  // host_mut(), commit() makes the change visible to the kernels (here the same memory: nothing to copy; a device
+  // backend downloads into and uploads from staging buffers).
+  const float* host(Tensor t) const { return const_cast<State*>(this)->buf(t).data(); }
+  float* host_mut(Tensor t) { return buf(t).data(); }
+  void commit(Tensor) {}
+
+ private:
+  Buffer<float>& buf(Tensor t) {
+    switch (t) {
+      case Tensor::params: return p_;
+      case Tensor::grads: return g_;
+      case Tensor::adam_m: return m_;
+      default: return v_;
+    }
+  }
+  Buffer<float> p_, g_, m_, v_;  // the parameter table's layout, each
+  Buffer<double> partials_;     // sum_squares chunk sums
+  std::vector<plan::DecayRange> ranges_;
+};
+
+// Runs one op of a program on the CPU (S = C = float). Shared by the executors below.
+template <DecoderModel M, class P>
+struct OpRunner {
+  using Params = plan::ParamPlan<M>;
   static constexpr int H = M::hidden, F = M::ffn, V = M::vocab, NH = M::heads, NKV = M::kv_heads, HD = M::head_dim;
-  static constexpr int Q = M::q_dim, QKV = M::qkv_dim;
-  static constexpr int R = B * T;
+  static constexpr int Q = M::q_dim, QKV = M::qkv_dim, KV = M::kv_dim;
   static constexpr float eps = float(M::eps);
   static constexpr float attn_scale = 1.0f / std::sqrt(float(HD));  // scores = q.k / sqrt(head_dim)
 
-  CpuModel() : arena_(Acts::total_floats), head_tmp_(M::qk_norm ? size_t(R) * HD : 0), rope_(T, rope_theta()) {}
+  std::byte* arena;
+  const float* params;
+  float* grads;
+  float grad_scale;
+  const kernels::RopeTable<float, HD>* rope;
+  int len = 0;                  // decode: tokens already in the cache
+  float* logits_out = nullptr;  // eval: all logits (tests)
+  double loss = 0;
 
-  static constexpr size_t parameter_floats() { return Params::table.total; }
+  template <class T = float>
+  T* at(int k, const plan::Op& op) const {
+    return reinterpret_cast<T*>(arena + P::data.bufs[size_t(op.use[k].buf)].offset);
+  }
+  const float* w(const plan::Op& op, int entry = 0) const {
+    return params + Params::table.entries[size_t(op.param + entry)].offset;
+  }
+  float* gw(const plan::Op& op, int entry = 0) const {
+    return grads + Params::table.entries[size_t(op.param + entry)].offset;
+  }
+  int blocks(const plan::Op& op, int k) const { return int(P::data.bufs[size_t(op.use[k].buf)].dims[0]); }
 
-  // Forward and backward of one micro-batch. Gradients are ADDED to `grads` (gradient accumulation), scaled by
+  void operator()(const plan::Op& op) {
+    using plan::OpKind;
+    const bool fwd = op.pass != plan::Pass::backward;
+    const int R = int(op.rows);
+    switch (op.kind) {
+      case OpKind::embedding:
+        if (fwd) kernels::embedding_forward<float, H>(at<int32_t>(0, op), R, w(op), at(1, op));
+        else kernels::embedding_backward<float, float, H>(at<int32_t>(0, op), R, at(1, op), gw(op));
+        return;
+      case OpKind::rmsnorm:
+        if (fwd) kernels::rmsnorm_forward<float, float, H>(at(0, op), w(op), at(1, op), at(2, op), R, eps);
+        else
+          kernels::rmsnorm_backward<float, float, H>(at(0, op), w(op), at(1, op), at(2, op), at(3, op), gw(op), at(4, op),
+                                                     blocks(op, 4), R, op.accumulate_dx);
+        return;
+      case OpKind::head_rmsnorm: head_rmsnorm(op, fwd, R); return;
+      case OpKind::gemm:
+        if (fwd) kernels::linear_forward<float>(at(0, op), w(op), at(1, op), R, int(op.in), int(op.out));
+        else kernels::linear_backward<float>(at(0, op), w(op), at(1, op), at(2, op), gw(op), R, int(op.in), int(op.out), false);
+        return;
+      case OpKind::rope:
+        if (fwd) kernels::rope_forward<float, float, NH + NKV, HD>(at(1, op), QKV, at<int32_t>(0, op), R, *rope);
+        else kernels::rope_backward<float, float, NH + NKV, HD>(at(1, op), QKV, at<int32_t>(0, op), R, *rope);
+        return;
+      case OpKind::attention:
+        if (fwd)
+          kernels::attention_forward<float, float, NH, NKV, HD>(at(0, op), at<int32_t>(1, op), at(2, op), at(3, op),
+                                                                at(4, op), P::B, P::T, attn_scale);
+        else
+          kernels::attention_backward<float, float, NH, NKV, HD>(at(0, op), at<int32_t>(1, op), at(2, op), at(3, op),
+                                                                 at(4, op), at(5, op), P::B, P::T, attn_scale);
+        return;
+      case OpKind::add: {
+        const float* x = at(0, op);
+        float* y = at(1, op);
+        const std::ptrdiff_t n = std::ptrdiff_t(op.rows * op.in);
+#pragma omp parallel for simd schedule(static)
+        for (std::ptrdiff_t i = 0; i < n; ++i) y[i] += x[i];
+        return;
+      }
+      case OpKind::swiglu:
+        if (fwd) kernels::swiglu_forward<float, float, F>(at(0, op), at(1, op), R);
+        else kernels::swiglu_backward<float, float, F>(at(0, op), at(1, op), at(2, op), R);
+        return;
+      case OpKind::lm_head_loss: {
+        const bool train = op.grad;
+        loss = kernels::lm_head_cross_entropy<float, V, H>(at(0, op), w(op), at<int32_t>(1, op), R, float(M::z_loss),
+                                                           grad_scale, train ? at(5, op) : nullptr,
+                                                           train ? gw(op) : nullptr, at(4, op), int(P::loss_chunk),
+                                                           at(2, op), at(3, op), logits_out);
+        return;
+      }
+      case OpKind::kv_append: {
+        const float* qkv = at(0, op);
+        float* kc = at(1, op) + (size_t(op.layer) * P::MaxT + size_t(len)) * KV;
+        float* vc = at(2, op) + (size_t(op.layer) * P::MaxT + size_t(len)) * KV;
+        std::memcpy(kc, qkv + Q, sizeof(float) * KV);
+        std::memcpy(vc, qkv + Q + KV, sizeof(float) * KV);
+        return;
+      }
+      case OpKind::attention_decode: {
+        const size_t layer = size_t(op.layer) * P::MaxT * KV;
+        kernels::attention_decode<float, float, NH, NKV, HD>(at(0, op), at(1, op) + layer, at(2, op) + layer, len + 1,
+                                                             at(3, op), at(4, op), P::MaxT, attn_scale);
+        return;
+      }
+      case OpKind::lm_head_logits:
+        kernels::linear_forward<float>(at(0, op), w(op), at(1, op), 1, H, V);
+        return;
+    }
+  }
+
+  // QK-norm: each q head with q_norm, each k head with k_norm (over head_dim); v passes through.
+  void head_rmsnorm(const plan::Op& op, bool fwd, int R) {
+    if constexpr (M::qk_norm) {
+      if (fwd) {
+        const float* raw = at(0, op);
+        float* qkv = at(1, op);
+        float* rstd = at(2, op);
+        for (int h = 0; h < NH + NKV; ++h)
+          kernels::rmsnorm_forward_strided<float, float, HD>(raw + h * HD, QKV, w(op, h < NH ? 0 : 1), qkv + h * HD, QKV,
+                                                             rstd + size_t(h) * R, R, eps);
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < R; ++r)
+          std::memcpy(qkv + size_t(r) * QKV + Q + KV, raw + size_t(r) * QKV + Q + KV, sizeof(float) * KV);
+      } else {
+        const float* raw = at(0, op);
+        const float* rstd = at(1, op);
+        const float* dqkv = at(2, op);
+        float* draw = at(3, op);
+        float* partials = at(4, op);
+        const int nb = blocks(op, 4) / 2;
+        for (int h = 0; h < NH + NKV; ++h)
+          kernels::rmsnorm_backward_strided<float, float, HD>(raw + h * HD, QKV, w(op, h < NH ? 0 : 1),
+                                                              rstd + size_t(h) * R, dqkv + h * HD, QKV, draw + h * HD, QKV,
+                                                              gw(op, h < NH ? 0 : 1), partials, nb, R, false);
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < R; ++r)
+          std::memcpy(draw + size_t(r) * QKV + Q + KV, dqkv + size_t(r) * QKV + Q + KV, sizeof(float) * KV);
+      }
+    }
+  }
+};
+
+template <DecoderModel M>
+constexpr double rope_theta() {
+  return M::positional::any_rope ? M::positional::theta : 10000.0;
+}
+
+// The programs of one phase shape, (B, T) micro-batches.
+template <DecoderModel M, int B, int T>
+class Executor {
+ public:
+  using Train = plan::TrainProgram<M, B, T, plan::Fp32>;
+  using Eval = plan::EvalProgram<M, B, T, plan::Fp32>;
+  static constexpr int R = B * T;
+  static constexpr size_t arena_bytes = Train::arena_bytes > Eval::arena_bytes ? Train::arena_bytes : Eval::arena_bytes;
+
+  Executor() : arena_(arena_bytes), rope_(T, rope_theta<M>()) {}
+
+  // Forward and backward of one micro-batch. Gradients are ADDED to the state's (gradient accumulation), scaled by
   // grad_scale (1 / the number of target tokens in the whole global batch). Returns the summed loss of the
   // micro-batch's targets (divide by their count for the mean).
-  double forward_backward(const float* params, float* grads, const Batch& b, float grad_scale) {
-    forward_layers(params, b);
-    float* dx = at(Acts::kDx);
-    float* dxn = at(Acts::kDxn);
-    double loss = loss_head(params, b, grad_scale, dxn, grads + Params::table.lm_head);
-    std::memset(dx, 0, sizeof(float) * size_t(R) * H);
-    kernels::rmsnorm_backward<float, H>(at(Acts::kXOut), params + Params::table.final_norm, at(Acts::kRstdF), dxn, dx,
-                                        grads + Params::table.final_norm, R);
-    for (int l = L - 1; l >= 0; --l) backward_layer(l, params, grads, b);
-    kernels::embedding_backward<float, H>(b.tokens, R, dx, grads + Params::table.embedding);
-    return loss;
+  double forward_backward(State<M>& s, const Batch& b, float grad_scale) {
+    return run<Train>(s.params(), s.grads(), b, grad_scale);
   }
 
-  // Loss only (evaluation): summed over the micro-batch's targets.
-  double forward_loss(const float* params, const Batch& b) {
-    forward_layers(params, b);
-    return loss_head(params, b, 0.f, nullptr, nullptr);
+  // Forward and loss only (evaluation): the summed loss; per-token losses and log-probabilities stay readable.
+  double forward(const State<M>& s, const Batch& b) { return run<Eval>(s.params(), nullptr, b, 0.f); }
+
+  // Logits (R, V) of every position (tests and small R).
+  void forward_logits(const State<M>& s, const Batch& b, float* logits) {
+    logits_out_ = logits;
+    run<Eval>(s.params(), nullptr, b, 0.f);
+    logits_out_ = nullptr;
   }
 
-  // Logits (R, V) of every position (for tests and sampling; fine for small R).
-  void forward_logits(const float* params, const Batch& b, float* logits) {
-    forward_layers(params, b);
-    kernels::rmsnorm_forward<float, H>(at(Acts::kXOut), params + Params::table.final_norm, at(Acts::kXnF),
-                                       at(Acts::kRstdF), R, eps);
-    kernels::lm_head_cross_entropy<float, V, H>(at(Acts::kXnF), params + Params::table.lm_head, b.targets, R,
-                                                float(M::z_loss), 0.f, nullptr, nullptr, at(Acts::kLoss),
-                                                Acts::loss_chunk, logits);
+  // Per-token results of the last program run, (B, T): loss (cross-entropy + z-loss) and log p(target); 0 where
+  // the target is < 0.
+  const float* token_loss() const { return out(last_loss_); }
+  const float* token_logp() const { return out(last_logp_); }
+
+  // Sums of log p(target) of the last run per sequence: segment[r] (R values) names the sequence (0 .. n-1) that
+  // token r's target belongs to, or -1 to leave it out (a prompt, padding). sums has n entries, overwritten; each
+  // sum is taken in row order in double.
+  void sequence_logprobs(const int32_t* segment, int n, double* sums) const {
+    for (int i = 0; i < n; ++i) sums[i] = 0;
+    const float* lp = token_logp();
+    for (int r = 0; r < R; ++r) {
+      const int32_t s = segment[r];
+      KILN_CHECK(s < n, "sequence_logprobs: segment id ", s, " at token ", r, " is not below the ", n, " sequences asked for");
+      if (s >= 0) sums[s] += double(lp[r]);
+    }
   }
 
  private:
-  static constexpr double rope_theta() { return M::positional::any_rope ? M::positional::theta : 10000.0; }
-
-  float* at(int item) { return arena_.data() + Acts::layout.items[item].offset; }
-  float* slab(int l, size_t field) { return arena_.data() + Acts::layout.slab_of(l) + field; }
-
-  double loss_head(const float* params, const Batch& b, float grad_scale, float* dxn, float* dW) {
-    const float* x_out = at(Acts::kXOut);
-    kernels::rmsnorm_forward<float, H>(x_out, params + Params::table.final_norm, at(Acts::kXnF), at(Acts::kRstdF), R,
-                                       eps);
-    return kernels::lm_head_cross_entropy<float, V, H>(at(Acts::kXnF), params + Params::table.lm_head, b.targets, R,
-                                                       float(M::z_loss), grad_scale, dxn, dW, at(Acts::kLoss),
-                                                       Acts::loss_chunk);
+  template <class P>
+  double run(const float* params, float* grads, const Batch& b, float grad_scale) {
+    validate_batch(b, B, T, M::vocab, T);
+    const auto copy_in = [&](int buf, const int32_t* src) {
+      std::memcpy(arena_.data() + P::data.bufs[size_t(buf)].offset, src, sizeof(int32_t) * R);
+    };
+    copy_in(P::data.tokens, b.tokens);
+    copy_in(P::data.targets, b.targets);
+    copy_in(P::data.positions, b.positions);
+    copy_in(P::data.doc_start, b.doc_start);
+    OpRunner<M, P> op{arena_.data(), params, grads, grad_scale, &rope_};
+    op.logits_out = logits_out_;
+    for (int i = 0; i < P::data.n_ops; ++i) op(P::data.ops[size_t(i)]);
+    last_loss_ = P::data.bufs[size_t(P::data.token_loss)].offset;
+    last_logp_ = P::data.bufs[size_t(P::data.token_logp)].offset;
+    return op.loss;
+  }
+  const float* out(size_t offset) const {
+    KILN_CHECK(offset != size_t(-1), "executor: no program has run yet: per-token results are not there");
+    return reinterpret_cast<const float*>(arena_.data() + offset);
   }
 
-  void forward_layers(const float* p, const Batch& b) {
-    constexpr auto& so = Acts::slab;
-    kernels::embedding_forward<float, H>(b.tokens, R, p + Params::table.embedding, slab(0, so.x_in));
-    for (int l = 0; l < L; ++l) {
-      const plan::LayerOffsets& o = Params::table.layer[l];
-      float* x_in = slab(l, so.x_in);
-      float* xn1 = slab(l, so.xn1);
-      float* qkv = slab(l, so.qkv);
-      kernels::rmsnorm_forward<float, H>(x_in, p + o.input_norm, xn1, slab(l, so.rstd1), R, eps);
-      if constexpr (M::qk_norm) {
-        float* raw = slab(l, so.qkv_raw);
-        kernels::linear_forward<float>(xn1, p + o.qkv, raw, R, H, QKV);
-        float* rstd = slab(l, so.qk_rstd);
-        for (int h = 0; h < NH + NKV; ++h) {  // q heads then k heads, each normalised over its HD values
-          const float* w = p + (h < NH ? o.q_norm : o.k_norm);
-          kernels::rmsnorm_forward_strided<float, HD>(raw + h * HD, QKV, w, qkv + h * HD, QKV, rstd + size_t(h) * R, R,
-                                                      eps);
-        }
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < R; ++r)  // v passes through unnormalised
-          std::memcpy(qkv + size_t(r) * QKV + Q + NKV * HD, raw + size_t(r) * QKV + Q + NKV * HD, sizeof(float) * NKV * HD);
-      } else {
-        kernels::linear_forward<float>(xn1, p + o.qkv, qkv, R, H, QKV);
-      }
-      if (M::uses_rope(l)) kernels::rope_forward<float, NH + NKV, HD>(qkv, QKV, b.positions, R, rope_);
-      float* att = slab(l, so.att);
-      kernels::attention_forward<float, NH, NKV, HD>(qkv, b.doc_start, att, slab(l, so.lse), B, T, attn_scale);
-      float* x_mid = slab(l, so.x_mid);
-      kernels::linear_forward<float>(att, p + o.o, x_mid, R, Q, H);
-      detail::add_inplace(x_mid, x_in, size_t(R) * H);
-      float* xn2 = slab(l, so.xn2);
-      kernels::rmsnorm_forward<float, H>(x_mid, p + o.post_norm, xn2, slab(l, so.rstd2), R, eps);
-      float* gu = slab(l, so.gu);
-      kernels::linear_forward<float>(xn2, p + o.gate_up, gu, R, H, 2 * F);
-      float* act = slab(l, so.act);
-      kernels::swiglu_forward<float, F>(gu, act, R);
-      float* x_next = l + 1 < L ? slab(l + 1, so.x_in) : at(Acts::kXOut);
-      kernels::linear_forward<float>(act, p + o.down, x_next, R, F, H);
-      detail::add_inplace(x_next, x_mid, size_t(R) * H);
-    }
-  }
-
-  // On entry dx holds dLoss/d(output of layer l); on exit dLoss/d(input of layer l).
-  void backward_layer(int l, const float* p, float* g, const Batch& b) {
-    constexpr auto& so = Acts::slab;
-    const plan::LayerOffsets& o = Params::table.layer[l];
-    float* dx = at(Acts::kDx);
-    float* dxn = at(Acts::kDxn);
-    // MLP half: x_next = x_mid + down(silu(gate(xn2)) * up(xn2))
-    float* dact = arena_.data() + Acts::layout.mlp_scratch(l);        // (R, F)
-    float* dgu = dact + plan::align_up(size_t(R) * F);                // (R, 2F)
-    kernels::linear_backward<float>(slab(l, so.act), p + o.down, dx, dact, g + o.down, R, F, H, false);
-    kernels::swiglu_backward<float, F>(slab(l, so.gu), dact, dgu, R);
-    kernels::linear_backward<float>(slab(l, so.xn2), p + o.gate_up, dgu, dxn, g + o.gate_up, R, H, 2 * F, false);
-    kernels::rmsnorm_backward<float, H>(slab(l, so.x_mid), p + o.post_norm, slab(l, so.rstd2), dxn, dx, g + o.post_norm, R);
-    // Attention half: x_mid = x_in + o(attn(rope(qknorm(qkv(xn1)))))
-    float* datt = arena_.data() + Acts::layout.attn_scratch(l);       // (R, Q)
-    float* dqkv = datt + plan::align_up(size_t(R) * Q);               // (R, QKV)
-    kernels::linear_backward<float>(slab(l, so.att), p + o.o, dx, datt, g + o.o, R, Q, H, false);
-    kernels::attention_backward<float, NH, NKV, HD>(slab(l, so.qkv), b.doc_start, slab(l, so.att), slab(l, so.lse), datt,
-                                                    dqkv, B, T, attn_scale);
-    if (M::uses_rope(l)) kernels::rope_backward<float, NH + NKV, HD>(dqkv, QKV, b.positions, R, rope_);
-    if constexpr (M::qk_norm) {
-      const float* raw = slab(l, so.qkv_raw);
-      const float* rstd = slab(l, so.qk_rstd);
-      float* tmp = head_tmp_.data();  // (R, HD): the gradient at one head's norm input
-      for (int h = 0; h < NH + NKV; ++h) {
-        size_t w = h < NH ? o.q_norm : o.k_norm;
-        kernels::rmsnorm_backward_strided<float, HD>(raw + h * HD, QKV, p + w, rstd + size_t(h) * R, dqkv + h * HD, QKV,
-                                                     tmp, HD, g + w, R, false);
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < R; ++r) std::memcpy(dqkv + size_t(r) * QKV + h * HD, tmp + size_t(r) * HD, sizeof(float) * HD);
-      }
-    }
-    kernels::linear_backward<float>(slab(l, so.xn1), p + o.qkv, dqkv, dxn, g + o.qkv, R, H, QKV, false);
-    kernels::rmsnorm_backward<float, H>(slab(l, so.x_in), p + o.input_norm, slab(l, so.rstd1), dxn, dx, g + o.input_norm, R);
-  }
-
-  Buffer<float> arena_;     // every activation of the step, at the plan's offsets
-  Buffer<float> head_tmp_;  // QK-norm backward: one head's input gradient
-  kernels::RopeTable<float, HD> rope_;
+  Buffer<std::byte> arena_;  // every activation of the step, at the programs' offsets
+  kernels::RopeTable<float, M::head_dim> rope_;
+  float* logits_out_ = nullptr;
+  size_t last_loss_ = size_t(-1), last_logp_ = size_t(-1);
 };
 
-}  // namespace kiln::backend
+// The decode program: generation with a KV cache (L, MaxT, NKV, HD), one token at a time.
+template <DecoderModel M, int MaxT>
+class Decoder {
+ public:
+  using P = plan::DecodeProgram<M, MaxT, plan::Fp32>;
+  static_assert(MaxT > 0, "Decoder: MaxT (the longest context) must be positive");
+
+  Decoder() : arena_(P::arena_bytes), rope_(MaxT, rope_theta<M>()) {}
+
+  void reset() { len_ = 0; }
+  int length() const { return len_; }
+
+  // Feeds one token at the next position; returns the logits (V) of the token after it.
+  const float* step(const float* params, int32_t token) {
+    KILN_CHECK(len_ < MaxT, "generate: the context is full (", MaxT, " tokens); reset() or use a larger MaxT");
+    KILN_CHECK(token >= 0 && token < M::vocab, "generate: token ", token, " is outside the vocabulary [0, ", M::vocab, ")");
+    std::memcpy(arena_.data() + P::buffer(P::data.tokens).offset, &token, sizeof token);
+    const int32_t pos = len_;
+    std::memcpy(arena_.data() + P::buffer(P::data.positions).offset, &pos, sizeof pos);
+    OpRunner<M, P> op{arena_.data(), params, nullptr, 0.f, &rope_};
+    op.len = len_;
+    for (int i = 0; i < P::data.n_ops; ++i) op(P::data.ops[size_t(i)]);
+    ++len_;
+    return reinterpret_cast<const float*>(arena_.data() + P::buffer(P::data.logits).offset);
+  }
+  const float* step(const State<M>& s, int32_t token) { return step(s.params(), token); }
+
+ private:
+  Buffer<std::byte> arena_;  // the cache and one token's activations
+  kernels::RopeTable<float, M::head_dim> rope_;
+  int len_ = 0;
+};
+
+}  // namespace cpu
+
+// The CPU backend as a trainer names it: Trainer<Recipe, backend::Cpu>.
+struct Cpu {
+  static constexpr const char* name = "cpu";
+  using precision = plan::Fp32;
+  template <DecoderModel M> using state = cpu::State<M>;
+  template <DecoderModel M, int B, int T> using executor = cpu::Executor<M, B, T>;
+  template <DecoderModel M, int MaxT> using decoder = cpu::Decoder<M, MaxT>;
+};
+
+}  // namespace backend
+}  // namespace kiln

@@ -47,6 +47,13 @@ struct ParamEntry {
   constexpr size_t count() const { return size_t(rows) * size_t(cols ? cols : 1); }
 };
 
+// A range of the flat buffer [begin, end) (floats) with one weight-decay choice: the optimizer's no-decay mask is a
+// short sorted list of these, computed once from the table.
+struct DecayRange {
+  size_t begin, end;
+  bool decay;
+};
+
 // Offsets (in floats) of one layer's parameters in the flat buffer.
 struct LayerOffsets {
   size_t input_norm, qkv, q_norm, k_norm, o, post_norm, gate_up, down;

@@ -1,15 +1,16 @@
-// kiln/plan/print.hpp: a recipe's whole static plan in words and numbers (`tools/kiln plan recipes/x.hpp`),
-// and a flat `key value` summary for comparing two recipes (`tools/kiln plan a.hpp b.hpp`).
+// kiln/plan/print.hpp: a model's static plan at one phase shape in words and numbers: the model, the parameter
+// table, FLOPs, memory per rank for the CPU (fp32) and CUDA (bf16 + fp32 master) layouts, and the op program with
+// its buffers (`tools/kiln plan recipes/x.hpp`); a flat `key value` summary for comparing two recipes. Run-time
+// defaults of a recipe are printed by tools/ (they belong to the train layer, above this one).
 #pragma once
 #include <cstdio>
+#include <functional>
 #include <ostream>
-#include <regex>
 #include <string>
 #include <vector>
 
-#include "kiln/plan/activations.hpp"
 #include "kiln/plan/flops.hpp"
-#include "kiln/train/config.hpp"
+#include "kiln/plan/program.hpp"
 
 namespace kiln::plan {
 
@@ -37,29 +38,26 @@ std::string nope_layers() {
   return n ? s : "none";
 }
 
-// Memory of one rank in bytes, as this build allocates it.
-template <class Recipe>
-struct MemoryPlan {
-  using M = typename Recipe::model;
-  using S = typename Recipe::stage;
-  static constexpr size_t params = ParamPlan<M>::table.total * sizeof(float);
-  static constexpr size_t grads = params;
-  static constexpr size_t adam = 2 * params;
-  static constexpr size_t activations = ActivationPlan<M, S>::total_floats * sizeof(float);
-  static constexpr size_t total_cpu = params + grads + adam + activations;
-  // The CUDA backend's intended layout (bf16 weights and activations, fp32 master weights, gradients and
-  // moments): an estimate until that backend exists.
-  static constexpr size_t cuda_estimate = ParamPlan<M>::parameters * (2 + 4 + 4 + 8) + activations / 2;
-};
+inline std::string dims_text(const BufferInfo& b) {
+  std::string t = "(";
+  for (int i = 0; i < b.rank; ++i) t += (i ? ", " : "") + std::to_string(b.dims[i]);
+  return t + ")";
+}
 
-template <class Recipe>
-std::vector<std::pair<std::string, std::string>> plan_summary(const char* name) {
-  using M = typename Recipe::model;
-  using S = typename Recipe::stage;
+inline std::string flops_text(double f) {
+  if (f == 0) return "-";
+  char s[32];
+  std::snprintf(s, sizeof s, "%.3g", f);
+  return s;
+}
+
+// `key value` lines of the model at one phase shape (no run-time settings: tools/ add those).
+template <DecoderModel M, int B, int T>
+std::vector<std::pair<std::string, std::string>> model_summary() {
   using P = ParamPlan<M>;
-  using F = Flops<M, S>;
-  using Mem = MemoryPlan<Recipe>;
-  const TrainConfig c = Recipe::defaults();
+  using F = Flops<M, Stage<micro_batch<B>, seq_len<T>>>;
+  using Cpu = MemoryPlan<M, B, T, Fp32>;
+  using Gpu = MemoryPlan<M, B, T, Bf16Mixed>;
   auto str = [](auto v) {
     if constexpr (std::is_floating_point_v<decltype(v)>) {
       char s[32];
@@ -69,8 +67,7 @@ std::vector<std::pair<std::string, std::string>> plan_summary(const char* name) 
       return std::to_string(v);
     }
   };
-  std::vector<std::pair<std::string, std::string>> kv = {
-      {"recipe", name},
+  return {
       {"model.vocab", str(M::vocab)},
       {"model.hidden", str(M::hidden)},
       {"model.layers", str(M::layers)},
@@ -85,48 +82,35 @@ std::vector<std::pair<std::string, std::string>> plan_summary(const char* name) 
       {"model.tied_embeddings", M::tied ? "true" : "false"},
       {"model.rms_norm_eps", str(M::eps)},
       {"model.z_loss", str(M::z_loss)},
-      {"stage.micro_batch", str(S::micro_batch)},
-      {"stage.seq_len", str(S::seq_len)},
+      {"stage.micro_batch", str(B)},
+      {"stage.seq_len", str(T)},
       {"params.total", with_commas(P::parameters)},
       {"params.embedding", with_commas(P::embedding_parameters)},
       {"params.tensors", str(P::count)},
       {"flops.per_token.forward", str(F::forward_per_token)},
       {"flops.per_token.train", str(F::train_per_token)},
-      {"memory.cpu.params", human_bytes(double(Mem::params))},
-      {"memory.cpu.grads", human_bytes(double(Mem::grads))},
-      {"memory.cpu.adam", human_bytes(double(Mem::adam))},
-      {"memory.cpu.activations", human_bytes(double(Mem::activations))},
-      {"memory.cpu.total", human_bytes(double(Mem::total_cpu))},
-      {"memory.cuda_estimate.total", human_bytes(double(Mem::cuda_estimate))},
-      {"train.lr", str(c.lr)},
-      {"train.min_lr", str(c.min_lr)},
-      {"train.schedule", schedule_name(c.schedule)},
-      {"train.warmup", str(c.warmup)},
-      {"train.steps", str(c.steps)},
-      {"train.grad_accum", str(c.grad_accum)},
-      {"train.tokens_per_step", str(long(S::micro_batch) * S::seq_len * c.grad_accum)},
-      {"train.weight_decay", str(c.weight_decay)},
-      {"train.clip", str(c.clip)},
-      {"train.betas", str(c.beta1) + "," + str(c.beta2)},
-      {"train.seed", str(c.seed)},
+      {"program.ops", str(TrainProgram<M, B, T>::data.n_ops)},
+      {"memory.cpu.params", human_bytes(double(Cpu::params))},
+      {"memory.cpu.grads", human_bytes(double(Cpu::grads))},
+      {"memory.cpu.adam", human_bytes(double(Cpu::adam))},
+      {"memory.cpu.activations", human_bytes(double(Cpu::arena))},
+      {"memory.cpu.total", human_bytes(double(Cpu::total))},
+      {"memory.cuda.activations", human_bytes(double(Gpu::arena))},
+      {"memory.cuda.total", human_bytes(double(Gpu::total))},
   };
-  std::string nd;
-  for (const auto& p : c.no_decay) nd += (nd.empty() ? "" : ",") + p;
-  kv.emplace_back("train.no_decay", nd.empty() ? "none" : nd);
-  return kv;
 }
 
-template <class Recipe>
-void print_plan(std::ostream& os, const char* name) {
-  using M = typename Recipe::model;
-  using S = typename Recipe::stage;
+// The model, its parameter table (no_decay: whether a tensor's HF name matches a run-time pattern), FLOPs and
+// memory at one phase shape.
+template <DecoderModel M, int B, int T>
+void print_model(std::ostream& os, const std::function<bool(const std::string&)>& decays = {}) {
   using P = ParamPlan<M>;
-  using A = ActivationPlan<M, S>;
-  using F = Flops<M, S>;
-  using Mem = MemoryPlan<Recipe>;
-  const TrainConfig c = Recipe::defaults();
+  using F = Flops<M, Stage<micro_batch<B>, seq_len<T>>>;
+  using Cpu = MemoryPlan<M, B, T, Fp32>;
+  using Gpu = MemoryPlan<M, B, T, Bf16Mixed>;
+  using TP = TrainProgram<M, B, T, Fp32>;
   char line[256];
-  os << "Recipe " << name << "\n\nModel\n";
+  os << "Model\n";
   std::snprintf(line, sizeof line,
                 "  decoder: vocab %d, hidden %d, %d layers, ffn %d (SwiGLU), RMSNorm eps %g, %s embeddings, z-loss %g\n",
                 M::vocab, M::hidden, M::layers, M::ffn, M::eps, M::tied ? "tied" : "untied", M::z_loss);
@@ -139,14 +123,11 @@ void print_plan(std::ostream& os, const char* name) {
                 nope_layers<M>().c_str());
   os << line;
   std::snprintf(line, sizeof line, "  stage: micro-batch %d x sequence %d = %d tokens; causal, intra-document masking\n",
-                S::micro_batch, S::seq_len, S::micro_batch * S::seq_len);
+                B, T, B * T);
   os << line << "\nParameters (flat fp32 buffer, HF names; [out, in])\n";
-  std::vector<std::regex> nd;
-  for (const auto& p : c.no_decay) nd.emplace_back(p);
   for (const auto& e : P::table.entries) {
     std::string n(e.name.view());
-    bool decay = true;
-    for (const auto& re : nd) decay = decay && !std::regex_search(n, re);
+    const bool decay = !decays || decays(n);
     std::string shape = e.cols ? "[" + std::to_string(e.rows) + ", " + std::to_string(e.cols) + "]"
                                : "[" + std::to_string(e.rows) + "]";
     std::snprintf(line, sizeof line, "  %-48s %-14s %14s  @%-12zu %s\n", n.c_str(), shape.c_str(),
@@ -155,35 +136,89 @@ void print_plan(std::ostream& os, const char* name) {
   }
   if (M::tied) os << "  lm_head.weight                                   tied to model.embed_tokens.weight\n";
   const double emb_share = 100.0 * double(P::embedding_parameters) / double(P::parameters);
-  os << "  total " << with_commas(P::parameters) << " parameters (" << with_commas(P::embedding_parameters)
-     << " in embeddings, " << std::fixed;
   std::snprintf(line, sizeof line, "%.1f%%", emb_share);
-  os << line << ")\n\nCompute per token\n";
+  os << "  total " << with_commas(P::parameters) << " parameters (" << with_commas(P::embedding_parameters)
+     << " in embeddings, " << line << ")\n\nCompute per token\n";
   std::snprintf(line, sizeof line,
                 "  forward %.3g FLOP (matmul %.3g + attention %.3g, causal context without document masking)\n"
-                "  training (forward + backward) %.3g FLOP; per micro-batch %.3g FLOP\n",
+                "  training (forward + backward) %.3g FLOP; per micro-batch %.3g FLOP (the program's ops sum to %.3g)\n",
                 F::forward_per_token, F::matmul_forward_per_token, F::attention_forward_per_token, F::train_per_token,
-                F::train_per_token * S::micro_batch * S::seq_len);
-  os << line << "\nMemory per rank (this CPU build: fp32 everything)\n";
-  auto row = [&](const char* what, size_t b) {
-    std::snprintf(line, sizeof line, "  %-34s %12s\n", what, human_bytes(double(b)).c_str());
+                F::train_per_token * B * T, TP::flops());
+  os << line << "\nMemory per rank, as each backend lays it out (bytes exact for what the plan places; the CUDA\n"
+                "layout also needs cuBLASLt / cuDNN workspaces and the CUDA context, not counted here)\n";
+  std::snprintf(line, sizeof line, "  %-40s %14s %14s\n", "", "CPU (fp32)", "CUDA (bf16)");
+  os << line;
+  auto row = [&](const char* what, size_t a, size_t b) {
+    std::snprintf(line, sizeof line, "  %-40s %14s %14s\n", what, human_bytes(double(a)).c_str(),
+                  b == size_t(-1) ? "-" : human_bytes(double(b)).c_str());
     os << line;
   };
-  row("parameters", Mem::params);
-  row("gradients", Mem::grads);
-  row("AdamW moments (m, v)", Mem::adam);
-  row("activations (arena, with reuse)", Mem::activations);
-  row("  without reuse it would be", A::unshared_floats * sizeof(float));
-  row("total", Mem::total_cpu);
-  os << "  CUDA backend (bf16 weights/activations, fp32 master + grads + moments; estimate,\n"
-        "  that backend is not built yet):\n";
-  row("  total", Mem::cuda_estimate);
-  os << "\nActivation arena (floats; phase = forward layer 2i, loss 2L, backward after)\n";
-  std::snprintf(line, sizeof line, "  per-layer slab %zu floats; loss chunk %d rows x %d vocab\n", A::slab.size,
-                A::loss_chunk, M::vocab);
-  os << line << "\nRun-time defaults (override on the command line; no recompile)\n";
-  for (const auto& [k, v] : plan_summary<Recipe>(name))
-    if (k.rfind("train.", 0) == 0) os << "  " << k.substr(6) << " = " << v << "\n";
+  row("parameters (as the kernels read them)", Cpu::params, Gpu::params);
+  row("fp32 master weights", Cpu::master, Gpu::master);
+  row("gradients (fp32)", Cpu::grads, Gpu::grads);
+  row("AdamW moments m, v (fp32)", Cpu::adam, Gpu::adam);
+  row("activation arena (with reuse)", Cpu::arena, Gpu::arena);
+  row("  without reuse it would be", TP::data.unshared_bytes, TrainProgram<M, B, T, Bf16Mixed>::data.unshared_bytes);
+  row("  evaluation program alone", EvalProgram<M, B, T, Fp32>::arena_bytes, EvalProgram<M, B, T, Bf16Mixed>::arena_bytes);
+  row("gradient-norm partial sums", Cpu::norm_partials, Gpu::norm_partials);
+  row("total", Cpu::total, Gpu::total);
+}
+
+// One line per op (index, pass, layer, kind, operands with shapes and dtypes, bytes, FLOPs, the kernel chosen by
+// the backend), then every buffer (dtype, shape, bytes, lifetime, offset) and the totals.
+template <class P>
+void print_program(std::ostream& os, const std::function<std::string(const Op&)>& kernel) {
+  const auto& d = P::data;
+  char line[512];
+  const char* mode = P::mode == Mode::train ? "training" : P::mode == Mode::eval ? "evaluation" : "decode";
+  std::snprintf(line, sizeof line, "Program (%s, micro-batch %d x %d; %d ops, %d buffers; storage %s, compute %s)\n", mode,
+                P::B, P::T, d.n_ops, d.n_bufs, dtype_name(P::precision::storage), dtype_name(P::precision::compute));
+  os << line << "  FLOPs: matrix products and attention only (elementwise ops are memory-bound); bytes: buffers and\n"
+                "  parameters read and written; a buffer written in place of another is marked =\n";
+  std::snprintf(line, sizeof line, "  %4s %-4s %5s %-16s %-72s %10s %9s  %s\n", "#", "pass", "layer", "kind",
+                "reads -> writes (+= accumulates)", "bytes", "FLOPs", "kernel");
+  os << line;
+  for (int i = 0; i < d.n_ops; ++i) {
+    const Op& o = d.ops[size_t(i)];
+    std::string rd, wr;
+    for (int u = 0; u < o.n_use; ++u) {
+      const BufferInfo& b = d.bufs[size_t(o.use[u].buf)];
+      std::string n(b.name.view());
+      if (b.layer >= 0) n = n.substr(n.find('.', 7) + 1);  // "layers.3.qkv" -> "qkv" (the layer has its column)
+      if (o.use[u].access == Access::read) rd += (rd.empty() ? "" : " ") + n;
+      else wr += std::string(wr.empty() ? "" : " ") + (o.use[u].access == Access::accumulate ? "+=" : b.alias >= 0 ? "=" : "") + n;
+    }
+    if (o.param >= 0) {
+      std::string pn(ParamPlan<typename P::Model>::table.entries[size_t(o.param)].name.view());
+      if (const size_t k = pn.find("layers."); k != std::string::npos) pn = pn.substr(pn.find('.', k + 7) + 1);
+      if (pn.size() > 7 && pn.compare(pn.size() - 7, 7, ".weight") == 0) pn.resize(pn.size() - 7);
+      if (o.param_entries > 1) pn += "+" + std::to_string(o.param_entries - 1);
+      rd += (rd.empty() ? "W:" : " W:") + pn;
+      if (o.grad) wr += (wr.empty() ? "+=dW" : " +=dW");
+    }
+    std::string io = rd + " -> " + wr;
+    std::snprintf(line, sizeof line, "  %4d %-4s %5s %-16s %-72s %10s %9s  %s\n", i, pass_name(o.pass),
+                  o.layer >= 0 ? std::to_string(o.layer).c_str() : "-", op_kind_name(o.kind), io.c_str(),
+                  human_bytes(o.bytes).c_str(), flops_text(o.flops).c_str(), kernel ? kernel(o).c_str() : "");
+    os << line;
+  }
+  os << "\nBuffers (arena offsets; lifetime = first .. last op; batch inputs and caches live throughout)\n";
+  std::snprintf(line, sizeof line, "  %-26s %-5s %-24s %11s %11s %14s\n", "name", "dtype", "shape", "bytes", "ops", "offset");
+  os << line;
+  for (int i = 0; i < d.n_bufs; ++i) {
+    const BufferInfo& b = d.bufs[size_t(i)];
+    const std::string life = std::to_string(b.first) + ".." + std::to_string(b.last);
+    std::snprintf(line, sizeof line, "  %-26s %-5s %-24s %11s %11s %14s%s\n", std::string(b.name.view()).c_str(),
+                  dtype_name(b.dtype), dims_text(b).c_str(), human_bytes(double(b.bytes())).c_str(), life.c_str(),
+                  with_commas(b.offset).c_str(), b.alias >= 0 ? "  (in place)" : "");
+    os << line;
+  }
+  std::snprintf(line, sizeof line,
+                "\nTotals: %.4g FLOP, %s moved; arena %s with reuse, %s without (reuse saves %s, %.0f%%)\n", P::flops(),
+                human_bytes(P::bytes()).c_str(), human_bytes(double(d.arena_bytes)).c_str(),
+                human_bytes(double(d.unshared_bytes)).c_str(), human_bytes(double(d.unshared_bytes - d.arena_bytes)).c_str(),
+                100.0 * double(d.unshared_bytes - d.arena_bytes) / double(d.unshared_bytes));
+  os << line;
 }
 
 }  // namespace kiln::plan

@@ -14,8 +14,8 @@
 
 namespace kiln {
 
-template <class Recipe>
-io::CheckpointInfo save_checkpoint(Trainer<Recipe>& t, const std::string& root, int keep, const std::string& recipe,
+template <class Recipe, class Backend>
+io::CheckpointInfo save_checkpoint(Trainer<Recipe, Backend>& t, const std::string& root, int keep, const std::string& recipe,
                                    const io::CheckpointWarning& warn = {},
                                    const nlohmann::json& data_info = nlohmann::json::object()) {
   using M = typename Recipe::model;
@@ -27,35 +27,39 @@ io::CheckpointInfo save_checkpoint(Trainer<Recipe>& t, const std::string& root, 
   st.data_state = t.data().state();
   const auto g = t.guard().state();
   st.extra = {{"recipe", recipe},
-              {"adam_updates", t.optimizer().updates()},
+              {"adam_updates", t.updates()},
               {"guard", {{"ring", g.ring}, {"count", g.count}, {"bad_in_a_row", g.bad_in_a_row}}},
               {"data", data_info}};
   const TrainConfig& c = t.config();
   st.config = {{"lr", c.lr}, {"min_lr", c.min_lr}, {"warmup", c.warmup}, {"steps", c.steps},
                {"schedule", schedule_name(c.schedule)}, {"grad_accum", c.grad_accum}, {"seed", c.seed},
                {"data", c.data}, {"micro_batch", S::micro_batch}, {"seq_len", S::seq_len}};
-  const std::vector<io::CheckpointBlob> blobs = {{"parameters", io::param_views<M>(t.params())},
-                                                 {"adam_m", io::param_views<M>(t.optimizer().m())},
-                                                 {"adam_v", io::param_views<M>(t.optimizer().v())}};
+  using backend::Tensor;
+  const std::vector<io::CheckpointBlob> blobs = {{"parameters", io::param_views<M>(t.state().host(Tensor::params))},
+                                                 {"adam_m", io::param_views<M>(t.state().host(Tensor::adam_m))},
+                                                 {"adam_v", io::param_views<M>(t.state().host(Tensor::adam_v))}};
   return io::write_checkpoint(root, st, blobs, keep, warn);
 }
 
 // Restores parameters, optimizer, guard and step; the data position too unless `keep_data` (a rollback keeps
 // reading forward so that the batches that caused it are not replayed).
-template <class Recipe>
-void load_checkpoint(Trainer<Recipe>& t, const io::Checkpoint& ck, const std::string& recipe, bool keep_data = false) {
+template <class Recipe, class Backend>
+void load_checkpoint(Trainer<Recipe, Backend>& t, const io::Checkpoint& ck, const std::string& recipe, bool keep_data = false) {
   using M = typename Recipe::model;
   const std::string origin = ck.dir().string();
   const auto& st = ck.state();
   const std::string theirs = st.extra.value("recipe", std::string());
   KILN_CHECK(theirs == recipe, origin, ": field extra.recipe is \"", theirs, "\", but this trainer is for recipe \"",
              recipe, "\"");
-  io::load_params<M>(ck.blob("parameters"), t.params(), origin + "/parameters.safetensors");
-  io::load_params<M>(ck.blob("adam_m"), t.optimizer().m(), origin + "/adam_m.safetensors");
-  io::load_params<M>(ck.blob("adam_v"), t.optimizer().v(), origin + "/adam_v.safetensors");
+  using backend::Tensor;
+  auto& s = t.state();
+  io::load_params<M>(ck.blob("parameters"), s.host_mut(Tensor::params), origin + "/parameters.safetensors");
+  io::load_params<M>(ck.blob("adam_m"), s.host_mut(Tensor::adam_m), origin + "/adam_m.safetensors");
+  io::load_params<M>(ck.blob("adam_v"), s.host_mut(Tensor::adam_v), origin + "/adam_v.safetensors");
+  for (Tensor k : {Tensor::params, Tensor::adam_m, Tensor::adam_v}) s.commit(k);
   KILN_CHECK(st.extra.contains("adam_updates") && st.extra.contains("guard"), origin,
              "/state.json: field extra needs adam_updates and guard (written by Kiln's trainer)");
-  t.optimizer().updates() = st.extra["adam_updates"].get<long>();
+  t.updates() = st.extra["adam_updates"].get<long>();
   const auto& g = st.extra["guard"];
   t.guard().restore({g.at("ring").get<std::vector<double>>(), g.at("count").get<long>(), g.at("bad_in_a_row").get<int>()});
   t.step() = long(st.step);

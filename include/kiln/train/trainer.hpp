@@ -1,7 +1,14 @@
-// kiln/train/trainer.hpp: the training loop of one compiled recipe on the CPU backend.
+// kiln/train/trainer.hpp: the training loop of one compiled recipe over any backend: Trainer<Recipe, Backend>.
 //   per step: grad = 0; for each of grad_accum micro-batches: forward + backward (gradients accumulate, each
 //   scaled by 1 / targets in the global batch); the guard judges loss and gradient norm (a bad step is skipped,
 //   repeated bad steps roll back, guards.hpp); clip by global norm; AdamW with the schedule's learning rate.
+// The backend owns parameters, gradients, optimizer state and the activation arena; zero-grad, forward/backward,
+// the norm and the fused AdamW update are its calls, and the host reads the loss and the norm once per step. This
+// file includes no kernel and assumes nothing about where the backend keeps its memory. A Backend provides
+//   state<M>           init(std, seed), zero_grad(), grad_norm(), set_decay(ranges), adamw(AdamWStep),
+//                      host(Tensor) / host_mut(Tensor) / commit(Tensor) for checkpoints
+//   executor<M, B, T>  forward_backward(state, batch, grad_scale) -> summed loss; forward(state, batch) -> summed loss
+//   decoder<M, MaxT>   step(state, token) -> logits (generation)
 // Console: step, loss, lr, grad norm, tokens/s, GFLOP/s (the work really done: document masking shortens the
 // attention), ETA; held-out loss at eval points and at the end.
 #pragma once
@@ -14,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "kiln/backend/cpu.hpp"
+#include "kiln/backend/batch.hpp"
 #include "kiln/core/rng.hpp"
 #include "kiln/data/rows.hpp"
 #include "kiln/plan/flops.hpp"
@@ -23,6 +30,9 @@
 #include "kiln/train/schedule.hpp"
 
 namespace kiln {
+namespace backend {
+struct Cpu;  // the default backend (kiln/backend/cpu.hpp); the translation unit that builds a trainer includes it
+}
 
 // The B*T int32 arrays of one micro-batch, owned.
 template <int B, int T>
@@ -65,14 +75,14 @@ inline std::string format_duration(double s) {
   return b;
 }
 
-template <class Recipe>
+template <class Recipe, class Backend = backend::Cpu>
 class Trainer {
  public:
   using M = typename Recipe::model;
   using S = typename Recipe::stage;
-  using Model = backend::CpuModel<M, S>;
-  using Params = plan::ParamPlan<M>;
   static constexpr int B = S::micro_batch, T = S::seq_len;
+  using State = typename Backend::template state<M>;
+  using Executor = typename Backend::template executor<M, B, T>;
 
   struct Log {
     long step;
@@ -84,17 +94,16 @@ class Trainer {
   Trainer(const TrainConfig& c, std::unique_ptr<data::RowSource> train,
           std::function<std::unique_ptr<data::RowSource>()> make_eval)
       : c_(c),
-        params_(Params::table.total),
-        grads_(Params::table.total),
-        opt_(c),
         guard_(c.guard),
-        model_(std::make_unique<Model>()),
+        state_(std::make_unique<State>()),
+        exec_(std::make_unique<Executor>()),
         train_(std::move(train)),
         make_eval_(std::move(make_eval)) {
     KILN_CHECK(c.steps > 0, "--steps must be positive, got ", c.steps);
     KILN_CHECK(c.grad_accum > 0, "--grad-accum must be positive, got ", c.grad_accum);
     KILN_CHECK(c.lr > 0 && std::isfinite(c.lr), "--lr must be a positive number, got ", c.lr);
-    init_parameters<M>(params_.data(), c.init_std, c.seed);
+    state_->init(c.init_std, c.seed);
+    state_->set_decay(decay_ranges<M>(c.no_decay));
   }
 
   // In-memory byte-level documents: training documents reshuffled each epoch, held-out ones in order.
@@ -128,17 +137,17 @@ class Trainer {
         targets += mb.count_targets();
         flops_since += plan::Flops<M, S>::train_flops(double(B) * T, mb.attention_context());
       }
-      grads_.zero();
+      state_->zero_grad();
       double loss_sum = 0;
       const float scale = targets ? 1.0f / float(targets) : 0.0f;
-      for (auto& mb : micro) loss_sum += model_->forward_backward(params_.data(), grads_.data(), mb.view(), scale);
+      for (auto& mb : micro) loss_sum += exec_->forward_backward(*state_, mb.view(), scale);
       const double loss = targets ? loss_sum / double(targets) : 0.0;
-      const double norm = AdamW<M>::grad_norm(grads_.data());
+      const double norm = state_->grad_norm();
       const double lr = learning_rate(c_, s);
       const double z = guard_.zscore(loss);
       const auto verdict = guard_.judge(loss, norm);
       const bool skipped = verdict != LossGuard::Verdict::ok;
-      if (!skipped) opt_.step(params_.data(), grads_.data(), c_, lr, norm);
+      if (!skipped) state_->adamw(adamw_step(c_, lr, norm, ++updates_));
       losses_.push_back(loss);
       ++step_;
       tokens_since += long(B) * T * c_.grad_accum;
@@ -205,27 +214,28 @@ class Trainer {
     long n = 0;
     for (int i = 0; i < c_.eval_batches; ++i) {
       mb.fill(*val);
-      sum += model_->forward_loss(params_.data(), mb.view());
+      sum += exec_->forward(*state_, mb.view());
       n += mb.count_targets();
     }
     return n ? sum / double(n) : 0.0;
   }
 
   const std::vector<double>& losses() const { return losses_; }
-  const float* params() const { return params_.data(); }
-  float* params() { return params_.data(); }
+  State& state() { return *state_; }
+  const State& state() const { return *state_; }
+  Executor& executor() { return *exec_; }
   data::RowSource& data() { return *train_; }
-  AdamW<M>& optimizer() { return opt_; }
+  long& updates() { return updates_; }  // AdamW updates done (skipped steps make none)
   LossGuard& guard() { return guard_; }
   long& step() { return step_; }
   const TrainConfig& config() const { return c_; }
 
  private:
   TrainConfig c_;
-  Buffer<float> params_, grads_;
-  AdamW<M> opt_;
   LossGuard guard_;
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<State> state_;
+  std::unique_ptr<Executor> exec_;
+  long updates_ = 0;
   std::unique_ptr<data::RowSource> train_;
   std::function<std::unique_ptr<data::RowSource>()> make_eval_;
   std::vector<double> losses_;  // every step's loss, skipped ones included

@@ -1,4 +1,4 @@
-// kiln/train/hf_interop.hpp: a trainer's `export` and `import` subcommands: Kiln checkpoints <-> Hugging Face model
+// tools/hf_interop.hpp: a trainer's `export` and `import` subcommands: Kiln checkpoints <-> Hugging Face model
 // directories (FACTS.md "Formats").
 //
 // `train_<recipe> export --checkpoint <dir|root> --out <hf dir>` writes
@@ -41,6 +41,7 @@
 
 #include "kiln/data/bytes.hpp"
 #include "kiln/data/tokenizer.hpp"
+#include "kiln/backend/cpu.hpp"
 #include "kiln/eval/generate.hpp"
 #include "kiln/io/atomic_file.hpp"
 #include "kiln/io/checkpoint.hpp"
@@ -88,10 +89,10 @@ inline std::vector<int32_t> parse_ids(const std::string& s) {
 template <DecoderModel M, int MaxT>
 std::vector<float> logits_of(const float* params, const std::vector<int32_t>& ids) {
   KILN_CHECK(int(ids.size()) <= MaxT, "logits: ", ids.size(), " tokens do not fit the recipe's context of ", MaxT);
-  auto gen = std::make_unique<eval::Generator<M, MaxT>>(params);
+  auto gen = std::make_unique<backend::cpu::Decoder<M, MaxT>>();
   std::vector<float> out(ids.size() * size_t(M::vocab));
   for (size_t i = 0; i < ids.size(); ++i) {
-    const float* l = gen->step(ids[i]);
+    const float* l = gen->step(params, ids[i]);
     std::copy_n(l, M::vocab, out.data() + i * M::vocab);
   }
   return out;

@@ -1,4 +1,4 @@
-// kiln/train/main.hpp: the dedicated trainer's main(): recipe defaults, command-line overrides, the run, what the
+// tools/trainer_main.hpp: the dedicated trainer's main(): recipe defaults, command-line overrides, the run, what the
 // model learned (held-out loss, sampled continuations).
 #pragma once
 #include <omp.h>
@@ -12,16 +12,17 @@
 #include <map>
 
 #include "kiln/backend/blas.hpp"
+#include "kiln/backend/cpu.hpp"
 #include "kiln/eval/generate.hpp"
 #include "kiln/io/jsonl.hpp"
 #include "kiln/io/tensorboard.hpp"
-#include "kiln/plan/print.hpp"
 #include "kiln/recipe.hpp"
 #include "kiln/train/checkpointing.hpp"
-#include "kiln/train/hf_interop.hpp"
 #include "kiln/train/run_data.hpp"
 #include "kiln/train/signals.hpp"
 #include "kiln/train/trainer.hpp"
+#include "hf_interop.hpp"
+#include "recipe_print.hpp"
 
 namespace kiln {
 
@@ -109,8 +110,10 @@ int generate_main(int argc, char** argv, const char* name) {
     const io::Checkpoint ck(dir);
     const std::string theirs = ck.state().extra.value("recipe", std::string());
     KILN_CHECK(theirs == name, dir.string(), ": field extra.recipe is \"", theirs, "\", this is the trainer of \"", name, "\"");
-    Buffer<float> params(plan::ParamPlan<M>::table.total);
-    io::load_params<M>(ck.blob("parameters"), params.data(), dir.string() + "/parameters.safetensors");
+    auto state = std::make_unique<backend::cpu::State<M>>();
+    io::load_params<M>(ck.blob("parameters"), state->host_mut(backend::Tensor::params),
+                       dir.string() + "/parameters.safetensors");
+    state->commit(backend::Tensor::params);
     const nlohmann::json info = ck.state().extra.value("data", nlohmann::json::object());
     const std::string tok_path = info.value("tokenizer", std::string());
     std::shared_ptr<data::Tokenizer> tok;
@@ -121,7 +124,12 @@ int generate_main(int argc, char** argv, const char* name) {
                 tok ? ("tokenizer " + tok_path).c_str() : "byte-level tokens");
     for (const auto& p : prompts) {
       const auto ids = tok ? tok->encode(p) : data::ByteTokenizer::encode(p);
-      const auto out = eval::generate<M, S::seq_len>(params.data(), ids, tokens, sc, eod);
+      int dropped = 0;
+      const auto out =
+          eval::generate<M, S::seq_len, backend::cpu::Decoder<M, S::seq_len>>(*state, ids, tokens, sc, eod, &dropped);
+      if (dropped)
+        std::printf("kiln: the prompt's first %d tokens were dropped: prompt + %d new tokens exceed the %d-token "
+                    "context\n", dropped, tokens, S::seq_len);
       std::printf("---\n%s%s\n", p.c_str(), (tok ? tok->decode(out) : data::ByteTokenizer::decode(out)).c_str());
       ++sc.seed;
     }
@@ -154,7 +162,7 @@ int train_main(int argc, char** argv, const char* name) {
   }
   try {
     if (show_plan) {
-      plan::print_plan<Recipe>(std::cout, name);
+      print_recipe<Recipe>(std::cout, name, true);
       return 0;
     }
     if (c.threads > 0) {
@@ -168,7 +176,7 @@ int train_main(int argc, char** argv, const char* name) {
                 S::micro_batch, S::seq_len);
     std::printf("kiln: %d threads | BLAS %s | kernels %s (%s) | memory %s\n", omp_get_max_threads(),
                 blas.config.c_str(), blas.core.c_str(), blas.how.c_str(),
-                plan::human_bytes(double(plan::MemoryPlan<Recipe>::total_cpu)).c_str());
+                plan::human_bytes(double(plan::MemoryPlan<M, S::micro_batch, S::seq_len, plan::Fp32>::total)).c_str());
     const long tokens_per_step = long(S::micro_batch) * S::seq_len * c.grad_accum;
     // Sources starting to repeat: the first few are printed, the rest counted (every event is in the loader's state).
     long shown_repeats = 0, quiet_repeats = 0;
@@ -279,8 +287,8 @@ int train_main(int argc, char** argv, const char* name) {
       std::printf("\nWhat it learned: continuations (temperature %.2f, top-p %.2f)\n", c.temperature, c.top_p);
     for (size_t i = 0; i < c.prompts.size(); ++i) {
       const eval::SamplingConfig sc{c.temperature, c.top_p, c.seed + i, data.vocab_used};
-      auto out = eval::generate<M, S::seq_len>(trainer.params(), data.encode(c.prompts[i]), c.sample_tokens, sc,
-                                               data.end_of_document);
+      auto out = eval::generate<M, S::seq_len, backend::cpu::Decoder<M, S::seq_len>>(
+          trainer.state(), data.encode(c.prompts[i]), c.sample_tokens, sc, data.end_of_document);
       const bool tty = isatty(fileno(stdout));  // the prompt in bold on a terminal, plain in logs
       std::printf("---\n%s%s%s%s\n", tty ? "\033[1m" : "", c.prompts[i].c_str(), tty ? "\033[0m" : "",
                   data.decode(out).c_str());

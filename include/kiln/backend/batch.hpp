@@ -1,0 +1,41 @@
+// kiln/backend/batch.hpp: the plain types of the backend interface (what the trainer hands a backend without
+// knowing which one): a micro-batch as it enters, the checks made there once per batch (the kernels check nothing
+// per layer), and the names of the state's flat buffers.
+//   tokens     (B, T) input ids in [0, vocab)
+//   targets    (B, T) next-token ids in [0, vocab), or < 0 for no loss at this position
+//   positions  (B, T) position ids in [0, max_pos) (restart at 0 at each document start)
+//   doc_start  (B, T) for token i of a row, the index in that row of its document's first token: in [0, i]
+#pragma once
+#include <cstdint>
+
+#include "kiln/core/error.hpp"
+
+namespace kiln::backend {
+
+// Host arrays of B*T int32 values each, row-major (B, T).
+struct Batch {
+  const int32_t* tokens;
+  const int32_t* targets;
+  const int32_t* positions;
+  const int32_t* doc_start;
+};
+
+// The flat buffers of a run's state, each in the parameter table's layout.
+enum class Tensor { params, grads, adam_m, adam_v };
+
+inline void validate_batch(const Batch& b, int B, int T, int vocab, int max_pos) {
+  for (int r = 0; r < B; ++r)
+    for (int i = 0; i < T; ++i) {
+      const size_t k = size_t(r) * T + i;
+      KILN_CHECK(b.tokens[k] >= 0 && b.tokens[k] < vocab, "batch: token id ", b.tokens[k], " at row ", r, ", position ",
+                 i, " is outside the model's vocabulary [0, ", vocab, ")");
+      KILN_CHECK(b.targets[k] < vocab, "batch: target ", b.targets[k], " at row ", r, ", position ", i,
+                 " is outside the vocabulary [0, ", vocab, ") (a negative target means no loss there)");
+      KILN_CHECK(b.positions[k] >= 0 && b.positions[k] < max_pos, "batch: position id ", b.positions[k], " at row ", r,
+                 ", position ", i, " is outside [0, ", max_pos, ")");
+      KILN_CHECK(b.doc_start[k] >= 0 && b.doc_start[k] <= i, "batch: doc_start ", b.doc_start[k], " at row ", r,
+                 ", position ", i, " must lie in [0, ", i, "] (the first position of the token's document)");
+    }
+}
+
+}  // namespace kiln::backend
