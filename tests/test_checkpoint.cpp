@@ -53,7 +53,6 @@ CheckpointState state_at(int64_t step) {
   s.schedule_step = step + 1;
   s.tokens_seen = step * 4096;
   s.data_state = {0, 1, 2, 0xfe, 0xff, uint8_t(step)};
-  s.rng_state = {0xde, 0xad, 0xbe, 0xef};
   s.config = {{"lr", 2e-4}, {"recipe", "tiny"}};
   s.extra = {{"note", "hello"}};
   return s;

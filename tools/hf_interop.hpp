@@ -283,8 +283,8 @@ int hf_import_main(int argc, char** argv, const char* name) {
     const io::HfConfig cfg = io::read_hf_config(cfg_path);
     const auto diffs = io::mismatches<M>(cfg);
     if (!diffs.empty()) {
-      std::fprintf(stderr, "kiln: error: %s does not fit recipe %s's model (%zu field%s differ):\n", cfg_path.c_str(),
-                   name, diffs.size(), diffs.size() == 1 ? "" : "s");
+      std::fprintf(stderr, "kiln: error: %s does not fit recipe %s's model (%zu %s):\n", cfg_path.c_str(),
+                   name, diffs.size(), diffs.size() == 1 ? "field differs" : "fields differ");
       for (const auto& d : diffs) std::fprintf(stderr, "  %s\n", d.c_str());
       return 3;
     }

@@ -15,6 +15,7 @@
 
 int main(int argc, char** argv) {
   static_assert(kiln::RecipeType<KILN_RECIPE>, "a recipe needs `model` (a Decoder), `stage` and `defaults()`");
+  static_assert(kiln::backend::cpu::check<KILN_RECIPE::model>());  // what the CPU kernels support, in sentences
   CLI::App app{std::string("The static plan of recipe ") + KILN_RECIPE_NAME};
   bool summary = false, no_program = false;
   std::string hf_config;

@@ -1,6 +1,8 @@
 // tools/plot.cpp: `tools/kiln plot <run dir>` renders a run's loss, learning-rate and gradient-norm curves (and
 // held-out loss where evaluated) from <run>/metrics.jsonl into <run>/curves.png with gnuplot (Debian gnuplot-nox).
+// A skipped step (its loss or norm not finite: written as null) is drawn as a red cross at the last finite loss.
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -8,7 +10,14 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-int main(int argc, char** argv) {
+namespace {
+// A number of a record, or NaN for null / absent / not a number (a skipped step's loss).
+double number(const nlohmann::json& j, const char* key) {
+  const auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : std::nan("");
+}
+
+int plot(int argc, char** argv) {
   CLI::App app{"Plot a Kiln run's metrics (loss, lr, grad norm, held-out loss) to PNG with gnuplot"};
   std::string run, out;
   app.add_option("run", run, "run directory holding metrics.jsonl")->required();
@@ -24,9 +33,11 @@ int main(int argc, char** argv) {
   }
   const fs::path train_dat = fs::path(out).replace_extension(".train.dat");
   const fs::path eval_dat = fs::path(out).replace_extension(".eval.dat");
-  std::ofstream train(train_dat), eval(eval_dat);
+  const fs::path skip_dat = fs::path(out).replace_extension(".skipped.dat");
+  std::ofstream train(train_dat), eval(eval_dat), skip(skip_dat);
   std::string line;
-  long n = 0, lineno = 0, evals = 0;
+  long n = 0, lineno = 0, evals = 0, skipped = 0;
+  double last_loss = std::nan("");
   while (std::getline(in, line)) {
     ++lineno;
     if (line.empty()) continue;
@@ -35,17 +46,34 @@ int main(int argc, char** argv) {
       std::cerr << "kiln plot: " << metrics << ":" << lineno << ": not a metrics record (a JSON object with \"step\")\n";
       return 1;
     }
+    if (!j["step"].is_number_integer()) {
+      std::cerr << "kiln plot: " << metrics << ":" << lineno << ": field step is not an integer\n";
+      return 1;
+    }
+    const long step = j["step"].get<long>();
     if (j.contains("val_loss")) {
-      eval << j["step"].get<long>() << " " << j["val_loss"].get<double>() << "\n";
-      ++evals;
+      if (const double v = number(j, "val_loss"); std::isfinite(v)) {
+        eval << step << " " << v << "\n";
+        ++evals;
+      }
     } else if (j.contains("loss")) {
-      train << j["step"].get<long>() << " " << j.value("loss", 0.0) << " " << j.value("lr", 0.0) << " "
-            << j.value("grad_norm", 0.0) << "\n";
+      const double loss = number(j, "loss"), norm = number(j, "grad_norm");
+      const bool bad = j.value("skipped", false) || !std::isfinite(loss) || !std::isfinite(norm);
+      if (bad) {
+        ++skipped;
+        if (std::isfinite(last_loss)) skip << step << " " << last_loss << "\n";
+        continue;
+      }
+      train << step << " " << loss << " " << number(j, "lr") << " " << norm << "\n";
+      last_loss = loss;
       ++n;
     }
   }
   train.close();
   eval.close();
+  skip.close();
+  const std::string skipped_plot =
+      skipped ? ", '" + skip_dat.string() + "' using 1:2 with points pt 2 ps 2 lc rgb 'red' title 'skipped step'" : "";
   if (n == 0) {
     std::cerr << "kiln plot: " << metrics << " holds no training steps\n";
     return 1;
@@ -58,20 +86,33 @@ int main(int argc, char** argv) {
   std::fprintf(gp,
                "set terminal pngcairo size 1200,900\nset output '%s'\nset multiplot layout 3,1 title '%s'\n"
                "set grid\nset xlabel 'step'\nset ylabel 'loss'\n"
-               "plot '%s' using 1:2 with lines title 'train loss'%s\n"
+               "plot '%s' using 1:2 with lines title 'train loss'%s%s\n"
                "set ylabel 'learning rate'\nplot '%s' using 1:3 with lines title 'lr'\n"
                "set ylabel 'grad norm'\nset logscale y\nplot '%s' using 1:4 with lines title 'grad norm (before clip)'\n"
                "unset multiplot\n",
                out.c_str(), run.c_str(), train_dat.c_str(),
                evals ? (", '" + eval_dat.string() + "' using 1:2 with linespoints title 'held-out loss'").c_str() : "",
-               train_dat.c_str(), train_dat.c_str());
+               skipped_plot.c_str(), train_dat.c_str(), train_dat.c_str());
   const int rc = pclose(gp);
   fs::remove(train_dat);
   fs::remove(eval_dat);
+  fs::remove(skip_dat);
   if (rc != 0) {
     std::cerr << "kiln plot: gnuplot failed (exit " << rc << ")\n";
     return 1;
   }
-  std::cout << "kiln plot: " << n << " steps, " << evals << " evaluations -> " << out << "\n";
+  std::cout << "kiln plot: " << n << " steps, " << evals << " evaluations";
+  if (skipped) std::cout << ", " << skipped << " skipped steps (marked)";
+  std::cout << " -> " << out << "\n";
   return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return plot(argc, argv);
+  } catch (const std::exception& e) {  // filesystem, JSON, anything: one line naming the problem, exit 1
+    std::cerr << "kiln plot: error: " << e.what() << "\n";
+    return 1;
+  }
 }

@@ -28,6 +28,7 @@
 #include "kernels/rope.hpp"
 #include "kernels/swiglu.hpp"
 #include "kiln/backend/batch.hpp"
+#include "kiln/backend/cpu_names.hpp"
 #include "kiln/core/error.hpp"
 #include "kiln/core/memory.hpp"
 #include "kiln/plan/program.hpp"
@@ -238,6 +239,8 @@ constexpr double rope_theta() {
 // The programs of one phase shape, (B, T) micro-batches.
 template <DecoderModel M, int B, int T>
 class Executor {
+  static_assert(check<M>());
+
  public:
   using Train = plan::TrainProgram<M, B, T, plan::Fp32>;
   using Eval = plan::EvalProgram<M, B, T, plan::Fp32>;
@@ -313,6 +316,8 @@ class Executor {
 // The decode program: generation with a KV cache (L, MaxT, NKV, HD), one token at a time.
 template <DecoderModel M, int MaxT>
 class Decoder {
+  static_assert(check<M>());
+
  public:
   using P = plan::DecodeProgram<M, MaxT, plan::Fp32>;
   static_assert(MaxT > 0, "Decoder: MaxT (the longest context) must be positive");

@@ -1,11 +1,22 @@
-// kiln/backend/cpu_names.hpp: which kernel the CPU backend runs for each op of a program (for the printed plan);
-// names only, so a plan printer need not compile any kernel.
+// kiln/backend/cpu_names.hpp: what the CPU backend supports and which kernel it runs for each op of a program
+// (for the printed plan); no kernel is included, so a plan printer or a recipe check compiles fast.
 #pragma once
 #include <string>
 
 #include "kiln/plan/program.hpp"
 
 namespace kiln::backend::cpu {
+
+// Every constraint the CPU kernels put on a model's shapes, checked where a recipe is read (the plan printer) and
+// where an executor is made, with one sentence each. The model DSL checks what any backend needs (RoPE: an even
+// head_dim); this adds what the CPU kernels need.
+template <DecoderModel M>
+constexpr bool check() {
+  static_assert(M::head_dim % 4 == 0,
+                "CPU backend: head_dim must be a multiple of 4 (its attention kernel reads 4 values at a time); "
+                "supported head_dim: 4, 8, 12, ..., e.g. 64 or 128 as on the GPU");
+  return true;
+}
 
 template <DecoderModel M>
 std::string kernel_name(const plan::Op& op) {

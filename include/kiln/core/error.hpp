@@ -7,9 +7,15 @@
 namespace kiln {
 
 // Every run-time failure Kiln reports: bad input, bad configuration, a failed system call.
-// The message names the file / field / value and what was expected.
+// The message (what()) names the file / field / value and what was expected, in words for the user; where() is
+// the source location that raised it, for developers (not part of the message).
 struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
+  Error(const std::string& message, std::string where) : std::runtime_error(message), where_(std::move(where)) {}
+  const std::string& where() const { return where_; }
+
+ private:
+  std::string where_;
 };
 
 namespace detail {
@@ -17,8 +23,7 @@ template <class... A>
 [[noreturn]] inline void fail(const char* file, int line, A&&... parts) {
   std::ostringstream s;
   (s << ... << parts);
-  s << " [" << file << ":" << line << "]";
-  throw Error(s.str());
+  throw Error(s.str(), std::string(file) + ":" + std::to_string(line));
 }
 }  // namespace detail
 

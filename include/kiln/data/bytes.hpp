@@ -1,6 +1,6 @@
 // kiln/data/bytes.hpp: byte-level tokens, a document corpus from text files, and packing into training rows.
 //
-// Until the BPE tokenizer lands (data issue), a token is a byte (0..255) and id 256 ends a document.
+// The byte-level path (`--tokenizer ""`): a token is a byte (0..255) and id 256 ends a document.
 // Packing: documents (each followed by its end token) are concatenated in a seeded order per epoch and cut into
 // rows of T + 1 tokens; inputs are row[0..T), targets row[1..T]. A token's document starts after the previous end
 // token or at the row start; attention stays inside the document and positions restart at 0 there.

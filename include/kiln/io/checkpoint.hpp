@@ -3,7 +3,7 @@
 //
 // Layout: <root>/step_<%08d step>/
 //   <blob>.safetensors   named tensor sets (e.g. parameters, adam_m, adam_v: F32 with HF names via param_views<M>)
-//   state.json           {"step", "schedule_step", "tokens_seen", "data_state_hex", "rng_state_hex", "config", "extra"}
+//   state.json           {"step", "schedule_step", "tokens_seen", "data_state_hex", "config", "extra"}
 //   manifest.json        {"format": "kiln-checkpoint/1", "step": n, "checksum": "xxh64",
 //                         "files": {"<name>": {"size": bytes, "xxh64": "<16 hex digits>"}, ...}}  (written last)
 //
@@ -204,7 +204,6 @@ struct CheckpointState {
   int64_t schedule_step = 0;  // position in the LR schedule (equals step unless a run re-warms)
   int64_t tokens_seen = 0;
   std::vector<uint8_t> data_state;  // the data loader's opaque state (hex in state.json)
-  std::vector<uint8_t> rng_state;   // the RNG's opaque state (hex in state.json)
   nlohmann::json config = nlohmann::json::object();  // echo of the run's configuration
   nlohmann::json extra = nlohmann::json::object();   // anything else the trainer wants back
   bool operator==(const CheckpointState&) const = default;
@@ -271,7 +270,6 @@ inline nlohmann::json state_json(const CheckpointState& s) {
           {"schedule_step", s.schedule_step},
           {"tokens_seen", s.tokens_seen},
           {"data_state_hex", to_hex(s.data_state)},
-          {"rng_state_hex", to_hex(s.rng_state)},
           {"config", s.config},
           {"extra", s.extra}};
 }
@@ -312,7 +310,7 @@ inline CheckpointState parse_state(const std::string& path) {
   s.schedule_step = integer("schedule_step");
   s.tokens_seen = integer("tokens_seen");
   s.data_state = bytes("data_state_hex");
-  s.rng_state = bytes("rng_state_hex");
+  // (older checkpoints also hold rng_state_hex, never filled: initialisation and data order are counter-based)
   if (auto it = j.find("config"); it != j.end()) s.config = *it;
   if (auto it = j.find("extra"); it != j.end()) s.extra = *it;
   return s;

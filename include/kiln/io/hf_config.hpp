@@ -2,6 +2,8 @@
 // read_hf_config, write_hf_config) and its link to Kiln model types: hf_config_of<M> builds the config of a model type,
 // mismatches<M> lists every field in which a checkpoint's config differs from a recipe's model.
 #pragma once
+#include <charconv>
+#include <type_traits>
 
 #include <algorithm>
 #include <sstream>
@@ -65,13 +67,20 @@ HfConfig hf_config_of(std::string model_type) {
 template <DecoderModel M>
 std::vector<std::string> mismatches(const HfConfig& c) {
   std::vector<std::string> out;
-  auto cmp = [&](std::string_view field, auto ckpt, auto recipe) {
-    if (ckpt != recipe) {
+  auto text = [](auto v) {  // doubles in their shortest exact form (1e-06, not 9.9999999999999995e-07)
+    if constexpr (std::is_floating_point_v<decltype(v)>) {
+      if (v == double(static_cast<long long>(v)) && v > -1e15 && v < 1e15) return std::to_string(static_cast<long long>(v));
+      char b[32];
+      const auto r = std::to_chars(b, b + sizeof b, v);
+      return std::string(b, r.ptr);
+    } else {
       std::ostringstream s;
-      s.precision(17);
-      s << field << ": checkpoint " << std::boolalpha << ckpt << ", recipe " << recipe;
-      out.push_back(s.str());
+      s << std::boolalpha << v;
+      return s.str();
     }
+  };
+  auto cmp = [&](std::string_view field, auto ckpt, auto recipe) {
+    if (ckpt != recipe) out.push_back(std::string(field) + ": checkpoint " + text(ckpt) + ", recipe " + text(recipe));
   };
   cmp("vocab_size", c.vocab_size, M::vocab);
   cmp("hidden_size", c.hidden_size, M::hidden);

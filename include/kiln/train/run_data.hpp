@@ -112,7 +112,10 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
                   c.data.c_str(), corpus->files, corpus->train.size(), corpus->train_bytes / 1e6, corpus->val.size());
     d.summary = s;
   } else if (c.tokenizer.rfind("bpe:", 0) == 0) {
-    const int vocab = std::stoi(c.tokenizer.substr(4));
+    const std::string digits = c.tokenizer.substr(4);
+    KILN_CHECK(!digits.empty() && digits.size() <= 9 && digits.find_first_not_of("0123456789") == std::string::npos,
+               "--tokenizer ", c.tokenizer, ": expected bpe:<n> with n a whole number of vocabulary entries, e.g. bpe:2048");
+    const int vocab = std::stoi(digits);
     KILN_CHECK(vocab > 256 && vocab <= model_vocab, "--tokenizer ", c.tokenizer, ": the vocabulary must be in (256, ",
                model_vocab, "] (the model's embedding has ", model_vocab, " rows)");
     const auto t0 = std::chrono::steady_clock::now();
