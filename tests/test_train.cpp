@@ -2,9 +2,13 @@
 // bitwise the same run, gradient accumulation equals one larger batch, and packing keeps documents apart.
 #include <doctest/doctest.h>
 
-#include <cmath>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
+#include <string_view>
 
 #include "kiln/backend/cpu.hpp"
 #include "kiln/recipe.hpp"
@@ -246,5 +250,104 @@ TEST_CASE("repeated bad steps roll back to the last checkpoint, keep reading for
   // Steps 7-9 were bad (skipped); the rollback returned to step 4, so steps 5.. ran again on new data.
   CHECK(std::count(skipped.begin(), skipped.end(), true) == 3);
   CHECK(t.updates() == 4 + 8);  // 4 updates before the checkpoint, then steps 5..12 after the rollback
+  std::filesystem::remove_all(root);
+}
+
+namespace {
+// Two phases: a short-context phase, then a long-context one with a new RoPE theta (the parameter table is kept).
+struct two_phase {
+  using model = tiny::model;
+  using phases = Phases<Phase<"short", Stage<micro_batch<4>, seq_len<32>>>,
+                        Phase<"long", Stage<micro_batch<2>, seq_len<64>>, RNoPE<2, 50000.0>>>;
+  static TrainConfig defaults() {
+    TrainConfig c = tiny::defaults();
+    c.steps = 6, c.warmup = 2, c.log_every = 1;
+    return c;
+  }
+  static TrainConfig defaults(std::string_view phase) {
+    TrainConfig c = defaults();
+    if (phase == "long") c.steps = 5, c.lr = 1e-3, c.warmup = 1;
+    return c;
+  }
+};
+static_assert(std::is_same_v<phase_model<two_phase, 0>, tiny::model>);
+static_assert(phase_model<two_phase, 1>::positional::theta == 50000.0 && max_seq_len<two_phase> == 64);
+
+using TwoTrainer = Trainer<two_phase>;
+std::vector<TrainConfig> two_phase_configs() { return {phase_defaults<two_phase>(0), phase_defaults<two_phase>(1)}; }
+TwoTrainer::DataFor two_phase_data(const data::Corpus& corpus) {
+  return [&corpus](int phase, const TrainConfig& c) {
+    return PhaseData{std::make_unique<data::PackedBytes>(&corpus.train, c.seed + uint64_t(phase), true),
+                     [&corpus] { return std::make_unique<data::PackedBytes>(&corpus.val, 0, false); }};
+  };
+}
+std::string temp_root(const char* what) {
+  const auto p = std::filesystem::temp_directory_path() / (std::string(what) + "_" + std::to_string(getpid()));
+  std::filesystem::remove_all(p);
+  return p.string();
+}
+}  // namespace
+
+TEST_CASE("phases: phase 2 starts from phase 1's checkpoint at its own shape and theta, and resumes bitwise") {
+  const data::Corpus corpus = synthetic();
+  const std::string root = temp_root("kiln_phases");
+  // Phase 1 alone, checkpointed at its end.
+  TwoTrainer a(two_phase_configs(), two_phase_data(corpus));
+  a.stop_after_phase(0);
+  REQUIRE(a.run(true));
+  CHECK(a.phase() == 0);
+  CHECK(a.step() == 6);
+  const auto end1 = save_checkpoint(a, root, 10, "two_phase");
+
+  // An evaluation of phase 1's final parameters at phase 2's shape and model, on phase 2's first batch.
+  using M2 = phase_model<two_phase, 1>;
+  backend::cpu::Executor<M2, 2, 64> eval2;
+  HostBatch<2, 64> first;
+  auto phase2_data = two_phase_data(corpus)(1, phase_defaults<two_phase>(1));
+  first.fill(*phase2_data.train);
+  const double expect = eval2.forward(a.state(), first.view()) / double(first.count_targets());
+
+  // Phase 2 from that checkpoint: its first loss is that evaluation; a checkpoint after its 2nd step.
+  TwoTrainer b(two_phase_configs(), two_phase_data(corpus));
+  load_checkpoint(b, io::Checkpoint(end1.dir), "two_phase");
+  CHECK(b.phase() == 0);
+  CHECK(b.run_step() == 6);
+  b.start_phase(1);
+  CHECK(b.step() == 0);
+  std::string mid;
+  b.after_step = [&](long) {
+    if (b.step() == 2) mid = save_checkpoint(b, root, 10, "two_phase").dir.string();
+    return false;
+  };
+  std::vector<TwoTrainer::Log> logs;
+  b.on_step = [&](const TwoTrainer::Log& l) { logs.push_back(l); };
+  REQUIRE(b.run(true));
+  REQUIRE(logs.size() == 5);
+  CHECK(logs[0].phase == 1);
+  CHECK(logs[0].phase_step == 1);
+  CHECK(logs[0].step == 7);  // the run's step count goes on
+  MESSAGE("phase 2's first loss " << logs[0].loss << ", phase 1's parameters evaluated at phase 2's shape " << expect
+                                  << " (difference " << logs[0].loss - expect << ")");
+  CHECK(logs[0].loss == doctest::Approx(expect).epsilon(1e-6));
+
+  // Resuming phase 2's checkpoint gives bitwise the same remaining losses.
+  TwoTrainer c(two_phase_configs(), two_phase_data(corpus));
+  load_checkpoint(c, io::Checkpoint(mid), "two_phase");
+  CHECK(c.phase() == 1);
+  CHECK(c.step() == 2);
+  std::vector<double> resumed;
+  c.on_step = [&](const TwoTrainer::Log& l) { resumed.push_back(l.loss); };
+  REQUIRE(c.run(true));
+  REQUIRE(resumed.size() == 3);
+  for (size_t i = 0; i < 3; ++i) CHECK(std::memcmp(&resumed[i], &logs[2 + i].loss, sizeof(double)) == 0);
+
+  // The whole program in one run takes the same steps as the two runs.
+  TwoTrainer whole(two_phase_configs(), two_phase_data(corpus));
+  std::vector<int> phase_starts;
+  whole.on_phase_start = [&](int p) { phase_starts.push_back(p); };
+  REQUIRE(whole.run(true));
+  CHECK(phase_starts == std::vector<int>{0, 1});
+  REQUIRE(whole.losses().size() == 11);
+  for (size_t i = 0; i < 5; ++i) CHECK(std::memcmp(&whole.losses()[6 + i], &logs[i].loss, sizeof(double)) == 0);
   std::filesystem::remove_all(root);
 }

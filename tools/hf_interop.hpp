@@ -48,6 +48,7 @@
 #include "kiln/io/hf_config.hpp"
 #include "kiln/io/safetensors_sharded.hpp"
 #include "kiln/recipe.hpp"
+#include "kiln/train/checkpointing.hpp"
 #include "kiln/train/guards.hpp"
 
 namespace kiln {
@@ -109,8 +110,8 @@ inline void write_json(const fs::path& dir, const char* name, const nlohmann::or
 template <RecipeType Recipe>
 int hf_export_main(int argc, char** argv, const char* name) {
   namespace fs = std::filesystem;
-  using M = typename Recipe::model;
-  using S = typename Recipe::stage;
+  using M = typename Recipe::model;       // the parameter table; the checkpoint's phase picks the model computed
+  constexpr int MaxT = max_seq_len<Recipe>;
   CLI::App app{std::string("Export a checkpoint of recipe ") + name + " as a Hugging Face model directory"};
   std::string checkpoint = std::string("runs/") + name + "/checkpoints", out, model_type = "auto", dump_ids, check;
   double max_shard_mb = 5000, check_tol = 1e-4;
@@ -141,6 +142,10 @@ int hf_export_main(int argc, char** argv, const char* name) {
                "\"");
     std::vector<float> params(plan::ParamPlan<M>::table.total, 0.0f);
     io::load_params<M>(ck.blob("parameters"), params.data(), dir.string() + "/parameters.safetensors");
+    const int phase = checkpoint_phase<Recipe>(ck);  // its RoPE theta (or positional policy) is the one exported
+    const auto logits = [&](const std::vector<int32_t>& ids) {
+      return with_phase<Recipe>(phase, [&]<int I>() { return hf_detail::logits_of<phase_model<Recipe, I>, MaxT>(params.data(), ids); });
+    };
     const nlohmann::json info = ck.state().extra.value("data", nlohmann::json::object());
     const std::string tok_path = info.value("tokenizer", std::string());
     const int32_t eod = info.value("end_of_document", tok_path.empty() ? data::ByteTokenizer::end_of_document : -1);
@@ -154,7 +159,7 @@ int hf_export_main(int argc, char** argv, const char* name) {
       const auto want = ref.to_vector<float>("logits");
       KILN_CHECK(want.size() == ids.size() * size_t(M::vocab), check, ": logits hold ", want.size(),
                  " values, expected ", ids.size(), " x ", M::vocab);
-      const auto got = hf_detail::logits_of<M, S::seq_len>(params.data(), ids);
+      const auto got = logits(ids);
       double max_diff = 0, max_ref = 0;
       long argmax_same = 0;
       for (size_t t = 0; t < ids.size(); ++t) {
@@ -181,8 +186,9 @@ int hf_export_main(int argc, char** argv, const char* name) {
     bool any_nope = false;
     for (int l = 0; l < M::layers; ++l) any_nope |= !M::uses_rope(l);
     if (model_type == "auto") model_type = any_nope ? "smollm3" : "llama";
-    io::HfConfig cfg = io::hf_config_of<M>(model_type);
-    cfg.max_position_embeddings = S::seq_len;
+    io::HfConfig cfg =
+        with_phase<Recipe>(phase, [&]<int I>() { return io::hf_config_of<phase_model<Recipe, I>>(model_type); });
+    cfg.max_position_embeddings = MaxT;
     if (eod >= 0) cfg.eos_token_id = eod;
     cfg.torch_dtype = "float32";
 
@@ -223,7 +229,7 @@ int hf_export_main(int argc, char** argv, const char* name) {
       hf_detail::write_json(tmp, "kiln.json", k);
       if (!dump_ids.empty()) {
         const auto ids = hf_detail::parse_ids(dump_ids);
-        const auto lg = hf_detail::logits_of<M, S::seq_len>(params.data(), ids);
+        const auto lg = logits(ids);
         const std::vector<int64_t> ids64(ids.begin(), ids.end());
         io::write_safetensors((tmp / "kiln_logits.safetensors").string(),
                               {{"input_ids", io::Dtype::I64, {int64_t(ids.size())}, ids64.data()},
@@ -264,8 +270,8 @@ int hf_export_main(int argc, char** argv, const char* name) {
 template <RecipeType Recipe>
 int hf_import_main(int argc, char** argv, const char* name) {
   namespace fs = std::filesystem;
-  using M = typename Recipe::model;
-  using S = typename Recipe::stage;
+  using M = phase_model<Recipe, 0>;  // an imported model starts the recipe's program: its first phase
+  constexpr int MaxT = max_seq_len<Recipe>;
   CLI::App app{std::string("Import a Hugging Face model directory as a step-0 checkpoint of recipe ") + name};
   std::string hf, out = std::string("runs/") + name + "/checkpoints";
   app.add_option("--hf", hf, "the Hugging Face model directory (config.json, model.safetensors or shards + index)")
@@ -288,9 +294,9 @@ int hf_import_main(int argc, char** argv, const char* name) {
       for (const auto& d : diffs) std::fprintf(stderr, "  %s\n", d.c_str());
       return 3;
     }
-    if (cfg.max_position_embeddings > S::seq_len)
+    if (cfg.max_position_embeddings > MaxT)
       std::printf("kiln: note: the model was made for %d positions; recipe %s trains and generates with %d\n",
-                  cfg.max_position_embeddings, name, S::seq_len);
+                  cfg.max_position_embeddings, name, MaxT);
     KILN_CHECK(io::list_checkpoints(out).empty(), out, ": already holds checkpoints; import into an empty "
                "checkpoints root (a newer checkpoint there would be the one `--resume auto` takes)");
     const io::SafetensorsModel weights(src.string());

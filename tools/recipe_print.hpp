@@ -18,8 +18,8 @@ namespace kiln {
 template <RecipeType Recipe>
 std::vector<std::pair<std::string, std::string>> recipe_summary(const char* name) {
   using M = typename Recipe::model;
-  using S = typename Recipe::stage;
-  const TrainConfig c = Recipe::defaults();
+  using S = phase_stage<Recipe, 0>;
+  const TrainConfig c = phase_defaults<Recipe>(0);
   auto str = [](auto v) {
     if constexpr (std::is_floating_point_v<decltype(v)>) {
       char s[32];
@@ -45,33 +45,71 @@ std::vector<std::pair<std::string, std::string>> recipe_summary(const char* name
       {"train.seed", str(c.seed)},
   };
   kv.insert(kv.end(), train.begin(), train.end());
+  std::string phases;
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    ((phases += (I ? "," : "") + std::string(phases_of<Recipe>::names[I]) + ":" +
+                std::to_string(phase_stage<Recipe, I>::micro_batch) + "x" + std::to_string(phase_stage<Recipe, I>::seq_len) +
+                "@" + str(phase_model<Recipe, I>::positional::theta)), ...);
+  }(std::make_integer_sequence<int, phases_of<Recipe>::count>{});
+  kv.emplace_back("phases", phases);
   std::string nd;
   for (const auto& p : c.no_decay) nd += (nd.empty() ? "" : ",") + p;
   kv.emplace_back("train.no_decay", nd.empty() ? "none" : nd);
   return kv;
 }
 
-// program: also print the op program (training, with the CPU kernels) and its buffers.
-template <RecipeType Recipe>
-void print_recipe(std::ostream& os, const char* name, bool program) {
-  using M = typename Recipe::model;
-  using S = typename Recipe::stage;
-  const TrainConfig c = Recipe::defaults();
+template <RecipeType Recipe, int I>
+void print_phase(std::ostream& os, const char* name, bool program) {
+  using M = phase_model<Recipe, I>;
+  using S = phase_stage<Recipe, I>;
+  using Phs = phases_of<Recipe>;
+  const TrainConfig c = phase_defaults<Recipe>(I);
   std::vector<std::regex> nd;
   for (const auto& p : c.no_decay) nd.emplace_back(p);
-  os << "Recipe " << name << "\n\n";
-  plan::print_model<M, S::micro_batch, S::seq_len>(os, [&](const std::string& n) {
-    for (const auto& re : nd)
-      if (std::regex_search(n, re)) return false;
-    return true;
-  });
+  if (Phs::count > 1) os << "Phase " << I + 1 << "/" << Phs::count << ": " << Phs::names[I] << "\n\n";
+  plan::print_model<M, S::micro_batch, S::seq_len>(
+      os,
+      [&](const std::string& n) {
+        for (const auto& re : nd)
+          if (std::regex_search(n, re)) return false;
+        return true;
+      },
+      I == 0);
   os << "\nRun-time defaults (override on the command line; no recompile)\n";
-  for (const auto& [k, v] : recipe_summary<Recipe>(name))
-    if (k.rfind("train.", 0) == 0) os << "  " << k.substr(6) << " = " << v << "\n";
+  const auto train = [&] {
+    std::vector<std::pair<std::string, std::string>> kv;
+    char b[64];
+    auto num = [&](double v) {
+      std::snprintf(b, sizeof b, "%g", v);
+      return std::string(b);
+    };
+    kv = {{"lr", num(c.lr)}, {"min_lr", num(c.min_lr)}, {"schedule", schedule_name(c.schedule)},
+          {"warmup", std::to_string(c.warmup)}, {"steps", std::to_string(c.steps)},
+          {"grad_accum", std::to_string(c.grad_accum)},
+          {"tokens_per_step", std::to_string(long(S::micro_batch) * S::seq_len * c.grad_accum)},
+          {"weight_decay", num(c.weight_decay)}, {"clip", num(c.clip)}, {"betas", num(c.beta1) + "," + num(c.beta2)},
+          {"seed", std::to_string(c.seed)}};
+    std::string nds;
+    for (const auto& p : c.no_decay) nds += (nds.empty() ? "" : ",") + p;
+    kv.emplace_back("no_decay", nds.empty() ? "none" : nds);
+    return kv;
+  }();
+  for (const auto& [k, v] : train) os << "  " << k << " = " << v << "\n";
   if (program) {
     os << "\n";
     plan::print_program<plan::TrainProgram<M, S::micro_batch, S::seq_len>>(os, backend::cpu::kernel_name<M>);
   }
+  os << "\n";
+}
+
+// Every phase: its shape and model, memory and (program) its training op program with the CPU kernels.
+template <RecipeType Recipe>
+void print_recipe(std::ostream& os, const char* name, bool program) {
+  using Phs = phases_of<Recipe>;
+  os << "Recipe " << name << (Phs::count > 1 ? " (" + std::to_string(Phs::count) + " phases)" : "") << "\n\n";
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (print_phase<Recipe, I>(os, name, program), ...);
+  }(std::make_integer_sequence<int, Phs::count>{});
 }
 
 }  // namespace kiln

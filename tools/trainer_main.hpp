@@ -80,7 +80,7 @@ inline void add_train_options(CLI::App& app, TrainConfig& c) {
 template <RecipeType Recipe>
 int generate_main(int argc, char** argv, const char* name) {
   using M = typename Recipe::model;
-  using S = typename Recipe::stage;
+  constexpr int MaxT = max_seq_len<Recipe>;
   CLI::App app{std::string("Generate text with a checkpoint of recipe ") + name};
   std::string checkpoint = std::string("runs/") + name + "/checkpoints";
   std::vector<std::string> prompts;
@@ -125,11 +125,13 @@ int generate_main(int argc, char** argv, const char* name) {
     for (const auto& p : prompts) {
       const auto ids = tok ? tok->encode(p) : data::ByteTokenizer::encode(p);
       int dropped = 0;
-      const auto out =
-          eval::generate<M, S::seq_len, backend::cpu::Decoder<M, S::seq_len>>(*state, ids, tokens, sc, eod, &dropped);
+      const auto out = with_phase<Recipe>(checkpoint_phase<Recipe>(ck), [&]<int I>() {  // the checkpoint's phase model
+        using PM = phase_model<Recipe, I>;
+        return eval::generate<PM, MaxT, backend::cpu::Decoder<PM, MaxT>>(*state, ids, tokens, sc, eod, &dropped);
+      });
       if (dropped)
         std::printf("kiln: the prompt's first %d tokens were dropped: prompt + %d new tokens exceed the %d-token "
-                    "context\n", dropped, tokens, S::seq_len);
+                    "context\n", dropped, tokens, MaxT);
       std::printf("---\n%s%s\n", p.c_str(), (tok ? tok->decode(out) : data::ByteTokenizer::decode(out)).c_str());
       ++sc.seed;
     }
@@ -147,63 +149,105 @@ int train_main(int argc, char** argv, const char* name) {
   if (argc > 1 && std::string_view(argv[1]) == "export") return hf_export_main<Recipe>(argc - 1, argv + 1, name);
   if (argc > 1 && std::string_view(argv[1]) == "import") return hf_import_main<Recipe>(argc - 1, argv + 1, name);
   using M = typename Recipe::model;
-  using S = typename Recipe::stage;
-  TrainConfig c = Recipe::defaults();
-  CLI::App app{std::string("Kiln trainer for recipe ") + name +
-               " (CPU backend, fp32). `generate --help`: continue prompts with a checkpoint; `export --help` / `import --help`: "
-               "Hugging Face model directories."};
-  add_train_options(app, c);
+  using Phs = phases_of<Recipe>;
+  using TrainerT = Trainer<Recipe>;
+  constexpr int MaxT = max_seq_len<Recipe>;
+  // Each phase's run-time settings are the recipe's for that phase with the command line's overrides on top: the
+  // same arguments are parsed once per phase (a recipe of one phase: once).
+  std::vector<TrainConfig> configs;
   bool show_plan = false;
-  app.add_flag("--plan", show_plan, "print the static plan and exit");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+  std::string only_phase;
+  for (int i = 0; i < Phs::count; ++i) {
+    configs.push_back(phase_defaults<Recipe>(i));
+    CLI::App app{std::string("Kiln trainer for recipe ") + name +
+                 " (CPU backend, fp32). `generate --help`: continue prompts with a checkpoint; `export --help` / "
+                 "`import --help`: Hugging Face model directories."};
+    add_train_options(app, configs.back());
+    app.add_flag("--plan", show_plan, "print the static plan and exit");
+    std::string phase_help = "run only this phase (";
+    for (int k = 0; k < Phs::count; ++k) phase_help += (k ? ", " : "") + std::string(Phs::names[k]);
+    app.add_option("--phase", only_phase,
+                   phase_help + "); a later phase starts from a checkpoint of the one before it (--resume <dir>)");
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      return app.exit(e);
+    }
   }
+  TrainConfig& c = configs[0];  // settings that belong to the run, not a phase (threads, out, resume, prompts)
   try {
     if (show_plan) {
       print_recipe<Recipe>(std::cout, name, true);
       return 0;
     }
+    int target = -1;
+    if (!only_phase.empty()) {
+      target = Phs::find(only_phase);
+      std::string known;
+      for (auto n : Phs::names) known += (known.empty() ? "" : ", ") + std::string(n);
+      KILN_CHECK(target >= 0, "--phase ", only_phase, ": not a phase of recipe ", name, " (its phases: ", known, ")");
+      KILN_CHECK(target == 0 || c.resume != "none", "--phase ", only_phase, " starts from a checkpoint of phase ",
+                 Phs::names[target > 0 ? target - 1 : 0], ": give --resume <checkpoint dir> (or auto)");
+    }
     if (c.threads > 0) {
       omp_set_num_threads(c.threads);
       openblas_set_num_threads(c.threads);
     }
-    if (c.log_every <= 0) c.log_every = 1;
+    for (auto& pc : configs)
+      if (pc.log_every <= 0) pc.log_every = 1;
     using P = plan::ParamPlan<M>;
-    std::printf("kiln: recipe %s | %s parameters | %d layers, hidden %d, %d/%d heads, vocab %d | micro-batch %d x %d\n",
+    std::printf("kiln: recipe %s | %s parameters | %d layers, hidden %d, %d/%d heads, vocab %d | %d phase%s:",
                 name, plan::with_commas(P::parameters).c_str(), M::layers, M::hidden, M::heads, M::kv_heads, M::vocab,
-                S::micro_batch, S::seq_len);
-    std::printf("kiln: %d threads | BLAS %s | kernels %s (%s) | memory %s\n", omp_get_max_threads(),
-                blas.config.c_str(), blas.core.c_str(), blas.how.c_str(),
-                plan::human_bytes(double(plan::MemoryPlan<M, S::micro_batch, S::seq_len, plan::Fp32>::total)).c_str());
-    const long tokens_per_step = long(S::micro_batch) * S::seq_len * c.grad_accum;
+                Phs::count, Phs::count == 1 ? "" : "s");
+    with_phase<Recipe>(0, [&]<int>() {  // every phase's name and shape on the first line
+      [&]<int... I>(std::integer_sequence<int, I...>) {
+        ((std::printf(" %s micro-batch %d x %d%s", std::string(Phs::names[I]).c_str(), phase_stage<Recipe, I>::micro_batch,
+                      phase_stage<Recipe, I>::seq_len, I + 1 < Phs::count ? ";" : "\n")), ...);
+      }(std::make_integer_sequence<int, Phs::count>{});
+    });
+    std::printf("kiln: %d threads | BLAS %s | kernels %s (%s)\n", omp_get_max_threads(), blas.config.c_str(),
+                blas.core.c_str(), blas.how.c_str());
     // Sources starting to repeat: the first few are printed, the rest counted (every event is in the loader's state).
     long shown_repeats = 0, quiet_repeats = 0;
-    RunData data = open_run_data(c, M::vocab, tokens_per_step, [&](const std::string& e) {
-      if (e.find("starts epoch ") != std::string::npos && shown_repeats++ >= 3) {
-        ++quiet_repeats;
-        return;
+    std::shared_ptr<RunData> data;  // the current phase's (its tokenizer is the run's)
+    std::string tokenizer_path;
+    auto data_for = [&](int phase, const TrainConfig& pc) -> PhaseData {
+      const long tokens_per_step = with_phase<Recipe>(phase, [&]<int I>() {
+        return long(phase_stage<Recipe, I>::micro_batch) * phase_stage<Recipe, I>::seq_len * pc.grad_accum;
+      });
+      auto d = std::make_shared<RunData>(open_run_data(pc, M::vocab, tokens_per_step, [&](const std::string& e) {
+        if (e.find("starts epoch ") != std::string::npos && shown_repeats++ >= 3) {
+          ++quiet_repeats;
+          return;
+        }
+        std::printf("  data: %s\n", e.c_str());
+        std::fflush(stdout);
+      }));
+      if (data)
+        KILN_CHECK(d->tokenizer_path == tokenizer_path, "phase ", Phs::names[phase], " reads its data with tokenizer \"",
+                   d->tokenizer_path, "\", the run's is \"", tokenizer_path, "\": every phase of a run uses one tokenizer");
+      tokenizer_path = d->tokenizer_path;
+      const double tokens = double(pc.steps) * double(tokens_per_step);
+      std::printf("kiln: data %s\n", d->summary.c_str());
+      std::printf("kiln: %ld steps x %ld tokens = %.2fM tokens (%.2f epochs) | lr %.2e %s, warmup %ld\n", pc.steps,
+                  tokens_per_step, tokens / 1e6, tokens / d->epoch_tokens, pc.lr, schedule_name(pc.schedule), pc.warmup);
+      for (size_t k = 0; k < pc.stages.size(); ++k) {
+        std::string b;
+        for (const auto& [n, w] : pc.stages[k].boost) b += (b.empty() ? "" : ", ") + n + " x" + std::to_string(w).substr(0, 4);
+        std::printf("kiln: data stage %zu from %.0f%% of the %s (step %ld): %s%s\n", k + 1, 100 * pc.stages[k].start,
+                    Phs::count > 1 ? "phase" : "run", long(pc.stages[k].start * double(pc.steps)),
+                    pc.stages[k].absolute ? "weights " : b.empty() ? "natural mixture" : "natural mixture, boosted ",
+                    b.c_str());
       }
-      std::printf("  data: %s\n", e.c_str());
-      std::fflush(stdout);
-    });
-    std::printf("kiln: data %s\n", data.summary.c_str());
-    const double tokens = double(c.steps) * double(tokens_per_step);
-    std::printf("kiln: %ld steps x %ld tokens = %.2fM tokens (%.2f epochs) | lr %.2e %s, warmup %ld\n", c.steps,
-                tokens_per_step, tokens / 1e6, tokens / data.epoch_tokens, c.lr, schedule_name(c.schedule), c.warmup);
-    for (size_t k = 0; k < c.stages.size(); ++k) {
-      std::string b;
-      for (const auto& [n, w] : c.stages[k].boost) b += (b.empty() ? "" : ", ") + n + " x" + std::to_string(w).substr(0, 4);
-      std::printf("kiln: data stage %zu from %.0f%% of the run (step %ld): %s%s\n", k + 1, 100 * c.stages[k].start,
-                  long(c.stages[k].start * double(c.steps)),
-                  c.stages[k].absolute ? "weights " : b.empty() ? "natural mixture" : "natural mixture, boosted ",
-                  b.c_str());
-    }
+      data = d;
+      return PhaseData{std::move(d->train), d->make_eval};
+    };
     if (c.out.empty()) c.out = std::string("runs/") + name;
+    for (auto& pc : configs) pc.out = c.out;
     std::filesystem::create_directories(c.out);
-    Trainer<Recipe> trainer(c, std::move(data.train), data.make_eval);
-    // Checkpoints: <out>/checkpoints/step_N, every --checkpoint-every steps, at the end, and on SIGTERM / SIGINT.
+    TrainerT trainer(configs, data_for);
+    // Checkpoints: <out>/checkpoints/step_N, every --checkpoint-every steps, at each phase's end, and on SIGTERM /
+    // SIGINT.
     const std::string ckpt_root = c.out + "/checkpoints";
     auto warn = [](const std::string& w) { std::printf("kiln: warning: %s\n", w.c_str()); };
     bool resumed = false;
@@ -219,16 +263,30 @@ int train_main(int argc, char** argv, const char* name) {
       if (c.resume == "auto") found = io::find_latest_valid(ckpt_root, warn);
       else found = io::CheckpointInfo{c.resume, 0};
       if (found) {
-        load_checkpoint(trainer, io::Checkpoint(*found), name);
+        const io::Checkpoint ck(*found);
+        load_checkpoint(trainer, ck, name);
         resumed = true;
-        std::printf("kiln: resumed from %s at step %ld (%s)\n", found->dir.c_str(), trainer.step(),
+        std::printf("kiln: resumed from %s at step %ld (phase %s, step %ld of it; %s)\n", found->dir.c_str(),
+                    trainer.run_step(), std::string(Phs::names[trainer.phase()]).c_str(), trainer.step(),
                     trainer.data().where().c_str());
+        if (target >= 0 && target != trainer.phase()) {
+          KILN_CHECK(target == trainer.phase() + 1, "--phase ", only_phase, " starts from a checkpoint of phase ",
+                     target > 0 ? Phs::names[target - 1] : "(none: it is the first)", ", but ", found->dir,
+                     " is of phase ", Phs::names[trainer.phase()]);
+          trainer.start_phase(target);  // parameters and optimizer state carry over; the phase's data and shape start
+          std::printf("kiln: phase %s starts from the checkpoint of phase %s\n", only_phase.c_str(),
+                      std::string(Phs::names[target - 1]).c_str());
+        }
+      } else {
+        KILN_CHECK(target <= 0, "--phase ", only_phase, " starts from a checkpoint of phase ",
+                   target > 0 ? Phs::names[target - 1] : "", ", and ", ckpt_root, " has none (--resume <dir> names one)");
       }
     }
+    if (target >= 0) trainer.stop_after_phase(target);
     auto save = [&] {
       const auto info = save_checkpoint(trainer, ckpt_root, c.keep_checkpoints, name, warn,
-                                        {{"tokenizer", data.tokenizer_path}, {"end_of_document", data.end_of_document},
-                                         {"vocab_used", data.vocab_used}});
+                                        {{"tokenizer", data->tokenizer_path}, {"end_of_document", data->end_of_document},
+                                         {"vocab_used", data->vocab_used}});
       std::printf("kiln: checkpoint %s\n", info.dir.c_str());
     };
     install_stop_handlers();
@@ -239,7 +297,8 @@ int train_main(int argc, char** argv, const char* name) {
                     sig == SIGTERM ? "SIGTERM" : "SIGINT", step);
         return true;
       }
-      if (c.checkpoint_every > 0 && step % c.checkpoint_every == 0 && step < c.steps) save();
+      const TrainConfig& pc = trainer.config();
+      if (pc.checkpoint_every > 0 && trainer.step() % pc.checkpoint_every == 0 && trainer.step() < pc.steps) save();
       return false;
     };
     trainer.rollback = [&] {
@@ -248,15 +307,32 @@ int train_main(int argc, char** argv, const char* name) {
       load_checkpoint(trainer, io::Checkpoint(*found), name, /*keep_data=*/true);
       return true;
     };
+    if (Phs::count > 1) {
+      trainer.on_phase_start = [&](int p) {
+        with_phase<Recipe>(p, [&]<int I>() {
+          using PM = phase_model<Recipe, I>;
+          using St = phase_stage<Recipe, I>;
+          std::printf("\nkiln: phase %d/%d %s: micro-batch %d x %d, %s theta %g | memory %s\n", p + 1, Phs::count,
+                      std::string(Phs::names[p]).c_str(), St::micro_batch, St::seq_len, PM::positional::name,
+                      PM::positional::theta,
+                      plan::human_bytes(double(plan::MemoryPlan<PM, St::micro_batch, St::seq_len, plan::Fp32>::total)).c_str());
+        });
+      };
+      trainer.on_phase_end = [&](int p) {
+        if (p < Phs::count - 1 && p != target) save();  // the next phase (or a later --phase run) starts from here
+      };
+    }
     // Metrics: one JSON line per step and per evaluation, and TensorBoard scalars (tools/kiln plot <run> draws them).
     io::JsonlWriter jsonl(c.out + "/metrics.jsonl", resumed);
     io::TensorBoardWriter tb(c.out + "/tb");
-    trainer.on_step = [&](const typename Trainer<Recipe>::Log& l) {
-      jsonl.write({{"step", l.step}, {"loss", l.loss}, {"lr", l.lr}, {"grad_norm", l.grad_norm},
-                   {"tokens_per_s", l.tokens_per_s}, {"skipped", l.skipped}, {"time", io::unix_now()}});
+    trainer.on_step = [&](const typename TrainerT::Log& l) {
+      nlohmann::json rec = {{"step", l.step}, {"loss", l.loss}, {"lr", l.lr}, {"grad_norm", l.grad_norm},
+                            {"tokens_per_s", l.tokens_per_s}, {"skipped", l.skipped}, {"time", io::unix_now()}};
+      if (Phs::count > 1) rec["phase"] = std::string(Phs::names[l.phase]), rec["phase_step"] = l.phase_step;
+      jsonl.write(rec);
       tb.scalars(l.step, {{"train/loss", float(l.loss)}, {"train/lr", float(l.lr)}, {"train/grad_norm", float(l.grad_norm)},
                           {"train/tokens_per_s", float(l.tokens_per_s)}});
-      if (l.step % c.log_every == 0) tb.flush();
+      if (l.step % trainer.config().log_every == 0) tb.flush();
     };
     trainer.on_eval = [&](long step, double v) {
       jsonl.write({{"step", step}, {"val_loss", v}, {"time", io::unix_now()}});
@@ -268,30 +344,41 @@ int train_main(int argc, char** argv, const char* name) {
     const double before = trainer.evaluate();
     std::printf("kiln: held-out loss %s %.4f (ln(vocab) = %.4f)\n", resumed ? "at the checkpoint" : "before training",
                 before, std::log(double(M::vocab)));
-    const long start = trainer.step();
-    if (start >= c.steps)
-      std::printf("kiln: the checkpoint is at step %ld of --steps %ld: nothing left to train (--resume none starts "
-                  "over)\n", start, c.steps);
-    if (!trainer.run()) return stop_signal().load() == SIGTERM ? 143 : 130;
-    if (trainer.step() > start) save();
+    const long start = trainer.run_step();
+    const bool finished = trainer.step() >= trainer.config().steps &&
+                          (trainer.phase() == Phs::count - 1 || trainer.phase() == target);
+    if (finished)
+      std::printf("kiln: the checkpoint is at the end of %s (step %ld): nothing left to train (--resume none starts "
+                  "over)\n", Phs::count > 1 ? ("phase " + std::string(Phs::names[trainer.phase()])).c_str() : "the run",
+                  trainer.run_step());
+    if (!finished && !trainer.run()) return stop_signal().load() == SIGTERM ? 143 : 130;
+    if (trainer.run_step() > start) save();
     if (quiet_repeats)
       std::printf("kiln: data sources began another epoch %ld more times (not listed; the first %ld are above)\n",
                   quiet_repeats, shown_repeats - quiet_repeats);
     const double after = trainer.evaluate();
-    trainer.on_eval(trainer.step(), after);
+    trainer.on_eval(trainer.run_step(), after);
     char bpb[48] = "";
-    if (data.bytes_per_token > 0) std::snprintf(bpb, sizeof bpb, " = %.3f bits/byte", after / std::log(2.0) / data.bytes_per_token);
+    if (data->bytes_per_token > 0)
+      std::snprintf(bpb, sizeof bpb, " = %.3f bits/byte", after / std::log(2.0) / data->bytes_per_token);
     std::printf("\nkiln: held-out loss %.4f nats/token%s (from %.4f before training: %.0f%% lower)\n", after, bpb, before,
                 100.0 * (1.0 - after / before));
     if (!c.prompts.empty())
       std::printf("\nWhat it learned: continuations (temperature %.2f, top-p %.2f)\n", c.temperature, c.top_p);
     for (size_t i = 0; i < c.prompts.size(); ++i) {
-      const eval::SamplingConfig sc{c.temperature, c.top_p, c.seed + i, data.vocab_used};
-      auto out = eval::generate<M, S::seq_len, backend::cpu::Decoder<M, S::seq_len>>(
-          trainer.state(), data.encode(c.prompts[i]), c.sample_tokens, sc, data.end_of_document);
+      const eval::SamplingConfig sc{c.temperature, c.top_p, c.seed + i, data->vocab_used};
+      int dropped = 0;
+      auto out = with_phase<Recipe>(trainer.phase(), [&]<int I>() {  // the model of the phase the run ended in
+        using PM = phase_model<Recipe, I>;
+        return eval::generate<PM, MaxT, backend::cpu::Decoder<PM, MaxT>>(
+            trainer.state(), data->encode(c.prompts[i]), c.sample_tokens, sc, data->end_of_document, &dropped);
+      });
       const bool tty = isatty(fileno(stdout));  // the prompt in bold on a terminal, plain in logs
       std::printf("---\n%s%s%s%s\n", tty ? "\033[1m" : "", c.prompts[i].c_str(), tty ? "\033[0m" : "",
-                  data.decode(out).c_str());
+                  data->decode(out).c_str());
+      if (dropped)
+        std::printf("(the prompt's first %d tokens were dropped: prompt + %d new tokens exceed the %d-token context)\n",
+                    dropped, c.sample_tokens, MaxT);
     }
     return 0;
   } catch (const std::exception& e) {  // kiln::Error and anything a library throws (filesystem, JSON): a message, not a crash

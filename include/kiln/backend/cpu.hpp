@@ -252,15 +252,23 @@ class Executor {
   // Forward and backward of one micro-batch. Gradients are ADDED to the state's (gradient accumulation), scaled by
   // grad_scale (1 / the number of target tokens in the whole global batch). Returns the summed loss of the
   // micro-batch's targets (divide by their count for the mean).
-  double forward_backward(State<M>& s, const Batch& b, float grad_scale) {
+  // The state may be of another model type with the same parameter table (a phase that changes RoPE theta).
+  template <DecoderModel M0>
+  double forward_backward(State<M0>& s, const Batch& b, float grad_scale) {
+    static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
     return run<Train>(s.params(), s.grads(), b, grad_scale);
   }
 
   // Forward and loss only (evaluation): the summed loss; per-token losses and log-probabilities stay readable.
-  double forward(const State<M>& s, const Batch& b) { return run<Eval>(s.params(), nullptr, b, 0.f); }
+  template <DecoderModel M0>
+  double forward(const State<M0>& s, const Batch& b) {
+    static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
+    return run<Eval>(s.params(), nullptr, b, 0.f);
+  }
 
   // Logits (R, V) of every position (tests and small R).
-  void forward_logits(const State<M>& s, const Batch& b, float* logits) {
+  template <DecoderModel M0>
+  void forward_logits(const State<M0>& s, const Batch& b, float* logits) {
     logits_out_ = logits;
     run<Eval>(s.params(), nullptr, b, 0.f);
     logits_out_ = nullptr;
@@ -340,7 +348,11 @@ class Decoder {
     ++len_;
     return reinterpret_cast<const float*>(arena_.data() + P::buffer(P::data.logits).offset);
   }
-  const float* step(const State<M>& s, int32_t token) { return step(s.params(), token); }
+  template <DecoderModel M0>
+  const float* step(const State<M0>& s, int32_t token) {
+    static_assert(plan::same_parameter_table<M, M0>(), "decoder: the state's parameter table is not this model's");
+    return step(s.params(), token);
+  }
 
  private:
   Buffer<std::byte> arena_;  // the cache and one token's activations

@@ -58,18 +58,4 @@ template <class T> struct is_decoder : std::false_type {};
 template <class... S> struct is_decoder<Decoder<S...>> : std::true_type {};
 template <class T> concept DecoderModel = is_decoder<T>::value;
 
-// A stage's static shape: micro-batch and sequence length fix the kernels and the activation plan.
-template <class... S>
-struct Stage {
-  using kind = tag::stage;
-  using accepts = kinds<tag::micro_batch, tag::seq_len>;
-  static_assert(kinds_unique<S...>, "Stage<...>: a setting is given twice");
-  static_assert(has_setting<tag::micro_batch, S...>, "Stage<...> needs micro_batch<B>");
-  static_assert(has_setting<tag::seq_len, S...>, "Stage<...> needs seq_len<T>");
-  static constexpr int micro_batch = value_or<tag::micro_batch, 0, S...>;
-  static constexpr int seq_len = value_or<tag::seq_len, 0, S...>;
-  static_assert(micro_batch > 0, "Stage: micro_batch must be positive");
-  static_assert(seq_len > 0, "Stage: seq_len must be positive");
-};
-
 }  // namespace kiln

@@ -103,7 +103,7 @@ std::vector<std::pair<std::string, std::string>> model_summary() {
 // The model, its parameter table (no_decay: whether a tensor's HF name matches a run-time pattern), FLOPs and
 // memory at one phase shape.
 template <DecoderModel M, int B, int T>
-void print_model(std::ostream& os, const std::function<bool(const std::string&)>& decays = {}) {
+void print_model(std::ostream& os, const std::function<bool(const std::string&)>& decays = {}, bool parameters = true) {
   using P = ParamPlan<M>;
   using F = Flops<M, Stage<micro_batch<B>, seq_len<T>>>;
   using Cpu = MemoryPlan<M, B, T, Fp32>;
@@ -124,8 +124,10 @@ void print_model(std::ostream& os, const std::function<bool(const std::string&)>
   os << line;
   std::snprintf(line, sizeof line, "  stage: micro-batch %d x sequence %d = %d tokens; causal, intra-document masking\n",
                 B, T, B * T);
-  os << line << "\nParameters (flat fp32 buffer, HF names; [out, in])\n";
+  if (parameters) os << line << "\nParameters (flat fp32 buffer, HF names; [out, in])\n";
+  else os << line << "  parameters: the table above\n";
   for (const auto& e : P::table.entries) {
+    if (!parameters) break;
     std::string n(e.name.view());
     const bool decay = !decays || decays(n);
     std::string shape = e.cols ? "[" + std::to_string(e.rows) + ", " + std::to_string(e.cols) + "]"
@@ -134,7 +136,7 @@ void print_model(std::ostream& os, const std::function<bool(const std::string&)>
                   with_commas(e.count()).c_str(), e.offset, decay ? "" : "no-decay");
     os << line;
   }
-  if (M::tied) os << "  lm_head.weight                                   tied to model.embed_tokens.weight\n";
+  if (M::tied && parameters) os << "  lm_head.weight                                   tied to model.embed_tokens.weight\n";
   const double emb_share = 100.0 * double(P::embedding_parameters) / double(P::parameters);
   std::snprintf(line, sizeof line, "%.1f%%", emb_share);
   os << "  total " << with_commas(P::parameters) << " parameters (" << with_commas(P::embedding_parameters)

@@ -29,6 +29,7 @@
 #include <cstdint>
 
 #include "kiln/plan/params.hpp"
+#include "kiln/plan/phase.hpp"
 
 namespace kiln::plan {
 

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kiln/backend/batch.hpp"
@@ -28,6 +29,7 @@
 #include "kiln/train/guards.hpp"
 #include "kiln/train/optimizer.hpp"
 #include "kiln/train/schedule.hpp"
+#include "kiln/recipe.hpp"
 
 namespace kiln {
 namespace backend {
@@ -75,35 +77,50 @@ inline std::string format_duration(double s) {
   return b;
 }
 
+// The data of one phase: its training stream and a maker of fresh held-out streams (the same rows every time).
+struct PhaseData {
+  std::unique_ptr<data::RowSource> train;
+  std::function<std::unique_ptr<data::RowSource>()> make_eval;
+};
+
 template <class Recipe, class Backend = backend::Cpu>
 class Trainer {
  public:
-  using M = typename Recipe::model;
-  using S = typename Recipe::stage;
-  static constexpr int B = S::micro_batch, T = S::seq_len;
+  using M = typename Recipe::model;  // the parameter table every phase shares
+  using Phs = phases_of<Recipe>;
+  static constexpr int phase_count = Phs::count;
   using State = typename Backend::template state<M>;
-  using Executor = typename Backend::template executor<M, B, T>;
+  template <int I>
+  using PhaseExecutor = typename Backend::template executor<phase_model<Recipe, I>, phase_stage<Recipe, I>::micro_batch,
+                                                            phase_stage<Recipe, I>::seq_len>;
+  static_assert(check_phases<Recipe>());
 
   struct Log {
-    long step;
+    long step;  // steps of the whole run (all phases)
     double loss, lr, grad_norm, tokens_per_s;
     bool skipped;
+    int phase;
+    long phase_step;  // steps of this phase
   };
 
-  // Trains on `train`; evaluates on the fresh streams `make_eval` returns (the same rows every time).
+  // One TrainConfig per phase; data_for(phase, its config) opens a phase's data when the phase starts. The run
+  // starts at phase 0 (a checkpoint or start_phase() moves it).
+  using DataFor = std::function<PhaseData(int phase, const TrainConfig&)>;
+  Trainer(std::vector<TrainConfig> configs, DataFor data_for)
+      : configs_(std::move(configs)), data_for_(std::move(data_for)), guard_(check_configs(configs_).guard),
+        state_(std::make_unique<State>()) {
+    state_->init(configs_[0].init_std, configs_[0].seed);
+    start_phase(0);
+  }
+
+  // A run of the recipe's first phase only, on the given data (tests, and recipes of one phase).
   Trainer(const TrainConfig& c, std::unique_ptr<data::RowSource> train,
           std::function<std::unique_ptr<data::RowSource>()> make_eval)
-      : c_(c),
-        guard_(c.guard),
-        state_(std::make_unique<State>()),
-        exec_(std::make_unique<Executor>()),
-        train_(std::move(train)),
-        make_eval_(std::move(make_eval)) {
-    KILN_CHECK(c.steps > 0, "--steps must be positive, got ", c.steps);
-    KILN_CHECK(c.grad_accum > 0, "--grad-accum must be positive, got ", c.grad_accum);
-    KILN_CHECK(c.lr > 0 && std::isfinite(c.lr), "--lr must be a positive number, got ", c.lr);
+      : configs_(size_t(phase_count), c), guard_(check_configs(configs_).guard), state_(std::make_unique<State>()) {
     state_->init(c.init_std, c.seed);
-    state_->set_decay(decay_ranges<M>(c.no_decay));
+    last_phase_ = 0;
+    data_ = PhaseData{std::move(train), std::move(make_eval)};
+    start_phase(0, /*open_data=*/false);
   }
 
   // In-memory byte-level documents: training documents reshuffled each epoch, held-out ones in order.
@@ -111,135 +128,203 @@ class Trainer {
       : Trainer(c, std::make_unique<data::PackedBytes>(&corpus.train, c.seed, true),
                 [&corpus] { return std::make_unique<data::PackedBytes>(&corpus.val, 0, false); }) {}
 
-  // Called after every step with the step number (1-based); returns true when the trainer must stop (a stop
+  // Called after every step with the run's step number (1-based); returns true when the trainer must stop (a stop
   // signal). Checkpointing plugs in here; `rollback` restores the last checkpoint and returns false if none.
   std::function<bool(long step)> after_step;
   std::function<bool()> rollback;
   // Every step's record (metrics files), and every held-out evaluation.
   std::function<void(const Log&)> on_step;
   std::function<void(long step, double val_loss)> on_eval;
+  // A phase begins (after its data is open) / has run all its steps (before the next one begins).
+  std::function<void(int phase)> on_phase_start, on_phase_end;
 
-  // Runs the remaining steps; `on_log` sees every logged step (tests use it), `quiet` silences the console.
-  // Returns false when stopped early by after_step.
+  // Moves to phase i at its step 0: a fresh loss guard, its data opened, its executor (and arena) made and the
+  // previous phase's freed. Parameters, optimizer state and the run's step count carry over.
+  void start_phase(int i, bool open_data = true) {
+    KILN_CHECK(i >= 0 && i < phase_count, "phase ", i, " outside the recipe's ", phase_count, " phases");
+    phase_ = i;
+    step_ = 0;
+    guard_ = LossGuard(configs_[size_t(i)].guard);
+    if (open_data) data_ = data_for_(i, configs_[size_t(i)]);
+    with_phase<Recipe>(i, [&]<int I>() {
+      destroy_executors();
+      std::get<I>(execs_) = std::make_unique<PhaseExecutor<I>>();
+    });
+    state_->set_decay(decay_ranges<M>(configs_[size_t(i)].no_decay));
+  }
+  // Run up to and including this phase (default: the last).
+  void stop_after_phase(int i) { last_phase_ = i; }
+
+  // Runs the remaining steps of this phase and the phases after it up to stop_after_phase(); `on_log` sees every
+  // logged step (tests use it), `quiet` silences the console. Returns false when stopped early by after_step.
   bool run(bool quiet = false, const std::function<void(const Log&)>& on_log = {}) {
+    for (;;) {
+      if (on_phase_start && step_ == 0) on_phase_start(phase_);
+      const bool done = with_phase<Recipe>(phase_, [&]<int I>() { return run_phase<I>(quiet, on_log); });
+      if (!done) return false;
+      if (on_phase_end) on_phase_end(phase_);
+      if (phase_ >= last_phase_) return true;
+      start_phase(phase_ + 1);
+    }
+  }
+
+  // Mean loss over the first eval_batches micro-batches of this phase's held-out documents, in a fixed order, at
+  // this phase's shape and model.
+  double evaluate() {
+    return with_phase<Recipe>(phase_, [&]<int I>() {
+      using St = phase_stage<Recipe, I>;
+      auto val = data_.make_eval();
+      HostBatch<St::micro_batch, St::seq_len> mb;
+      double sum = 0;
+      long n = 0;
+      for (int i = 0; i < config().eval_batches; ++i) {
+        mb.fill(*val);
+        sum += std::get<I>(execs_)->forward(*state_, mb.view());
+        n += mb.count_targets();
+      }
+      return n ? sum / double(n) : 0.0;
+    });
+  }
+
+  const std::vector<double>& losses() const { return losses_; }
+  State& state() { return *state_; }
+  const State& state() const { return *state_; }
+  data::RowSource& data() { return *data_.train; }
+  long& updates() { return updates_; }  // AdamW updates done (skipped steps make none)
+  LossGuard& guard() { return guard_; }
+  int phase() const { return phase_; }
+  long& step() { return step_; }                // steps done in this phase (the schedule's position)
+  long& run_step() { return run_step_; }        // steps done in the whole run
+  long& tokens_seen() { return tokens_seen_; }  // training tokens of the whole run
+  const TrainConfig& config() const { return configs_[size_t(phase_)]; }
+  const TrainConfig& config(int phase) const { return configs_[size_t(phase)]; }
+
+ private:
+  static const TrainConfig& check_configs(const std::vector<TrainConfig>& cs) {
+    KILN_CHECK(int(cs.size()) == phase_count, "trainer: ", cs.size(), " phase configurations for a recipe of ",
+               phase_count, " phases");
+    for (int i = 0; i < phase_count; ++i) {
+      const TrainConfig& c = cs[size_t(i)];
+      const std::string where = phase_count > 1 ? std::string(" (phase ") + std::string(Phs::names[i]) + ")" : "";
+      KILN_CHECK(c.steps > 0, "--steps must be positive, got ", c.steps, where);
+      KILN_CHECK(c.grad_accum > 0, "--grad-accum must be positive, got ", c.grad_accum, where);
+      KILN_CHECK(c.lr > 0 && std::isfinite(c.lr), "--lr must be a positive number, got ", c.lr, where);
+    }
+    return cs[0];
+  }
+  void destroy_executors() {
+    std::apply([](auto&... e) { (e.reset(), ...); }, execs_);
+  }
+
+  template <int I>
+  bool run_phase(bool quiet, const std::function<void(const Log&)>& on_log) {
+    using St = phase_stage<Recipe, I>;
+    using PM = phase_model<Recipe, I>;
+    constexpr int B = St::micro_batch, T = St::seq_len;
+    auto& exec = *std::get<I>(execs_);
+    const TrainConfig& c = config();
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
     const long first = step_;
     auto last = t0;
     long tokens_since = 0;
     double flops_since = 0;
-    std::vector<HostBatch<B, T>> micro(size_t(c_.grad_accum));
-    while (step_ < c_.steps) {
+    last_step_time_ = t0;
+    std::vector<HostBatch<B, T>> micro(size_t(c.grad_accum));
+    while (step_ < c.steps) {
       const long s = step_;
       long targets = 0;
       for (auto& mb : micro) {
-        mb.fill(*train_);
+        mb.fill(*data_.train);
         targets += mb.count_targets();
-        flops_since += plan::Flops<M, S>::train_flops(double(B) * T, mb.attention_context());
+        flops_since += plan::Flops<PM, St>::train_flops(double(B) * T, mb.attention_context());
       }
       state_->zero_grad();
       double loss_sum = 0;
       const float scale = targets ? 1.0f / float(targets) : 0.0f;
-      for (auto& mb : micro) loss_sum += exec_->forward_backward(*state_, mb.view(), scale);
+      for (auto& mb : micro) loss_sum += exec.forward_backward(*state_, mb.view(), scale);
       const double loss = targets ? loss_sum / double(targets) : 0.0;
       const double norm = state_->grad_norm();
-      const double lr = learning_rate(c_, s);
+      const double lr = learning_rate(c, s);
       const double z = guard_.zscore(loss);
       const auto verdict = guard_.judge(loss, norm);
       const bool skipped = verdict != LossGuard::Verdict::ok;
-      if (!skipped) state_->adamw(adamw_step(c_, lr, norm, ++updates_));
+      if (!skipped) state_->adamw(adamw_step(c, lr, norm, ++updates_));
       losses_.push_back(loss);
       ++step_;
-      tokens_since += long(B) * T * c_.grad_accum;
+      ++run_step_;
+      tokens_since += long(B) * T * c.grad_accum;
+      tokens_seen_ += long(B) * T * c.grad_accum;
       if (skipped && !quiet) {
         if (verdict == LossGuard::Verdict::not_finite)
-          std::printf("step %6ld: loss %g, grad norm %g not finite: step skipped (%d bad in a row)\n", s + 1, loss, norm,
-                      guard_.bad_in_a_row());
+          std::printf("step %6ld: loss %g, grad norm %g not finite: step skipped (%d bad in a row)\n", run_step_, loss,
+                      norm, guard_.bad_in_a_row());
         else
           std::printf("step %6ld: loss spike %.4f (z = %.1f over the last %d steps > %.1f): step skipped (%d bad in a row)\n",
-                      s + 1, loss, z, c_.guard.spike_window, c_.guard.spike_zscore, guard_.bad_in_a_row());
+                      run_step_, loss, z, c.guard.spike_window, c.guard.spike_zscore, guard_.bad_in_a_row());
       }
       if (guard_.must_roll_back()) {
         const int bad = guard_.bad_in_a_row();
-        KILN_CHECK(rollback && rollback(), bad, " bad steps in a row up to step ", s + 1,
+        KILN_CHECK(rollback && rollback(), bad, " bad steps in a row up to step ", run_step_,
                    " and no checkpoint to roll back to: stopping (lower --lr, raise --spike-zscore, or check the data)");
         guard_.clear_bad();
         if (!quiet)
           std::printf("step %6ld: %d bad steps in a row: rolled back to the checkpoint of step %ld; the data goes on "
-                      "from here, so the offending batches are not replayed\n", s + 1, bad, step_);
+                      "from here, so the offending batches are not replayed\n", s + 1, bad, run_step_);
       }
       const auto now_step = clock::now();
       if (on_step) {
         const double dt = std::chrono::duration<double>(now_step - last_step_time_).count();
-        on_step({s + 1, loss, lr, norm, dt > 0 ? double(B) * T * c_.grad_accum / dt : 0, skipped});
+        on_step({run_step_, loss, lr, norm, dt > 0 ? double(B) * T * c.grad_accum / dt : 0, skipped, phase_, step_});
       }
       last_step_time_ = now_step;
-      const bool log_now = (s + 1) % c_.log_every == 0 || s == first || s + 1 == c_.steps;
+      const bool log_now = step_ % c.log_every == 0 || s == first || step_ == c.steps;
       if (log_now) {
         const auto now = clock::now();
         const double dt = std::chrono::duration<double>(now - last).count();
         const double tps = dt > 0 ? double(tokens_since) / dt : 0;
         const double elapsed = std::chrono::duration<double>(now - t0).count();
-        const double eta = elapsed / double(step_ - first) * double(c_.steps - step_);
+        const double eta = elapsed / double(step_ - first) * double(c.steps - step_);
         if (!quiet) {
           const double flops = dt > 0 ? flops_since / dt : 0.0;
-          char mfu[32] = "";
-          if (c_.peak_tflops > 0) std::snprintf(mfu, sizeof mfu, " | MFU %4.1f%%", 100.0 * flops / (c_.peak_tflops * 1e12));
-          std::printf("step %6ld/%ld | loss %.4f | lr %.2e | grad norm %7.3f | %7.0f tok/s | %6.1f GFLOP/s%s | "
+          char mfu[32] = "", where[48] = "";
+          if (c.peak_tflops > 0) std::snprintf(mfu, sizeof mfu, " | MFU %4.1f%%", 100.0 * flops / (c.peak_tflops * 1e12));
+          if (phase_count > 1) std::snprintf(where, sizeof where, " (%.16s %ld/%ld)", Phs::names[phase_].data(), step_, c.steps);
+          const long total = phase_count > 1 ? run_step_ - step_ + c.steps : c.steps;
+          std::printf("step %6ld/%ld%s | loss %.4f | lr %.2e | grad norm %7.3f | %7.0f tok/s | %6.1f GFLOP/s%s | "
                       "mem %s | ETA %s\n",
-                      s + 1, c_.steps, loss, lr, norm, tps, flops * 1e-9, mfu, resident_memory().c_str(),
+                      run_step_, total, where, loss, lr, norm, tps, flops * 1e-9, mfu, resident_memory().c_str(),
                       format_duration(eta).c_str());
           std::fflush(stdout);
         }
-        if (on_log) on_log({s + 1, loss, lr, norm, tps, skipped});
+        if (on_log) on_log({run_step_, loss, lr, norm, tps, skipped, phase_, step_});
         last = now;
         tokens_since = 0;
         flops_since = 0;
       }
-      if (c_.eval_every > 0 && step_ % c_.eval_every == 0 && step_ < c_.steps) {
+      if (c.eval_every > 0 && step_ % c.eval_every == 0 && step_ < c.steps) {
         const double v = evaluate();
-        if (on_eval) on_eval(step_, v);
-        if (!quiet) std::printf("  held-out loss %.4f at step %ld (training data: %s)\n", v, step_, train_->where().c_str());
+        if (on_eval) on_eval(run_step_, v);
+        if (!quiet)
+          std::printf("  held-out loss %.4f at step %ld (training data: %s)\n", v, run_step_, data_.train->where().c_str());
       }
-      if (after_step && after_step(step_)) return false;
+      if (after_step && after_step(run_step_)) return false;
     }
     return true;
   }
 
-  // Mean loss over the first eval_batches micro-batches of the held-out documents, in a fixed order.
-  double evaluate() {
-    auto val = make_eval_();
-    HostBatch<B, T> mb;
-    double sum = 0;
-    long n = 0;
-    for (int i = 0; i < c_.eval_batches; ++i) {
-      mb.fill(*val);
-      sum += exec_->forward(*state_, mb.view());
-      n += mb.count_targets();
-    }
-    return n ? sum / double(n) : 0.0;
-  }
+  template <int... I>
+  static auto executor_tuple(std::integer_sequence<int, I...>) -> std::tuple<std::unique_ptr<PhaseExecutor<I>>...>;
 
-  const std::vector<double>& losses() const { return losses_; }
-  State& state() { return *state_; }
-  const State& state() const { return *state_; }
-  Executor& executor() { return *exec_; }
-  data::RowSource& data() { return *train_; }
-  long& updates() { return updates_; }  // AdamW updates done (skipped steps make none)
-  LossGuard& guard() { return guard_; }
-  long& step() { return step_; }
-  const TrainConfig& config() const { return c_; }
-
- private:
-  TrainConfig c_;
+  std::vector<TrainConfig> configs_;
+  DataFor data_for_;
   LossGuard guard_;
   std::unique_ptr<State> state_;
-  std::unique_ptr<Executor> exec_;
-  long updates_ = 0;
-  std::unique_ptr<data::RowSource> train_;
-  std::function<std::unique_ptr<data::RowSource>()> make_eval_;
+  decltype(executor_tuple(std::make_integer_sequence<int, phase_count>{})) execs_;  // the current phase's only
+  PhaseData data_;
   std::vector<double> losses_;  // every step's loss, skipped ones included
-  long step_ = 0;               // steps done
+  int phase_ = 0, last_phase_ = phase_count - 1;
+  long step_ = 0, run_step_ = 0, tokens_seen_ = 0, updates_ = 0;
   std::chrono::steady_clock::time_point last_step_time_ = std::chrono::steady_clock::now();
 };
 

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# tests/phases_test.sh <train_two_phase> <work dir>: a program of two phases run as the playbook runs a long-context
+# extension: phase 1 alone (--phase short), then phase 2 started from phase 1's final checkpoint (--phase long
+# --resume <dir>); the whole program in one run takes the same losses; --phase errors name what is needed.
+set -uo pipefail
+bin=$1 work=$2
+rm -rf "$work" && mkdir -p "$work"
+fail() { echo "FAIL: $*"; exit 1; }
+losses() { grep -o '"loss":[^,]*' "$1/metrics.jsonl" | cut -d: -f2; }
+
+"$bin" --phase short --out "$work/a" --resume none --threads 2 > "$work/a.log" 2>&1 || fail "phase short: $(tail -3 "$work/a.log")"
+grep -q "phase 1/2 short: micro-batch 4 x 64, RNoPE theta 10000" "$work/a.log" || fail "no phase line in a.log"
+ck=$(ls -d "$work/a/checkpoints"/step_* | tail -1)
+[[ "$ck" == */step_00000008 ]] || fail "phase short's checkpoint is $ck, expected step_00000008"
+grep -q '"phase": "short"' "$ck/state.json" || fail "the checkpoint does not record its phase"
+
+"$bin" --phase long --resume "$ck" --out "$work/a" --threads 2 > "$work/b.log" 2>&1 || fail "phase long: $(tail -3 "$work/b.log")"
+grep -q "phase long starts from the checkpoint of phase short" "$work/b.log" || fail "no start line in b.log"
+grep -q "phase 2/2 long: micro-batch 2 x 128, RNoPE theta 500000" "$work/b.log" || fail "no phase 2 line in b.log"
+[[ -d "$work/a/checkpoints/step_00000012" ]] || fail "no checkpoint at step 12 after phase long"
+
+"$bin" --out "$work/whole" --resume none --threads 2 > "$work/whole.log" 2>&1 || fail "whole program: $(tail -3 "$work/whole.log")"
+[[ "$(losses "$work/a")" == "$(losses "$work/whole")" ]] || fail "phase by phase and in one run differ:
+$(paste <(losses "$work/a") <(losses "$work/whole"))"
+
+"$bin" --phase long --resume none --out "$work/c" > "$work/c.log" 2>&1 && fail "--phase long without a checkpoint ran"
+grep -q "starts from a checkpoint of phase short" "$work/c.log" || fail "unclear error: $(cat "$work/c.log")"
+"$bin" --phase medium --out "$work/c" > "$work/d.log" 2>&1 && fail "--phase medium ran"
+grep -q "not a phase of recipe two_phase (its phases: short, long)" "$work/d.log" || fail "unclear error: $(cat "$work/d.log")"
+echo "PASS: phases run one by one (--phase) take the losses of one run: $(losses "$work/whole" | wc -l) steps"
