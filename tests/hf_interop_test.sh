@@ -79,6 +79,12 @@ mkdir -p shards
 for src in computers linux perl science; do run tok_$src.log "$tokenize" "$fortunes/$src" --tokenizer "$tok" -o "shards/$src" --seed 1 -q; done
 run tok_heldout.log "$tokenize" "$fortunes/zippy" --tokenizer "$tok" -o shards/heldout -q
 run train_p.log "$demo" --tokenizer "$tok" --data shards --steps 3 --log-every 1 --eval-batches 1 --sample-tokens 0 --threads 2 --out run_p
+# The tokenizer is part of the run: resuming with another one is refused, naming both.
+if "$demo" --tokenizer '' --steps 4 --sample-tokens 0 --threads 2 --out run_p --resume auto > retok.log 2>&1; then
+  cat retok.log; fail "resuming a BPE checkpoint with byte-level tokens was allowed"
+fi
+has retok.log "the checkpoint was trained with tokenizer \"$tok\" but this run reads its data with byte-level tokens"
+has retok.log "allow-tokenizer-change"
 run export_p.log "$demo" export --checkpoint run_p/checkpoints --out hf_p
 cat export_p.log
 has export_p.log "tokenizer.json from "

@@ -27,4 +27,16 @@ $(paste <(losses "$work/a") <(losses "$work/whole"))"
 grep -q "starts from a checkpoint of phase short" "$work/c.log" || fail "unclear error: $(cat "$work/c.log")"
 "$bin" --phase medium --out "$work/c" > "$work/d.log" 2>&1 && fail "--phase medium ran"
 grep -q "not a phase of recipe two_phase (its phases: short, long)" "$work/d.log" || fail "unclear error: $(cat "$work/d.log")"
+# Every checkpoint corrupt: --resume auto refuses (it does not start over silently) and the metrics stay whole;
+# --resume none starts over and keeps the old metrics beside the new ones; a --resume directory must exist.
+lines=$(wc -l < "$work/whole/metrics.jsonl")
+for f in "$work/whole/checkpoints"/step_*/parameters.safetensors; do printf 'garbage' > "$f"; done
+"$bin" --out "$work/whole" --threads 2 > "$work/e.log" 2>&1 && fail "--resume auto ran with every checkpoint corrupt"
+grep -q "but none is valid" "$work/e.log" || fail "unclear error: $(tail -3 "$work/e.log")"
+[[ $(wc -l < "$work/whole/metrics.jsonl") == "$lines" ]] || fail "metrics.jsonl changed after a refused resume"
+"$bin" --phase short --out "$work/whole" --resume none --threads 2 > "$work/f.log" 2>&1 || fail "--resume none: $(tail -3 "$work/f.log")"
+[[ $(wc -l < "$work/whole/metrics.1.jsonl") == "$lines" ]] || fail "the previous run's metrics were not kept as metrics.1.jsonl"
+grep -q "previous run's metrics are kept as" "$work/f.log" || fail "no line about the kept metrics"
+"$bin" --out "$work/g" --resume /nonexistent/step_00000010 > "$work/g.log" 2>&1 && fail "--resume of a missing directory ran"
+grep -q "no such directory" "$work/g.log" || fail "unclear error: $(cat "$work/g.log")"
 echo "PASS: phases run one by one (--phase) take the losses of one run: $(losses "$work/whole" | wc -l) steps"

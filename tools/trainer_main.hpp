@@ -66,6 +66,8 @@ inline void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--keep-checkpoints", c.keep_checkpoints, "checkpoints kept (the newest)")->capture_default_str();
   app.add_option("--resume", c.resume, "auto (newest valid checkpoint in <out>/checkpoints, if any) | none | <dir>")
       ->capture_default_str();
+  app.add_flag("--allow-tokenizer-change", c.allow_tokenizer_change,
+               "resume a checkpoint with another tokenizer than the one it was trained with, on purpose");
   app.add_option("--out", c.out, "run directory: metrics.jsonl, tb/, checkpoints/ (default runs/<recipe>)");
   app.add_option("--peak-tflops", c.peak_tflops, "the machine's peak TFLOP/s, to show MFU (0: not shown)")
       ->capture_default_str();
@@ -260,10 +262,32 @@ int train_main(int argc, char** argv, const char* name) {
       }
     } else {
       std::optional<io::CheckpointInfo> found;
-      if (c.resume == "auto") found = io::find_latest_valid(ckpt_root, warn);
-      else found = io::CheckpointInfo{c.resume, 0};
+      if (c.resume == "auto") {
+        found = io::find_latest_valid(ckpt_root, warn);
+        const auto all = io::list_checkpoints(ckpt_root);
+        KILN_CHECK(found || all.empty(), ckpt_root, " holds ", all.size(), " checkpoint", all.size() == 1 ? "" : "s",
+                   " but none is valid (see the warnings above): --resume none starts over (and removes them), "
+                   "--resume <dir> names one to use");
+      } else {
+        KILN_CHECK(std::filesystem::is_directory(c.resume), "--resume ", c.resume,
+                   ": no such directory (auto: the newest valid checkpoint in <out>/checkpoints; none: start over)");
+        found = io::CheckpointInfo{c.resume, 0};
+      }
       if (found) {
         const io::Checkpoint ck(*found);
+        // The tokenizer is part of the run: the same ids must mean the same text after a resume.
+        const std::string theirs = ck.state().extra.value("data", nlohmann::json::object()).value("tokenizer", std::string());
+        const auto same_file = [](const std::string& a, const std::string& b) {
+          if (a.empty() || b.empty()) return a == b;
+          std::error_code e1, e2;
+          return std::filesystem::weakly_canonical(a, e1) == std::filesystem::weakly_canonical(b, e2);
+        };
+        KILN_CHECK(c.allow_tokenizer_change || same_file(theirs, data->tokenizer_path), found->dir,
+                   ": the checkpoint was trained with tokenizer ", theirs.empty() ? "(byte-level)" : "\"" + theirs + "\"",
+                   " but this run reads its data with ",
+                   data->tokenizer_path.empty() ? "byte-level tokens" : "\"" + data->tokenizer_path + "\"",
+                   ": pass --tokenizer ", theirs.empty() ? "\"\"" : theirs, " (and --data with shards made with it), or "
+                   "--allow-tokenizer-change to train on with the new one on purpose");
         load_checkpoint(trainer, ck, name);
         resumed = true;
         std::printf("kiln: resumed from %s at step %ld (phase %s, step %ld of it; %s)\n", found->dir.c_str(),
@@ -323,7 +347,16 @@ int train_main(int argc, char** argv, const char* name) {
       };
     }
     // Metrics: one JSON line per step and per evaluation, and TensorBoard scalars (tools/kiln plot <run> draws them).
-    io::JsonlWriter jsonl(c.out + "/metrics.jsonl", resumed);
+    // A fresh run never truncates an older run's metrics: they are kept beside it as metrics.<k>.jsonl.
+    const std::string metrics = c.out + "/metrics.jsonl";
+    if (!resumed && std::filesystem::exists(metrics) && std::filesystem::file_size(metrics) > 0) {
+      int k = 1;
+      while (std::filesystem::exists(c.out + "/metrics." + std::to_string(k) + ".jsonl")) ++k;
+      const std::string kept = c.out + "/metrics." + std::to_string(k) + ".jsonl";
+      std::filesystem::rename(metrics, kept);
+      std::printf("kiln: the previous run's metrics are kept as %s\n", kept.c_str());
+    }
+    io::JsonlWriter jsonl(metrics, /*append=*/true);
     io::TensorBoardWriter tb(c.out + "/tb");
     trainer.on_step = [&](const typename TrainerT::Log& l) {
       nlohmann::json rec = {{"step", l.step}, {"loss", l.loss}, {"lr", l.lr}, {"grad_norm", l.grad_norm},

@@ -54,6 +54,7 @@ struct TrainConfig {
   long checkpoint_every = 0;    // steps between checkpoints (0: at the end and on a stop signal only)
   int keep_checkpoints = 3;
   std::string resume = "auto";  // auto | none | <checkpoint dir>
+  bool allow_tokenizer_change = false;  // resuming with another tokenizer than the checkpoint's is an error unless set
   std::vector<std::string> prompts = {};
   int sample_tokens = 120;
   double temperature = 0.8;
