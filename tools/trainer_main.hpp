@@ -195,8 +195,8 @@ int train_main(int argc, char** argv, const char* name) {
       omp_set_num_threads(c.threads);
       openblas_set_num_threads(c.threads);
     }
-    for (auto& pc : configs)
-      if (pc.log_every <= 0) pc.log_every = 1;
+    for (int i = 0; i < Phs::count; ++i)  // every option, before any work (the trainer checks again, for its users)
+      validate(configs[size_t(i)], Phs::count > 1 ? " (phase " + std::string(Phs::names[i]) + ")" : "");
     using P = plan::ParamPlan<M>;
     std::printf("kiln: recipe %s | %s parameters | %d layers, hidden %d, %d/%d heads, vocab %d | %d phase%s:",
                 name, plan::with_commas(P::parameters).c_str(), M::layers, M::hidden, M::heads, M::kv_heads, M::vocab,

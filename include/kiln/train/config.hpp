@@ -61,6 +61,10 @@ struct TrainConfig {
   double top_p = 0.95;
 };
 
+// Every run-time setting checked before any work starts, each error naming its option and what it accepts.
+// `where` is appended to the message (a phase's name, when the recipe has several).
+void validate(const TrainConfig& c, const std::string& where = "");
+
 inline const char* schedule_name(Schedule s) {
   switch (s) {
     case Schedule::constant: return "constant";
@@ -71,4 +75,46 @@ inline const char* schedule_name(Schedule s) {
   return "?";
 }
 
+}  // namespace kiln
+
+#include <cmath>
+
+#include "kiln/core/error.hpp"
+
+namespace kiln {
+inline void validate(const TrainConfig& c, const std::string& where) {
+  auto finite = [](double v) { return std::isfinite(v); };
+  KILN_CHECK(c.lr > 0 && finite(c.lr), "--lr must be a positive number, got ", c.lr, where);
+  KILN_CHECK(c.min_lr >= 0 && c.min_lr <= c.lr, "--min-lr must lie in [0, --lr], got ", c.min_lr, where);
+  // steps * tokens per step must stay far from overflow: 1e12 steps is beyond any run
+  KILN_CHECK(c.steps > 0 && c.steps <= 1'000'000'000'000L, "--steps must lie in [1, 1e12], got ", c.steps, where);
+  KILN_CHECK(c.warmup >= 0, "--warmup must be >= 0 steps, got ", c.warmup, where);
+  KILN_CHECK(c.decay_fraction >= 0 && c.decay_fraction <= 1, "--decay-fraction must lie in [0, 1], got ",
+             c.decay_fraction, where);
+  KILN_CHECK(c.beta1 >= 0 && c.beta1 < 1, "--beta1 must lie in [0, 1), got ", c.beta1, where);
+  KILN_CHECK(c.beta2 >= 0 && c.beta2 < 1, "--beta2 must lie in [0, 1), got ", c.beta2, where);
+  KILN_CHECK(c.adam_eps > 0 && finite(c.adam_eps), "--adam-eps must be positive, got ", c.adam_eps, where);
+  KILN_CHECK(c.weight_decay >= 0 && finite(c.weight_decay), "--weight-decay must be >= 0, got ", c.weight_decay, where);
+  KILN_CHECK(c.clip >= 0 && finite(c.clip), "--clip must be >= 0 (0: off), got ", c.clip, where);
+  KILN_CHECK(c.grad_accum > 0 && c.grad_accum <= 1'000'000, "--grad-accum must lie in [1, 1e6], got ", c.grad_accum, where);
+  KILN_CHECK(c.init_std > 0 && finite(c.init_std), "--init-std must be positive, got ", c.init_std, where);
+  KILN_CHECK(c.guard.spike_window >= 2, "--spike-window must be at least 2, got ", c.guard.spike_window, where);
+  KILN_CHECK(c.guard.max_bad_steps >= 1, "--max-bad-steps must be at least 1, got ", c.guard.max_bad_steps, where);
+  KILN_CHECK(c.guard.spike_zscore >= 0, "--spike-zscore must be >= 0 (0: off), got ", c.guard.spike_zscore, where);
+  KILN_CHECK(c.val_every >= 2, "--val-every must be at least 2 (every n-th document held out), got ", c.val_every, where);
+  KILN_CHECK(c.log_every >= 1, "--log-every must be at least 1, got ", c.log_every, where);
+  KILN_CHECK(c.eval_every >= 0, "--eval-every must be >= 0 (0: at the end only), got ", c.eval_every, where);
+  KILN_CHECK(c.eval_batches >= 1, "--eval-batches must be at least 1, got ", c.eval_batches, where);
+  KILN_CHECK(c.threads >= 0, "--threads must be >= 0 (0: all cores), got ", c.threads, where);
+  KILN_CHECK(c.peak_tflops >= 0, "--peak-tflops must be >= 0 (0: unknown), got ", c.peak_tflops, where);
+  KILN_CHECK(c.checkpoint_every >= 0, "--checkpoint-every must be >= 0 (0: at the end only), got ", c.checkpoint_every,
+             where);
+  KILN_CHECK(c.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1, got ", c.keep_checkpoints, where);
+  KILN_CHECK(c.sample_tokens >= 0, "--sample-tokens must be >= 0, got ", c.sample_tokens, where);
+  KILN_CHECK(c.temperature >= 0 && finite(c.temperature), "--temperature must be >= 0 (0: greedy), got ", c.temperature,
+             where);
+  KILN_CHECK(c.top_p > 0 && c.top_p <= 1, "--top-p must lie in (0, 1], got ", c.top_p, where);
+  for (const auto& st : c.stages)
+    KILN_CHECK(st.start >= 0 && st.start < 1, "data stage start must lie in [0, 1) of the run, got ", st.start, where);
+}
 }  // namespace kiln

@@ -204,11 +204,8 @@ class Trainer {
     KILN_CHECK(int(cs.size()) == phase_count, "trainer: ", cs.size(), " phase configurations for a recipe of ",
                phase_count, " phases");
     for (int i = 0; i < phase_count; ++i) {
-      const TrainConfig& c = cs[size_t(i)];
       const std::string where = phase_count > 1 ? std::string(" (phase ") + std::string(Phs::names[i]) + ")" : "";
-      KILN_CHECK(c.steps > 0, "--steps must be positive, got ", c.steps, where);
-      KILN_CHECK(c.grad_accum > 0, "--grad-accum must be positive, got ", c.grad_accum, where);
-      KILN_CHECK(c.lr > 0 && std::isfinite(c.lr), "--lr must be a positive number, got ", c.lr, where);
+      validate(cs[size_t(i)], where);
     }
     return cs[0];
   }
