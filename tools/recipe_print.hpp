@@ -15,23 +15,15 @@
 
 namespace kiln {
 
-template <RecipeType Recipe>
-std::vector<std::pair<std::string, std::string>> recipe_summary(const char* name) {
-  using M = typename Recipe::model;
-  using S = phase_stage<Recipe, 0>;
-  const TrainConfig c = phase_defaults<Recipe>(0);
-  auto str = [](auto v) {
-    if constexpr (std::is_floating_point_v<decltype(v)>) {
-      char s[32];
-      std::snprintf(s, sizeof s, "%g", double(v));
-      return std::string(s);
-    } else {
-      return std::to_string(v);
-    }
-  };
-  std::vector<std::pair<std::string, std::string>> kv = {{"recipe", name}};
-  for (auto& p : plan::model_summary<M, S::micro_batch, S::seq_len>()) kv.push_back(std::move(p));
-  const std::vector<std::pair<std::string, std::string>> train = {
+// Phase I's run-time defaults as `key value` pairs (train.lr, train.steps, ...).
+template <RecipeType Recipe, int I>
+std::vector<std::pair<std::string, std::string>> train_summary() {
+  using S = phase_stage<Recipe, I>;
+  const TrainConfig c = phase_defaults<Recipe>(I);
+  const auto str = [](auto v) { return plan::value_text(v); };
+  std::string nd;
+  for (const auto& p : c.no_decay) nd += (nd.empty() ? "" : ",") + p;
+  return {
       {"train.lr", str(c.lr)},
       {"train.min_lr", str(c.min_lr)},
       {"train.schedule", schedule_name(c.schedule)},
@@ -43,18 +35,25 @@ std::vector<std::pair<std::string, std::string>> recipe_summary(const char* name
       {"train.clip", str(c.clip)},
       {"train.betas", str(c.beta1) + "," + str(c.beta2)},
       {"train.seed", str(c.seed)},
+      {"train.no_decay", nd.empty() ? "none" : nd},
   };
-  kv.insert(kv.end(), train.begin(), train.end());
+}
+
+// The whole recipe as `key value` lines: the first phase's model, shape and run-time defaults, and every phase's
+// name, shape and RoPE theta.
+template <RecipeType Recipe>
+std::vector<std::pair<std::string, std::string>> recipe_summary(const char* name) {
+  using S = phase_stage<Recipe, 0>;
+  std::vector<std::pair<std::string, std::string>> kv = {{"recipe", name}};
+  for (auto& p : plan::model_summary<phase_model<Recipe, 0>, S::micro_batch, S::seq_len>()) kv.push_back(std::move(p));
   std::string phases;
   [&]<int... I>(std::integer_sequence<int, I...>) {
     ((phases += (I ? "," : "") + std::string(phases_of<Recipe>::names[I]) + ":" +
                 std::to_string(phase_stage<Recipe, I>::micro_batch) + "x" + std::to_string(phase_stage<Recipe, I>::seq_len) +
-                "@" + str(phase_model<Recipe, I>::positional::theta)), ...);
+                "@" + plan::value_text(phase_model<Recipe, I>::positional::theta)), ...);
   }(std::make_integer_sequence<int, phases_of<Recipe>::count>{});
   kv.emplace_back("phases", phases);
-  std::string nd;
-  for (const auto& p : c.no_decay) nd += (nd.empty() ? "" : ",") + p;
-  kv.emplace_back("train.no_decay", nd.empty() ? "none" : nd);
+  for (auto& p : train_summary<Recipe, 0>()) kv.push_back(std::move(p));
   return kv;
 }
 
@@ -76,25 +75,7 @@ void print_phase(std::ostream& os, const char* name, bool program) {
       },
       I == 0);
   os << "\nRun-time defaults (override on the command line; no recompile)\n";
-  const auto train = [&] {
-    std::vector<std::pair<std::string, std::string>> kv;
-    char b[64];
-    auto num = [&](double v) {
-      std::snprintf(b, sizeof b, "%g", v);
-      return std::string(b);
-    };
-    kv = {{"lr", num(c.lr)}, {"min_lr", num(c.min_lr)}, {"schedule", schedule_name(c.schedule)},
-          {"warmup", std::to_string(c.warmup)}, {"steps", std::to_string(c.steps)},
-          {"grad_accum", std::to_string(c.grad_accum)},
-          {"tokens_per_step", std::to_string(long(S::micro_batch) * S::seq_len * c.grad_accum)},
-          {"weight_decay", num(c.weight_decay)}, {"clip", num(c.clip)}, {"betas", num(c.beta1) + "," + num(c.beta2)},
-          {"seed", std::to_string(c.seed)}};
-    std::string nds;
-    for (const auto& p : c.no_decay) nds += (nds.empty() ? "" : ",") + p;
-    kv.emplace_back("no_decay", nds.empty() ? "none" : nds);
-    return kv;
-  }();
-  for (const auto& [k, v] : train) os << "  " << k << " = " << v << "\n";
+  for (const auto& [k, v] : train_summary<Recipe, I>()) os << "  " << k.substr(6) << " = " << v << "\n";
   if (program) {
     os << "\n";
     plan::print_program<plan::TrainProgram<M, S::micro_batch, S::seq_len>>(os, backend::cpu::kernel_name<M>);

@@ -207,8 +207,12 @@ int train_main(int argc, char** argv, const char* name) {
                       phase_stage<Recipe, I>::seq_len, I + 1 < Phs::count ? ";" : "\n")), ...);
       }(std::make_integer_sequence<int, Phs::count>{});
     });
-    std::printf("kiln: %d threads | BLAS %s | kernels %s (%s)\n", omp_get_max_threads(), blas.config.c_str(),
-                blas.core.c_str(), blas.how.c_str());
+    const double memory = with_phase<Recipe>(0, [&]<int I>() {  // the first phase's (each later one says its own)
+      using St = phase_stage<Recipe, I>;
+      return double(plan::MemoryPlan<phase_model<Recipe, I>, St::micro_batch, St::seq_len, plan::Fp32>::total);
+    });
+    std::printf("kiln: %d threads | BLAS %s | kernels %s (%s) | memory %s\n", omp_get_max_threads(), blas.config.c_str(),
+                blas.core.c_str(), blas.how.c_str(), plan::human_bytes(memory).c_str());
     // Sources starting to repeat: the first few are printed, the rest counted (every event is in the loader's state).
     long shown_repeats = 0, quiet_repeats = 0;
     std::shared_ptr<RunData> data;  // the current phase's (its tokenizer is the run's)

@@ -38,6 +38,18 @@ std::string nope_layers() {
   return n ? s : "none";
 }
 
+// A number as the plan prints it: integers whole, floating point with %g.
+template <class T>
+std::string value_text(T v) {
+  if constexpr (std::is_floating_point_v<T>) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%g", double(v));
+    return s;
+  } else {
+    return std::to_string(v);
+  }
+}
+
 inline std::string dims_text(const BufferInfo& b) {
   std::string t = "(";
   for (int i = 0; i < b.rank; ++i) t += (i ? ", " : "") + std::to_string(b.dims[i]);
@@ -58,15 +70,7 @@ std::vector<std::pair<std::string, std::string>> model_summary() {
   using F = Flops<M, Stage<micro_batch<B>, seq_len<T>>>;
   using Cpu = MemoryPlan<M, B, T, Fp32>;
   using Gpu = MemoryPlan<M, B, T, Bf16Mixed>;
-  auto str = [](auto v) {
-    if constexpr (std::is_floating_point_v<decltype(v)>) {
-      char s[32];
-      std::snprintf(s, sizeof s, "%g", double(v));
-      return std::string(s);
-    } else {
-      return std::to_string(v);
-    }
-  };
+  const auto str = [](auto v) { return value_text(v); };
   return {
       {"model.vocab", str(M::vocab)},
       {"model.hidden", str(M::hidden)},

@@ -145,7 +145,11 @@ class Trainer {
     phase_ = i;
     step_ = 0;
     guard_ = LossGuard(configs_[size_t(i)].guard);
-    if (open_data) data_ = data_for_(i, configs_[size_t(i)]);
+    if (open_data) {
+      KILN_CHECK(data_for_, "this trainer was given the data of one phase only: it cannot start phase ", Phs::names[i],
+                 " (construct it with a DataFor that opens each phase's data)");
+      data_ = data_for_(i, configs_[size_t(i)]);
+    }
     with_phase<Recipe>(i, [&]<int I>() {
       destroy_executors();
       std::get<I>(execs_) = std::make_unique<PhaseExecutor<I>>();
