@@ -23,6 +23,12 @@ grep -q "phase 2/2 long: micro-batch 2 x 128, RNoPE theta 500000" "$work/b.log" 
 [[ "$(losses "$work/a")" == "$(losses "$work/whole")" ]] || fail "phase by phase and in one run differ:
 $(paste <(losses "$work/a") <(losses "$work/whole"))"
 
+# A run stopped at the end of phase 1 goes on with phase 2 under --resume auto, as if never stopped.
+"$bin" --phase short --out "$work/h" --resume none --threads 2 > "$work/h1.log" 2>&1 || fail "phase short (h): $(tail -3 "$work/h1.log")"
+"$bin" --out "$work/h" --threads 2 > "$work/h2.log" 2>&1 || fail "resume auto after phase short: $(tail -3 "$work/h2.log")"
+grep -q "phase 2/2 long" "$work/h2.log" || fail "--resume auto at the end of phase short did not go on with phase long"
+[[ "$(losses "$work/h")" == "$(losses "$work/whole")" ]] || fail "resuming at a phase boundary changed the losses"
+
 "$bin" --phase long --resume none --out "$work/c" > "$work/c.log" 2>&1 && fail "--phase long without a checkpoint ran"
 grep -q "starts from a checkpoint of phase short" "$work/c.log" || fail "unclear error: $(cat "$work/c.log")"
 "$bin" --phase medium --out "$work/c" > "$work/d.log" 2>&1 && fail "--phase medium ran"

@@ -311,7 +311,10 @@ int train_main(int argc, char** argv, const char* name) {
       }
     }
     if (target >= 0) trainer.stop_after_phase(target);
+    long saved_at = resumed ? trainer.run_step() : -1;  // the step of the newest checkpoint this run has
     auto save = [&] {
+      if (saved_at == trainer.run_step()) return;  // a phase that ended where the run resumed: it is saved already
+      saved_at = trainer.run_step();
       const auto info = save_checkpoint(trainer, ckpt_root, c.keep_checkpoints, name, warn,
                                         {{"tokenizer", data->tokenizer_path}, {"end_of_document", data->end_of_document},
                                          {"vocab_used", data->vocab_used}});
