@@ -18,6 +18,7 @@
 #include "kiln/plan/flops.hpp"
 #include "kiln/train/optimizer.hpp"
 #include "kernels/attention.hpp"
+#include "kernels/attention_blocked.hpp"
 
 using namespace kiln;
 
@@ -75,31 +76,42 @@ void step(benchmark::State& state) {
   state.counters["GFLOP/s"] = benchmark::Counter(tokens * plan::Flops<M, S>::train_per_token * 1e-9,
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
-// The attention kernel alone at the reference model's shape (B 4, T 512, 8 / 2 heads, head_dim 64, one causal
-// document per row): forward, and forward + backward. FLOPs as the plan counts them (fwd 2 Q (T+1) per token per
-// layer; backward twice that).
-template <bool Backward>
+// The attention kernels alone at the reference model's shape (B 4, T 512, 8 / 2 heads, head_dim 64, one causal
+// document per row): the row kernels (dot products; the reference) and the blocked ones (64 query rows per block,
+// products through the GEMM; what the CPU backend runs), forward, and forward + backward. FLOPs as the plan counts
+// them (fwd 2 Q (T+1) per token per layer; backward twice that).
+template <bool Blocked, bool Backward>
 void attention(benchmark::State& state) {
-  constexpr int B = 4, T = 512, NH = 8, NKV = 2, HD = 64, C = (NH + 2 * NKV) * HD;
+  constexpr int B = 4, T = 512, NH = 8, NKV = 2, HD = 64, C = (NH + 2 * NKV) * HD, QB = 64;
   std::vector<float> qkv(size_t(B) * T * C), out(size_t(B) * T * NH * HD), lse(size_t(B) * NH * T),
-      scores(size_t(B) * NH * T), dout(out.size()), dqkv(qkv.size());
+      scores(size_t(B) * NH * QB * T), dscores(size_t(B) * NKV * 2 * QB * T), dout(out.size()), dqkv(qkv.size());
   for (size_t i = 0; i < qkv.size(); ++i) qkv[i] = float(uniform01(7, 0, i) - 0.5);
   for (size_t i = 0; i < dout.size(); ++i) dout[i] = float(uniform01(7, 1, i) - 0.5);
   std::vector<int32_t> ds(size_t(B) * T, 0);
   const float scale = 1.0f / std::sqrt(float(HD));
   for (auto _ : state) {
-    kernels::attention_forward<float, float, NH, NKV, HD>(qkv.data(), ds.data(), out.data(), lse.data(), scores.data(),
-                                                          B, T, scale);
-    if (Backward)
-      kernels::attention_backward<float, float, NH, NKV, HD>(qkv.data(), ds.data(), out.data(), lse.data(), dout.data(),
-                                                             dqkv.data(), B, T, scale);
+    if constexpr (Blocked) {
+      kernels::attention_forward_blocked<float, NH, NKV, HD, QB>(qkv.data(), ds.data(), out.data(), lse.data(),
+                                                                 scores.data(), B, T, scale);
+      if (Backward)
+        kernels::attention_backward_blocked<float, NH, NKV, HD, QB>(qkv.data(), ds.data(), out.data(), lse.data(),
+                                                                    dout.data(), dqkv.data(), dscores.data(), B, T, scale);
+    } else {
+      kernels::attention_forward<float, float, NH, NKV, HD>(qkv.data(), ds.data(), out.data(), lse.data(),
+                                                            scores.data(), B, T, scale);
+      if (Backward)
+        kernels::attention_backward<float, float, NH, NKV, HD>(qkv.data(), ds.data(), out.data(), lse.data(),
+                                                               dout.data(), dqkv.data(), B, T, scale);
+    }
     benchmark::DoNotOptimize(dqkv.data());
   }
   const double fwd = 2.0 * B * T * NH * HD * (T + 1.0);
   state.counters["GFLOP/s"] = benchmark::Counter((Backward ? 3 : 1) * fwd * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(attention<false>)->Name("attention/forward")->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(attention<true>)->Name("attention/forward_backward")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(attention<false, false>)->Name("attention/rows/forward")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(attention<false, true>)->Name("attention/rows/forward_backward")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(attention<true, false>)->Name("attention/blocked/forward")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(attention<true, true>)->Name("attention/blocked/forward_backward")->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK(step<recipes::demo>)->Name("step/demo")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3);
 BENCHMARK(step<ref_model>)->Name("step/ref_model")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/attention.hpp"
+#include "kernels/attention_blocked.hpp"
 #include "kiln/core/rng.hpp"
 
 namespace kk = kiln::kernels;
@@ -162,4 +163,33 @@ TEST_CASE("attention: naive reference with the explicit (T, T) masked softmax") 
       CHECK(run.dqkv[size_t(i) * C + (NH + NKV) * HD + c] == doctest::Approx(dv[size_t(i) * HD + c]).epsilon(1e-10));
     }
   }
+}
+
+TEST_CASE("attention: the blocked (GEMM) kernels equal the row kernels, for every block size") {
+  constexpr int NH = 4, NKV = 2, HD = 8, C = (NH + 2 * NKV) * HD, B = 2, T = 21;
+  std::vector<int32_t> ds(size_t(B) * T);
+  for (int i = 0; i < T; ++i) ds[size_t(i)] = i < 7 ? 0 : i < 16 ? 7 : 16;  // row 0: three documents
+  for (int i = 0; i < T; ++i) ds[size_t(T + i)] = 0;                          // row 1: one
+  const auto qkv = random_vec(size_t(B) * T * C, 11);
+  const auto dout = random_vec(size_t(B) * T * NH * HD, 12);
+  Run<NH, NKV, HD> ref(qkv, ds, dout, B, T);
+  auto check = [&]<int QB>() {
+    std::vector<double> out(ref.out.size()), lse(ref.lse.size()), dqkv(ref.dqkv.size(), 123.0),
+        s1(size_t(B) * NH * QB * T), s2(size_t(B) * NKV * 2 * QB * T);
+    const double scale = 1.0 / std::sqrt(double(HD));
+    kk::attention_forward_blocked<double, NH, NKV, HD, QB>(qkv.data(), ds.data(), out.data(), lse.data(), s1.data(), B,
+                                                           T, scale);
+    kk::attention_backward_blocked<double, NH, NKV, HD, QB>(qkv.data(), ds.data(), out.data(), lse.data(), dout.data(),
+                                                            dqkv.data(), s2.data(), B, T, scale);
+    double worst = 0;
+    for (size_t i = 0; i < out.size(); ++i) worst = std::max(worst, std::abs(out[i] - ref.out[i]));
+    for (size_t i = 0; i < lse.size(); ++i) worst = std::max(worst, std::abs(lse[i] - ref.lse[i]));
+    for (size_t i = 0; i < dqkv.size(); ++i) worst = std::max(worst, std::abs(dqkv[i] - ref.dqkv[i]));
+    INFO("query block ", QB, ": worst difference ", worst);
+    CHECK(worst < 1e-12);
+  };
+  check.template operator()<1>();
+  check.template operator()<5>();
+  check.template operator()<8>();
+  check.template operator()<64>();
 }

@@ -12,6 +12,7 @@
 
 #include "kernels/adamw.hpp"
 #include "kernels/attention.hpp"
+#include "kernels/attention_blocked.hpp"
 #include "kernels/cross_entropy.hpp"
 #include "kernels/embedding.hpp"
 #include "kernels/gemm.hpp"
@@ -208,6 +209,28 @@ struct AttentionOp {
   }
 };
 KILN_REGISTER_OP(AttentionOp);
+
+// ---- attention by query blocks through the GEMM (what the CPU backend runs): blocks of 4 rows on T=9 --------
+struct AttentionBlockedOp : AttentionOp {
+  static constexpr int QB = 4;
+  static constexpr const char* name = "attention (blocked, GEMM)";
+  template <class T>
+  static void forward(const Tensors<T>& in, std::vector<T>& out) {
+    std::vector<T> lse(B * NH * Tn), scratch(size_t(B) * NH * QB * Tn);
+    kk::attention_forward_blocked<T, NH, NKV, HD, QB>(in[0].data(), doc_start, out.data(), lse.data(), scratch.data(), B,
+                                                      Tn, scale<T>());
+  }
+  template <class T>
+  static void backward(const Tensors<T>& in, const std::vector<T>& dout, Tensors<T>& din) {
+    std::vector<T> out(output_size()), lse(B * NH * Tn), scratch(size_t(B) * NH * QB * Tn),
+        bscratch(size_t(B) * NKV * 2 * QB * Tn);
+    kk::attention_forward_blocked<T, NH, NKV, HD, QB>(in[0].data(), doc_start, out.data(), lse.data(), scratch.data(), B,
+                                                      Tn, scale<T>());
+    kk::attention_backward_blocked<T, NH, NKV, HD, QB>(in[0].data(), doc_start, out.data(), lse.data(), dout.data(),
+                                                       din[0].data(), bscratch.data(), B, Tn, scale<T>());
+  }
+};
+KILN_REGISTER_OP(AttentionBlockedOp);
 
 // ---- swiglu ----------------------------------------------------------------------------------------------------
 struct SwiGluOp {

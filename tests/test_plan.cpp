@@ -118,7 +118,7 @@ TEST_CASE("activation arena read off the program: live buffers never share bytes
 template <class R>
 void check_not_larger(size_t before, const char* name) {
   using P = plan::TrainProgram<typename R::model, R::stage::micro_batch, R::stage::seq_len>;
-  MESSAGE(name << ": arena " << P::arena_bytes << " bytes from the program, " << before << " before ("
+  MESSAGE(std::string(name) << ": arena " << P::arena_bytes << " bytes from the program, " << before << " before ("
                << 100.0 * (double(before) - double(P::arena_bytes)) / double(before) << "% smaller)");
   CHECK(P::arena_bytes <= before);
 }

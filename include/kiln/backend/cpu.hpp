@@ -19,6 +19,7 @@
 
 #include "kernels/adamw.hpp"
 #include "kernels/attention.hpp"
+#include "kernels/attention_blocked.hpp"
 #include "kernels/attention_decode.hpp"
 #include "kernels/cross_entropy.hpp"
 #include "kernels/embedding.hpp"
@@ -151,13 +152,13 @@ struct OpRunner {
         if (fwd) kernels::rope_forward<float, float, NH + NKV, HD>(at(1, op), QKV, at<int32_t>(0, op), R, *rope);
         else kernels::rope_backward<float, float, NH + NKV, HD>(at(1, op), QKV, at<int32_t>(0, op), R, *rope);
         return;
-      case OpKind::attention:
+      case OpKind::attention:  // by query blocks, the products through the GEMM
         if (fwd)
-          kernels::attention_forward<float, float, NH, NKV, HD>(at(0, op), at<int32_t>(1, op), at(2, op), at(3, op),
-                                                                at(4, op), P::B, P::T, attn_scale);
+          kernels::attention_forward_blocked<float, NH, NKV, HD, int(P::attn_block)>(
+              at(0, op), at<int32_t>(1, op), at(2, op), at(3, op), at(4, op), P::B, P::T, attn_scale);
         else
-          kernels::attention_backward<float, float, NH, NKV, HD>(at(0, op), at<int32_t>(1, op), at(2, op), at(3, op),
-                                                                 at(4, op), at(5, op), P::B, P::T, attn_scale);
+          kernels::attention_backward_blocked<float, NH, NKV, HD, int(P::attn_block)>(
+              at(0, op), at<int32_t>(1, op), at(2, op), at(3, op), at(4, op), at(5, op), at(6, op), P::B, P::T, attn_scale);
         return;
       case OpKind::add: {
         const float* x = at(0, op);

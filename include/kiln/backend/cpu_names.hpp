@@ -30,7 +30,9 @@ std::string kernel_name(const plan::Op& op) {
     case OpKind::head_rmsnorm: return (fwd ? "rmsnorm_forward_strided<" : "rmsnorm_backward_strided<") + HD + "> x heads";
     case OpKind::gemm: return fwd ? "cblas_sgemm NT" : "cblas_sgemm TN (dW) + NN (dx)";
     case OpKind::rope: return (fwd ? "rope_forward<" : "rope_backward<") + std::to_string(M::heads + M::kv_heads) + "," + HD + ">";
-    case OpKind::attention: return (fwd ? "attention_forward<" : "attention_backward<") + heads + ">";
+    case OpKind::attention:
+      return (fwd ? "attention_forward_blocked<" : "attention_backward_blocked<") + heads + "> (sgemm x" +
+             (fwd ? "2" : "5") + " per block)";
     case OpKind::add: return "add (omp simd)";
     case OpKind::swiglu: return (fwd ? "swiglu_forward<" : "swiglu_backward<") + std::to_string(M::ffn) + ">";
     case OpKind::lm_head_loss:

@@ -112,7 +112,7 @@ struct Use {
 //   head_rmsnorm   fwd [raw, qkv, rstd]        bwd [raw, rstd, dqkv, draw, dw_scratch]   (param: q_norm, k_norm)
 //   gemm fwd       [x, y]                      bwd [x, dy, dx]                          (param: the matrix)
 //   rope fwd       [positions, qkv]            bwd [positions, dqkv]
-//   attention fwd  [qkv, doc_start, out, lse, scores]   bwd [qkv, doc_start, out, lse, dout, dqkv]
+//   attention fwd  [qkv, doc_start, out, lse, scores]   bwd [qkv, doc_start, out, lse, dout, dqkv, scores]
 //   add            [x, y]  (y += x)
 //   swiglu fwd     [gu, act]                   bwd [gu, dact, dgu]
 //   lm_head_loss   [xn, targets, token_loss, token_logp, logits_chunk, (train) dxn]   (param: lm_head)
@@ -123,7 +123,7 @@ struct Op {
   Pass pass = Pass::forward;
   int16_t layer = -1;
   int8_t n_use = 0;
-  Use use[6] = {};
+  Use use[8] = {};
   int16_t param = -1;           // first parameter-table entry of the group read (-1: none)
   int8_t param_entries = 0;     // entries in the group (q, k, v: 3; gate, up: 2)
   bool grad = false;            // accumulates the gradient of that group
@@ -137,7 +137,7 @@ struct Op {
 template <DecoderModel M>
 struct ProgramCapacity {
   static constexpr int ops = 8 + M::layers * 26;
-  static constexpr int buffers = 16 + M::layers * 24;
+  static constexpr int buffers = 16 + M::layers * 28;
 };
 
 // Arena alignment: 256 bytes (what cuBLASLt and TMA want on the GPU; a multiple of the CPU's cache line).
@@ -162,6 +162,8 @@ struct Program {
   // Row blocks of a norm weight's gradient: each block's partial sum is its own row of scratch, summed in block
   // order afterwards, so dw is bitwise the same for every thread count and no kernel allocates.
   static constexpr int64_t norm_blocks = std::min<int64_t>(R, 64);
+  // Query rows the attention handles per block (its score tile is (block, T) per task; its products are GEMMs).
+  static constexpr int64_t attn_block = std::min<int64_t>(T, 64);
 
   struct Data {
     std::array<Op, ProgramCapacity<M>::ops> ops{};
@@ -180,6 +182,7 @@ struct Program {
     static constexpr DType S = Prec::storage, C = Prec::compute;
 
     constexpr int buffer(Name name, DType dt, Space sp, int layer, int64_t d0, int64_t d1 = 0, int64_t d2 = 0) {
+      if (d.n_bufs >= int(d.bufs.size())) throw "Program: more buffers than ProgramCapacity allows: raise it";
       BufferInfo& b = d.bufs[size_t(d.n_bufs)];
       b.name = name, b.dtype = dt, b.space = sp, b.layer = layer;
       b.dims[0] = d0, b.dims[1] = d1, b.dims[2] = d2;
@@ -210,6 +213,7 @@ struct Program {
       Builder* b;
       Op* op;
       constexpr Emit& use(int buf, Access a) {
+        if (op->n_use >= int8_t(sizeof op->use / sizeof op->use[0])) throw "Program: an op with more operands than Op::use holds";
         op->use[op->n_use++] = Use{int16_t(buf), a};
         return *this;
       }
@@ -243,6 +247,7 @@ struct Program {
       }
     };
     constexpr Emit op(OpKind k, Pass p, int layer) {
+      if (d.n_ops >= int(d.ops.size())) throw "Program: more ops than ProgramCapacity allows: raise it";
       Op& o = d.ops[size_t(d.n_ops++)];
       o.kind = k, o.pass = p, o.layer = int16_t(layer);
       return Emit{this, &o};
@@ -304,7 +309,7 @@ struct Program {
             .dims(1, HD).flops(2.0 * 2.0 * Q * ctx);
       } else {
         L.lse = b.stat(l, "lse", B, NH, T);
-        const int scores = b.scratch(l, "scores", B * NH, T);
+        const int scores = b.buffer(Builder::lname(l, "scores"), Prec::compute, Space::scratch, l, B * NH, attn_block, T);
         b.op(OpKind::attention, Pass::forward, l).r(L.qkv).r(b.d.doc_start).w(L.att).w(L.lse).w(scores).dims(R, HD)
             .flops(2.0 * 2.0 * double(R) * Q * ctx);
       }
@@ -367,8 +372,9 @@ struct Program {
           b.op(OpKind::gemm, Pass::backward, l).r(L.att).r(dx).w(datt).param(o.o, 1, true).dims(R, Q, H)
               .flops(4.0 * R * Q * H);
           const int dqkv = b.act(l, "d.qkv", R, QKV);
+          const int dscores = b.buffer(Builder::lname(l, "d.scores"), Prec::compute, Space::scratch, l, B * NKV, 2 * attn_block, T);
           b.op(OpKind::attention, Pass::backward, l).r(L.qkv).r(b.d.doc_start).r(L.att).r(L.lse).r(datt).w(dqkv)
-              .dims(R, HD).flops(2.0 * 2.0 * 2.0 * double(R) * Q * ctx);
+              .w(dscores).dims(R, HD).flops(2.0 * 2.0 * 2.0 * double(R) * Q * ctx);
           if (M::uses_rope(l)) b.op(OpKind::rope, Pass::backward, l).r(b.d.positions).acc(dqkv).dims(R, HD);
           int dproj = dqkv;
           if constexpr (M::qk_norm) {
