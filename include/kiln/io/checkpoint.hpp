@@ -13,14 +13,17 @@
 // <root> fsync'd. Only after that are older checkpoints pruned to the newest `keep_last`. One writer per root: stray
 // `.tmp.step_*` directories of an interrupted writer are removed (with a warning) when the next checkpoint is written.
 //
-// Checksum: XXH64 (Yann Collet's xxHash, 64-bit variant, seed 0), written here from its specification
-// (github.com/Cyan4973/xxHash doc/xxhash_spec.md) and tested against the reference implementation's values. It is a
-// fast non-cryptographic hash (about 10 GB/s): it detects truncation and random corruption, not tampering.
+// Checksum: XXH64 (Yann Collet's xxHash, 64-bit variant, seed 0) from Debian's libxxhash, tested against the
+// reference implementation's values. It is a fast non-cryptographic hash (about 10 GB/s): it detects truncation and
+// random corruption, not tampering.
 //
 // Finding: find_latest_valid(root) returns the newest step_<n> whose manifest verifies (every listed file present with
 // its size and checksum, state.json and every blob parse), reporting each skipped checkpoint and stray temp
 // directory through the warning callback; it never throws for a bad checkpoint.
 #pragma once
+#include <xxhash.h>
+
+#include <memory>
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -48,91 +51,24 @@
 
 namespace kiln::io {
 
-// ---- XXH64 --------------------------------------------------------------------------------------
+// ---- XXH64 (Debian's libxxhash) ------------------------------------------------------------------
+// Streaming XXH64 of a sequence of byte ranges.
 class Xxh64 {
  public:
-  explicit Xxh64(uint64_t seed = 0) : seed_(seed) {
-    v_[0] = seed + P1 + P2;
-    v_[1] = seed + P2;
-    v_[2] = seed;
-    v_[3] = seed - P1;
+  explicit Xxh64(uint64_t seed = 0) : s_(XXH64_createState()) {
+    KILN_CHECK(s_ && XXH64_reset(s_.get(), seed) == XXH_OK, "xxh64: cannot make a hash state (out of memory)");
   }
-  void update(const void* data, size_t n) {
-    const auto* p = static_cast<const uint8_t*>(data);
-    total_ += n;
-    if (buffered_ + n < 32) {
-      std::memcpy(buf_ + buffered_, p, n);
-      buffered_ += n;
-      return;
-    }
-    if (buffered_) {
-      const size_t fill = 32 - buffered_;
-      std::memcpy(buf_ + buffered_, p, fill);
-      stripe(buf_);
-      p += fill;
-      n -= fill;
-      buffered_ = 0;
-    }
-    for (; n >= 32; p += 32, n -= 32) stripe(p);
-    std::memcpy(buf_, p, n);
-    buffered_ = n;
-  }
-  uint64_t digest() const {
-    uint64_t h;
-    if (total_ >= 32) {
-      h = rotl(v_[0], 1) + rotl(v_[1], 7) + rotl(v_[2], 12) + rotl(v_[3], 18);
-      for (uint64_t v : v_) h = (h ^ round(0, v)) * P1 + P4;
-    } else {
-      h = seed_ + P5;
-    }
-    h += total_;
-    const uint8_t* p = buf_;
-    size_t n = buffered_;
-    for (; n >= 8; p += 8, n -= 8) h = rotl(h ^ round(0, load64(p)), 27) * P1 + P4;
-    if (n >= 4) {
-      h = rotl(h ^ (uint64_t(load32(p)) * P1), 23) * P2 + P3;
-      p += 4;
-      n -= 4;
-    }
-    for (; n > 0; ++p, --n) h = rotl(h ^ (uint64_t(*p) * P5), 11) * P1;
-    h ^= h >> 33;
-    h *= P2;
-    h ^= h >> 29;
-    h *= P3;
-    h ^= h >> 32;
-    return h;
-  }
+  void update(const void* data, size_t n) { XXH64_update(s_.get(), data, n); }
+  uint64_t digest() const { return XXH64_digest(s_.get()); }
 
  private:
-  static constexpr uint64_t P1 = 0x9E3779B185EBCA87ull, P2 = 0xC2B2AE3D27D4EB4Full, P3 = 0x165667B19E3779F9ull,
-                            P4 = 0x85EBCA77C2B2AE63ull, P5 = 0x27D4EB2F165667C5ull;
-  static uint64_t rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-  static uint64_t round(uint64_t acc, uint64_t in) { return rotl(acc + in * P2, 31) * P1; }
-  static uint64_t load64(const uint8_t* p) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    return v;  // little-endian host (safetensors.hpp asserts it)
-  }
-  static uint32_t load32(const uint8_t* p) {
-    uint32_t v;
-    std::memcpy(&v, p, 4);
-    return v;
-  }
-  void stripe(const uint8_t* p) {
-    for (int i = 0; i < 4; ++i) v_[i] = round(v_[i], load64(p + 8 * i));
-  }
-  uint64_t seed_;
-  uint64_t v_[4];
-  uint8_t buf_[32] = {};
-  size_t buffered_ = 0;
-  uint64_t total_ = 0;
+  struct Free {
+    void operator()(XXH64_state_t* p) const { XXH64_freeState(p); }
+  };
+  std::unique_ptr<XXH64_state_t, Free> s_;
 };
 
-inline uint64_t xxh64(const void* data, size_t n, uint64_t seed = 0) {
-  Xxh64 h(seed);
-  h.update(data, n);
-  return h.digest();
-}
+inline uint64_t xxh64(const void* data, size_t n, uint64_t seed = 0) { return XXH64(data, n, seed); }
 
 inline std::string hex64(uint64_t v) {
   char b[17];
