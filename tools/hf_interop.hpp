@@ -73,6 +73,16 @@ inline bool nonempty_dir(const fs::path& p) {
 
 inline std::string read_file(const std::string& path) { return io::detail::read_text(path); }
 
+// The recipe header a user names to the driver (`tools/kiln train <header>`): the one this trainer was built from.
+inline std::string recipe_header(const char* name) {
+#ifdef KILN_RECIPE_HEADER
+  (void)name;
+  return KILN_RECIPE_HEADER;
+#else
+  return std::string("recipes/") + name + ".hpp";
+#endif
+}
+
 inline std::vector<int32_t> parse_ids(const std::string& s) {
   std::vector<int32_t> ids;
   std::string t = s;
@@ -355,8 +365,8 @@ int hf_import_main(int argc, char** argv, const char* name) {
     const fs::path root = fs::absolute(fs::path(out)).lexically_normal();
     const fs::path leaf = root.has_filename() ? root : root.parent_path();
     if (leaf.filename() == "checkpoints")
-      std::printf("kiln: train from it: train_%s --out %s --resume auto   (generate: generate --checkpoint %s)\n", name,
-                  leaf.parent_path().c_str(), out.c_str());
+      std::printf("kiln: train from it: tools/kiln train %s --out %s --resume auto   (generate: tools/kiln generate %s)\n",
+                  hf_detail::recipe_header(name).c_str(), leaf.parent_path().c_str(), out.c_str());
     else
       std::printf("kiln: note: the trainer resumes from <run>/checkpoints; import into <run>/checkpoints to train from "
                   "it with --out <run> --resume auto (generate --checkpoint %s works as it is)\n", out.c_str());
