@@ -201,16 +201,12 @@ int train_main(int argc, char** argv, const char* name) {
     std::printf("kiln: recipe %s | %s parameters | %d layers, hidden %d, %d/%d heads, vocab %d | %d phase%s:",
                 name, plan::with_commas(P::parameters).c_str(), M::layers, M::hidden, M::heads, M::kv_heads, M::vocab,
                 Phs::count, Phs::count == 1 ? "" : "s");
-    with_phase<Recipe>(0, [&]<int>() {  // every phase's name and shape on the first line
-      [&]<int... I>(std::integer_sequence<int, I...>) {
-        ((std::printf(" %s micro-batch %d x %d%s", std::string(Phs::names[I]).c_str(), phase_stage<Recipe, I>::micro_batch,
-                      phase_stage<Recipe, I>::seq_len, I + 1 < Phs::count ? ";" : "\n")), ...);
-      }(std::make_integer_sequence<int, Phs::count>{});
-    });
-    const double memory = with_phase<Recipe>(0, [&]<int I>() {  // the first phase's (each later one says its own)
-      using St = phase_stage<Recipe, I>;
-      return double(plan::MemoryPlan<phase_model<Recipe, I>, St::micro_batch, St::seq_len, plan::Fp32>::total);
-    });
+    [&]<int... I>(std::integer_sequence<int, I...>) {  // every phase's name and shape on the first line
+      ((std::printf(" %s micro-batch %d x %d%s", std::string(Phs::names[I]).c_str(), phase_stage<Recipe, I>::micro_batch,
+                    phase_stage<Recipe, I>::seq_len, I + 1 < Phs::count ? ";" : "\n")), ...);
+    }(std::make_integer_sequence<int, Phs::count>{});
+    using S0 = phase_stage<Recipe, 0>;  // the first phase's memory (each later one says its own when it starts)
+    const double memory = double(plan::MemoryPlan<phase_model<Recipe, 0>, S0::micro_batch, S0::seq_len, plan::Fp32>::total);
     std::printf("kiln: %d threads | BLAS %s | kernels %s (%s) | memory %s\n", omp_get_max_threads(), blas.config.c_str(),
                 blas.core.c_str(), blas.how.c_str(), plan::human_bytes(memory).c_str());
     // Sources starting to repeat: the first few are printed, the rest counted (every event is in the loader's state).
