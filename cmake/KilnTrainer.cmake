@@ -1,9 +1,16 @@
 # kiln_add_trainer(NAME RECIPE <header> BACKEND cpu|cuda [EXCLUDE_FROM_ALL])
-#   Compiles tools/train.cpp with the recipe included: one translation unit, one dedicated trainer.
+#   Compiles tools/train.cpp (the training step) and tools/train_tools.cpp (decoder, HF config, plan printer) with
+#   the recipe included, two translation units that build in parallel, and links kiln_trainer_cli: the trainer
+#   program's command line, data, checkpoints and HF interop, compiled once for every recipe (tools/cli).
 #   A recipe header recipes/foo.hpp defines the type recipes::foo.
 # kiln_add_plan(NAME RECIPE <header> [EXCLUDE_FROM_ALL])
 #   Compiles tools/plan.cpp with the recipe: prints its static plan without building any kernels.
 set(KILN_SOURCE_DIR ${CMAKE_CURRENT_LIST_DIR}/..)
+
+file(GLOB KILN_TRAINER_CLI_SOURCES CONFIGURE_DEPENDS ${KILN_SOURCE_DIR}/tools/cli/*.cpp)
+add_library(kiln_trainer_cli STATIC ${KILN_TRAINER_CLI_SOURCES})
+target_include_directories(kiln_trainer_cli PUBLIC ${KILN_SOURCE_DIR}/tools)
+target_link_libraries(kiln_trainer_cli PUBLIC kiln::kiln)
 
 function(_kiln_recipe_defs target recipe)
   get_filename_component(abs ${recipe} ABSOLUTE)
@@ -24,7 +31,7 @@ function(kiln_add_trainer name)
     set(arg_BACKEND cpu)
   endif()
   if(arg_BACKEND STREQUAL "cpu")
-    add_executable(${name} ${KILN_SOURCE_DIR}/tools/train.cpp)
+    add_executable(${name} ${KILN_SOURCE_DIR}/tools/train.cpp ${KILN_SOURCE_DIR}/tools/train_tools.cpp)
   elseif(arg_BACKEND STREQUAL "cuda")
     message(FATAL_ERROR "kiln_add_trainer(${name}): BACKEND cuda is not implemented yet; the CUDA backend is a later issue. Use BACKEND cpu.")
   else()
@@ -33,7 +40,7 @@ function(kiln_add_trainer name)
   if(arg_EXCLUDE_FROM_ALL)
     set_target_properties(${name} PROPERTIES EXCLUDE_FROM_ALL ON)
   endif()
-  target_link_libraries(${name} PRIVATE kiln::kiln)
+  target_link_libraries(${name} PRIVATE kiln_trainer_cli)
   _kiln_recipe_defs(${name} ${arg_RECIPE})
 endfunction()
 

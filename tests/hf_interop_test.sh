@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/hf_interop_test.sh <train_demo> <train_tiny_llama> <kiln_tokenize> <fixtures dir> <work dir>:
-# Hugging Face interop as a user meets it (train_<recipe> export / import, tools/hf_interop.hpp):
+# Hugging Face interop as a user meets it (train_<recipe> export / import, tools/cli/hf_interop.cpp):
 #  1. byte-level: train 3 steps, export (single file and shards), check the files and config.json fields, import the
 #     export into a new run, greedy `generate` and Kiln's logits agree bitwise with the original; `--resume auto`
 #     starts from the import; a non-empty --out is refused (and replaced with --force).

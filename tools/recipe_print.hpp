@@ -4,7 +4,6 @@
 #pragma once
 #include <cstdio>
 #include <ostream>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -12,6 +11,7 @@
 #include "kiln/plan/print.hpp"
 #include "kiln/recipe.hpp"
 #include "kiln/train/config.hpp"
+#include "kiln/train/optimizer.hpp"  // decays()
 
 namespace kiln {
 
@@ -63,17 +63,8 @@ void print_phase(std::ostream& os, const char* name, bool program) {
   using S = phase_stage<Recipe, I>;
   using Phs = phases_of<Recipe>;
   const TrainConfig c = phase_defaults<Recipe>(I);
-  std::vector<std::regex> nd;
-  for (const auto& p : c.no_decay) nd.emplace_back(p);
   if (Phs::count > 1) os << "Phase " << I + 1 << "/" << Phs::count << ": " << Phs::names[I] << "\n\n";
-  plan::print_model<M, S::micro_batch, S::seq_len>(
-      os,
-      [&](const std::string& n) {
-        for (const auto& re : nd)
-          if (std::regex_search(n, re)) return false;
-        return true;
-      },
-      I == 0);
+  plan::print_model<M, S::micro_batch, S::seq_len>(os, decays(c.no_decay), I == 0);
   os << "\nRun-time defaults (override on the command line; no recompile)\n";
   for (const auto& [k, v] : train_summary<Recipe, I>()) os << "  " << k.substr(6) << " = " << v << "\n";
   if (program) {

@@ -27,6 +27,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -265,12 +266,11 @@ class SafetensorsModel {
 
 // ---- Kiln model <-> HF tensors --------------------------------------------------------------------
 
-// The parameters of model M inside the flat fp32 buffer `params` (ParamPlan<M>::table layout), as F32 views with HF
-// names and [out, in] shapes, in table order. Tied models have no lm_head.weight entry.
-template <DecoderModel M>
-std::vector<TensorView> param_views(const float* params) {
+// The flat fp32 buffer's tensors, one per entry of a parameter table (plan::ParamPlan<M>::table.entries), with HF
+// names and shapes (tied models have no lm_head.weight entry, as HF has none).
+inline std::vector<TensorView> param_views(std::span<const plan::ParamEntry> table, const float* params) {
   std::vector<TensorView> v;
-  for (const plan::ParamEntry& e : plan::ParamPlan<M>::table.entries) {
+  for (const plan::ParamEntry& e : table) {
     TensorView t;
     t.name = std::string(e.name.view());
     t.dtype = Dtype::F32;
@@ -280,13 +280,17 @@ std::vector<TensorView> param_views(const float* params) {
   }
   return v;
 }
+template <DecoderModel M>
+std::vector<TensorView> param_views(const float* params) {
+  return param_views(plan::ParamPlan<M>::table.entries, params);
+}
 
-// Fills the flat buffer `params` (ParamPlan<M>::table.total floats; padding is left untouched) from `src`, converting
-// any float dtype to fp32. Every table entry must be present with the table's shape. A tied model also accepts (and
-// ignores) an lm_head.weight in `src`; an untied model requires it.
-template <DecoderModel M, class Source>
-void load_params(const Source& src, float* params, const std::string& origin) {
-  for (const plan::ParamEntry& e : plan::ParamPlan<M>::table.entries) {
+// Fills the flat buffer `params` (the table's total floats; padding is left untouched) from `src` (Safetensors or
+// SafetensorsModel: contains/at/copy_to), converting any float dtype to fp32. Every table entry must be present with
+// the table's shape. A tied model also accepts (and ignores) an lm_head.weight in `src`; an untied model requires it.
+template <class Source>
+void load_params(std::span<const plan::ParamEntry> table, const Source& src, float* params, const std::string& origin) {
+  for (const plan::ParamEntry& e : table) {
     const std::string name(e.name.view());
     KILN_CHECK(src.contains(name), origin, ": missing tensor ", name, " (the model needs it with shape [", e.rows,
                e.cols ? ", " + std::to_string(e.cols) : std::string(), "])");
@@ -304,6 +308,10 @@ void load_params(const Source& src, float* params, const std::string& origin) {
     }
     src.copy_to(name, params + e.offset, e.count());
   }
+}
+template <DecoderModel M, class Source>
+void load_params(const Source& src, float* params, const std::string& origin) {
+  load_params(plan::ParamPlan<M>::table.entries, src, params, origin);
 }
 
 }  // namespace kiln::io

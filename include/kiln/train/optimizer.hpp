@@ -3,7 +3,8 @@
 // with the global-norm clip folded into the gradient scale (no extra pass over the gradients).
 #pragma once
 #include <cmath>
-#include <regex>
+#include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -16,33 +17,17 @@ namespace kiln {
 
 // Sorted ranges [begin, end) covering the flat buffer, each with one weight-decay choice: a tensor whose HF name
 // matches one of `no_decay` (ECMAScript regexes, searched) gets none; neighbours with the same choice merge, and
-// padding joins the range before it.
+// padding joins the range before it. Compiled once (src/train/optimizer.cpp): the regex engine is not instantiated
+// in every trainer.
+std::vector<plan::DecayRange> decay_ranges(std::span<const plan::ParamEntry> table, size_t total,
+                                           const std::vector<std::string>& no_decay);
 template <DecoderModel M>
 std::vector<plan::DecayRange> decay_ranges(const std::vector<std::string>& no_decay) {
-  using Params = plan::ParamPlan<M>;
-  std::vector<std::regex> patterns;
-  for (const auto& p : no_decay) {
-    try {
-      patterns.emplace_back(p);
-    } catch (const std::regex_error& e) {
-      KILN_FAIL("--no-decay pattern '", p, "' is not a valid regular expression: ", e.what());
-    }
-  }
-  std::vector<plan::DecayRange> out;
-  for (const auto& e : Params::table.entries) {
-    const std::string name(e.name.view());
-    bool nd = false;
-    for (const auto& re : patterns) nd = nd || std::regex_search(name, re);
-    if (!out.empty() && out.back().decay == !nd) {
-      out.back().end = e.offset + e.count();
-      continue;
-    }
-    if (!out.empty()) out.back().end = e.offset;  // padding before this tensor joins the previous range
-    out.push_back({out.empty() ? 0 : e.offset, e.offset + e.count(), !nd});
-  }
-  out.back().end = Params::table.total;
-  return out;
+  return decay_ranges(plan::ParamPlan<M>::table.entries, plan::ParamPlan<M>::table.total, no_decay);
 }
+
+// Whether a parameter name gets weight decay under `no_decay` (the same patterns; for printing a plan).
+std::function<bool(const std::string& name)> decays(const std::vector<std::string>& no_decay);
 
 // The step's AdamW arguments: a.step is the 1-based update count; the clip (c.clip <= 0: off) becomes the scale.
 inline AdamWStep adamw_step(const TrainConfig& c, double lr, double norm, long update) {

@@ -24,11 +24,12 @@
 
 #include "kiln/backend/batch.hpp"
 #include "kiln/core/rng.hpp"
-#include "kiln/data/rows.hpp"
+#include "kiln/data/row_source.hpp"
 #include "kiln/plan/flops.hpp"
 #include "kiln/train/guards.hpp"
 #include "kiln/train/optimizer.hpp"
 #include "kiln/train/schedule.hpp"
+#include "kiln/train/trainer_base.hpp"
 #include "kiln/recipe.hpp"
 
 namespace kiln {
@@ -77,14 +78,8 @@ inline std::string format_duration(double s) {
   return b;
 }
 
-// The data of one phase: its training stream and a maker of fresh held-out streams (the same rows every time).
-struct PhaseData {
-  std::unique_ptr<data::RowSource> train;
-  std::function<std::unique_ptr<data::RowSource>()> make_eval;
-};
-
 template <class Recipe, class Backend = backend::Cpu>
-class Trainer {
+class Trainer final : public TrainerBase {
  public:
   using M = typename Recipe::model;  // the parameter table every phase shares
   using Phs = phases_of<Recipe>;
@@ -95,19 +90,11 @@ class Trainer {
                                                             phase_stage<Recipe, I>::seq_len>;
   static_assert(check_phases<Recipe>());
 
-  struct Log {
-    long step;  // steps of the whole run (all phases)
-    double loss, lr, grad_norm, tokens_per_s;
-    bool skipped;
-    int phase;
-    long phase_step;  // steps of this phase
-  };
-
   // One TrainConfig per phase; data_for(phase, its config) opens a phase's data when the phase starts. The run
   // starts at phase 0 (a checkpoint or start_phase() moves it).
-  using DataFor = std::function<PhaseData(int phase, const TrainConfig&)>;
   Trainer(std::vector<TrainConfig> configs, DataFor data_for)
-      : configs_(std::move(configs)), data_for_(std::move(data_for)), guard_(check_configs(configs_).guard),
+      : TrainerBase(std::move(configs), std::move(data_for), shapes(), plan::ParamPlan<M>::table.entries,
+                    plan::ParamPlan<M>::table.total),
         state_(std::make_unique<State>()) {
     state_->init(configs_[0].init_std, configs_[0].seed);
     start_phase(0);
@@ -116,7 +103,9 @@ class Trainer {
   // A run of the recipe's first phase only, on the given data (tests, and recipes of one phase).
   Trainer(const TrainConfig& c, std::unique_ptr<data::RowSource> train,
           std::function<std::unique_ptr<data::RowSource>()> make_eval)
-      : configs_(size_t(phase_count), c), guard_(check_configs(configs_).guard), state_(std::make_unique<State>()) {
+      : TrainerBase(std::vector<TrainConfig>(size_t(phase_count), c), {}, shapes(), plan::ParamPlan<M>::table.entries,
+                    plan::ParamPlan<M>::table.total),
+        state_(std::make_unique<State>()) {
     state_->init(c.init_std, c.seed);
     last_phase_ = 0;
     data_ = PhaseData{std::move(train), std::move(make_eval)};
@@ -128,40 +117,15 @@ class Trainer {
       : Trainer(c, std::make_unique<data::PackedBytes>(&corpus.train, c.seed, true),
                 [&corpus] { return std::make_unique<data::PackedBytes>(&corpus.val, 0, false); }) {}
 
-  // Called after every step with the run's step number (1-based); returns true when the trainer must stop (a stop
-  // signal). Checkpointing plugs in here; `rollback` restores the last checkpoint and returns false if none.
-  std::function<bool(long step)> after_step;
-  std::function<bool()> rollback;
-  // Every step's record (metrics files), and every held-out evaluation.
-  std::function<void(const Log&)> on_step;
-  std::function<void(long step, double val_loss)> on_eval;
-  // A phase begins (after its data is open) / has run all its steps (before the next one begins).
-  std::function<void(int phase)> on_phase_start, on_phase_end;
-
-  // Moves to phase i at its step 0: a fresh loss guard, its data opened, its executor (and arena) made and the
-  // previous phase's freed. Parameters, optimizer state and the run's step count carry over.
-  void start_phase(int i, bool open_data = true) {
-    KILN_CHECK(i >= 0 && i < phase_count, "phase ", i, " outside the recipe's ", phase_count, " phases");
-    phase_ = i;
-    step_ = 0;
-    guard_ = LossGuard(configs_[size_t(i)].guard);
-    if (open_data) {
-      KILN_CHECK(data_for_, "this trainer was given the data of one phase only: it cannot start phase ", Phs::names[i],
-                 " (construct it with a DataFor that opens each phase's data)");
-      data_ = data_for_(i, configs_[size_t(i)]);
-    }
+  void start_phase(int i, bool open_data = true) override {
+    enter_phase(i, open_data);
     with_phase<Recipe>(i, [&]<int I>() {
       destroy_executors();
       std::get<I>(execs_) = std::make_unique<PhaseExecutor<I>>();
     });
     state_->set_decay(decay_ranges<M>(configs_[size_t(i)].no_decay));
   }
-  // Run up to and including this phase (default: the last).
-  void stop_after_phase(int i) { last_phase_ = i; }
-
-  // Runs the remaining steps of this phase and the phases after it up to stop_after_phase(); `on_log` sees every
-  // logged step (tests use it), `quiet` silences the console. Returns false when stopped early by after_step.
-  bool run(bool quiet = false, const std::function<void(const Log&)>& on_log = {}) {
+  bool run(bool quiet = false, const std::function<void(const Log&)>& on_log = {}) override {
     for (;;) {
       if (on_phase_start && step_ == 0) on_phase_start(phase_);
       const bool done = with_phase<Recipe>(phase_, [&]<int I>() { return run_phase<I>(quiet, on_log); });
@@ -172,9 +136,7 @@ class Trainer {
     }
   }
 
-  // Mean loss over the first eval_batches micro-batches of this phase's held-out documents, in a fixed order, at
-  // this phase's shape and model.
-  double evaluate() {
+  double evaluate() override {
     return with_phase<Recipe>(phase_, [&]<int I>() {
       using St = phase_stage<Recipe, I>;
       auto val = data_.make_eval();
@@ -190,28 +152,18 @@ class Trainer {
     });
   }
 
-  const std::vector<double>& losses() const { return losses_; }
+  const float* host(backend::Tensor t) const override { return state_->host(t); }
+  float* host_mut(backend::Tensor t) override { return state_->host_mut(t); }
+  void commit(backend::Tensor t) override { state_->commit(t); }
   State& state() { return *state_; }
   const State& state() const { return *state_; }
-  data::RowSource& data() { return *data_.train; }
-  long& updates() { return updates_; }  // AdamW updates done (skipped steps make none)
-  LossGuard& guard() { return guard_; }
-  int phase() const { return phase_; }
-  long& step() { return step_; }                // steps done in this phase (the schedule's position)
-  long& run_step() { return run_step_; }        // steps done in the whole run
-  long& tokens_seen() { return tokens_seen_; }  // training tokens of the whole run
-  const TrainConfig& config() const { return configs_[size_t(phase_)]; }
-  const TrainConfig& config(int phase) const { return configs_[size_t(phase)]; }
 
  private:
-  static const TrainConfig& check_configs(const std::vector<TrainConfig>& cs) {
-    KILN_CHECK(int(cs.size()) == phase_count, "trainer: ", cs.size(), " phase configurations for a recipe of ",
-               phase_count, " phases");
-    for (int i = 0; i < phase_count; ++i) {
-      const std::string where = phase_count > 1 ? std::string(" (phase ") + std::string(Phs::names[i]) + ")" : "";
-      validate(cs[size_t(i)], where);
-    }
-    return cs[0];
+  static std::vector<PhaseShape> shapes() {
+    return []<int... I>(std::integer_sequence<int, I...>) {
+      return std::vector<PhaseShape>{
+          PhaseShape{Phs::names[I], phase_stage<Recipe, I>::micro_batch, phase_stage<Recipe, I>::seq_len}...};
+    }(std::make_integer_sequence<int, phase_count>{});
   }
   void destroy_executors() {
     std::apply([](auto&... e) { (e.reset(), ...); }, execs_);
@@ -317,15 +269,8 @@ class Trainer {
   template <int... I>
   static auto executor_tuple(std::integer_sequence<int, I...>) -> std::tuple<std::unique_ptr<PhaseExecutor<I>>...>;
 
-  std::vector<TrainConfig> configs_;
-  DataFor data_for_;
-  LossGuard guard_;
   std::unique_ptr<State> state_;
   decltype(executor_tuple(std::make_integer_sequence<int, phase_count>{})) execs_;  // the current phase's only
-  PhaseData data_;
-  std::vector<double> losses_;  // every step's loss, skipped ones included
-  int phase_ = 0, last_phase_ = phase_count - 1;
-  long step_ = 0, run_step_ = 0, tokens_seen_ = 0, updates_ = 0;
   std::chrono::steady_clock::time_point last_step_time_ = std::chrono::steady_clock::now();
 };
 

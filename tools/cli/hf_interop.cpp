@@ -1,5 +1,5 @@
-// tools/hf_interop.hpp: a trainer's `export` and `import` subcommands: Kiln checkpoints <-> Hugging Face model
-// directories (FACTS.md "Formats").
+// tools/cli/hf_interop.cpp: a trainer's `export` and `import` subcommands: Kiln checkpoints <-> Hugging Face model
+// directories (FACTS.md "Formats"). Compiled once into kiln_trainer_cli; the recipe's model is a RecipeProgram.
 //
 // `train_<recipe> export --checkpoint <dir|root> --out <hf dir>` writes
 //   config.json               hf_config_of<M>: model_type smollm3 when the model has NoPE layers, else llama (or
@@ -25,7 +25,6 @@
 // kiln_logits.safetensors (input_ids I64 [T], logits F32 [T, V], Kiln's fp32 forward) into the export;
 // `export --check-logits <file>` reads input_ids and logits from a safetensors file (e.g. transformers' logits of an
 // imported model), computes Kiln's and fails (exit 4) when max|diff| / max|ref| exceeds --check-tol.
-#pragma once
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -41,49 +40,29 @@
 
 #include "kiln/data/bytes.hpp"
 #include "kiln/data/tokenizer.hpp"
-#include "kiln/backend/cpu.hpp"
-#include "kiln/eval/generate.hpp"
 #include "kiln/io/atomic_file.hpp"
 #include "kiln/io/checkpoint.hpp"
-#include "kiln/io/hf_config.hpp"
+#include "kiln/io/hf_config_core.hpp"
 #include "kiln/io/safetensors_sharded.hpp"
-#include "kiln/recipe.hpp"
 #include "kiln/train/checkpointing.hpp"
 #include "kiln/train/guards.hpp"
+#include "cli/commands.hpp"
 
-namespace kiln {
-namespace hf_detail {
+namespace kiln::cli {
+namespace {
 
 namespace fs = std::filesystem;
 
-// A checkpoint directory, or the newest valid one under a checkpoints root.
-inline fs::path resolve_checkpoint(const std::string& path) {
-  if (fs::exists(fs::path(path) / "manifest.json")) return path;
-  const auto found = io::find_latest_valid(path, [](const std::string& w) {
-    std::fprintf(stderr, "kiln: warning: %s\n", w.c_str());
-  });
-  KILN_CHECK(found, path, ": no valid checkpoint here (train first, or name a step_N directory)");
-  return found->dir;
-}
+void warn_stderr(const std::string& w) { std::fprintf(stderr, "kiln: warning: %s\n", w.c_str()); }
 
-inline bool nonempty_dir(const fs::path& p) {
+bool nonempty_dir(const fs::path& p) {
   std::error_code ec;
   return fs::is_directory(p, ec) && fs::directory_iterator(p, ec) != fs::directory_iterator();
 }
 
-inline std::string read_file(const std::string& path) { return io::detail::read_text(path); }
+std::string read_file(const std::string& path) { return io::detail::read_text(path); }
 
-// The recipe header a user names to the driver (`tools/kiln train <header>`): the one this trainer was built from.
-inline std::string recipe_header(const char* name) {
-#ifdef KILN_RECIPE_HEADER
-  (void)name;
-  return KILN_RECIPE_HEADER;
-#else
-  return std::string("recipes/") + name + ".hpp";
-#endif
-}
-
-inline std::vector<int32_t> parse_ids(const std::string& s) {
+std::vector<int32_t> parse_ids(const std::string& s) {
   std::vector<int32_t> ids;
   std::string t = s;
   std::replace(t.begin(), t.end(), ',', ' ');
@@ -95,33 +74,18 @@ inline std::vector<int32_t> parse_ids(const std::string& s) {
   return ids;
 }
 
-// Kiln's logits (T x V, fp32) for `ids` at positions 0..T-1: the KV-cache forward, which tests/test_generate.cpp
-// checks against the training forward position by position.
-template <DecoderModel M, int MaxT>
-std::vector<float> logits_of(const float* params, const std::vector<int32_t>& ids) {
-  KILN_CHECK(int(ids.size()) <= MaxT, "logits: ", ids.size(), " tokens do not fit the recipe's context of ", MaxT);
-  auto gen = std::make_unique<backend::cpu::Decoder<M, MaxT>>();
-  std::vector<float> out(ids.size() * size_t(M::vocab));
-  for (size_t i = 0; i < ids.size(); ++i) {
-    const float* l = gen->step(params, ids[i]);
-    std::copy_n(l, M::vocab, out.data() + i * M::vocab);
-  }
-  return out;
-}
-
 // Writes `text` to dir/name (atomically).
-inline void write_json(const fs::path& dir, const char* name, const nlohmann::ordered_json& j) {
+void write_json(const fs::path& dir, const char* name, const nlohmann::ordered_json& j) {
   io::write_text_atomic((dir / name).string(), j.dump(2) + "\n");
 }
 
-}  // namespace hf_detail
+}  // namespace
 
 // `train_<recipe> export`: a checkpoint as a Hugging Face model directory.
-template <RecipeType Recipe>
-int hf_export_main(int argc, char** argv, const char* name) {
+int hf_export_main(int argc, char** argv, const RecipeProgram& r) {
   namespace fs = std::filesystem;
-  using M = typename Recipe::model;       // the parameter table; the checkpoint's phase picks the model computed
-  constexpr int MaxT = max_seq_len<Recipe>;
+  const char* name = r.name.c_str();
+  const int MaxT = r.max_seq_len, V = r.vocab;
   CLI::App app{std::string("Export a checkpoint of recipe ") + name + " as a Hugging Face model directory"};
   std::string checkpoint = std::string("runs/") + name + "/checkpoints", out, model_type = "auto", dump_ids, check;
   double max_shard_mb = 5000, check_tol = 1e-4;
@@ -145,17 +109,13 @@ int hf_export_main(int argc, char** argv, const char* name) {
     return app.exit(e);
   }
   try {
-    const fs::path dir = hf_detail::resolve_checkpoint(checkpoint);
+    const fs::path dir = resolve_checkpoint(checkpoint, warn_stderr);
     const io::Checkpoint ck(dir);
-    const std::string theirs = ck.state().extra.value("recipe", std::string());
-    KILN_CHECK(theirs == name, dir.string(), ": field extra.recipe is \"", theirs, "\", this is the trainer of \"", name,
-               "\"");
-    std::vector<float> params(plan::ParamPlan<M>::table.total, 0.0f);
-    io::load_params<M>(ck.blob("parameters"), params.data(), dir.string() + "/parameters.safetensors");
-    const int phase = checkpoint_phase<Recipe>(ck);  // its RoPE theta (or positional policy) is the one exported
-    const auto logits = [&](const std::vector<int32_t>& ids) {
-      return with_phase<Recipe>(phase, [&]<int I>() { return hf_detail::logits_of<phase_model<Recipe, I>, MaxT>(params.data(), ids); });
-    };
+    check_checkpoint_recipe(ck, name);
+    std::vector<float> params(r.table_floats, 0.0f);
+    io::load_params(r.table, ck.blob("parameters"), params.data(), dir.string() + "/parameters.safetensors");
+    const int phase = checkpoint_phase(ck, r.shapes());  // its RoPE theta (or positional policy) is the one exported
+    const auto logits = [&](const std::vector<int32_t>& ids) { return r.logits(phase, params.data(), ids); };
     const nlohmann::json info = ck.state().extra.value("data", nlohmann::json::object());
     const std::string tok_path = info.value("tokenizer", std::string());
     const int32_t eod = info.value("end_of_document", tok_path.empty() ? data::ByteTokenizer::end_of_document : -1);
@@ -167,24 +127,24 @@ int hf_export_main(int argc, char** argv, const char* name) {
       const auto ids64 = ref.to_vector<int64_t>("input_ids");
       const std::vector<int32_t> ids(ids64.begin(), ids64.end());
       const auto want = ref.to_vector<float>("logits");
-      KILN_CHECK(want.size() == ids.size() * size_t(M::vocab), check, ": logits hold ", want.size(),
-                 " values, expected ", ids.size(), " x ", M::vocab);
+      KILN_CHECK(want.size() == ids.size() * size_t(V), check, ": logits hold ", want.size(),
+                 " values, expected ", ids.size(), " x ", V);
       const auto got = logits(ids);
       double max_diff = 0, max_ref = 0;
       long argmax_same = 0;
       for (size_t t = 0; t < ids.size(); ++t) {
-        const float* g = got.data() + t * M::vocab;
-        const float* w = want.data() + t * M::vocab;
-        for (int v = 0; v < M::vocab; ++v) {
+        const float* g = got.data() + t * V;
+        const float* w = want.data() + t * V;
+        for (int v = 0; v < V; ++v) {
           max_diff = std::max(max_diff, std::fabs(double(g[v]) - double(w[v])));
           max_ref = std::max(max_ref, std::fabs(double(w[v])));
         }
-        argmax_same += (std::max_element(g, g + M::vocab) - g) == (std::max_element(w, w + M::vocab) - w);
+        argmax_same += (std::max_element(g, g + V) - g) == (std::max_element(w, w + V) - w);
       }
       const double rel = max_ref > 0 ? max_diff / max_ref : max_diff;
       std::printf("kiln: logits check against %s: %zu tokens x %d, max |diff| %.3g, max |ref| %.3g, relative %.3g "
                   "(tolerance %.1g), argmax equal at %ld of %zu positions\n",
-                  check.c_str(), ids.size(), M::vocab, max_diff, max_ref, rel, check_tol, argmax_same, ids.size());
+                  check.c_str(), ids.size(), V, max_diff, max_ref, rel, check_tol, argmax_same, ids.size());
       if (!(rel <= check_tol)) {
         std::fprintf(stderr, "kiln: error: Kiln's logits differ from %s by %.3g relative (tolerance %.1g)\n",
                      check.c_str(), rel, check_tol);
@@ -193,18 +153,15 @@ int hf_export_main(int argc, char** argv, const char* name) {
       std::printf("kiln: logits match\n");
     }
 
-    bool any_nope = false;
-    for (int l = 0; l < M::layers; ++l) any_nope |= !M::uses_rope(l);
-    if (model_type == "auto") model_type = any_nope ? "smollm3" : "llama";
-    io::HfConfig cfg =
-        with_phase<Recipe>(phase, [&]<int I>() { return io::hf_config_of<phase_model<Recipe, I>>(model_type); });
+    io::HfConfig cfg = r.hf_config(phase, model_type);
+    model_type = cfg.model_type;
     cfg.max_position_embeddings = MaxT;
     if (eod >= 0) cfg.eos_token_id = eod;
     cfg.torch_dtype = "float32";
 
     const fs::path target = fs::absolute(fs::path(out)).lexically_normal();
     const fs::path out_dir = target.has_filename() ? target : target.parent_path();
-    KILN_CHECK(!hf_detail::nonempty_dir(out_dir) || force, out_dir.string(),
+    KILN_CHECK(!nonempty_dir(out_dir) || force, out_dir.string(),
                ": exists and is not empty; choose another --out or add --force to replace it");
     KILN_CHECK(!fs::exists(out_dir) || fs::is_directory(out_dir), out_dir.string(), ": exists and is not a directory");
     fs::create_directories(out_dir.parent_path());
@@ -214,20 +171,20 @@ int hf_export_main(int argc, char** argv, const char* name) {
     fs::create_directory(tmp);
     try {
       io::write_hf_config((tmp / "config.json").string(), cfg);
-      const auto views = io::param_views<M>(params.data());
+      const auto views = io::param_views(r.table, params.data());
       const auto w = io::write_safetensors_sharded(tmp.string(), views, uint64_t(max_shard_mb * 1e6),
                                                    {{"kiln_recipe", name}, {"kiln_step", std::to_string(ck.step())}});
       if (!tok_path.empty()) {
         KILN_CHECK(fs::exists(tok_path), dir.string(), "/state.json: field extra.data.tokenizer names ", tok_path,
                    ", which does not exist (the export needs it as tokenizer.json)");
-        io::write_text_atomic((tmp / "tokenizer.json").string(), hf_detail::read_file(tok_path));
+        io::write_text_atomic((tmp / "tokenizer.json").string(), read_file(tok_path));
       }
       nlohmann::ordered_json gen;
       if (eod >= 0) gen["eos_token_id"] = eod;
       gen["do_sample"] = true;
       gen["temperature"] = 0.6;
       gen["top_p"] = 0.95;
-      hf_detail::write_json(tmp, "generation_config.json", gen);
+      write_json(tmp, "generation_config.json", gen);
       nlohmann::ordered_json k;
       k["format"] = "kiln-hf-export/1";
       k["recipe"] = name;
@@ -236,14 +193,14 @@ int hf_export_main(int argc, char** argv, const char* name) {
       k["byte_level"] = tok_path.empty();
       k["end_of_document"] = eod;
       k["vocab_used"] = vocab_used;
-      hf_detail::write_json(tmp, "kiln.json", k);
+      write_json(tmp, "kiln.json", k);
       if (!dump_ids.empty()) {
-        const auto ids = hf_detail::parse_ids(dump_ids);
+        const auto ids = parse_ids(dump_ids);
         const auto lg = logits(ids);
         const std::vector<int64_t> ids64(ids.begin(), ids.end());
         io::write_safetensors((tmp / "kiln_logits.safetensors").string(),
                               {{"input_ids", io::Dtype::I64, {int64_t(ids.size())}, ids64.data()},
-                               {"logits", io::Dtype::F32, {int64_t(ids.size()), M::vocab}, lg.data()}},
+                               {"logits", io::Dtype::F32, {int64_t(ids.size()), V}, lg.data()}},
                               {});
       }
       io::detail::fsync_dir(tmp);
@@ -277,11 +234,10 @@ int hf_export_main(int argc, char** argv, const char* name) {
 }
 
 // `train_<recipe> import`: a Hugging Face model directory as a step-0 checkpoint of this recipe.
-template <RecipeType Recipe>
-int hf_import_main(int argc, char** argv, const char* name) {
+int hf_import_main(int argc, char** argv, const RecipeProgram& r) {
   namespace fs = std::filesystem;
-  using M = phase_model<Recipe, 0>;  // an imported model starts the recipe's program: its first phase
-  constexpr int MaxT = max_seq_len<Recipe>;
+  const char* name = r.name.c_str();  // an imported model starts the recipe's program: its first phase
+  const int MaxT = r.max_seq_len;
   CLI::App app{std::string("Import a Hugging Face model directory as a step-0 checkpoint of recipe ") + name};
   std::string hf, out = std::string("runs/") + name + "/checkpoints";
   app.add_option("--hf", hf, "the Hugging Face model directory (config.json, model.safetensors or shards + index)")
@@ -297,7 +253,7 @@ int hf_import_main(int argc, char** argv, const char* name) {
     const fs::path src = fs::absolute(fs::path(hf)).lexically_normal();
     const std::string cfg_path = (src / "config.json").string();
     const io::HfConfig cfg = io::read_hf_config(cfg_path);
-    const auto diffs = io::mismatches<M>(cfg);
+    const auto diffs = r.hf_mismatches(cfg);
     if (!diffs.empty()) {
       std::fprintf(stderr, "kiln: error: %s does not fit recipe %s's model (%zu %s):\n", cfg_path.c_str(),
                    name, diffs.size(), diffs.size() == 1 ? "field differs" : "fields differ");
@@ -310,13 +266,13 @@ int hf_import_main(int argc, char** argv, const char* name) {
     KILN_CHECK(io::list_checkpoints(out).empty(), out, ": already holds checkpoints; import into an empty "
                "checkpoints root (a newer checkpoint there would be the one `--resume auto` takes)");
     const io::SafetensorsModel weights(src.string());
-    std::vector<float> params(plan::ParamPlan<M>::table.total, 0.0f);
-    io::load_params<M>(weights, params.data(), weights.sharded() ? weights.index_path() : weights.files().at(0));
+    std::vector<float> params(r.table_floats, 0.0f);
+    io::load_params(r.table, weights, params.data(), weights.sharded() ? weights.index_path() : weights.files().at(0));
     long unused = 0;
     std::string unused_names;
     for (const auto& n : weights.names()) {
       bool known = n == "lm_head.weight";
-      for (const auto& e : plan::ParamPlan<M>::table.entries) known |= e.name.view() == n;
+      for (const auto& e : r.table) known |= e.name.view() == n;
       if (!known) unused_names += (unused++ < 4 ? (unused_names.empty() ? "" : ", ") + n : std::string());
     }
     if (unused)
@@ -325,7 +281,7 @@ int hf_import_main(int argc, char** argv, const char* name) {
 
     // Tokenizer and the ids HF has no field for: kiln.json of a Kiln export, else tokenizer.json and eos_token_id.
     nlohmann::json kj = nlohmann::json::object();
-    if (fs::exists(src / "kiln.json")) kj = nlohmann::json::parse(hf_detail::read_file((src / "kiln.json").string()));
+    if (fs::exists(src / "kiln.json")) kj = nlohmann::json::parse(read_file((src / "kiln.json").string()));
     const bool byte_level = kj.value("byte_level", false);
     std::string tok_path;
     int vocab_used = kj.value("vocab_used", 0);
@@ -333,7 +289,7 @@ int hf_import_main(int argc, char** argv, const char* name) {
       tok_path = (src / "tokenizer.json").string();
       if (!kj.contains("vocab_used")) {
         try {
-          vocab_used = std::min(data::Tokenizer::load(tok_path).vocab_size(), int(M::vocab));
+          vocab_used = std::min(data::Tokenizer::load(tok_path).vocab_size(), r.vocab);
         } catch (const Error& e) {
           std::printf("kiln: warning: Kiln's tokenizer cannot read %s (%s); the checkpoint names it anyway\n",
                       tok_path.c_str(), e.what());
@@ -344,16 +300,16 @@ int hf_import_main(int argc, char** argv, const char* name) {
 
     std::vector<float> zeros(params.size(), 0.0f);
     io::CheckpointState st;
-    const auto g = LossGuard(Recipe::defaults().guard).state();
+    const auto g = LossGuard(r.defaults(0).guard).state();
     st.extra = {{"recipe", name},
                 {"adam_updates", 0},
                 {"guard", {{"ring", g.ring}, {"count", g.count}, {"bad_in_a_row", g.bad_in_a_row}}},
                 {"data", {{"tokenizer", tok_path}, {"end_of_document", eod}, {"vocab_used", vocab_used}}}};
     st.config = {{"imported_from", src.string()}, {"model_type", cfg.model_type}};
     const auto info = io::write_checkpoint(out, st,
-                                           {{"parameters", io::param_views<M>(params.data())},
-                                            {"adam_m", io::param_views<M>(zeros.data())},
-                                            {"adam_v", io::param_views<M>(zeros.data())}},
+                                           {{"parameters", io::param_views(r.table, params.data())},
+                                            {"adam_m", io::param_views(r.table, zeros.data())},
+                                            {"adam_v", io::param_views(r.table, zeros.data())}},
                                            1 << 30, [](const std::string& w) {
                                              std::printf("kiln: warning: %s\n", w.c_str());
                                            });
@@ -366,7 +322,7 @@ int hf_import_main(int argc, char** argv, const char* name) {
     const fs::path leaf = root.has_filename() ? root : root.parent_path();
     if (leaf.filename() == "checkpoints")
       std::printf("kiln: train from it: tools/kiln train %s --out %s --resume auto   (generate: tools/kiln generate %s)\n",
-                  hf_detail::recipe_header(name).c_str(), leaf.parent_path().c_str(), out.c_str());
+                  r.header.c_str(), leaf.parent_path().c_str(), out.c_str());
     else
       std::printf("kiln: note: the trainer resumes from <run>/checkpoints; import into <run>/checkpoints to train from "
                   "it with --out <run> --resume auto (generate --checkpoint %s works as it is)\n", out.c_str());
@@ -377,4 +333,4 @@ int hf_import_main(int argc, char** argv, const char* name) {
   }
 }
 
-}  // namespace kiln
+}  // namespace kiln::cli

@@ -1,33 +1,34 @@
-// tools/trainer_main.hpp: the dedicated trainer's main(): recipe defaults, command-line overrides, the run, what the
-// model learned (held-out loss, sampled continuations).
-#pragma once
+// tools/cli/train_main.cpp: the dedicated trainer's main(): recipe defaults, command-line overrides, the run, what the
+// model learned (held-out loss, sampled continuations). Compiled once into kiln_trainer_cli; the recipe is a
+// RecipeProgram (recipe_program.hpp).
 #include <omp.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cmath>
-#include <filesystem>
+#include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <map>
 
 #include "kiln/backend/blas.hpp"
-#include "kiln/backend/cpu.hpp"
-#include "kiln/eval/generate.hpp"
+#include "kiln/data/bytes.hpp"
+#include "kiln/data/tokenizer.hpp"
 #include "kiln/io/jsonl.hpp"
 #include "kiln/io/tensorboard.hpp"
-#include "kiln/recipe.hpp"
+#include "kiln/plan/print.hpp"
 #include "kiln/train/checkpointing.hpp"
 #include "kiln/train/run_data.hpp"
+#include "kiln/train/schedule.hpp"
 #include "kiln/train/signals.hpp"
-#include "kiln/train/trainer.hpp"
-#include "hf_interop.hpp"
-#include "recipe_print.hpp"
+#include "cli/commands.hpp"
+#include "cli/recipe_program.hpp"
 
-namespace kiln {
+namespace kiln::cli {
 
 // Binds every run-time field of TrainConfig to a command-line option (the recipe's value is the default).
-inline void add_train_options(CLI::App& app, TrainConfig& c) {
+void add_train_options(CLI::App& app, TrainConfig& c) {
   static const std::map<std::string, Schedule> schedules = {
       {"constant", Schedule::constant}, {"cosine", Schedule::cosine}, {"linear", Schedule::linear}, {"wsd", Schedule::wsd}};
   app.add_option("--lr", c.lr, "peak learning rate")->capture_default_str();
@@ -78,98 +79,30 @@ inline void add_train_options(CLI::App& app, TrainConfig& c) {
       ->capture_default_str();
 }
 
-// `train_<recipe> generate`: continues prompts with a checkpoint's parameters (KV-cache generation on the CPU).
-template <RecipeType Recipe>
-int generate_main(int argc, char** argv, const char* name) {
-  using M = typename Recipe::model;
-  constexpr int MaxT = max_seq_len<Recipe>;
-  CLI::App app{std::string("Generate text with a checkpoint of recipe ") + name};
-  std::string checkpoint = std::string("runs/") + name + "/checkpoints";
-  std::vector<std::string> prompts;
-  eval::SamplingConfig sc;
-  int tokens = 200;
-  app.add_option("--checkpoint", checkpoint, "a checkpoint directory, or a checkpoints root (its newest valid one)")
-      ->capture_default_str();
-  app.add_option("--prompt", prompts, "prompt to continue (repeatable)")->required();
-  app.add_option("--tokens", tokens, "tokens to generate per prompt")->capture_default_str();
-  app.add_option("--temperature", sc.temperature, "0: greedy")->capture_default_str();
-  app.add_option("--top-p", sc.top_p, "nucleus sampling mass")->capture_default_str();
-  app.add_option("--seed", sc.seed, "sampling seed")->capture_default_str();
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
-  try {
-    std::filesystem::path dir = checkpoint;
-    if (!std::filesystem::exists(dir / "manifest.json")) {
-      const auto found = io::find_latest_valid(checkpoint, [](const std::string& w) {
-        std::fprintf(stderr, "kiln: warning: %s\n", w.c_str());
-      });
-      KILN_CHECK(found, checkpoint, ": no valid checkpoint here (train first, or name a step_N directory)");
-      dir = found->dir;
-    }
-    const io::Checkpoint ck(dir);
-    const std::string theirs = ck.state().extra.value("recipe", std::string());
-    KILN_CHECK(theirs == name, dir.string(), ": field extra.recipe is \"", theirs, "\", this is the trainer of \"", name, "\"");
-    auto state = std::make_unique<backend::cpu::State<M>>();
-    io::load_params<M>(ck.blob("parameters"), state->host_mut(backend::Tensor::params),
-                       dir.string() + "/parameters.safetensors");
-    state->commit(backend::Tensor::params);
-    const nlohmann::json info = ck.state().extra.value("data", nlohmann::json::object());
-    const std::string tok_path = info.value("tokenizer", std::string());
-    std::shared_ptr<data::Tokenizer> tok;
-    if (!tok_path.empty()) tok = std::make_shared<data::Tokenizer>(data::Tokenizer::load(tok_path));
-    const int32_t eod = info.value("end_of_document", tok ? -1 : data::ByteTokenizer::end_of_document);
-    sc.vocab_limit = info.value("vocab_used", 0);
-    std::printf("kiln: %s at step %lld | %s\n", dir.c_str(), (long long)ck.step(),
-                tok ? ("tokenizer " + tok_path).c_str() : "byte-level tokens");
-    for (const auto& p : prompts) {
-      const auto ids = tok ? tok->encode(p) : data::ByteTokenizer::encode(p);
-      int dropped = 0;
-      const auto out = with_phase<Recipe>(checkpoint_phase<Recipe>(ck), [&]<int I>() {  // the checkpoint's phase model
-        using PM = phase_model<Recipe, I>;
-        return eval::generate<PM, MaxT, backend::cpu::Decoder<PM, MaxT>>(*state, ids, tokens, sc, eod, &dropped);
-      });
-      if (dropped)
-        std::printf("kiln: the prompt's first %d tokens were dropped: prompt + %d new tokens exceed the %d-token "
-                    "context\n", dropped, tokens, MaxT);
-      std::printf("---\n%s%s\n", p.c_str(), (tok ? tok->decode(out) : data::ByteTokenizer::decode(out)).c_str());
-      ++sc.seed;
-    }
-    return 0;
-  } catch (const std::exception& e) {  // kiln::Error and anything a library throws (filesystem, JSON): a message, not a crash
-    std::fprintf(stderr, "kiln: error: %s\n", e.what());
-    return 1;
-  }
-}
-
-template <RecipeType Recipe>
-int train_main(int argc, char** argv, const char* name) {
+int trainer_main(int argc, char** argv, const RecipeProgram& r) {
   const BlasInfo blas = select_blas_kernels(argv);
-  if (argc > 1 && std::string_view(argv[1]) == "generate") return generate_main<Recipe>(argc - 1, argv + 1, name);
-  if (argc > 1 && std::string_view(argv[1]) == "export") return hf_export_main<Recipe>(argc - 1, argv + 1, name);
-  if (argc > 1 && std::string_view(argv[1]) == "import") return hf_import_main<Recipe>(argc - 1, argv + 1, name);
-  using M = typename Recipe::model;
-  using Phs = phases_of<Recipe>;
-  using TrainerT = Trainer<Recipe>;
-  constexpr int MaxT = max_seq_len<Recipe>;
+  if (argc > 1 && std::string_view(argv[1]) == "generate") return generate_main(argc - 1, argv + 1, r);
+  if (argc > 1 && std::string_view(argv[1]) == "export") return hf_export_main(argc - 1, argv + 1, r);
+  if (argc > 1 && std::string_view(argv[1]) == "import") return hf_import_main(argc - 1, argv + 1, r);
+  const char* name = r.name.c_str();
+  const int phase_count = int(r.phases.size());
+  const auto phase_name = [&](int i) { return std::string(r.phases[size_t(i)].shape.name); };
+  const int MaxT = r.max_seq_len;
   // Each phase's run-time settings are the recipe's for that phase with the command line's overrides on top: the
   // same arguments are parsed once per phase (a recipe of one phase: once).
   std::vector<TrainConfig> configs;
   bool show_plan = false;
   std::string only_phase;
-  for (int i = 0; i < Phs::count; ++i) {
-    configs.push_back(phase_defaults<Recipe>(i));
+  for (int i = 0; i < phase_count; ++i) {
+    configs.push_back(r.defaults(i));
     CLI::App app{std::string("Kiln trainer for recipe ") + name +
                  " (CPU backend, fp32). `generate --help`: continue prompts with a checkpoint; `export --help` / "
                  "`import --help`: Hugging Face model directories."};
     add_train_options(app, configs.back());
     app.add_flag("--plan", show_plan, "print the static plan and exit");
-    std::string phase_help = "run only this phase (";
-    for (int k = 0; k < Phs::count; ++k) phase_help += (k ? ", " : "") + std::string(Phs::names[k]);
     app.add_option("--phase", only_phase,
-                   phase_help + "); a later phase starts from a checkpoint of the one before it (--resume <dir>)");
+                   "run only this phase (" + r.phase_list() +
+                       "); a later phase starts from a checkpoint of the one before it (--resume <dir>)");
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -179,34 +112,30 @@ int train_main(int argc, char** argv, const char* name) {
   TrainConfig& c = configs[0];  // settings that belong to the run, not a phase (threads, out, resume, prompts)
   try {
     if (show_plan) {
-      print_recipe<Recipe>(std::cout, name, true);
+      r.print(std::cout, true);
       return 0;
     }
     int target = -1;
     if (!only_phase.empty()) {
-      target = Phs::find(only_phase);
-      std::string known;
-      for (auto n : Phs::names) known += (known.empty() ? "" : ", ") + std::string(n);
-      KILN_CHECK(target >= 0, "--phase ", only_phase, ": not a phase of recipe ", name, " (its phases: ", known, ")");
+      target = r.find_phase(only_phase);
+      KILN_CHECK(target >= 0, "--phase ", only_phase, ": not a phase of recipe ", name, " (its phases: ", r.phase_list(),
+                 ")");
       KILN_CHECK(target == 0 || c.resume != "none", "--phase ", only_phase, " starts from a checkpoint of phase ",
-                 Phs::names[target > 0 ? target - 1 : 0], ": give --resume <checkpoint dir> (or auto)");
+                 phase_name(target > 0 ? target - 1 : 0), ": give --resume <checkpoint dir> (or auto)");
     }
     if (c.threads > 0) {
       omp_set_num_threads(c.threads);
       openblas_set_num_threads(c.threads);
     }
-    for (int i = 0; i < Phs::count; ++i)  // every option, before any work (the trainer checks again, for its users)
-      validate(configs[size_t(i)], Phs::count > 1 ? " (phase " + std::string(Phs::names[i]) + ")" : "");
-    using P = plan::ParamPlan<M>;
+    for (int i = 0; i < phase_count; ++i)  // every option, before any work (the trainer checks again, for its users)
+      validate(configs[size_t(i)], phase_count > 1 ? " (phase " + phase_name(i) + ")" : "");
     std::printf("kiln: recipe %s | %s parameters | %d layers, hidden %d, %d/%d heads, vocab %d | %d phase%s:",
-                name, plan::with_commas(P::parameters).c_str(), M::layers, M::hidden, M::heads, M::kv_heads, M::vocab,
-                Phs::count, Phs::count == 1 ? "" : "s");
-    [&]<int... I>(std::integer_sequence<int, I...>) {  // every phase's name and shape on the first line
-      ((std::printf(" %s micro-batch %d x %d%s", std::string(Phs::names[I]).c_str(), phase_stage<Recipe, I>::micro_batch,
-                    phase_stage<Recipe, I>::seq_len, I + 1 < Phs::count ? ";" : "\n")), ...);
-    }(std::make_integer_sequence<int, Phs::count>{});
-    using S0 = phase_stage<Recipe, 0>;  // the first phase's memory (each later one says its own when it starts)
-    const double memory = double(plan::MemoryPlan<phase_model<Recipe, 0>, S0::micro_batch, S0::seq_len, plan::Fp32>::total);
+                name, plan::with_commas(r.parameters).c_str(), r.layers, r.hidden, r.heads, r.kv_heads, r.vocab,
+                phase_count, phase_count == 1 ? "" : "s");
+    for (int i = 0; i < phase_count; ++i)  // every phase's name and shape on the first line
+      std::printf(" %s micro-batch %d x %d%s", phase_name(i).c_str(), r.phases[size_t(i)].shape.micro_batch,
+                  r.phases[size_t(i)].shape.seq_len, i + 1 < phase_count ? ";" : "\n");
+    const double memory = r.phases[0].memory_bytes;  // the first phase's (each later one says its own when it starts)
     std::printf("kiln: %d threads | BLAS %s | kernels %s (%s) | memory %s\n", omp_get_max_threads(), blas.config.c_str(),
                 blas.core.c_str(), blas.how.c_str(), plan::human_bytes(memory).c_str());
     // Sources starting to repeat: the first few are printed, the rest counted (every event is in the loader's state).
@@ -214,10 +143,9 @@ int train_main(int argc, char** argv, const char* name) {
     std::shared_ptr<RunData> data;  // the current phase's (its tokenizer is the run's)
     std::string tokenizer_path;
     auto data_for = [&](int phase, const TrainConfig& pc) -> PhaseData {
-      const long tokens_per_step = with_phase<Recipe>(phase, [&]<int I>() {
-        return long(phase_stage<Recipe, I>::micro_batch) * phase_stage<Recipe, I>::seq_len * pc.grad_accum;
-      });
-      auto d = std::make_shared<RunData>(open_run_data(pc, M::vocab, tokens_per_step, [&](const std::string& e) {
+      const PhaseShape& shape = r.phases[size_t(phase)].shape;
+      const long tokens_per_step = long(shape.micro_batch) * shape.seq_len * pc.grad_accum;
+      auto d = std::make_shared<RunData>(open_run_data(pc, r.vocab, tokens_per_step, [&](const std::string& e) {
         if (e.find("starts epoch ") != std::string::npos && shown_repeats++ >= 3) {
           ++quiet_repeats;
           return;
@@ -226,7 +154,7 @@ int train_main(int argc, char** argv, const char* name) {
         std::fflush(stdout);
       }));
       if (data)
-        KILN_CHECK(d->tokenizer_path == tokenizer_path, "phase ", Phs::names[phase], " reads its data with tokenizer \"",
+        KILN_CHECK(d->tokenizer_path == tokenizer_path, "phase ", phase_name(phase), " reads its data with tokenizer \"",
                    d->tokenizer_path, "\", the run's is \"", tokenizer_path, "\": every phase of a run uses one tokenizer");
       tokenizer_path = d->tokenizer_path;
       const double tokens = double(pc.steps) * double(tokens_per_step);
@@ -237,7 +165,7 @@ int train_main(int argc, char** argv, const char* name) {
         std::string b;
         for (const auto& [n, w] : pc.stages[k].boost) b += (b.empty() ? "" : ", ") + n + " x" + std::to_string(w).substr(0, 4);
         std::printf("kiln: data stage %zu from %.0f%% of the %s (step %ld): %s%s\n", k + 1, 100 * pc.stages[k].start,
-                    Phs::count > 1 ? "phase" : "run", long(pc.stages[k].start * double(pc.steps)),
+                    phase_count > 1 ? "phase" : "run", long(pc.stages[k].start * double(pc.steps)),
                     pc.stages[k].absolute ? "weights " : b.empty() ? "natural mixture" : "natural mixture, boosted ",
                     b.c_str());
       }
@@ -247,7 +175,8 @@ int train_main(int argc, char** argv, const char* name) {
     if (c.out.empty()) c.out = std::string("runs/") + name;
     for (auto& pc : configs) pc.out = c.out;
     std::filesystem::create_directories(c.out);
-    TrainerT trainer(configs, data_for);
+    const std::unique_ptr<TrainerBase> owned = r.make_trainer(configs, data_for);
+    TrainerBase& trainer = *owned;
     // Checkpoints: <out>/checkpoints/step_N, every --checkpoint-every steps, at each phase's end, and on SIGTERM /
     // SIGINT.
     const std::string ckpt_root = c.out + "/checkpoints";
@@ -291,19 +220,19 @@ int train_main(int argc, char** argv, const char* name) {
         load_checkpoint(trainer, ck, name);
         resumed = true;
         std::printf("kiln: resumed from %s at step %ld (phase %s, step %ld of it; %s)\n", found->dir.c_str(),
-                    trainer.run_step(), std::string(Phs::names[trainer.phase()]).c_str(), trainer.step(),
+                    trainer.run_step(), phase_name(trainer.phase()).c_str(), trainer.step(),
                     trainer.data().where().c_str());
         if (target >= 0 && target != trainer.phase()) {
           KILN_CHECK(target == trainer.phase() + 1, "--phase ", only_phase, " starts from a checkpoint of phase ",
-                     target > 0 ? Phs::names[target - 1] : "(none: it is the first)", ", but ", found->dir,
-                     " is of phase ", Phs::names[trainer.phase()]);
+                     target > 0 ? phase_name(target - 1) : "(none: it is the first)", ", but ", found->dir,
+                     " is of phase ", phase_name(trainer.phase()));
           trainer.start_phase(target);  // parameters and optimizer state carry over; the phase's data and shape start
           std::printf("kiln: phase %s starts from the checkpoint of phase %s\n", only_phase.c_str(),
-                      std::string(Phs::names[target - 1]).c_str());
+                      phase_name(target - 1).c_str());
         }
       } else {
         KILN_CHECK(target <= 0, "--phase ", only_phase, " starts from a checkpoint of phase ",
-                   target > 0 ? Phs::names[target - 1] : "", ", and ", ckpt_root, " has none (--resume <dir> names one)");
+                   target > 0 ? phase_name(target - 1) : "", ", and ", ckpt_root, " has none (--resume <dir> names one)");
       }
     }
     if (target >= 0) trainer.stop_after_phase(target);
@@ -334,19 +263,15 @@ int train_main(int argc, char** argv, const char* name) {
       load_checkpoint(trainer, io::Checkpoint(*found), name, /*keep_data=*/true);
       return true;
     };
-    if (Phs::count > 1) {
+    if (phase_count > 1) {
       trainer.on_phase_start = [&](int p) {
-        with_phase<Recipe>(p, [&]<int I>() {
-          using PM = phase_model<Recipe, I>;
-          using St = phase_stage<Recipe, I>;
-          std::printf("\nkiln: phase %d/%d %s: micro-batch %d x %d, %s theta %g | memory %s\n", p + 1, Phs::count,
-                      std::string(Phs::names[p]).c_str(), St::micro_batch, St::seq_len, PM::positional::name,
-                      PM::positional::theta,
-                      plan::human_bytes(double(plan::MemoryPlan<PM, St::micro_batch, St::seq_len, plan::Fp32>::total)).c_str());
-        });
+        const PhaseInfo& ph = r.phases[size_t(p)];
+        std::printf("\nkiln: phase %d/%d %s: micro-batch %d x %d, %s theta %g | memory %s\n", p + 1, phase_count,
+                    phase_name(p).c_str(), ph.shape.micro_batch, ph.shape.seq_len, ph.positional.c_str(), ph.theta,
+                    plan::human_bytes(ph.memory_bytes).c_str());
       };
       trainer.on_phase_end = [&](int p) {
-        if (p < Phs::count - 1 && p != target) save();  // the next phase (or a later --phase run) starts from here
+        if (p < phase_count - 1 && p != target) save();  // the next phase (or a later --phase run) starts from here
       };
     }
     // Metrics: one JSON line per step and per evaluation, and TensorBoard scalars (tools/kiln plot <run> draws them).
@@ -361,10 +286,10 @@ int train_main(int argc, char** argv, const char* name) {
     }
     io::JsonlWriter jsonl(metrics, /*append=*/true);
     io::TensorBoardWriter tb(c.out + "/tb");
-    trainer.on_step = [&](const typename TrainerT::Log& l) {
+    trainer.on_step = [&](const StepLog& l) {
       nlohmann::json rec = {{"step", l.step}, {"loss", l.loss}, {"lr", l.lr}, {"grad_norm", l.grad_norm},
                             {"tokens_per_s", l.tokens_per_s}, {"skipped", l.skipped}, {"time", io::unix_now()}};
-      if (Phs::count > 1) rec["phase"] = std::string(Phs::names[l.phase]), rec["phase_step"] = l.phase_step;
+      if (phase_count > 1) rec["phase"] = phase_name(l.phase), rec["phase_step"] = l.phase_step;
       jsonl.write(rec);
       tb.scalars(l.step, {{"train/loss", float(l.loss)}, {"train/lr", float(l.lr)}, {"train/grad_norm", float(l.grad_norm)},
                           {"train/tokens_per_s", float(l.tokens_per_s)}});
@@ -379,13 +304,13 @@ int train_main(int argc, char** argv, const char* name) {
                 c.out.c_str(), c.out.c_str());
     const double before = trainer.evaluate();
     std::printf("kiln: held-out loss %s %.4f (ln(vocab) = %.4f)\n", resumed ? "at the checkpoint" : "before training",
-                before, std::log(double(M::vocab)));
+                before, std::log(double(r.vocab)));
     const long start = trainer.run_step();
     const bool finished = trainer.step() >= trainer.config().steps &&
-                          (trainer.phase() == Phs::count - 1 || trainer.phase() == target);
+                          (trainer.phase() == phase_count - 1 || trainer.phase() == target);
     if (finished)
       std::printf("kiln: the checkpoint is at the end of %s (step %ld): nothing left to train (--resume none starts "
-                  "over)\n", Phs::count > 1 ? ("phase " + std::string(Phs::names[trainer.phase()])).c_str() : "the run",
+                  "over)\n", phase_count > 1 ? ("phase " + phase_name(trainer.phase())).c_str() : "the run",
                   trainer.run_step());
     if (!finished && !trainer.run()) return stop_signal().load() == SIGTERM ? 143 : 130;
     if (trainer.run_step() > start) save();
@@ -404,11 +329,9 @@ int train_main(int argc, char** argv, const char* name) {
     for (size_t i = 0; i < c.prompts.size(); ++i) {
       const eval::SamplingConfig sc{c.temperature, c.top_p, c.seed + i, data->vocab_used};
       int dropped = 0;
-      auto out = with_phase<Recipe>(trainer.phase(), [&]<int I>() {  // the model of the phase the run ended in
-        using PM = phase_model<Recipe, I>;
-        return eval::generate<PM, MaxT, backend::cpu::Decoder<PM, MaxT>>(
-            trainer.state(), data->encode(c.prompts[i]), c.sample_tokens, sc, data->end_of_document, &dropped);
-      });
+      // The model of the phase the run ended in, with the parameters as they are now.
+      const auto out = r.generate(trainer.phase(), trainer.host(backend::Tensor::params), data->encode(c.prompts[i]),
+                                  c.sample_tokens, sc, data->end_of_document, &dropped);
       const bool tty = isatty(fileno(stdout));  // the prompt in bold on a terminal, plain in logs
       std::printf("---\n%s%s%s%s\n", tty ? "\033[1m" : "", c.prompts[i].c_str(), tty ? "\033[0m" : "",
                   data->decode(out).c_str());
@@ -423,4 +346,4 @@ int train_main(int argc, char** argv, const char* name) {
   }
 }
 
-}  // namespace kiln
+}  // namespace kiln::cli

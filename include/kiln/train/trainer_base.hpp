@@ -1,0 +1,150 @@
+// kiln/train/trainer_base.hpp: what of a trainer does not depend on its recipe. Trainer<Recipe, Backend>
+// (trainer.hpp) derives from TrainerBase; checkpoints, the trainer program's command line, metrics and sampling
+// (tools/cli, compiled once into a library) see a run only through this class, so they need not be compiled again
+// for every recipe:
+//   counters      the phase, its step, the run's step, tokens seen, AdamW updates, the loss guard
+//   settings      one TrainConfig per phase; the phases' names and shapes; the parameter table (names, shapes,
+//                 offsets into the flat buffers)
+//   hooks         after_step, rollback, on_step, on_eval, on_phase_start / on_phase_end
+//   virtual calls start_phase, run, evaluate, and the backend's buffers on the host (host / host_mut / commit)
+#pragma once
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kiln/backend/batch.hpp"
+#include "kiln/core/error.hpp"
+#include "kiln/data/row_source.hpp"
+#include "kiln/plan/params.hpp"
+#include "kiln/train/config.hpp"
+#include "kiln/train/guards.hpp"
+
+namespace kiln {
+
+// One step's record (metrics files, tests).
+struct StepLog {
+  long step;  // steps of the whole run (all phases)
+  double loss, lr, grad_norm, tokens_per_s;
+  bool skipped;
+  int phase;
+  long phase_step;  // steps of this phase
+};
+
+// The data of one phase: its training stream and a maker of fresh held-out streams (the same rows every time).
+struct PhaseData {
+  std::unique_ptr<data::RowSource> train;
+  std::function<std::unique_ptr<data::RowSource>()> make_eval;
+};
+
+// A phase as the recipe-independent code sees it.
+struct PhaseShape {
+  std::string_view name;
+  int micro_batch, seq_len;
+};
+
+class TrainerBase {
+ public:
+  using Log = StepLog;
+  // data_for(phase, its config) opens a phase's data when the phase starts.
+  using DataFor = std::function<PhaseData(int phase, const TrainConfig&)>;
+
+  virtual ~TrainerBase() = default;
+  TrainerBase(const TrainerBase&) = delete;
+  TrainerBase& operator=(const TrainerBase&) = delete;
+
+  // Called after every step with the run's step number (1-based); returns true when the trainer must stop (a stop
+  // signal). Checkpointing plugs in here; `rollback` restores the last checkpoint and returns false if none.
+  std::function<bool(long step)> after_step;
+  std::function<bool()> rollback;
+  // Every step's record (metrics files), and every held-out evaluation.
+  std::function<void(const Log&)> on_step;
+  std::function<void(long step, double val_loss)> on_eval;
+  // A phase begins (after its data is open) / has run all its steps (before the next one begins).
+  std::function<void(int phase)> on_phase_start, on_phase_end;
+
+  // Moves to phase i at its step 0: a fresh loss guard, its data opened (unless !open_data), its executor (and
+  // arena) made and the previous phase's freed. Parameters, optimizer state and the run's step count carry over.
+  virtual void start_phase(int i, bool open_data = true) = 0;
+  // Run up to and including this phase (default: the last).
+  void stop_after_phase(int i) { last_phase_ = i; }
+  // Runs the remaining steps of this phase and the phases after it up to stop_after_phase(); `on_log` sees every
+  // logged step, `quiet` silences the console. Returns false when stopped early by after_step.
+  virtual bool run(bool quiet = false, const std::function<void(const Log&)>& on_log = {}) = 0;
+  // Mean loss over the first eval_batches micro-batches of this phase's held-out documents, in a fixed order, at
+  // this phase's shape and model.
+  virtual double evaluate() = 0;
+
+  // The backend's flat buffers (ParameterTable floats each) on the host: host() stays valid until the state changes;
+  // after writing through host_mut(), commit() makes the change visible to the backend.
+  virtual const float* host(backend::Tensor t) const = 0;
+  virtual float* host_mut(backend::Tensor t) = 0;
+  virtual void commit(backend::Tensor t) = 0;
+
+  int phase_count() const { return int(phases_.size()); }
+  std::span<const PhaseShape> phases() const { return phases_; }
+  const PhaseShape& phase_shape(int i) const { return phases_.at(size_t(i)); }
+  std::string_view phase_name(int i) const { return phase_shape(i).name; }
+  // The phase with this name, or -1.
+  int find_phase(std::string_view name) const {
+    for (int i = 0; i < phase_count(); ++i)
+      if (phases_[size_t(i)].name == name) return i;
+    return -1;
+  }
+  std::span<const plan::ParamEntry> parameter_table() const { return table_; }
+  size_t parameter_floats() const { return table_floats_; }  // per flat buffer, padding included
+
+  const std::vector<double>& losses() const { return losses_; }
+  data::RowSource& data() { return *data_.train; }
+  long& updates() { return updates_; }  // AdamW updates done (skipped steps make none)
+  LossGuard& guard() { return guard_; }
+  int phase() const { return phase_; }
+  long& step() { return step_; }                // steps done in this phase (the schedule's position)
+  long& run_step() { return run_step_; }        // steps done in the whole run
+  long& tokens_seen() { return tokens_seen_; }  // training tokens of the whole run
+  const TrainConfig& config() const { return configs_[size_t(phase_)]; }
+  const TrainConfig& config(int phase) const { return configs_.at(size_t(phase)); }
+
+ protected:
+  TrainerBase(std::vector<TrainConfig> configs, DataFor data_for, std::vector<PhaseShape> phases,
+              std::span<const plan::ParamEntry> table, size_t table_floats)
+      : configs_(std::move(configs)), data_for_(std::move(data_for)), phases_(std::move(phases)), table_(table),
+        table_floats_(table_floats), guard_(check_configs(configs_, phases_).guard),
+        last_phase_(int(phases_.size()) - 1) {}
+
+  // Every phase's settings, checked before any work (with the phase's name when there are several).
+  static const TrainConfig& check_configs(const std::vector<TrainConfig>& cs, const std::vector<PhaseShape>& phases) {
+    KILN_CHECK(cs.size() == phases.size(), "trainer: ", cs.size(), " phase configurations for a recipe of ",
+               phases.size(), " phases");
+    for (size_t i = 0; i < cs.size(); ++i)
+      validate(cs[i], phases.size() > 1 ? " (phase " + std::string(phases[i].name) + ")" : std::string());
+    return cs[0];
+  }
+  // The recipe-independent half of start_phase: counters, guard and data.
+  void enter_phase(int i, bool open_data) {
+    KILN_CHECK(i >= 0 && i < phase_count(), "phase ", i, " outside the recipe's ", phase_count(), " phases");
+    phase_ = i;
+    step_ = 0;
+    guard_ = LossGuard(configs_[size_t(i)].guard);
+    if (open_data) {
+      KILN_CHECK(data_for_, "this trainer was given the data of one phase only: it cannot start phase ", phase_name(i),
+                 " (construct it with a DataFor that opens each phase's data)");
+      data_ = data_for_(i, configs_[size_t(i)]);
+    }
+  }
+
+  std::vector<TrainConfig> configs_;
+  DataFor data_for_;
+  std::vector<PhaseShape> phases_;
+  std::span<const plan::ParamEntry> table_;
+  size_t table_floats_;
+  LossGuard guard_;
+  PhaseData data_;
+  std::vector<double> losses_;  // every step's loss, skipped ones included
+  int phase_ = 0, last_phase_;
+  long step_ = 0, run_step_ = 0, tokens_seen_ = 0, updates_ = 0;
+};
+
+}  // namespace kiln

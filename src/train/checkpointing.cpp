@@ -1,0 +1,98 @@
+// src/train/checkpointing.cpp: kiln/train/checkpointing.hpp, compiled once for every trainer.
+#include "kiln/train/checkpointing.hpp"
+
+#include "kiln/io/safetensors_sharded.hpp"
+#include "kiln/train/schedule.hpp"
+
+namespace kiln {
+
+io::CheckpointInfo save_checkpoint(TrainerBase& t, const std::string& root, int keep, const std::string& recipe,
+                                   const io::CheckpointWarning& warn, const nlohmann::json& data_info) {
+  io::CheckpointState st;
+  st.step = t.run_step();
+  st.schedule_step = t.step();
+  st.tokens_seen = t.tokens_seen();
+  st.data_state = t.data().state();
+  const auto g = t.guard().state();
+  st.extra = {{"recipe", recipe},
+              {"phase", std::string(t.phase_name(t.phase()))},
+              {"phase_index", t.phase()},
+              {"phase_step", t.step()},
+              {"adam_updates", t.updates()},
+              {"guard", {{"ring", g.ring}, {"count", g.count}, {"bad_in_a_row", g.bad_in_a_row}}},
+              {"data", data_info}};
+  const TrainConfig& c = t.config();
+  const PhaseShape& shape = t.phase_shape(t.phase());
+  st.config = {{"lr", c.lr}, {"min_lr", c.min_lr}, {"warmup", c.warmup}, {"steps", c.steps},
+               {"schedule", schedule_name(c.schedule)}, {"grad_accum", c.grad_accum}, {"seed", c.seed},
+               {"data", c.data}, {"micro_batch", shape.micro_batch}, {"seq_len", shape.seq_len}};
+  using backend::Tensor;
+  const auto table = t.parameter_table();
+  const std::vector<io::CheckpointBlob> blobs = {{"parameters", io::param_views(table, t.host(Tensor::params))},
+                                                 {"adam_m", io::param_views(table, t.host(Tensor::adam_m))},
+                                                 {"adam_v", io::param_views(table, t.host(Tensor::adam_v))}};
+  return io::write_checkpoint(root, st, blobs, keep, warn);
+}
+
+int checkpoint_phase(const io::Checkpoint& ck, std::span<const PhaseShape> phases) {
+  const auto& extra = ck.state().extra;
+  if (!extra.contains("phase")) return 0;
+  const auto& field = extra["phase"];
+  KILN_CHECK(field.is_string(), ck.dir().string(), "/state.json: field extra.phase is ", field.dump(),
+             ", expected a phase name (a string)");
+  const std::string name = field.get<std::string>();
+  std::string known;
+  for (size_t i = 0; i < phases.size(); ++i) {
+    if (phases[i].name == name) return int(i);
+    known += (known.empty() ? "" : ", ") + std::string(phases[i].name);
+  }
+  KILN_FAIL(ck.dir().string(), "/state.json: field extra.phase is \"", name, "\", which is not a phase of this recipe (",
+            known, ")");
+}
+
+std::filesystem::path resolve_checkpoint(const std::string& path, const io::CheckpointWarning& warn) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  KILN_CHECK(fs::exists(path, ec), path, ": no such checkpoint directory or checkpoints root");
+  if (fs::exists(fs::path(path) / "manifest.json", ec)) return path;
+  const auto found = io::find_latest_valid(path, warn);
+  KILN_CHECK(found, path, ": no valid checkpoint here (train first, or name a step_N directory)");
+  return found->dir;
+}
+
+void check_checkpoint_recipe(const io::Checkpoint& ck, std::string_view recipe) {
+  const auto& extra = ck.state().extra;
+  const std::string theirs = extra.contains("recipe") && extra["recipe"].is_string() ? extra["recipe"].get<std::string>()
+                                                                                    : std::string();
+  KILN_CHECK(theirs == recipe, ck.dir().string(), ": field extra.recipe is \"", theirs,
+             "\", but this trainer is for recipe \"", recipe, "\"");
+}
+
+void load_checkpoint(TrainerBase& t, const io::Checkpoint& ck, const std::string& recipe, bool keep_data) {
+  const std::string origin = ck.dir().string();
+  const auto& st = ck.state();
+  check_checkpoint_recipe(ck, recipe);
+  using backend::Tensor;
+  const auto table = t.parameter_table();
+  io::load_params(table, ck.blob("parameters"), t.host_mut(Tensor::params), origin + "/parameters.safetensors");
+  io::load_params(table, ck.blob("adam_m"), t.host_mut(Tensor::adam_m), origin + "/adam_m.safetensors");
+  io::load_params(table, ck.blob("adam_v"), t.host_mut(Tensor::adam_v), origin + "/adam_v.safetensors");
+  for (Tensor k : {Tensor::params, Tensor::adam_m, Tensor::adam_v}) t.commit(k);
+  KILN_CHECK(st.extra.contains("adam_updates") && st.extra.contains("guard"), origin,
+             "/state.json: field extra needs adam_updates and guard (written by Kiln's trainer)");
+  t.updates() = st.extra["adam_updates"].get<long>();
+  const int phase = checkpoint_phase(ck, t.phases());
+  if (keep_data)
+    KILN_CHECK(phase == t.phase(), origin, ": a rollback stays in its phase, but this checkpoint is of phase ",
+               t.phase_name(phase), " and the run is in phase ", t.phase_name(t.phase()));
+  else if (phase != t.phase())
+    t.start_phase(phase);  // its data, executor and guard
+  const auto& g = st.extra["guard"];
+  t.guard().restore({g.at("ring").get<std::vector<double>>(), g.at("count").get<long>(), g.at("bad_in_a_row").get<int>()});
+  t.step() = long(st.extra.value("phase_step", st.schedule_step));
+  t.run_step() = long(st.step);
+  t.tokens_seen() = long(st.tokens_seen);
+  if (!keep_data && !st.data_state.empty()) t.data().restore(st.data_state);
+}
+
+}  // namespace kiln
