@@ -50,13 +50,17 @@ int checkpoint_phase(const io::Checkpoint& ck, std::span<const PhaseShape> phase
             known, ")");
 }
 
-std::filesystem::path resolve_checkpoint(const std::string& path, const io::CheckpointWarning& warn) {
+std::filesystem::path resolve_checkpoint(const std::string& path, const io::CheckpointWarning& warn, io::Verify verify) {
   namespace fs = std::filesystem;
   std::error_code ec;
   KILN_CHECK(fs::exists(path, ec), path, ": no such checkpoint directory or checkpoints root");
   if (fs::exists(fs::path(path) / "manifest.json", ec)) return path;
-  const auto found = io::find_latest_valid(path, warn);
-  KILN_CHECK(found, path, ": no valid checkpoint here (train first, or name a step_N directory)");
+  const auto found = io::find_latest_valid(path, warn, verify);
+  if (!found) {
+    const auto all = io::list_checkpoints(path);
+    KILN_FAIL(path, all.empty() ? ": no checkpoint here (train first, or name a step_N directory)"
+                                : ": holds " + std::to_string(all.size()) + " checkpoints but none is valid (see the warnings)");
+  }
   return found->dir;
 }
 

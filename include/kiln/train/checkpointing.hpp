@@ -26,9 +26,10 @@ io::CheckpointInfo save_checkpoint(TrainerBase& t, const std::string& root, int 
 // The phase a checkpoint was written in (its index in `phases`); a checkpoint without one is of the first phase.
 int checkpoint_phase(const io::Checkpoint& ck, std::span<const PhaseShape> phases);
 
-// A checkpoint directory (holding manifest.json), or the newest valid one under a checkpoints root; warnings about
-// invalid ones go to `warn`. Throws naming the path when there is none.
-std::filesystem::path resolve_checkpoint(const std::string& path, const io::CheckpointWarning& warn = {});
+// A checkpoint directory (holding manifest.json), or the newest valid one under a checkpoints root (verified by
+// `verify`); warnings about invalid ones go to `warn`. Throws naming the path when there is none.
+std::filesystem::path resolve_checkpoint(const std::string& path, const io::CheckpointWarning& warn = {},
+                                         io::Verify verify = io::Verify::checksums);
 
 // The checkpoint's recipe (extra.recipe) must be `recipe`: the error names both.
 void check_checkpoint_recipe(const io::Checkpoint& ck, std::string_view recipe);
