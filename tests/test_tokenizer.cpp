@@ -283,6 +283,60 @@ TEST_CASE("loader errors name the file and the field, never crash") {
   fs::remove_all(dir);
 }
 
+// A bad merge entry, model.type, or a model.vocab / model.merges of the wrong type fails as soon as it is read: the
+// files below are cut short right after it, so a loader that parsed the whole file first would say "invalid JSON".
+TEST_CASE("loader fails at the first bad entry, before reading the rest of the file") {
+  const fs::path dir = scratch_dir();
+  // base_json() in HF's key order (model.type first, model.vocab before model.merges), with `type`, `vocab` and
+  // `merges` replaced by the given text and everything after the replaced field cut off.
+  auto hf_text = [](const std::string& field, const std::string& text) {
+    const nlohmann::json j = base_json();
+    nlohmann::ordered_json o, model;
+    for (const char* k : {"version", "added_tokens", "normalizer", "pre_tokenizer", "post_processor", "decoder"})
+      if (j.contains(k)) o[k] = nlohmann::ordered_json::parse(j[k].dump());
+    for (const char* k : {"type", "dropout", "unk_token", "fuse_unk", "byte_fallback", "ignore_merges", "vocab", "merges"})
+      if (j["model"].contains(k)) model[k] = nlohmann::ordered_json::parse(j["model"][k].dump());
+    model[field] = "@FIELD@";
+    o["model"] = model;
+    const std::string full = o.dump();
+    const size_t at = full.find("\"@FIELD@\"");
+    REQUIRE(at != std::string::npos);
+    return full.substr(0, at) + text;  // cut short: invalid JSON after `text`
+  };
+  auto load_text = [&](const std::string& text) {
+    const std::string path = (dir / "tok.json").string();
+    std::ofstream(path, std::ios::binary) << text;
+    return error_of([&] { Tokenizer::load(path); });
+  };
+  auto has = [](const std::string& msg, std::initializer_list<const char*> parts) {
+    for (const char* p : parts)
+      if (msg.find(p) == std::string::npos) return false;
+    return true;
+  };
+  std::string m = load_text(hf_text("merges", R"([["Ġ", "nosuchtoken"], ["Ġ", "t"], [)"));
+  CHECK_MESSAGE(has(m, {"tok.json", "model.merges[0]", "nosuchtoken", "not in model.vocab"}), m);
+  m = load_text(hf_text("merges", R"([["Ġ", "t"], ["Ġt", "hx"], [)"));
+  CHECK_MESSAGE(has(m, {"tok.json", "model.merges[1]", "merged token", "Ġthx"}), m);
+  m = load_text(hf_text("merges", R"(["Ġ t", 7, [)"));
+  CHECK_MESSAGE(has(m, {"tok.json", "model.merges[1]", "is 7", "pair of strings"}), m);
+  m = load_text(hf_text("merges", R"(["Ġ t", ["Ġt", ["h"]], [)"));
+  CHECK_MESSAGE(has(m, {"tok.json", "model.merges[1]", "pair of strings"}), m);
+  m = load_text(hf_text("merges", R"(["Ġt h x", [)"));
+  CHECK_MESSAGE(has(m, {"tok.json", "model.merges[0]", "\"a b\""}), m);
+  m = load_text(hf_text("merges", R"({"a": [)"));
+  CHECK_MESSAGE(has(m, {"tok.json", "model.merges", "must be an array, found object"}), m);
+  m = load_text(hf_text("merges", R"("Ġ t", [)"));
+  CHECK_MESSAGE(has(m, {"tok.json", "model.merges", "must be an array, found string"}), m);
+  m = load_text(hf_text("type", R"("WordPiece", "vocab": {)"));
+  CHECK_MESSAGE(has(m, {"tok.json", "model.type", "WordPiece", "BPE"}), m);
+  m = load_text(hf_text("vocab", R"([1, 2, )"));
+  CHECK_MESSAGE(has(m, {"tok.json", "model.vocab", "must be an object", "array"}), m);
+  // model.merges given twice: nlohmann::json would keep the second silently
+  m = load_text(hf_text("merges", R"(["Ġ t"], "merges": ["Ġ t"]}})"));
+  CHECK_MESSAGE(has(m, {"tok.json", "model.merges", "given twice"}), m);
+  fs::remove_all(dir);
+}
+
 TEST_CASE("train: argument errors and special tokens") {
   CHECK(error_of([] { Tokenizer::train({"abc"}, 100, {}); }).find("at least 256") != std::string::npos);
   CHECK(error_of([] { Tokenizer::train({"abc"}, 300, {"<s>", "<s>"}); }).find("twice") != std::string::npos);

@@ -49,3 +49,18 @@ else()
            COMMAND ${CMAKE_COMMAND} -E echo "FAILED: clang++ with libFuzzer not found; install Debian's clang and libclang-rt-14-dev (tools/kiln setup does), then reconfigure")
   set_tests_properties(fuzz.tokenizer_json PROPERTIES LABELS cpu WILL_FAIL ON)
 endif()
+
+# kiln_tokenizer train (tools/tokenizer.cpp): the command reproduces the committed kiln_bpe.json byte for byte from
+# its corpus (the same training test_tokenizer.cpp checks), and refuses bad limits before reading any input.
+set(kiln_tok_fx ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/tokenizer)
+set(kiln_tok_out ${CMAKE_CURRENT_BINARY_DIR}/kiln_tokenizer_test.json)
+add_test(NAME tokenizer.train_command
+         COMMAND sh -c "rm -f '${kiln_tok_out}' && '$<TARGET_FILE:kiln_tokenizer>' train '${kiln_tok_fx}/train_corpus.txt' --split-lines --vocab 1024 --special '<|endoftext|>' --special '<|im_start|>' --special '<|im_end|>' --out '${kiln_tok_out}' && cmp '${kiln_tok_out}' '${kiln_tok_fx}/kiln_bpe.json' && echo SAME")
+set_tests_properties(tokenizer.train_command PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "wrote .*SAME")
+add_test(NAME tokenizer.train_command_limits
+         COMMAND $<TARGET_FILE:kiln_tokenizer> train /nonexistent/texts --vocab 200 --out ${kiln_tok_out})
+set_tests_properties(tokenizer.train_command_limits PROPERTIES LABELS cpu
+                     PASS_REGULAR_EXPRESSION "--vocab 200: must be at least 256 \\(the bytes\\) \\+ 1")
+add_test(NAME tokenizer.train_command_exists
+         COMMAND $<TARGET_FILE:kiln_tokenizer> train ${kiln_tok_fx}/train_corpus.txt --vocab 300 --out ${kiln_tok_fx}/kiln_bpe.json)
+set_tests_properties(tokenizer.train_command_exists PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "exists; add --force")

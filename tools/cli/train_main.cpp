@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <sstream>
 
 #include "kiln/backend/blas.hpp"
 #include "kiln/data/bytes.hpp"
@@ -26,6 +27,53 @@
 #include "cli/recipe_program.hpp"
 
 namespace kiln::cli {
+
+namespace {
+// One --stage value: START[:abs]:NAME=W[,NAME=W...] (or START alone: the natural mixture). START is a fraction of
+// the phase's tokens; W multiplies the source's natural share, or with abs is the source's weight (others 0); the
+// name * stands for every source not named.
+TrainConfig::DataStage parse_stage(const std::string& text) {
+  const auto bad = [&](const std::string& why) {
+    return CLI::ValidationError("--stage", "'" + text + "': " + why +
+                                             " (expected START[:abs]:NAME=WEIGHT,..., e.g. 0.7:code=4,math=4)");
+  };
+  TrainConfig::DataStage st;
+  std::string rest = text;
+  const size_t colon = rest.find(':');
+  try {
+    size_t used = 0;
+    st.start = std::stod(rest.substr(0, colon), &used);
+    if (used != (colon == std::string::npos ? rest.size() : colon)) throw bad("START is not a number");
+  } catch (const std::logic_error&) {
+    throw bad("START is not a number");
+  }
+  if (!(st.start >= 0 && st.start < 1)) throw bad("START must be a fraction of the phase in [0, 1)");
+  if (colon == std::string::npos) return st;
+  rest = rest.substr(colon + 1);
+  if (rest.rfind("abs:", 0) == 0) {
+    st.absolute = true;
+    rest = rest.substr(4);
+  }
+  if (rest.empty()) throw bad("no NAME=WEIGHT after the start");
+  std::stringstream in(rest);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0) throw bad("'" + item + "' is not NAME=WEIGHT");
+    double w = 0;
+    try {
+      size_t used = 0;
+      w = std::stod(item.substr(eq + 1), &used);
+      if (used != item.size() - eq - 1) throw bad("the weight of '" + item.substr(0, eq) + "' is not a number");
+    } catch (const std::logic_error&) {
+      throw bad("the weight of '" + item.substr(0, eq) + "' is not a number");
+    }
+    if (!(w >= 0) || !std::isfinite(w)) throw bad("the weight of '" + item.substr(0, eq) + "' must be >= 0");
+    st.boost.emplace_back(item.substr(0, eq), w);
+  }
+  return st;
+}
+}  // namespace
 
 // Binds every run-time field of TrainConfig to a command-line option (the recipe's value is the default).
 void add_train_options(CLI::App& app, TrainConfig& c) {
@@ -54,6 +102,24 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--seed", c.seed, "seed of initialisation and data order")->capture_default_str();
   app.add_option("--data", c.data, "text file or directory (fortune format: documents separated by % lines)")
       ->capture_default_str();
+  std::string recipe_stages;
+  for (const auto& st : c.stages) {
+    std::string b;
+    for (const auto& [n, w] : st.boost) b += (b.empty() ? "" : ",") + n + "=" + plan::value_text(w);
+    recipe_stages += (recipe_stages.empty() ? "" : " ") + plan::value_text(st.start) + (st.absolute ? ":abs" : "") +
+                     (b.empty() ? "" : ":" + b);
+  }
+  app.add_option_function<std::vector<std::string>>(
+         "--stage",
+         [&c](const std::vector<std::string>& v) {
+           c.stages.clear();
+           for (const auto& s : v) c.stages.push_back(parse_stage(s));
+         },
+         "data stages, replacing the recipe's (repeatable, in order): START[:abs]:NAME=WEIGHT,... boosts sources "
+         "from a fraction of the phase on; * is every other source")
+      ->default_str(recipe_stages.empty() ? "none" : recipe_stages);
+  app.add_flag_callback("--no-stages", [&c] { c.stages.clear(); },
+                        "no data stages: every source at its natural share for the whole run");
   app.add_option("--tokenizer", c.tokenizer, "\"\" (byte-level) or bpe:<n> (train a BPE on the data, cached)")
       ->capture_default_str();
   app.add_option("--cache", c.cache, "where prepared tokenizers and shards are kept")->capture_default_str();
@@ -161,12 +227,14 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::printf("kiln: data %s\n", d->summary.c_str());
       std::printf("kiln: %ld steps x %ld tokens = %.2fM tokens (%.2f epochs) | lr %.2e %s, warmup %ld\n", pc.steps,
                   tokens_per_step, tokens / 1e6, tokens / d->epoch_tokens, pc.lr, schedule_name(pc.schedule), pc.warmup);
-      for (size_t k = 0; k < pc.stages.size(); ++k) {
+      std::vector<TrainConfig::DataStage> stages = pc.stages;  // as the loader runs them (run_data.hpp)
+      if (!stages.empty() && stages.front().start > 0) stages.insert(stages.begin(), {0.0, {}, false});
+      for (size_t k = 0; k < stages.size() && !d->tokenizer_path.empty(); ++k) {
         std::string b;
-        for (const auto& [n, w] : pc.stages[k].boost) b += (b.empty() ? "" : ", ") + n + " x" + std::to_string(w).substr(0, 4);
-        std::printf("kiln: data stage %zu from %.0f%% of the %s (step %ld): %s%s\n", k + 1, 100 * pc.stages[k].start,
-                    phase_count > 1 ? "phase" : "run", long(pc.stages[k].start * double(pc.steps)),
-                    pc.stages[k].absolute ? "weights " : b.empty() ? "natural mixture" : "natural mixture, boosted ",
+        for (const auto& [n, w] : stages[k].boost) b += (b.empty() ? "" : ", ") + n + " x" + std::to_string(w).substr(0, 4);
+        std::printf("kiln: data stage %zu from %.0f%% of the %s (step %ld): %s%s\n", k + 1, 100 * stages[k].start,
+                    phase_count > 1 ? "phase" : "run", long(stages[k].start * double(pc.steps)),
+                    stages[k].absolute ? "weights " : b.empty() ? "natural mixture" : "natural mixture, boosted ",
                     b.c_str());
       }
       data = d;

@@ -34,6 +34,8 @@
 #endif
 #include <fcntl.h>
 #include <pcre2.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -467,28 +469,291 @@ inline uint64_t next_uid() {
   return ++n;
 }
 
+// ---- reading tokenizer.json in one pass --------------------------------------------------------------------------
+// model.merges is most of a tokenizer.json (Llama-3: 280k merges). As a JSON DOM each ["a", "b"] pair costs about
+// 150 bytes, so the reader below never builds it: a merge entry is checked and converted as soon as it is read, into
+// MergeList (the two strings back to back, 16 bytes of index), and when model.vocab came first (HF's key order) its
+// tokens are looked up at once. model.type, model.vocab and model.merges are type-checked when they are read too. So
+// a malformed file fails at its first bad entry, after reading only that far, and before any table is built.
+
+// The merges of a tokenizer.json in file order: entry i is (a, b), stored as a then b in one buffer, so that the
+// merged token a + b is a view too; with the model.vocab ids of a, b and a + b when the reader knew them (else -1).
+class MergeList {
+ public:
+  struct Ids {
+    int32_t a, b, merged;
+  };
+  void add(std::string_view a, std::string_view b) { add(a, b, Ids{-1, -1, -1}); }
+  void add(std::string_view a, std::string_view b, Ids ids) {
+    entries_.push_back({uint64_t(text_.size()), uint32_t(a.size()), uint32_t(b.size()), ids});
+    text_.append(a);
+    text_.append(b);
+  }
+  size_t size() const { return entries_.size(); }
+  const Ids& ids(size_t i) const { return entries_[i].ids; }
+  std::string_view first(size_t i) const { return view(i, 0, entries_[i].a); }
+  std::string_view second(size_t i) const { return view(i, entries_[i].a, entries_[i].b); }
+  std::string_view merged(size_t i) const { return view(i, 0, uint64_t(entries_[i].a) + entries_[i].b); }
+
+ private:
+  struct Entry {
+    uint64_t offset;
+    uint32_t a, b;  // byte lengths
+    Ids ids;
+  };
+  std::string_view view(size_t i, uint64_t from, uint64_t n) const {
+    return std::string_view(text_).substr(entries_[i].offset + from, n);
+  }
+  std::string text_;
+  std::vector<Entry> entries_;
+};
+
+// Builds a JSON value from SAX events (duplicate keys: the last wins, as nlohmann::json::parse does).
+struct JsonBuilder {
+  nlohmann::json* root = nullptr;
+  std::vector<nlohmann::json*> open;  // containers being filled, innermost last
+  std::string key;                    // the key of the next value when the innermost container is an object
+
+  nlohmann::json* put(nlohmann::json&& v) {
+    if (open.empty()) {
+      *root = std::move(v);
+      return root;
+    }
+    nlohmann::json& c = *open.back();
+    if (c.is_array()) {
+      auto& a = c.get_ref<nlohmann::json::array_t&>();
+      a.push_back(std::move(v));
+      return &a.back();
+    }
+    nlohmann::json& slot = c[key];
+    slot = std::move(v);
+    return &slot;
+  }
+  void start(nlohmann::json&& container) { open.push_back(put(std::move(container))); }
+  void end() { open.pop_back(); }
+};
+
+// nlohmann SAX handler: the DOM of the whole file except model.merges' entries, which go to a MergeList.
+class TokenizerJsonReader {
+ public:
+  using json = nlohmann::json;
+  TokenizerJsonReader(json& root, MergeList& merges, const std::string& origin)
+      : merges_(merges), origin_(origin) {
+    dom_.root = &root;
+    entry_.root = &entry_root_;
+  }
+
+  bool null() { return scalar(json(nullptr)); }
+  bool boolean(bool v) { return scalar(json(v)); }
+  bool number_integer(json::number_integer_t v) { return scalar(json(v)); }
+  bool number_unsigned(json::number_unsigned_t v) { return scalar(json(v)); }
+  bool number_float(json::number_float_t v, const json::string_t&) { return scalar(json(v)); }
+  bool string(json::string_t& s) { return scalar(json(std::move(s))); }
+  bool binary(json::binary_t& b) { return scalar(json(json::binary_t(std::move(b)))); }
+
+  bool start_object(std::size_t) { return start(true); }
+  bool start_array(std::size_t) { return start(false); }
+  bool key(json::string_t& k) {
+    if (entry_depth_ > 0) {
+      entry_.key = k;
+      return true;
+    }
+    // A second "model" or "vocab" replaces the first (the last key wins).
+    if ((path_.back().role == Role::kModel && k == "vocab") || (path_.back().role == Role::kTop && k == "model")) {
+      vocab_known_ = false;
+      vocab_ids_.clear();
+    }
+    path_.back().key = k;
+    dom_.key = std::move(k);
+    return true;
+  }
+  bool end_object() { return end(); }
+  bool end_array() { return end(); }
+
+  template <class Exception>
+  bool parse_error(std::size_t, const std::string&, const Exception& e) {
+    throw e;  // a json::exception: from_json reports it as invalid JSON
+  }
+
+ private:
+  enum class Role : uint8_t { kOther, kTop, kModel, kMerges };
+  struct Frame {
+    Role role;
+    std::string key;  // the last key read in this object
+  };
+
+  // The role of the value about to be read, and its field name when it is one of model's.
+  bool in_model() const { return !path_.empty() && path_.back().role == Role::kModel; }
+  bool in_merges() const { return !path_.empty() && path_.back().role == Role::kMerges; }
+
+  template <class... A>
+  [[noreturn]] void fail(const A&... a) const {
+    KILN_FAIL("tokenizer '", origin_, "': field '", a...);
+  }
+
+  bool scalar(json&& v) {
+    if (entry_depth_ > 0) {
+      entry_.put(std::move(v));
+      return true;
+    }
+    if (in_merges()) {
+      take_merge(v);
+      return true;
+    }
+    if (in_model()) {
+      const std::string& k = path_.back().key;
+      if (k == "type") {
+        if (!v.is_string()) fail("model.type' is missing; Kiln supports \"BPE\"");
+        if (v != "BPE") fail("model.type' is \"", v.get<std::string>(), "\"; Kiln supports only \"BPE\" (byte-level BPE)");
+      } else if (k == "vocab") {
+        fail("model.vocab' must be an object {token: id}, found ", v.type_name());
+      } else if (k == "merges" && !v.is_null()) {
+        fail("model.merges' must be an array, found ", v.type_name());
+      }
+    }
+    dom_.put(std::move(v));
+    return true;
+  }
+
+  bool start(bool object) {
+    if (entry_depth_ > 0 || in_merges()) {  // a merge entry (["a", "b"] or something malformed): built on its own
+      if (entry_depth_++ == 0) entry_.open.clear();
+      entry_.start(object ? json::object() : json::array());
+      return true;
+    }
+    Role role = Role::kOther;
+    if (path_.empty()) {
+      role = object ? Role::kTop : Role::kOther;
+    } else if (path_.back().role == Role::kTop && path_.back().key == "model") {
+      role = object ? Role::kModel : Role::kOther;
+    } else if (in_model() && path_.back().key == "vocab" && !object) {
+      fail("model.vocab' must be an object {token: id}, found array");
+    } else if (in_model() && path_.back().key == "merges") {
+      if (object) fail("model.merges' must be an array, found object");
+      if (merges_seen_) fail("model.merges' is given twice");
+      merges_seen_ = true;
+      role = Role::kMerges;
+    }
+    dom_.start(object ? json::object() : json::array());
+    path_.push_back({role, {}});
+    return true;
+  }
+
+  bool end() {
+    if (entry_depth_ > 0) {
+      entry_.end();
+      if (--entry_depth_ == 0) take_merge(entry_root_);
+      return true;
+    }
+    const json* closed = dom_.open.back();
+    path_.pop_back();
+    dom_.end();
+    if (in_model() && path_.back().key == "vocab") {  // complete: the merges after it are checked as they are read
+      vocab_ids_.reserve(closed->size());
+      for (auto it = closed->begin(); it != closed->end(); ++it) {
+        const json& v = it.value();  // a bad id is reported by Tokenizer::build, which checks every vocab entry first
+        const bool ok = v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < (int64_t(1) << 24);
+        vocab_ids_.emplace(std::string_view(it.key()), ok ? int32_t(v.get<int64_t>()) : -1);
+      }
+      vocab_known_ = true;
+    }
+    return true;
+  }
+
+  static std::string shown(const json& e) {
+    std::string s = e.dump();
+    return s.size() <= 200 ? s : s.substr(0, 200) + "...";
+  }
+
+  // Checks entry i of model.merges ("a b" or ["a", "b"]) and appends it.
+  void take_merge(const json& e) {
+    const std::string at = "model.merges[" + std::to_string(merges_.size()) + "]";
+    std::string_view a, b;
+    if (e.is_string()) {
+      const std::string& s = e.get_ref<const std::string&>();
+      const size_t sp = s.find(' ');
+      if (!(sp != std::string::npos && s.find(' ', sp + 1) == std::string::npos && sp > 0 && sp + 1 < s.size()))
+        fail(at, "' is ", shown(e), "; expected two tokens \"a b\"");
+      a = std::string_view(s).substr(0, sp);
+      b = std::string_view(s).substr(sp + 1);
+    } else {
+      if (!(e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()))
+        fail(at, "' is ", shown(e), "; expected a pair of strings [\"a\", \"b\"] or \"a b\"");
+      a = e[0].get_ref<const std::string&>();
+      b = e[1].get_ref<const std::string&>();
+    }
+    if (!vocab_known_) {  // model.vocab comes later: Tokenizer::build looks the tokens up
+      merges_.add(a, b);
+      return;
+    }
+    auto id = [&](std::string_view t, const char* what) {
+      auto it = vocab_ids_.find(t);
+      if (it == vocab_ids_.end()) fail(at, "': ", what, "\"", t, "\" is not in model.vocab");
+      return it->second;
+    };
+    const int32_t ia = id(a, "token "), ib = id(b, "token ");
+    std::string ab;
+    ab.reserve(a.size() + b.size());
+    ab.append(a).append(b);
+    merges_.add(a, b, {ia, ib, id(ab, "merged token ")});
+  }
+
+  JsonBuilder dom_;
+  std::vector<Frame> path_;  // the DOM containers being read, innermost last
+  JsonBuilder entry_;        // the merge entry being read, when it is a container
+  json entry_root_;
+  int entry_depth_ = 0;      // > 0: inside a merge entry
+  MergeList& merges_;
+  const std::string& origin_;
+  // model.vocab's token -> id (-1: not a valid id) once it is read completely; the keys are views of the DOM's,
+  // which stay in place.
+  std::unordered_map<std::string_view, int32_t, SvHash, std::equal_to<>> vocab_ids_;
+  bool vocab_known_ = false;
+  bool merges_seen_ = false;
+};
+
 }  // namespace tokenizer_detail
 
 class Tokenizer {
  public:
+  // Maps the file (read in place: a file that fails early is read only that far).
   static Tokenizer load(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    KILN_CHECK(f.good(), "tokenizer file '", path, "' cannot be read: ", std::strerror(errno));
-    std::ostringstream s;
-    s << f.rdbuf();
-    KILN_CHECK(!f.bad(), "tokenizer file '", path, "': read error");
-    return from_json(s.str(), path);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    KILN_CHECK(fd >= 0, "tokenizer file '", path, "' cannot be read: ", std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      const std::string why = S_ISREG(st.st_mode) || st.st_mode == 0 ? std::strerror(errno) : "not a regular file";
+      ::close(fd);
+      KILN_FAIL("tokenizer file '", path, "' cannot be read: ", why);
+    }
+    const size_t size = size_t(st.st_size);
+    void* p = size ? ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0) : nullptr;
+    const int merr = errno;
+    ::close(fd);
+    KILN_CHECK(p != MAP_FAILED, "tokenizer file '", path, "': cannot map ", size, " bytes: ", std::strerror(merr));
+    struct Unmap {
+      void* p;
+      size_t n;
+      ~Unmap() {
+        if (p) ::munmap(p, n);
+      }
+    } unmap{p, size};
+    return from_json(std::string_view(static_cast<const char*>(p), size), path);
   }
 
+  // Parses and checks in one pass (tokenizer_detail::TokenizerJsonReader): a bad merge entry, a model.type other
+  // than BPE, or a model.vocab / model.merges of the wrong type fails when it is read, before the rest is parsed.
   static Tokenizer from_json(std::string_view json, const std::string& origin = "<memory>") {
     nlohmann::json j;
+    tokenizer_detail::MergeList merges;
     try {
-      j = nlohmann::json::parse(json.begin(), json.end());
+      tokenizer_detail::TokenizerJsonReader reader(j, merges, origin);
+      nlohmann::json::sax_parse(json.begin(), json.end(), &reader);
     } catch (const nlohmann::json::exception& e) {
       KILN_FAIL("tokenizer '", origin, "': invalid JSON: ", e.what());
     }
     try {
-      return Tokenizer(build(j, origin));
+      return Tokenizer(build(j, merges, origin));
     } catch (const nlohmann::json::exception& e) {  // a type mismatch no explicit check caught
       KILN_FAIL("tokenizer '", origin, "': unexpected JSON content: ", e.what());
     }
@@ -939,7 +1204,9 @@ class Tokenizer {
     return {{"type", "Sequence"}, {"pretokenizers", seq}};
   }
 
-  static std::shared_ptr<const Impl> build(const json& j, const std::string& origin) {
+  // j: the file without model.merges' entries, which are in `merges` (read by TokenizerJsonReader).
+  static std::shared_ptr<const Impl> build(const json& j, const tokenizer_detail::MergeList& merges,
+                                           const std::string& origin) {
     auto impl = std::make_shared<Impl>();
     Impl& m = *impl;
     KILN_CHECK(j.is_object(), "tokenizer '", origin, "': the top level must be a JSON object, found ", type_name(j));
@@ -1030,33 +1297,26 @@ class Tokenizer {
       m.unk_id = it->second;
     }
 
-    // merges: "a b" (old) or ["a", "b"] (tokenizers >= 0.20)
-    const json merges_j = mo.contains("merges") && !mo["merges"].is_null() ? mo["merges"] : json::array();
-    KILN_CHECK(merges_j.is_array(), "tokenizer '", origin, "': field 'model.merges' must be an array, found ",
-               type_name(merges_j));
-    m.merges.reserve(merges_j.size());
-    m.merge_list.reserve(merges_j.size());
-    for (size_t i = 0; i < merges_j.size(); ++i) {
-      const json& e = merges_j[i];
-      const std::string at = "model.merges[" + std::to_string(i) + "]";
-      std::string a, b;
-      if (e.is_string()) {
-        const std::string s = e.get<std::string>();
-        const size_t sp = s.find(' ');
-        KILN_CHECK(sp != std::string::npos && s.find(' ', sp + 1) == std::string::npos && sp > 0 && sp + 1 < s.size(),
-                   "tokenizer '", origin, "': field '", at, "' is ", e.dump(), "; expected two tokens \"a b\"");
-        a = s.substr(0, sp);
-        b = s.substr(sp + 1);
-      } else {
-        KILN_CHECK(e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string(), "tokenizer '", origin,
-                   "': field '", at, "' is ", e.dump(), "; expected a pair of strings [\"a\", \"b\"] or \"a b\"");
-        a = e[0].get<std::string>();
-        b = e[1].get<std::string>();
+    // merges: "a b" (old) or ["a", "b"] (tokenizers >= 0.20), checked in shape and, when model.vocab came before them,
+    // against it by TokenizerJsonReader; the entries are not in j (model.merges there is empty)
+    if (mo.contains("merges") && !mo["merges"].is_null())
+      KILN_CHECK(mo["merges"].is_array(), "tokenizer '", origin, "': field 'model.merges' must be an array, found ",
+                 type_name(mo["merges"]));
+    m.merges.reserve(merges.size());
+    m.merge_list.reserve(merges.size());
+    for (size_t i = 0; i < merges.size(); ++i) {
+      if (const auto& r = merges.ids(i); r.a >= 0 && r.b >= 0 && r.merged >= 0) {  // looked up while reading
+        m.merges.insert(r.a, r.b, {int32_t(i), r.merged});
+        m.merge_list.push_back({r.a, r.b});
+        continue;
       }
-      auto ia = m.vocab.find(a), ib = m.vocab.find(b), iab = m.vocab.find(a + b);
-      KILN_CHECK(ia != m.vocab.end(), "tokenizer '", origin, "': field '", at, "': token \"", a, "\" is not in model.vocab");
-      KILN_CHECK(ib != m.vocab.end(), "tokenizer '", origin, "': field '", at, "': token \"", b, "\" is not in model.vocab");
-      KILN_CHECK(iab != m.vocab.end(), "tokenizer '", origin, "': field '", at, "': merged token \"", a + b,
+      auto ia = m.vocab.find(merges.first(i)), ib = m.vocab.find(merges.second(i)), iab = m.vocab.find(merges.merged(i));
+      auto at = [&] { return "model.merges[" + std::to_string(i) + "]"; };
+      KILN_CHECK(ia != m.vocab.end(), "tokenizer '", origin, "': field '", at(), "': token \"", merges.first(i),
+                 "\" is not in model.vocab");
+      KILN_CHECK(ib != m.vocab.end(), "tokenizer '", origin, "': field '", at(), "': token \"", merges.second(i),
+                 "\" is not in model.vocab");
+      KILN_CHECK(iab != m.vocab.end(), "tokenizer '", origin, "': field '", at(), "': merged token \"", merges.merged(i),
                  "\" is not in model.vocab");
       m.merges.insert(ia->second, ib->second, {int32_t(i), iab->second});
       m.merge_list.push_back({ia->second, ib->second});

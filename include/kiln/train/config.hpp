@@ -114,7 +114,11 @@ inline void validate(const TrainConfig& c, const std::string& where) {
   KILN_CHECK(c.temperature >= 0 && finite(c.temperature), "--temperature must be >= 0 (0: greedy), got ", c.temperature,
              where);
   KILN_CHECK(c.top_p > 0 && c.top_p <= 1, "--top-p must lie in (0, 1], got ", c.top_p, where);
-  for (const auto& st : c.stages)
-    KILN_CHECK(st.start >= 0 && st.start < 1, "data stage start must lie in [0, 1) of the run, got ", st.start, where);
+  for (size_t k = 0; k < c.stages.size(); ++k) {
+    KILN_CHECK(c.stages[k].start >= 0 && c.stages[k].start < 1, "data stage ", k + 1,
+               " (--stage): its start must lie in [0, 1) of the run, got ", c.stages[k].start, where);
+    KILN_CHECK(k == 0 || c.stages[k].start > c.stages[k - 1].start, "data stage ", k + 1, " (--stage) starts at ",
+               c.stages[k].start, ", not after stage ", k, " (", c.stages[k - 1].start, ")", where);
+  }
 }
 }  // namespace kiln

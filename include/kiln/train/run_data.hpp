@@ -35,11 +35,21 @@ struct RunData {
 
 namespace detail {
 
+// The sources' names.
+inline std::string name_list(const std::vector<std::pair<std::string, std::vector<std::string>>>& named) {
+  std::string s;
+  for (size_t i = 0; i < named.size(); ++i) s += (i ? ", " : "") + named[i].first;
+  return s;
+}
+
 // Training sources and stages -> the mixture loader; the held-out prefixes -> fresh evaluation streams.
 inline void open_mixture(RunData& d, const TrainConfig& c, long tokens_per_step,
                          const std::vector<std::pair<std::string, std::vector<std::string>>>& named,
                          const std::vector<uint64_t>& tokens, const std::vector<std::string>& heldout,
                          const std::function<void(const std::string&)>& event) {
+  KILN_CHECK(named.size() <= size_t(data::LoaderState::kMaxSources), c.data, ": ", named.size(),
+             " sources, but the loader mixes at most ", data::LoaderState::kMaxSources,
+             " (a checkpoint's data position has one slot per source): group the files into fewer sources");
   std::vector<data::Source> sources;
   double total = 0;
   for (size_t i = 0; i < named.size(); ++i) {
@@ -50,13 +60,14 @@ inline void open_mixture(RunData& d, const TrainConfig& c, long tokens_per_step,
   const double run_tokens = double(c.steps) * double(tokens_per_step);
   std::vector<data::StageMix> stages;
   std::vector<TrainConfig::DataStage> spec = c.stages;
-  if (spec.empty()) spec.push_back({0.0, {}, false});
+  if (spec.empty() || spec.front().start > 0) spec.insert(spec.begin(), {0.0, {}, false});  // natural until then
   for (const auto& st : spec) {
     KILN_CHECK(st.start >= 0 && st.start < 1, "data stage start ", st.start, " must be a fraction of the run in [0, 1)");
     for (const auto& [name, b] : st.boost) {
       bool known = name == "*";
       for (const auto& s : named) known = known || s.first == name;
-      KILN_CHECK(known, "a data stage names source '", name, "', which ", c.data, " does not have");
+      KILN_CHECK(known, "a data stage names source '", name, "', which ", c.data, " does not have (its sources: ",
+                 name_list(named), "; --stage sets the stages, --no-stages clears them)");
       KILN_CHECK(b >= 0, "data stage weight of '", name, "' is negative (", b, ")");
     }
     data::StageMix m;
@@ -108,8 +119,9 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
     d.vocab_used = data::ByteTokenizer::vocab_used;
     d.epoch_tokens = double(corpus->train_bytes + corpus->train.size());
     char s[256];
-    std::snprintf(s, sizeof s, "%s | %zu files | %zu train documents (%.2f MB), %zu held out | byte tokens",
-                  c.data.c_str(), corpus->files, corpus->train.size(), corpus->train_bytes / 1e6, corpus->val.size());
+    std::snprintf(s, sizeof s, "%s | %zu files | %zu train documents (%.2f MB), %zu held out | byte tokens%s",
+                  c.data.c_str(), corpus->files, corpus->train.size(), corpus->train_bytes / 1e6, corpus->val.size(),
+                  c.stages.empty() ? "" : " (the data stages are for token sources: not used)");
     d.summary = s;
   } else if (c.tokenizer.rfind("bpe:", 0) == 0) {
     const std::string digits = c.tokenizer.substr(4);
@@ -118,6 +130,24 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
     const int vocab = std::stoi(digits);
     KILN_CHECK(vocab > 256 && vocab <= model_vocab, "--tokenizer ", c.tokenizer, ": the vocabulary must be in (256, ",
                model_vocab, "] (the model's embedding has ", model_vocab, " rows)");
+    // Each text file becomes a source: more than the loader mixes is refused before the tokenizer is trained.
+    const std::vector<std::string> texts = data::text_files({c.data});
+    const size_t files = texts.size();
+    {  // and a stage naming a source that is not there, before any work too
+      std::vector<std::pair<std::string, std::vector<std::string>>> named;
+      for (const auto& f : texts) named.push_back({std::filesystem::path(f).filename().string(), {}});
+      for (const auto& st : c.stages)
+        for (const auto& [name, b] : st.boost) {
+          bool known = name == "*";
+          for (const auto& n : named) known = known || n.first == name;
+          KILN_CHECK(known, "a data stage names source '", name, "', which ", c.data, " does not have (its sources: ",
+                     detail::name_list(named), "; --stage sets the stages, --no-stages clears them)");
+        }
+    }
+    KILN_CHECK(files <= size_t(data::LoaderState::kMaxSources), "--data ", c.data, " holds ", files,
+               " text files; with --tokenizer bpe:<n> each is a source, and the loader mixes at most ",
+               data::LoaderState::kMaxSources, ": group them into fewer files, or train a tokenizer with tools/kiln "
+               "tokenizer train and make shards with tools/kiln tokenize (a source per output)");
     const auto t0 = std::chrono::steady_clock::now();
     const data::PreparedCorpus p = data::prepare_corpus(c.data, c.cache, vocab, c.val_every);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
