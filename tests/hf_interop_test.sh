@@ -40,7 +40,7 @@ for kv in '"model_type": "smollm3"' '"max_position_embeddings": 256' '"eos_token
   has hf_b/config.json "$kv"
 done
 tr -d ' \n' < hf_b/config.json | grep -q '"no_rope_layers":\[1,1,1,0,1,1,1,0\]' || fail "no_rope_layers"
-tr -d ' \n' < hf_b/generation_config.json | grep -q '{"eos_token_id":256,"do_sample":true,"temperature":0.6,"top_p":0.95}' \
+tr -d ' \n' < hf_b/generation_config.json | grep -q '{"eos_token_id":256,"pad_token_id":256,"do_sample":true,"temperature":0.6,"top_p":0.95}' \
   || { cat hf_b/generation_config.json; fail "generation_config.json"; }
 # llama cannot express the demo's NoPE layers.
 if "$demo" export --checkpoint run_b/checkpoints --out hf_llama --model-type llama > llama.log 2>&1; then fail "llama export of NoPE"; fi
@@ -87,12 +87,18 @@ has retok.log "the checkpoint was trained with tokenizer \"$tok\" but this run r
 has retok.log "allow-tokenizer-change"
 run export_p.log "$demo" export --checkpoint run_p/checkpoints --out hf_p
 cat export_p.log
-has export_p.log "tokenizer.json from "
+has export_p.log "tokenizer.json (and tokenizer_config.json, special_tokens_map.json) from "
 cmp hf_p/tokenizer.json "$tok" || fail "tokenizer.json is not the checkpoint's tokenizer"
 eod=$(sed -n 's/.*"end_of_document": \(-\{0,1\}[0-9]*\).*/\1/p' run_p/checkpoints/step_00000003/state.json | head -n 1)
 [[ -n "$eod" && "$eod" -ge 0 ]] || fail "no end_of_document in the checkpoint"
 has hf_p/config.json "\"eos_token_id\": $eod"
 has hf_p/generation_config.json "\"eos_token_id\": $eod"
+# What AutoTokenizer reads besides tokenizer.json: the end-of-document token as eos and pad, no bos.
+has hf_p/tokenizer_config.json '"tokenizer_class": "PreTrainedTokenizerFast"'
+has hf_p/tokenizer_config.json '"eos_token": "<|endoftext|>"'
+has hf_p/tokenizer_config.json '"pad_token": "<|endoftext|>"'
+has hf_p/tokenizer_config.json '"bos_token": null'
+has hf_p/special_tokens_map.json '"eos_token": "<|endoftext|>"'
 run import_p.log "$demo" import --hf hf_p --out run_pi/checkpoints
 has import_p.log "tokenizer $work/hf_p/tokenizer.json"
 gen run_p/checkpoints > gen_p.txt
@@ -112,6 +118,9 @@ cat check_t.log
 has check_t.log "logits match"
 has tl/hf/config.json '"model_type": "llama"'
 test ! -e tl/hf/tokenizer.json || fail "tokenizer.json from nowhere"
+# Imported without a tokenizer: its ids are not bytes, and the export says so rather than claiming byte-level.
+has check_t.log "imported without one, and its ids are not bytes"
+has tl/hf/kiln.json '"byte_level": false'
 # The F32 export imports back to the same parameters.
 run import_t2.log "$tiny" import --hf tl/hf --out tl/ck2
 run check_t2.log "$tiny" export --checkpoint tl/ck2 --out tl/hf2 --check-logits "$ref"

@@ -47,6 +47,9 @@ int generate_main(int argc, char** argv, const RecipeProgram& r) {
     const std::string tok_path = info.value("tokenizer", std::string());
     std::shared_ptr<data::Tokenizer> tok;
     if (!tok_path.empty()) tok = std::make_shared<data::Tokenizer>(data::Tokenizer::load(tok_path));
+    else if (!info.value("byte_level", true))
+      std::fprintf(stderr, "kiln: warning: %s has no tokenizer and its ids are not bytes (imported without "
+                   "tokenizer.json): the text below is its ids read as bytes\n", dir.c_str());
     const int32_t eod = info.value("end_of_document", tok ? -1 : data::ByteTokenizer::end_of_document);
     sc.vocab_limit = info.value("vocab_used", 0);
     std::printf("kiln: %s at step %lld | %s\n", dir.c_str(), (long long)ck.step(),

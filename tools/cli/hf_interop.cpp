@@ -7,7 +7,10 @@
 //                             checkpoint's end-of-document id; torch_dtype float32; tie_word_embeddings per the model
 //   model.safetensors         the parameters, F32, HF names (or model-0000i-of-0000K.safetensors + index.json above
 //                             --max-shard-mb)
-//   tokenizer.json            a copy of the checkpoint's tokenizer (none for a byte-level checkpoint: said so)
+//   tokenizer.json            a copy of the checkpoint's tokenizer (none for a byte-level checkpoint, or one imported
+//                             without a tokenizer: said so)
+//   tokenizer_config.json,    with tokenizer.json: PreTrainedTokenizerFast, eos and pad = the end-of-document token,
+//   special_tokens_map.json   no bos, model_max_length = the recipe's context (what AutoTokenizer reads)
 //   generation_config.json    eos_token_id, do_sample, SmolLM3's recommended temperature 0.6 / top_p 0.95
 //   kiln.json                 what HF has no field for: recipe, step, byte-level or not, vocab_used (the ids the
 //                             tokenizer can produce; sampling stays below it); `import` reads it back when present
@@ -120,6 +123,9 @@ int hf_export_main(int argc, char** argv, const RecipeProgram& r) {
     const std::string tok_path = info.value("tokenizer", std::string());
     const int32_t eod = info.value("end_of_document", tok_path.empty() ? data::ByteTokenizer::end_of_document : -1);
     const int vocab_used = info.value("vocab_used", 0);
+    // Byte-level: ids 0-255 are bytes. A trainer's checkpoint without a tokenizer is; an import records it, since a
+    // Hugging Face model imported without tokenizer.json is not.
+    const bool byte_level = info.value("byte_level", tok_path.empty());
 
     // --check-logits first: a failed comparison writes nothing.
     if (!check.empty()) {
@@ -178,9 +184,24 @@ int hf_export_main(int argc, char** argv, const RecipeProgram& r) {
         KILN_CHECK(fs::exists(tok_path), dir.string(), "/state.json: field extra.data.tokenizer names ", tok_path,
                    ", which does not exist (the export needs it as tokenizer.json)");
         io::write_text_atomic((tmp / "tokenizer.json").string(), read_file(tok_path));
+        // What AutoTokenizer reads besides tokenizer.json: the class and the special tokens (end of document = eos,
+        // and pad, as Kiln pads with it; no bos: Kiln's documents do not start with one).
+        const data::Tokenizer tok = data::Tokenizer::load(tok_path);
+        nlohmann::ordered_json tc, sm;
+        tc["tokenizer_class"] = "PreTrainedTokenizerFast";
+        tc["model_max_length"] = MaxT;
+        tc["clean_up_tokenization_spaces"] = false;
+        tc["bos_token"] = nullptr;
+        if (eod >= 0) {
+          const std::string e = tok.id_to_token(eod);
+          tc["eos_token"] = sm["eos_token"] = e;
+          tc["pad_token"] = sm["pad_token"] = e;
+        }
+        write_json(tmp, "tokenizer_config.json", tc);
+        write_json(tmp, "special_tokens_map.json", sm);
       }
       nlohmann::ordered_json gen;
-      if (eod >= 0) gen["eos_token_id"] = eod;
+      if (eod >= 0) gen["eos_token_id"] = eod, gen["pad_token_id"] = eod;
       gen["do_sample"] = true;
       gen["temperature"] = 0.6;
       gen["top_p"] = 0.95;
@@ -190,7 +211,7 @@ int hf_export_main(int argc, char** argv, const RecipeProgram& r) {
       k["recipe"] = name;
       k["step"] = ck.step();
       k["checkpoint"] = fs::absolute(dir).string();
-      k["byte_level"] = tok_path.empty();
+      k["byte_level"] = byte_level;
       k["end_of_document"] = eod;
       k["vocab_used"] = vocab_used;
       write_json(tmp, "kiln.json", k);
@@ -219,9 +240,12 @@ int hf_export_main(int argc, char** argv, const RecipeProgram& r) {
                   w.sharded ? (std::to_string(w.files.size() - 1) + " safetensors shards + index").c_str()
                             : "model.safetensors",
                   (" (" + std::to_string(w.total_size) + " bytes, F32)").c_str(),
-                  tok_path.empty() ? "no tokenizer.json: the checkpoint is byte-level (ids 0-255 are bytes, 256 ends a "
-                                     "document); Hugging Face has no tokenizer for that"
-                                   : ("tokenizer.json from " + tok_path).c_str());
+                  !tok_path.empty() ? ("tokenizer.json (and tokenizer_config.json, special_tokens_map.json) from " +
+                                       tok_path).c_str()
+                  : byte_level ? "no tokenizer.json: the checkpoint is byte-level (ids 0-255 are bytes, 256 ends a "
+                                 "document); Hugging Face has no tokenizer for that"
+                               : "no tokenizer.json: the checkpoint was imported without one, and its ids are not "
+                                 "bytes (export the tokenizer it was made with beside it)");
     } catch (...) {
       fs::remove_all(tmp, ec);
       throw;
@@ -304,7 +328,8 @@ int hf_import_main(int argc, char** argv, const RecipeProgram& r) {
     st.extra = {{"recipe", name},
                 {"adam_updates", 0},
                 {"guard", {{"ring", g.ring}, {"count", g.count}, {"bad_in_a_row", g.bad_in_a_row}}},
-                {"data", {{"tokenizer", tok_path}, {"end_of_document", eod}, {"vocab_used", vocab_used}}}};
+                {"data", {{"tokenizer", tok_path}, {"end_of_document", eod}, {"vocab_used", vocab_used},
+                          {"byte_level", byte_level}}}};
     st.config = {{"imported_from", src.string()}, {"model_type", cfg.model_type}};
     const auto info = io::write_checkpoint(out, st,
                                            {{"parameters", io::param_views(r.table, params.data())},
