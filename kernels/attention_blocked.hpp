@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/exp.hpp"
 #include "kernels/attention.hpp"
 #include "kernels/gemm.hpp"
 
@@ -32,7 +33,8 @@ inline T softmax_row(T* s, int m, int lo, int hi) {
   for (int j = lo; j <= hi; ++j) mx = s[j] > mx ? s[j] : mx;
   T sum = 0;
   for (int j = 0; j < lo; ++j) s[j] = 0;
-  for (int j = lo; j <= hi; ++j) sum += s[j] = std::exp(s[j] - mx);
+#pragma omp simd reduction(+ : sum)
+  for (int j = lo; j <= hi; ++j) sum += s[j] = exp_vec(s[j] - mx);
   for (int j = hi + 1; j < m; ++j) s[j] = 0;
   const T inv = T(1) / sum;
   for (int j = lo; j <= hi; ++j) s[j] *= inv;
@@ -100,8 +102,9 @@ void attention_backward_blocked(const T* qkv, const int32_t* doc_start, const T*
             const T l = lse[(size_t(b) * NH + h) * Tn + i0 + r];
             const T Di = detail::dot<T, HD>(dO + size_t(r) * Q, o + size_t(r) * Q);
             for (int j = 0; j < lo; ++j) pr[j] = 0, dr[j] = 0;
+#pragma omp simd
             for (int j = lo; j <= hi; ++j) {
-              pr[j] = std::exp(pr[j] - l);
+              pr[j] = exp_vec(pr[j] - l);
               dr[j] = pr[j] * (dr[j] - Di);
             }
             for (int j = hi + 1; j < m; ++j) pr[j] = 0, dr[j] = 0;

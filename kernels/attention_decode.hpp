@@ -9,6 +9,7 @@
 #pragma once
 #include <cmath>
 
+#include "kernels/exp.hpp"
 #include "kernels/dot.hpp"
 #include "kiln/core/error.hpp"
 
@@ -30,7 +31,8 @@ void attention_decode(const S* q, const S* k_cache, const S* v_cache, int len, S
       m = s[j] > m ? s[j] : m;
     }
     C sum = 0;
-    for (int j = 0; j < len; ++j) sum += s[j] = std::exp(s[j] - m);
+#pragma omp simd reduction(+ : sum)
+    for (int j = 0; j < len; ++j) sum += s[j] = exp_vec(s[j] - m);
     C acc[HD] = {};
     for (int j = 0; j < len; ++j) {
       const C p = s[j] / sum;

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/exp.hpp"
 #include "kernels/gemm.hpp"
 
 namespace kiln::kernels {
@@ -50,7 +51,8 @@ void xent_rows(C* logits, const int32_t* targets, int n, C z_coef, C grad_scale,
     for (int k = 1; k < L; ++k) m = mx[k] > m ? mx[k] : m;
     for (; j < V; ++j) m = l[j] > m ? l[j] : m;
     const C lt = l[t];
-    for (int jj = 0; jj < V; ++jj) l[jj] = std::exp(l[jj] - m);  // exp(l - m) in place, summed in L lanes
+#pragma omp simd
+    for (int jj = 0; jj < V; ++jj) l[jj] = exp_vec(l[jj] - m);  // exp(l - m) in place, summed in L lanes
     C acc[L] = {};
     j = 0;
     for (; j + L <= V; j += L)

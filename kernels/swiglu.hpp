@@ -9,6 +9,7 @@
 #pragma once
 #include <cmath>
 
+#include "kernels/exp.hpp"
 #include "kernels/dot.hpp"
 
 namespace kiln::kernels {
@@ -21,9 +22,10 @@ void swiglu_forward(const S* gu, S* h /*(R,F)*/, int R) {
     const S* __restrict g = gu + size_t(r) * 2 * F;
     const S* __restrict u = g + F;
     S* __restrict hr = h + size_t(r) * F;
+#pragma omp simd
     for (int j = 0; j < F; ++j) {
       const C gj = ld<C>(g[j]);
-      hr[j] = st<S>(gj / (C(1) + std::exp(-gj)) * ld<C>(u[j]));
+      hr[j] = st<S>(gj / (C(1) + exp_vec(-gj)) * ld<C>(u[j]));
     }
   }
 }
@@ -38,9 +40,10 @@ void swiglu_backward(const S* gu, const S* dh, S* dgu /*(R,2F) overwritten; may 
     const S* __restrict d = dh + size_t(r) * F;
     S* dg = dgu + size_t(r) * 2 * F;
     S* du = dg + F;
+#pragma omp simd  // in place (dgu == gu) is element by element: no dependence between iterations
     for (int j = 0; j < F; ++j) {
       const C gj = ld<C>(g[j]), uj = ld<C>(u[j]), dj = ld<C>(d[j]);
-      const C s = C(1) / (C(1) + std::exp(-gj));
+      const C s = C(1) / (C(1) + exp_vec(-gj));
       dg[j] = st<S>(dj * uj * s * (C(1) + gj * (C(1) - s)));
       du[j] = st<S>(dj * gj * s);
     }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -263,6 +264,108 @@ TEST_CASE("loader reads shards from disk") {
   // An eod outside the shards' vocabulary is refused.
   CHECK_THROWS_WITH_AS(Loader({s}, {{0, {{"disk", 1.0}}}}, 1000, 1, 0, 1), doctest::Contains("outside the vocabulary"),
                        kiln::Error);
+  fs::remove_all(dir);
+}
+
+namespace {
+
+// A datatrove shard (u16 tokens, u64 document ends; `metadata` as the .ds.metadata text, "" = none; `loss` as .ds.loss).
+void write_datatrove(const std::string& prefix, const std::vector<std::vector<int32_t>>& docs,
+                     const std::string& metadata, const std::string& loss = "") {
+  std::string data, index;
+  uint64_t end = 0;
+  for (const auto& d : docs) {
+    for (int32_t t : d) {
+      const uint16_t v = uint16_t(t);
+      data.append(reinterpret_cast<const char*>(&v), 2);
+    }
+    end += d.size();
+    index.append(reinterpret_cast<const char*>(&end), 8);
+  }
+  auto put = [](const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; };
+  put(prefix + ".ds", data);
+  put(prefix + ".ds.index", index);
+  if (!metadata.empty()) put(prefix + ".ds.metadata", metadata);
+  if (!loss.empty()) put(prefix + ".ds.loss", loss);
+}
+
+}  // namespace
+
+TEST_CASE("the model's vocabulary: shards over it are refused at open, tokens over it while packing") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("kiln_test_loader_vocab_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string kiln_prefix = (dir / "kiln" / "a").string(), dt_prefix = (dir / "dt" / "b").string();
+  fs::create_directories(dir / "kiln");
+  fs::create_directories(dir / "dt");
+  {
+    ShardWriter w(kiln_prefix, 1000, "t");
+    w.add_document(std::vector<int32_t>{1, 2});
+    w.finish();
+  }
+  const std::vector<StageMix> mix = {{0, {{"s", 1.0}}}};
+  Source k = Source::open("s", {(dir / "kiln").string()});
+  // Today's behaviour without a model vocabulary; with one, a shard of a larger vocabulary is refused at once.
+  CHECK_NOTHROW(Loader({k}, mix, 999, 1, 0, 1));
+  CHECK_NOTHROW(Loader({k}, mix, 999, 1, 0, 1, 1000));
+  CHECK_THROWS_WITH_AS(Loader({k}, mix, 3, 1, 0, 1, 500),
+                       doctest::Contains(("source 's': " + kiln_prefix + ".ds holds tokens of a 1000-id vocabulary "
+                                          "(its metadata's vocab_size), more than the model's vocabulary of 500 ids")
+                                             .c_str()),
+                       kiln::Error);
+  CHECK_THROWS_WITH_AS(Loader({k}, mix, 500, 1, 0, 1, 500),
+                       doctest::Contains("end-of-document id 500 is outside the model's vocabulary of 500 ids"),
+                       kiln::Error);
+
+  // A datatrove shard has no vocab_size: a token over the model's vocabulary is found while packing.
+  write_datatrove(dt_prefix, {{1, 2, 3}, {4, 700, 6}}, "gpt2|2\n6\n6 T");
+  Source d = Source::open("s", {(dir / "dt").string()});
+  Loader unchecked({d}, mix, 0, 1, 0, 1);
+  unchecked.on_event = [](const std::string&) {};
+  CHECK_NOTHROW(next(unchecked, 2, 8));  // today's behaviour: not checked
+  Loader l({d}, mix, 0, 1, 0, 1, 500);
+  l.on_event = [](const std::string&) {};
+  CHECK_THROWS_WITH_AS(next(l, 2, 8),
+                       doctest::Contains((dt_prefix + ".ds: document 1, position 1: token 700 is outside the model's "
+                                                      "vocabulary of 500 ids (source 's')")
+                                             .c_str()),
+                       kiln::Error);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("datatrove shards through Source::open: a token size for shards without it, and the loss mask") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("kiln_test_loader_dt_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string prefix = (dir / "c").string();
+  write_datatrove(prefix, {{10, 11, 12}, {20, 21}}, "");  // no metadata at all
+  CHECK_THROWS_WITH_AS(Source::open("s", {dir.string()}), doctest::Contains("c.ds.metadata is missing"), kiln::Error);
+  Source s = Source::open("s", {dir.string()}, 2);
+  REQUIRE(s.parts.size() == 1);
+  CHECK(s.parts[0]->total_tokens() == 5);
+
+  // .ds.loss: no loss where a token's mask is 0 (tokens 11 and 20); the appended eod is always a target.
+  write_datatrove(prefix, {{10, 11, 12}, {20, 21}}, "x|2\n5\n5 T", std::string("\1\0\1\0\1", 5));
+  Source m = Source::open("s", {dir.string()});
+  REQUIRE(m.parts[0]->has_loss_mask());
+  Loader l({m}, {{0, {{"s", 1.0}}}}, 0, 1, 0, 1);
+  l.on_event = [](const std::string&) {};
+  const int T = 14;  // the stream is 2 documents + 2 eods = 7 tokens, twice (in some order)
+  Batch b = next(l, 1, T);
+  int masked = 0;
+  for (int i = 0; i + 1 < T; ++i) {  // target i is token i + 1 (the last one is the next row's first input)
+    const int32_t t = b.tok[size_t(i) + 1];
+    CAPTURE(i);
+    CAPTURE(t);
+    CHECK(b.tgt[i] == (t == 11 || t == 20 ? -1 : t));
+    masked += b.tgt[i] == -1;
+  }
+  CHECK(masked >= 3);  // 11 and 20 each appear twice among tokens 1..13
+  Loader unmasked({Source{"s", {std::make_shared<MemorySource>(std::vector<std::vector<int32_t>>{{10, 11, 12}, {20, 21}},
+                                                                 "mem")}}},
+                  {{0, {{"s", 1.0}}}}, 0, 1, 0, 1);
+  unmasked.on_event = [](const std::string&) {};
+  for (int32_t t : next(unmasked, 1, T).tgt) CHECK(t >= 0);  // no mask: every position is a target
   fs::remove_all(dir);
 }
 

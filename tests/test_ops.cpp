@@ -15,6 +15,7 @@
 #include "kernels/attention_blocked.hpp"
 #include "kernels/cross_entropy.hpp"
 #include "kernels/embedding.hpp"
+#include "kernels/exp.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "kernels/rope.hpp"
@@ -593,4 +594,38 @@ TEST_CASE("swiglu_backward in place (dgu over gu, as the plan runs it) equals ou
   kk::swiglu_backward<float, float, F>(gu.data(), dh.data(), dgu.data(), R);
   kk::swiglu_backward<float, float, F>(gu.data(), dh.data(), gu.data(), R);
   CHECK(gu == dgu);
+}
+
+TEST_CASE("exp_vec: within 2 ulp of exp (double) over the float range, expf's edges, and the loops vectorize to it") {
+  using kiln::kernels::exp_vec;
+  double worst = 0;
+  float worst_x = 0;
+  long checked = 0;
+  for (uint64_t b = 0; b <= 0xffffffffull; b += 4099) {  // every 4099th bit pattern: all exponents, both signs
+    float x;
+    const uint32_t u = uint32_t(b);
+    std::memcpy(&x, &u, sizeof x);
+    if (!std::isfinite(x) || x < -110.0f || x > 90.0f) continue;
+    const double want = std::exp(double(x));
+    const float got = exp_vec(x), wf = float(want);
+    if (wf == 0.0f || std::isinf(wf)) {
+      CHECK_MESSAGE((got == wf || std::fabs(double(got) - want) <= 1.5e-45), "x = ", x);
+      continue;
+    }
+    const double ulp = double(std::nextafter(std::fabs(wf), INFINITY)) - double(std::fabs(wf));
+    const double e = std::fabs(double(got) - want) / ulp;
+    if (e > worst) worst = e, worst_x = x;
+    ++checked;
+  }
+  CHECK(checked > 400000);
+  CHECK_MESSAGE(worst <= 2.0, "worst ", worst, " ulp at x = ", worst_x);
+  CHECK(exp_vec(0.0f) == 1.0f);
+  CHECK(exp_vec(-INFINITY) == 0.0f);
+  CHECK(exp_vec(-104.5f) == 0.0f);
+  CHECK(std::isinf(exp_vec(INFINITY)));
+  CHECK(std::isinf(exp_vec(88.8f)));
+  CHECK(exp_vec(88.7f) > 1e38f);
+  CHECK(std::isnan(exp_vec(NAN)));
+  CHECK(exp_vec(-100.0f) > 0.0f);  // a subnormal, not flushed
+  CHECK(exp_vec(1.0) == std::exp(1.0));  // double: libm
 }

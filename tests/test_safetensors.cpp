@@ -218,6 +218,16 @@ TEST_CASE("safetensors: malformed files give kiln::Error naming the problem") {
                            12),
                  {"tensor b", "hole of 4 bytes"});
   }
+  SUBCASE("a key given twice") {  // nlohmann::json keeps one of them: this read as "hole of 4 bytes"
+    expect_error(make_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                           R"("a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                           8),
+                 {"duplicate tensor name a in the header"});
+    expect_error(make_file(R"({"a":{"dtype":"F32","shape":[1],"dtype":"F16","data_offsets":[0,4]}})", 4),
+                 {"tensor a", "field dtype is given twice"});
+    expect_error(make_file(R"({"__metadata__":{"k":"1","k":"2"}})", 0), {"__metadata__ key \"k\" is given twice"});
+    expect_error(make_file(R"({"__metadata__":{},"__metadata__":{}})", 0), {"__metadata__ is given twice"});
+  }
   SUBCASE("hole at the end (trailing bytes)") { expect_error(make_file("{" + ok_entry + "}", 16), {"hole of 8 bytes"}); }
   SUBCASE("negative dimension") {
     expect_error(make_file(R"({"t":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8),

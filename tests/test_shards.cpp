@@ -52,6 +52,26 @@ void write_all(const std::string& p, const std::string& s) {
   out << s;
 }
 
+// A shard as datatrove's TokenizedFile writes it (pipeline/tokens/tokenizer.py): little-endian tokens of token_bytes
+// bytes, u64 document ends, and `metadata` as the .ds.metadata text ("" = no file); `loss`, if given, as .ds.loss.
+void write_datatrove(const std::string& prefix, const std::vector<std::vector<int32_t>>& docs, int token_bytes,
+                     const std::string& metadata, const std::string* loss = nullptr) {
+  std::string data, index;
+  uint64_t end = 0;
+  for (const auto& d : docs) {
+    for (int32_t t : d) {
+      const uint32_t v = uint32_t(t);
+      data.append(reinterpret_cast<const char*>(&v), size_t(token_bytes));
+    }
+    end += d.size();
+    index.append(reinterpret_cast<const char*>(&end), 8);
+  }
+  write_all(prefix + ".ds", data);
+  write_all(prefix + ".ds.index", index);
+  if (!metadata.empty()) write_all(prefix + ".ds.metadata", metadata);
+  if (loss) write_all(prefix + ".ds.loss", *loss);
+}
+
 // The message of the kiln::Error thrown by f ("" when none).
 template <class F>
 std::string error_of(F&& f) {
@@ -124,6 +144,108 @@ TEST_CASE("datatrove shard without Kiln metadata: needs the token size") {
   ShardReader r(s.path("dt"), 2);
   CHECK(r.size() == 5);
   CHECK(r.vocab_size() == 0);
+}
+
+TEST_CASE("datatrove shards: datatrove's metadata text, and a token size given for what it does not say") {
+  Scratch s;
+  const auto docs = sample_docs(300);  // 12 tokens in 5 documents
+  const std::string p = s.path("dt");
+  auto read_back = [&](const ShardReader& r) {
+    REQUIRE(r.size() == docs.size());
+    std::vector<int32_t> got;
+    for (size_t i = 0; i < docs.size(); ++i) {
+      r.copy_document(i, got);
+      CHECK(got == docs[i]);
+    }
+  };
+  SUBCASE("datatrove >= 0.3.0: \"<tokenizer>|<token size>\", token count, humanized count") {
+    for (int tb : {2, 4}) {
+      CAPTURE(tb);
+      write_datatrove(p, docs, tb, "HuggingFaceTB/SmolLM2-135M|" + std::to_string(tb) + "\n12\n12.0 T");
+      ShardReader r(p);  // no token size needed: the metadata says it
+      CHECK(r.token_bytes() == tb);
+      CHECK(r.tokenizer() == "HuggingFaceTB/SmolLM2-135M");
+      REQUIRE(r.datatrove_metadata());
+      CHECK(r.datatrove_metadata()->tokens == 12);
+      CHECK_FALSE(r.metadata());
+      CHECK(r.vocab_size() == 0);  // datatrove does not record it
+      read_back(r);
+      ShardReader same(p, tb);
+      CHECK(same.size() == docs.size());
+      const int other = tb == 2 ? 4 : 2;
+      CHECK(error_of([&] { ShardReader r2(p, other); })
+                .find("dt.ds.metadata: datatrove's line 1 says " + std::to_string(tb) + "-byte tokens but " +
+                      std::to_string(other) + " was asked for") != std::string::npos);
+    }
+    // without a tokenizer name datatrove writes the size twice
+    write_datatrove(p, docs, 2, "Unknown Tokenizer|2|2\n12\n12.0 T\n");
+    ShardReader r(p);
+    CHECK(r.tokenizer() == "");
+    CHECK(r.token_bytes() == 2);
+  }
+  SUBCASE("datatrove < 0.3.0: the tokenizer name alone, so the token size must be given") {
+    write_datatrove(p, docs, 2, "gpt2\n12\n12.0 T");
+    auto m = error_of([&] { ShardReader r(p); });
+    CHECK_MESSAGE(m.find("dt.ds.metadata: datatrove's metadata gives no token size") != std::string::npos, m);
+    CHECK_MESSAGE(m.find("give the token size (2 for u16, 4 for u32)") != std::string::npos, m);
+    CHECK_MESSAGE(m.find("suggest 2") != std::string::npos, m);
+    ShardReader r(p, 2);
+    CHECK(r.tokenizer() == "gpt2");
+    read_back(r);
+    // a wrong size contradicts the token count
+    m = error_of([&] { ShardReader r4(p, 4); });
+    CHECK_MESSAGE(m.find("dt.ds.metadata: datatrove's line 2 says 12 tokens but ") != std::string::npos, m);
+    CHECK_MESSAGE(m.find("holds 6 tokens of 4 bytes (24 bytes)") != std::string::npos, m);
+  }
+  SUBCASE("malformed datatrove metadata names the file, the line and what was expected") {
+    write_datatrove(p, docs, 2, "gpt2|2\n13\n13.0 T");
+    auto m = error_of([&] { ShardReader r(p); });
+    CHECK_MESSAGE(m.find("dt.ds.metadata: datatrove's line 2 says 13 tokens but ") != std::string::npos, m);
+    CHECK_MESSAGE(m.find("dt.ds holds 12 tokens") != std::string::npos, m);
+    write_datatrove(p, docs, 2, "gpt2|3\n12\n12.0 T");
+    m = error_of([&] { ShardReader r(p); });
+    CHECK_MESSAGE(m.find("dt.ds.metadata: line 1 \"gpt2|3\" ends in token size 3, expected 2 (u16) or 4 (u32)") !=
+                      std::string::npos, m);
+    write_datatrove(p, docs, 2, "gpt2|2\ntwelve\n");
+    m = error_of([&] { ShardReader r(p); });
+    CHECK_MESSAGE(m.find("dt.ds.metadata: line 2 (the token count) is \"twelve\", expected a whole number") !=
+                      std::string::npos, m);
+    write_datatrove(p, docs, 2, "gpt2|2");
+    m = error_of([&] { ShardReader r(p); });
+    CHECK_MESSAGE(m.find("dt.ds.metadata: 1 lines of text, not a metadata file") != std::string::npos, m);
+    CHECK_MESSAGE(m.find("Kiln's metadata is a JSON object") != std::string::npos, m);
+  }
+  SUBCASE("no metadata: the token size given to open_shards / Source::open's callers") {
+    write_datatrove(p, docs, 4, "");
+    CHECK(error_of([&] { open_shards(s.dir.string()); }).find("dt.ds.metadata is missing; give the token size") !=
+          std::string::npos);
+    const auto shards = open_shards(s.dir.string(), 4);
+    REQUIRE(shards.size() == 1);
+    CHECK(shards[0]->token_bytes() == 4);
+    read_back(*shards[0]);
+    CHECK(error_of([&] { open_shards(s.dir.string(), 3); }).find("token size 3 was asked for; expected 2") !=
+          std::string::npos);
+  }
+  SUBCASE("a .ds.loss: one byte per token, 0 or 1") {
+    std::string loss(12, '\1');
+    loss[1] = '\0';
+    write_datatrove(p, docs, 2, "gpt2|2\n12\n12.0 T", &loss);
+    ShardReader r(p);
+    CHECK(r.has_loss_mask());
+    uint8_t mask[3];
+    r.read_loss_mask(0, 0, 3, mask);
+    CHECK(std::vector<uint8_t>(mask, mask + 3) == std::vector<uint8_t>{1, 0, 1});
+    loss[5] = '\2';
+    write_all(p + ".ds.loss", loss);
+    ShardReader bad(p);
+    CHECK(error_of([&] { bad.read_loss_mask(3, 0, 1, mask); })
+              .find("dt.ds.loss: byte 5 (document 3, offset 0) is 2, expected 0 (no loss) or 1") != std::string::npos);
+    write_all(p + ".ds.loss", loss.substr(0, 11));
+    CHECK(error_of([&] { ShardReader r2(p); }).find("dt.ds.loss: size 11 bytes, expected one per token: ") !=
+          std::string::npos);
+    fs::remove(p + ".ds.loss");
+    CHECK_FALSE(ShardReader(p).has_loss_mask());
+  }
 }
 
 TEST_CASE("corrupt shards name the file and the position") {

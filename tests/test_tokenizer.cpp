@@ -315,24 +315,24 @@ TEST_CASE("loader fails at the first bad entry, before reading the rest of the f
   };
   std::string m = load_text(hf_text("merges", R"([["Ġ", "nosuchtoken"], ["Ġ", "t"], [)"));
   CHECK_MESSAGE(has(m, {"tok.json", "model.merges[0]", "nosuchtoken", "not in model.vocab"}), m);
-  m = load_text(hf_text("merges", R"([["Ġ", "t"], ["Ġt", "hx"], [)"));
-  CHECK_MESSAGE(has(m, {"tok.json", "model.merges[1]", "merged token", "Ġthx"}), m);
-  m = load_text(hf_text("merges", R"(["Ġ t", 7, [)"));
+  m = load_text(hf_text("merges", R"([["h", "e"], ["he", "x"], [)"));
+  CHECK_MESSAGE(has(m, {"tok.json", "model.merges[1]", "merged token", "hex"}), m);
+  m = load_text(hf_text("merges", R"(["h e", 7, [)"));
   CHECK_MESSAGE(has(m, {"tok.json", "model.merges[1]", "is 7", "pair of strings"}), m);
-  m = load_text(hf_text("merges", R"(["Ġ t", ["Ġt", ["h"]], [)"));
+  m = load_text(hf_text("merges", R"(["h e", ["h", ["e"]], [)"));
   CHECK_MESSAGE(has(m, {"tok.json", "model.merges[1]", "pair of strings"}), m);
-  m = load_text(hf_text("merges", R"(["Ġt h x", [)"));
+  m = load_text(hf_text("merges", R"(["h e x", [)"));
   CHECK_MESSAGE(has(m, {"tok.json", "model.merges[0]", "\"a b\""}), m);
   m = load_text(hf_text("merges", R"({"a": [)"));
   CHECK_MESSAGE(has(m, {"tok.json", "model.merges", "must be an array, found object"}), m);
-  m = load_text(hf_text("merges", R"("Ġ t", [)"));
+  m = load_text(hf_text("merges", R"("h e", [)"));
   CHECK_MESSAGE(has(m, {"tok.json", "model.merges", "must be an array, found string"}), m);
   m = load_text(hf_text("type", R"("WordPiece", "vocab": {)"));
   CHECK_MESSAGE(has(m, {"tok.json", "model.type", "WordPiece", "BPE"}), m);
   m = load_text(hf_text("vocab", R"([1, 2, )"));
   CHECK_MESSAGE(has(m, {"tok.json", "model.vocab", "must be an object", "array"}), m);
   // model.merges given twice: nlohmann::json would keep the second silently
-  m = load_text(hf_text("merges", R"(["Ġ t"], "merges": ["Ġ t"]}})"));
+  m = load_text(hf_text("merges", R"(["h e"], "merges": ["h e"]}})"));
   CHECK_MESSAGE(has(m, {"tok.json", "model.merges", "given twice"}), m);
   fs::remove_all(dir);
 }

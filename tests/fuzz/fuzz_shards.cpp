@@ -2,7 +2,8 @@
 //
 // Input layout: byte 0 = mode % 4, then u32 LE length A and A bytes (the first part), then:
 //   mode 0 / 1: first part = .ds.index, rest = .ds, no metadata, 2- / 4-byte tokens
-//   mode 2:     u32 LE length B and B bytes of metadata JSON, first part = .ds.index, rest = .ds
+//   mode 2:     u32 LE length B and B bytes of metadata (Kiln's JSON or datatrove's text), first part = .ds.index,
+//               rest = .ds
 //   mode 3:     first part = Megatron .idx, rest = .bin (vocab 50000)
 // Every input must either parse, and then read every document in bounds, or throw kiln::Error. Anything else (a crash,
 // an ASan report, another exception) is a bug.
@@ -58,10 +59,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       read_all(v);
       return 0;
     }
-    std::optional<kiln::data::ShardMetadata> md;
+    kiln::data::AnyShardMetadata md;
     if (mode == 2) {
       if (!take_part(in, meta)) return 0;
-      md = kiln::data::ShardMetadata::from_json(
+      md = kiln::data::AnyShardMetadata::parse(
           std::string_view(reinterpret_cast<const char*>(meta.data()), meta.size()), "fuzz.ds.metadata");
     }
     kiln::data::ShardView v(in, first, md, mode == 2 ? 0 : (mode == 0 ? 2 : 4), "fuzz");

@@ -122,6 +122,9 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
                         "no data stages: every source at its natural share for the whole run");
   app.add_option("--tokenizer", c.tokenizer, "\"\" (byte-level) or bpe:<n> (train a BPE on the data, cached)")
       ->capture_default_str();
+  app.add_option("--token-size", c.token_size,
+                 "bytes per token of shards without Kiln's metadata (datatrove's: 2 or 4; 0: read it from the metadata)")
+      ->capture_default_str();
   app.add_option("--cache", c.cache, "where prepared tokenizers and shards are kept")->capture_default_str();
   app.add_option("--val-every", c.val_every, "hold out every n-th document")->capture_default_str();
   app.add_option("--log-every", c.log_every, "console line every n steps")->capture_default_str();

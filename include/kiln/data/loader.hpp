@@ -19,6 +19,12 @@
 //   - Rank split: rank r takes positions r, r + world, r + 2 world, ... of P_{s,e}; so ranks draw disjoint documents
 //     within an epoch, and each rank's epoch of source s covers ceil or floor(n / world) documents. When a rank's next
 //     position passes n, that rank's source s starts epoch e + 1 and on_event says its documents now repeat.
+// Checks and masks:
+//   - Given the model's vocabulary (the constructor's model_vocab), a shard whose metadata's vocab_size is larger is
+//     refused when the loader is built, and a token >= it met while packing is an error naming the file, the document
+//     and the position (a datatrove shard has no vocab_size: only the second check can catch it).
+//   - A part with a loss mask (datatrove's .ds.loss) makes the target of each masked token -1 (no loss there); the
+//     appended eod is always a target.
 // The state (LoaderState) is a fixed-size trivially copyable value; nothing grows with the number of steps.
 #pragma once
 
@@ -51,7 +57,9 @@ struct Source {
   std::vector<std::shared_ptr<const DocumentSource>> parts;
 
   // Every shard under the given paths (prefixes, .ds files, directories of .ds) and Megatron prefixes (x for x.idx).
-  static Source open(std::string name, const std::vector<std::string>& paths) {
+  // token_bytes: the token size of shards whose metadata does not give it (datatrove's without it, or none), as
+  // ShardReader's: 0 = every shard must say (the default), 2 = u16, 4 = u32.
+  static Source open(std::string name, const std::vector<std::string>& paths, int token_bytes = 0) {
     Source s{std::move(name), {}};
     for (const auto& p : paths) {
       std::error_code ec;
@@ -59,7 +67,7 @@ struct Source {
         s.parts.push_back(std::make_shared<MegatronReader>(p));
         continue;
       }
-      for (const auto& prefix : shard_prefixes(p)) s.parts.push_back(std::make_shared<ShardReader>(prefix));
+      for (auto& shard : open_shards(p, token_bytes)) s.parts.push_back(std::move(shard));
     }
     return s;
   }
@@ -163,13 +171,19 @@ class Loader {
   // Stage switches, and a source starting to repeat, are reported here; unset: printed to stderr.
   std::function<void(const std::string&)> on_event;
 
-  Loader(std::vector<Source> sources, std::vector<StageMix> stages, int32_t eod, uint64_t seed, int rank, int world)
-      : sources_(std::move(sources)), stages_(std::move(stages)), eod_(eod) {
+  // model_vocab: the rows of the model's embedding; > 0: a shard whose metadata's vocab_size exceeds it is refused
+  // here, and a token >= it met while packing is an error naming the file, document and position (0: not checked).
+  Loader(std::vector<Source> sources, std::vector<StageMix> stages, int32_t eod, uint64_t seed, int rank, int world,
+         int64_t model_vocab = 0)
+      : sources_(std::move(sources)), stages_(std::move(stages)), eod_(eod), model_vocab_(model_vocab) {
     KILN_CHECK(world >= 1 && rank >= 0 && rank < world, "loader: rank ", rank, " is not in [0, world ", world, ")");
     KILN_CHECK(!sources_.empty(), "loader: no sources");
     KILN_CHECK(sources_.size() <= size_t(LoaderState::kMaxSources), "loader: ", sources_.size(),
                " sources, at most ", LoaderState::kMaxSources, " (LoaderState::kMaxSources)");
     KILN_CHECK(eod >= 0, "loader: end-of-document id ", eod, " must be >= 0");
+    KILN_CHECK(model_vocab >= 0, "loader: model vocabulary ", model_vocab, " must be >= 0 (0: not checked)");
+    KILN_CHECK(model_vocab == 0 || eod < model_vocab, "loader: end-of-document id ", eod,
+               " is outside the model's vocabulary of ", model_vocab, " ids");
     KILN_CHECK(!stages_.empty(), "loader: no stages (give at least one StageMix starting at token 0)");
     KILN_CHECK(stages_[0].start_tokens == 0, "loader: the first stage starts at ", stages_[0].start_tokens,
                " tokens, expected 0");
@@ -191,6 +205,10 @@ class Loader {
         ends.push_back(total);
         KILN_CHECK(p->vocab_size() <= 0 || eod < p->vocab_size(), "loader: end-of-document id ", eod,
                    " is outside the vocabulary of ", p->name(), " (", p->vocab_size(), " ids)");
+        KILN_CHECK(model_vocab == 0 || p->vocab_size() <= model_vocab, "loader: source '", src.name, "': ",
+                   p->data_file(), " holds tokens of a ", p->vocab_size(), "-id vocabulary (its metadata's vocab_size)",
+                   ", more than the model's vocabulary of ", model_vocab, " ids");
+        masked_ = masked_ || p->has_loss_mask();
       }
       part_ends_.push_back(std::move(ends));
       docs_.push_back(total);
@@ -231,18 +249,22 @@ class Loader {
   void next(int B, int T, int32_t* tokens, int32_t* targets, int32_t* positions, int32_t* doc_start) {
     KILN_CHECK(B >= 1 && T >= 1, "loader: batch ", B, " x ", T, " must be at least 1 x 1");
     row_.resize(size_t(T) + 1);
+    mask_.assign(size_t(T) + 1, 1);
     for (int b = 0; b < B; ++b) {
       in_row_ = 0;
       if (st_.has_carry) {
-        row_[0] = st_.carry;
-        fill(row_.data() + 1, size_t(T));
+        row_[0] = st_.carry;  // an input only: its mask does not matter
+        fill(row_.data() + 1, mask_.data() + 1, size_t(T));
       } else {
-        fill(row_.data(), size_t(T) + 1);
+        fill(row_.data(), mask_.data(), size_t(T) + 1);
       }
       st_.carry = row_[T];
       st_.has_carry = 1;
       const size_t o = size_t(b) * T;
       emit_row(row_.data(), T, eod_, tokens + o, targets + o, positions + o, doc_start + o);
+      if (masked_)  // a loss mask: no loss where the target token's mask is 0
+        for (int i = 0; i < T; ++i)
+          if (!mask_[size_t(i) + 1]) targets[o + size_t(i)] = -1;
       st_.tokens += uint64_t(T);
     }
     in_row_ = 0;
@@ -282,6 +304,7 @@ class Loader {
   size_t sources() const { return sources_.size(); }
   const std::string& source_name(size_t s) const { return sources_.at(s).name; }
   int32_t eod() const { return eod_; }
+  int64_t model_vocab() const { return model_vocab_; }  // 0: not checked
 
   std::string names() const {
     std::string s;
@@ -363,8 +386,8 @@ class Loader {
     st_.cur_offset = 0;
   }
 
-  // The next n tokens of this rank's stream.
-  void fill(int32_t* out, size_t n) {
+  // The next n tokens of this rank's stream, and their loss mask (1: a target to train on) when a part has one.
+  void fill(int32_t* out, uint8_t* mask, size_t n) {
     while (n > 0) {
       if (st_.cur_source < 0) draw();
       const size_t s = size_t(st_.cur_source);
@@ -374,12 +397,23 @@ class Loader {
       if (st_.cur_offset < len) {
         uint64_t k = std::min<uint64_t>(n, len - st_.cur_offset);
         part.read(i, st_.cur_offset, k, out);
+        if (model_vocab_ > 0)
+          for (uint64_t j = 0; j < k; ++j)
+            KILN_CHECK(out[j] < model_vocab_, part.data_file(), ": document ", i, ", position ", st_.cur_offset + j,
+                       ": token ", out[j], " is outside the model's vocabulary of ", model_vocab_, " ids (source '",
+                       sources_[s].name, "')");
+        if (masked_) {
+          if (part.has_loss_mask()) part.read_loss_mask(i, st_.cur_offset, k, mask);
+          else std::fill_n(mask, k, uint8_t(1));
+          mask += k;
+        }
         out += k;
         n -= k;
         in_row_ += k;
         st_.cur_offset += k;
       } else {
         *out++ = eod_;
+        if (masked_) *mask++ = 1;
         --n;
         ++in_row_;
         st_.cur_source = -1;
@@ -393,7 +427,10 @@ class Loader {
   std::vector<std::vector<uint64_t>> part_ends_;  // per source: cumulative documents of its parts
   std::vector<uint64_t> docs_, keys_;             // per source: documents, permutation key
   std::vector<std::vector<double>> cum_;          // per stage: cumulative normalised weights
+  int64_t model_vocab_ = 0;                       // 0: token ids not checked against the model
+  bool masked_ = false;                           // some part has a loss mask
   std::vector<int32_t> row_;                      // (T + 1) scratch row
+  std::vector<uint8_t> mask_;                     // (T + 1) its loss mask (1: train on it as a target)
   uint64_t in_row_ = 0;                           // tokens placed in the current row (for a draw's stage)
   LoaderState st_;
 };

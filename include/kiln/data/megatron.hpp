@@ -99,6 +99,7 @@ class MegatronView : public DocumentSource {
   uint64_t total_tokens() const override { return tokens_; }
   int64_t vocab_size() const override { return vocab_; }
   const std::string& name() const override { return name_; }
+  std::string data_file() const override { return name_ + ".bin"; }
   int itemsize() const { return item_; }
   uint8_t dtype_code() const { return code_; }
   uint64_t sequences() const { return seqs_; }

@@ -6,6 +6,7 @@
 //              "<name>": {"dtype": "F32", "shape": [d0, d1, ...], "data_offsets": [begin, end]}, ... }
 //   offsets are relative to the data start; sorted by offset the tensors tile the data region exactly
 //   (no holes, no overlaps, no trailing bytes) and end - begin == prod(shape) * sizeof(dtype).
+//   A key appears once per object: a tensor name given twice is refused (nlohmann::json would keep one silently).
 //
 // Reading never trusts the file: every violation throws kiln::Error naming the file, the tensor or
 // field, and what was expected. Writing goes to `path.tmp.<pid>`, is fsync'd, renamed over `path`,
@@ -180,6 +181,82 @@ inline std::optional<uint64_t> as_index(const nlohmann::json& v) {
   return std::nullopt;
 }
 
+// Parses a header into the same DOM as nlohmann::json::parse, but refuses a key given twice in one object, which
+// json::parse silently keeps one of (a tensor name twice would then read as a hole in the data region).
+class HeaderParser {
+ public:
+  using json = nlohmann::json;
+  HeaderParser(json& root, const std::string& path) : root_(root), path_(path) {}
+
+  bool null() { return put(json(nullptr)); }
+  bool boolean(bool v) { return put(json(v)); }
+  bool number_integer(json::number_integer_t v) { return put(json(v)); }
+  bool number_unsigned(json::number_unsigned_t v) { return put(json(v)); }
+  bool number_float(json::number_float_t v, const json::string_t&) { return put(json(v)); }
+  bool string(json::string_t& v) { return put(json(std::move(v))); }
+  bool binary(json::binary_t& v) { return put(json(json::binary_t(std::move(v)))); }
+  bool start_object(std::size_t) { return start(json::object()); }
+  bool start_array(std::size_t) { return start(json::array()); }
+  bool end_object() { return end(); }
+  bool end_array() { return end(); }
+  bool key(json::string_t& k) {
+    Frame& f = open_.back();
+    if (f.node->contains(k)) {  // the object so far holds k already
+      if (open_.size() == 1) {
+        KILN_CHECK(k != "__metadata__", path_, ": __metadata__ is given twice in the header");
+        KILN_FAIL(path_, ": duplicate tensor name ", k, " in the header");
+      }
+      if (open_.size() == 2 && open_[0].key == "__metadata__")
+        KILN_FAIL(path_, ": __metadata__ key \"", k, "\" is given twice in the header");
+      if (open_.size() == 2) KILN_FAIL(path_, ": tensor ", open_[0].key, ": field ", k, " is given twice in the header");
+      KILN_FAIL(path_, ": key \"", k, "\" is given twice in one object of the header");
+    }
+    f.key = std::move(k);
+    return true;
+  }
+  template <class Exception>
+  bool parse_error(std::size_t, const std::string&, const Exception& e) {
+    throw e;  // a json::exception: reported as invalid JSON
+  }
+
+ private:
+  struct Frame {
+    json* node;
+    std::string key;  // the key of the value being read, when node is an object
+  };
+  json* place(json&& v) {
+    if (open_.empty()) {
+      root_ = std::move(v);
+      return &root_;
+    }
+    Frame& f = open_.back();
+    if (f.node->is_array()) {
+      auto& a = f.node->get_ref<json::array_t&>();
+      a.push_back(std::move(v));
+      return &a.back();
+    }
+    json& slot = (*f.node)[f.key];
+    slot = std::move(v);
+    return &slot;
+  }
+  bool put(json&& v) {
+    place(std::move(v));
+    return true;
+  }
+  bool start(json&& v) {
+    json* p = place(std::move(v));
+    open_.push_back({p, {}});
+    return true;
+  }
+  bool end() {
+    open_.pop_back();
+    return true;
+  }
+  json& root_;
+  const std::string& path_;
+  std::vector<Frame> open_;  // containers being read, innermost last
+};
+
 }  // namespace detail
 
 class Safetensors {
@@ -308,7 +385,8 @@ class Safetensors {
     const char* hb = reinterpret_cast<const char*>(bytes + 8);
     json h;
     try {
-      h = json::parse(hb, hb + n);
+      detail::HeaderParser parser(h, path_);  // json::parse, but a key given twice is an error
+      json::sax_parse(hb, hb + n, &parser);
     } catch (const json::exception& e) {
       KILN_FAIL(path_, ": header is not valid JSON: ", e.what());
     }

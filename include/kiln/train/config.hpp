@@ -34,6 +34,7 @@ struct TrainConfig {
   // a directory of token shards made with it (tools/kiln tokenize), each shard name's stem a source
   std::string tokenizer;
   std::string cache = "runs/cache";  // prepared tokenizers and shards
+  int token_size = 0;                // bytes per token of shards without Kiln metadata (datatrove's): 2, 4; 0: from it
   // Data stages (token data): from `start` (a fraction of the run's tokens) each source weighs its natural share
   // times its boost ("*" sets the default boost), or, when `absolute`, exactly the weight given (unlisted: 0).
   // Empty: one stage, natural shares.
@@ -114,6 +115,8 @@ inline void validate(const TrainConfig& c, const std::string& where) {
   KILN_CHECK(c.temperature >= 0 && finite(c.temperature), "--temperature must be >= 0 (0: greedy), got ", c.temperature,
              where);
   KILN_CHECK(c.top_p > 0 && c.top_p <= 1, "--top-p must lie in (0, 1], got ", c.top_p, where);
+  KILN_CHECK(c.token_size == 0 || c.token_size == 2 || c.token_size == 4,
+             "--token-size must be 2 (u16), 4 (u32) or 0 (from the shards' metadata), got ", c.token_size, where);
   for (size_t k = 0; k < c.stages.size(); ++k) {
     KILN_CHECK(c.stages[k].start >= 0 && c.stages[k].start < 1, "data stage ", k + 1,
                " (--stage): its start must lie in [0, 1) of the run, got ", c.stages[k].start, where);

@@ -43,7 +43,7 @@ inline std::string name_list(const std::vector<std::pair<std::string, std::vecto
 }
 
 // Training sources and stages -> the mixture loader; the held-out prefixes -> fresh evaluation streams.
-inline void open_mixture(RunData& d, const TrainConfig& c, long tokens_per_step,
+inline void open_mixture(RunData& d, const TrainConfig& c, int model_vocab, long tokens_per_step,
                          const std::vector<std::pair<std::string, std::vector<std::string>>>& named,
                          const std::vector<uint64_t>& tokens, const std::vector<std::string>& heldout,
                          const std::function<void(const std::string&)>& event) {
@@ -53,7 +53,7 @@ inline void open_mixture(RunData& d, const TrainConfig& c, long tokens_per_step,
   std::vector<data::Source> sources;
   double total = 0;
   for (size_t i = 0; i < named.size(); ++i) {
-    sources.push_back(data::Source::open(named[i].first, named[i].second));
+    sources.push_back(data::Source::open(named[i].first, named[i].second, c.token_size));
     total += double(tokens[i]);
   }
   d.epoch_tokens = total;
@@ -80,14 +80,16 @@ inline void open_mixture(RunData& d, const TrainConfig& c, long tokens_per_step,
     }
     stages.push_back(std::move(m));
   }
-  auto loader = std::make_unique<data::Loader>(std::move(sources), stages, d.end_of_document, c.seed, 0, 1);
+  auto loader =
+      std::make_unique<data::Loader>(std::move(sources), stages, d.end_of_document, c.seed, 0, 1, model_vocab);
   loader->on_event = event;
   d.train = std::make_unique<data::MixedShards>(std::move(loader));
   const int32_t e = d.end_of_document;
-  d.make_eval = [heldout, e] {
+  d.make_eval = [heldout, e, tb = c.token_size, model_vocab] {
     std::vector<data::Source> s;
-    s.push_back(data::Source::open("heldout", heldout));
-    auto l = std::make_unique<data::Loader>(std::move(s), std::vector<data::StageMix>{{0, {{"heldout", 1.0}}}}, e, 0, 0, 1);
+    s.push_back(data::Source::open("heldout", heldout, tb));
+    auto l = std::make_unique<data::Loader>(std::move(s), std::vector<data::StageMix>{{0, {{"heldout", 1.0}}}}, e, 0, 0,
+                                            1, model_vocab);
     l->on_event = [](const std::string&) {};  // repeats of the held-out set are expected
     return std::make_unique<data::MixedShards>(std::move(l));
   };
@@ -155,7 +157,7 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
     d.bytes_per_token = p.heldout_tokens ? double(p.heldout_bytes) / double(p.heldout_tokens) : 1.0;
     std::vector<std::pair<std::string, std::vector<std::string>>> named;
     for (const auto& [name, prefix] : p.sources) named.push_back({name, {prefix}});
-    detail::open_mixture(d, c, tokens_per_step, named, p.source_tokens, {p.heldout}, event);
+    detail::open_mixture(d, c, model_vocab, tokens_per_step, named, p.source_tokens, {p.heldout}, event);
     char s[512];
     std::snprintf(s, sizeof s,
                   "%s | %zu sources | %.2fM training tokens, %llu held out | BPE %d (%s, %s in %.1f s) | %.2f bytes/token",
@@ -185,11 +187,11 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
     for (auto& [name, prefixes] : by_name) {
       std::sort(prefixes.begin(), prefixes.end());
       uint64_t n = 0;
-      for (const auto& p : prefixes) n += data::ShardReader(p).total_tokens();
+      for (const auto& p : prefixes) n += data::ShardReader(p, c.token_size).total_tokens();
       named.push_back({name, prefixes});
       tokens.push_back(n);
     }
-    detail::open_mixture(d, c, tokens_per_step, named, tokens, heldout, event);
+    detail::open_mixture(d, c, model_vocab, tokens_per_step, named, tokens, heldout, event);
     d.bytes_per_token = 0;  // unknown: the shards do not say how many bytes they came from
     char s[512];
     std::snprintf(s, sizeof s, "%s | %zu sources | %.2fM training tokens | tokenizer %s (%d tokens)", c.data.c_str(),
