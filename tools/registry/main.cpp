@@ -29,18 +29,23 @@ std::string names_of(const std::vector<RegistryEntry>& rs) {
   return s.empty() ? "none" : s;
 }
 
-// A recipe by name (`demo`), header file name (`demo.hpp`) or header path.
+// A recipe by name (`demo`), by the path of its header, or by a header name that is not a file here (`demo.hpp`,
+// `recipes/demo.hpp` from elsewhere: its stem).
 const RegistryEntry& find(const std::vector<RegistryEntry>& rs, const std::string& key) {
+  for (const auto& r : rs)
+    if (r.name == key) return r;
   std::error_code ec;
-  const fs::path p = fs::weakly_canonical(key, ec);
-  std::string stem = fs::path(key).filename().string();
-  if (stem.ends_with(".hpp")) stem.resize(stem.size() - 4);
-  for (const auto& r : rs)
-    if (r.name == key || (!ec && fs::weakly_canonical(r.header, ec) == p)) return r;
-  for (const auto& r : rs)
-    if (r.name == stem && !key.ends_with(".hpp")) return r;
-  for (const auto& r : rs)
-    if (r.name == stem && fs::path(key).filename() == fs::path(r.header).filename() && !fs::exists(key)) return r;
+  if (fs::exists(key, ec)) {
+    const fs::path p = fs::canonical(key, ec);
+    for (const auto& r : rs) {
+      std::error_code ec2;
+      if (!ec && fs::canonical(r.header, ec2) == p) return r;
+    }
+  } else if (key.ends_with(".hpp")) {
+    const std::string stem = fs::path(key).stem().string();
+    for (const auto& r : rs)
+      if (r.name == stem) return r;
+  }
   KILN_FAIL("recipe '", key, "' is not registered (registered: ", names_of(rs),
             "); `tools/kiln train <header>` or the CMake cache variable KILN_USER_RECIPES registers a recipe");
 }

@@ -4,7 +4,9 @@
 //   repeated bad steps roll back, guards.hpp); clip by global norm; AdamW with the schedule's learning rate.
 // The backend owns parameters, gradients, optimizer state and the activation arena; zero-grad, forward/backward,
 // the norm and the fused AdamW update are its calls, and the host reads the loss and the norm once per step. This
-// file includes no kernel and assumes nothing about where the backend keeps its memory. A Backend provides
+// file includes no kernel and assumes nothing about where the backend keeps its memory. What does not depend on the
+// recipe (counters, settings, hooks, the buffers on the host) is TrainerBase (trainer_base.hpp), through which
+// checkpoints and the trainer program, compiled once, see any trainer. A Backend provides
 //   state<M>           init(std, seed), zero_grad(), grad_norm(), set_decay(ranges), adamw(AdamWStep),
 //                      host(Tensor) / host_mut(Tensor) / commit(Tensor) for checkpoints
 //   executor<M, B, T>  forward_backward(state, batch, grad_scale) -> summed loss; forward(state, batch) -> summed loss
