@@ -32,7 +32,7 @@ else()
               -I${PROJECT_SOURCE_DIR} ${src} -o ${bin}
       DEPENDS ${src} ${CMAKE_CURRENT_SOURCE_DIR}/../include/kiln/io/safetensors.hpp
               ${CMAKE_CURRENT_SOURCE_DIR}/../include/kiln/io/hf_config_core.hpp
-              ${CMAKE_CURRENT_SOURCE_DIR}/../include/kiln/io/atomic_file.hpp
+              ${CMAKE_CURRENT_SOURCE_DIR}/../include/kiln/core/file.hpp
               ${CMAKE_CURRENT_SOURCE_DIR}/../include/kiln/core/error.hpp
       COMMENT "libFuzzer target fuzz_${fz}"
       VERBATIM)

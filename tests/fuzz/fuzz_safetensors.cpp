@@ -21,7 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string& path = input_path();
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) __builtin_trap();
-  kiln::io::detail::write_all(fd, data, size, path);
+  kiln::core::write_all(fd, data, size, path);
   ::close(fd);
   try {
     kiln::io::Safetensors st(path);

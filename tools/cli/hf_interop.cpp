@@ -43,7 +43,7 @@
 
 #include "kiln/data/bytes.hpp"
 #include "kiln/data/tokenizer.hpp"
-#include "kiln/io/atomic_file.hpp"
+#include "kiln/core/file.hpp"
 #include "kiln/io/checkpoint.hpp"
 #include "kiln/io/hf_config_core.hpp"
 #include "kiln/io/safetensors_sharded.hpp"
@@ -79,7 +79,7 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 
 // Writes `text` to dir/name (atomically).
 void write_json(const fs::path& dir, const char* name, const nlohmann::ordered_json& j) {
-  io::write_text_atomic((dir / name).string(), j.dump(2) + "\n");
+  core::write_text_atomic((dir / name).string(), j.dump(2) + "\n");
 }
 
 }  // namespace
@@ -183,7 +183,7 @@ int hf_export_main(int argc, char** argv, const RecipeProgram& r) {
       if (!tok_path.empty()) {
         KILN_CHECK(fs::exists(tok_path), dir.string(), "/state.json: field extra.data.tokenizer names ", tok_path,
                    ", which does not exist (the export needs it as tokenizer.json)");
-        io::write_text_atomic((tmp / "tokenizer.json").string(), read_file(tok_path));
+        core::write_text_atomic((tmp / "tokenizer.json").string(), read_file(tok_path));
         // What AutoTokenizer reads besides tokenizer.json: the class and the special tokens (end of document = eos,
         // and pad, as Kiln pads with it; no bos: Kiln's documents do not start with one).
         const data::Tokenizer tok = data::Tokenizer::load(tok_path);
@@ -224,7 +224,7 @@ int hf_export_main(int argc, char** argv, const RecipeProgram& r) {
                                {"logits", io::Dtype::F32, {int64_t(ids.size()), V}, lg.data()}},
                               {});
       }
-      io::detail::fsync_dir(tmp);
+      core::fsync_dir(tmp);
       // Into place: an empty or forced-away old directory first moves aside.
       fs::path aside;
       if (fs::exists(out_dir)) {
@@ -233,7 +233,7 @@ int hf_export_main(int argc, char** argv, const RecipeProgram& r) {
         fs::rename(out_dir, aside);
       }
       fs::rename(tmp, out_dir);
-      io::detail::fsync_dir(out_dir.parent_path());
+      core::fsync_dir(out_dir.parent_path());
       if (!aside.empty()) fs::remove_all(aside, ec);
       std::printf("kiln: exported %s (step %lld) to %s: model_type %s, %s%s, %s\n", dir.c_str(), (long long)ck.step(),
                   out_dir.c_str(), model_type.c_str(),

@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "kiln/core/error.hpp"
+#include "kiln/core/file.hpp"
 
 namespace kiln::data {
 
@@ -108,133 +109,14 @@ class MemorySource final : public DocumentSource {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Files: a read-only mapping and a buffered, atomically renamed writer.
+// Files: a read-only mapping and a buffered, atomically renamed writer (kiln/core/file.hpp).
 // ---------------------------------------------------------------------------------------------
 namespace detail {
 
-// A read-only mapping of a whole file (an empty file maps to an empty span).
-class MappedFile {
- public:
-  MappedFile() = default;
-  explicit MappedFile(const std::string& path) : path_(path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    KILN_CHECK(fd >= 0, "cannot open '", path, "': ", std::strerror(errno));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      int e = errno;
-      ::close(fd);
-      KILN_FAIL("cannot stat '", path, "': ", std::strerror(e));
-    }
-    size_ = size_t(st.st_size);
-    if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
-      int e = errno;
-      ::close(fd);
-      KILN_CHECK(p != MAP_FAILED, "cannot mmap '", path, "' (", size_, " bytes): ", std::strerror(e));
-      data_ = static_cast<const std::byte*>(p);
-    } else {
-      ::close(fd);
-    }
-  }
-  ~MappedFile() { reset(); }
-  MappedFile(MappedFile&& o) noexcept { *this = std::move(o); }
-  MappedFile& operator=(MappedFile&& o) noexcept {
-    if (this != &o) {
-      reset();
-      data_ = std::exchange(o.data_, nullptr);
-      size_ = std::exchange(o.size_, 0);
-      path_ = std::move(o.path_);
-    }
-    return *this;
-  }
-  std::span<const std::byte> bytes() const { return {data_, size_}; }
-  const std::string& path() const { return path_; }
-  // Tells the kernel the file will be read at random (documents in shuffled order): no large read-ahead.
-  void advise_random() const {
-    if (data_) ::madvise(const_cast<std::byte*>(data_), size_, MADV_RANDOM);
-  }
-
- private:
-  void reset() {
-    if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
-    data_ = nullptr;
-    size_ = 0;
-  }
-  const std::byte* data_ = nullptr;
-  size_t size_ = 0;
-  std::string path_;
-};
-
-// Writes a file through a fixed buffer to `<path>.tmp.<pid>`; commit() fsyncs and renames it over `path`.
-// Destroyed without commit(), it removes the temporary.
-class AtomicFile {
- public:
-  static constexpr size_t kBuffer = 1 << 20;
-  explicit AtomicFile(std::string path) : path_(std::move(path)) {
-    tmp_ = path_ + ".tmp." + std::to_string(::getpid());
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    KILN_CHECK(fd_ >= 0, "cannot create '", tmp_, "': ", std::strerror(errno));
-    buf_.reserve(kBuffer);
-  }
-  ~AtomicFile() {
-    if (fd_ >= 0) {
-      ::close(fd_);
-      ::unlink(tmp_.c_str());
-    }
-  }
-  AtomicFile(const AtomicFile&) = delete;
-  AtomicFile& operator=(const AtomicFile&) = delete;
-
-  void write(const void* p, size_t n) {
-    const char* c = static_cast<const char*>(p);
-    if (buf_.size() + n > kBuffer) flush();
-    if (n >= kBuffer) {
-      write_all(c, n);
-      return;
-    }
-    buf_.insert(buf_.end(), c, c + n);
-  }
-  void commit() {
-    flush();
-    KILN_CHECK(::fsync(fd_) == 0, "cannot fsync '", tmp_, "': ", std::strerror(errno));
-    KILN_CHECK(::close(fd_) == 0, "cannot close '", tmp_, "': ", std::strerror(errno));
-    fd_ = -1;
-    if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
-      int e = errno;
-      ::unlink(tmp_.c_str());
-      KILN_FAIL("cannot rename '", tmp_, "' to '", path_, "': ", std::strerror(e));
-    }
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  void flush() {
-    if (!buf_.empty()) write_all(buf_.data(), buf_.size());
-    buf_.clear();
-  }
-  void write_all(const char* p, size_t n) {
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      KILN_CHECK(w > 0, "cannot write '", tmp_, "': ", std::strerror(errno));
-      p += w;
-      n -= size_t(w);
-    }
-  }
-  std::string path_, tmp_;
-  int fd_ = -1;
-  std::vector<char> buf_;
-};
-
-inline void fsync_dir(const std::string& file) {
-  auto dir = std::filesystem::path(file).parent_path();
-  if (dir.empty()) dir = ".";
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
+using core::AtomicFile;  // kiln/core/file.hpp
+using core::MappedFile;
+// fsyncs the directory holding `file`.
+inline void fsync_dir(const std::string& file) { core::fsync_dir(std::filesystem::path(file).parent_path()); }
 
 template <class S>
 S load_le(const std::byte* p) {

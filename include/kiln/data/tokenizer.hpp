@@ -60,6 +60,7 @@
 #include <vector>
 
 #include "kiln/core/error.hpp"
+#include "kiln/core/file.hpp"
 
 static_assert(PCRE2_CODE_UNIT_WIDTH == 8,
               "kiln/data/tokenizer.hpp uses PCRE2's 8-bit API: include it before defining another PCRE2_CODE_UNIT_WIDTH");
@@ -718,27 +719,12 @@ class Tokenizer {
  public:
   // Maps the file (read in place: a file that fails early is read only that far).
   static Tokenizer load(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    KILN_CHECK(fd >= 0, "tokenizer file '", path, "' cannot be read: ", std::strerror(errno));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      const std::string why = S_ISREG(st.st_mode) || st.st_mode == 0 ? std::strerror(errno) : "not a regular file";
-      ::close(fd);
-      KILN_FAIL("tokenizer file '", path, "' cannot be read: ", why);
-    }
-    const size_t size = size_t(st.st_size);
-    void* p = size ? ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0) : nullptr;
-    const int merr = errno;
-    ::close(fd);
-    KILN_CHECK(p != MAP_FAILED, "tokenizer file '", path, "': cannot map ", size, " bytes: ", std::strerror(merr));
-    struct Unmap {
-      void* p;
-      size_t n;
-      ~Unmap() {
-        if (p) ::munmap(p, n);
-      }
-    } unmap{p, size};
-    return from_json(std::string_view(static_cast<const char*>(p), size), path);
+    std::error_code ec;
+    KILN_CHECK(std::filesystem::is_regular_file(path, ec), "tokenizer file '", path, "' cannot be read: ",
+               std::filesystem::exists(path, ec) ? "not a regular file" : "no such file");
+    const core::MappedFile f(path);  // mapped, not copied: a large file is read once, as it is parsed
+    const auto b = f.bytes();
+    return from_json(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()), path);
   }
 
   // Parses and checks in one pass (tokenizer_detail::TokenizerJsonReader): a bad merge entry, a model.type other
@@ -762,39 +748,8 @@ class Tokenizer {
   static Tokenizer train(const std::vector<std::string>& texts, int vocab_size,
                          const std::vector<std::string>& special_tokens);
 
-  void save(const std::string& path) const {
-    const std::string text = to_json();
-    namespace fs = std::filesystem;
-    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    KILN_CHECK(fd >= 0, "tokenizer save: cannot create '", tmp, "': ", std::strerror(errno));
-    size_t done = 0;
-    while (done < text.size()) {
-      const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        const std::string why = std::strerror(errno);
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        KILN_FAIL("tokenizer save: writing '", tmp, "' failed: ", why);
-      }
-      done += size_t(w);
-    }
-    const bool synced = ::fsync(fd) == 0;
-    ::close(fd);
-    if (!synced || std::rename(tmp.c_str(), path.c_str()) != 0) {
-      const std::string why = std::strerror(errno);
-      ::unlink(tmp.c_str());
-      KILN_FAIL("tokenizer save: cannot move '", tmp, "' to '", path, "': ", why);
-    }
-    fs::path dir = fs::path(path).parent_path();
-    if (dir.empty()) dir = ".";
-    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-      ::fsync(dfd);
-      ::close(dfd);
-    }
-  }
+  // Written atomically (kiln/core/file.hpp): an interrupted save leaves the old file, never half a tokenizer.
+  void save(const std::string& path) const { core::write_text_atomic(path, to_json()); }
 
   std::string to_json() const {
     const Impl& m = *impl_;

@@ -46,7 +46,7 @@
 #include <vector>
 
 #include "kiln/core/error.hpp"
-#include "kiln/io/atomic_file.hpp"
+#include "kiln/core/file.hpp"
 #include "kiln/io/safetensors.hpp"
 
 namespace kiln::io {
@@ -83,7 +83,7 @@ struct FileDigest {
 };
 inline FileDigest digest_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  KILN_CHECK(fd >= 0, path, ": cannot open: ", detail::errno_text());
+  KILN_CHECK(fd >= 0, path, ": cannot open: ", core::errno_text());
   Xxh64 h;
   std::vector<char> buf(1 << 20);
   FileDigest d;
@@ -91,7 +91,7 @@ inline FileDigest digest_file(const std::string& path) {
     ssize_t r = ::read(fd, buf.data(), buf.size());
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
-      std::string e = detail::errno_text();
+      std::string e = core::errno_text();
       ::close(fd);
       KILN_FAIL(path, ": read failed: ", e);
     }
@@ -192,14 +192,7 @@ inline bool valid_blob_name(std::string_view n) {
   return true;
 }
 
-inline void fsync_dir(const std::filesystem::path& dir) {
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  KILN_CHECK(dfd >= 0, dir.string(), ": cannot open directory to fsync: ", errno_text());
-  int rc = ::fsync(dfd);
-  std::string e = rc != 0 ? errno_text() : std::string();
-  ::close(dfd);
-  KILN_CHECK(rc == 0, dir.string(), ": fsync of directory failed: ", e);
-}
+using core::fsync_dir;  // kiln/core/file.hpp
 
 inline nlohmann::json state_json(const CheckpointState& s) {
   return {{"step", s.step},
@@ -389,7 +382,7 @@ inline CheckpointInfo write_checkpoint(const std::string& root, const Checkpoint
                         {{"kiln_checkpoint_step", std::to_string(state.step)}});
       files.push_back(b.name + ".safetensors");
     }
-    write_text_atomic((tmp / "state.json").string(), detail::state_json(state).dump(2) + "\n");
+    core::write_text_atomic((tmp / "state.json").string(), detail::state_json(state).dump(2) + "\n");
     files.push_back("state.json");
     nlohmann::ordered_json m;
     m["format"] = kCheckpointFormat;
@@ -401,17 +394,17 @@ inline CheckpointInfo write_checkpoint(const std::string& root, const Checkpoint
       fl[f] = {{"size", d.size}, {"xxh64", hex64(d.xxh64)}};
     }
     m["files"] = fl;
-    write_text_atomic((tmp / "manifest.json").string(), m.dump(2) + "\n");  // fsyncs tmp too
+    core::write_text_atomic((tmp / "manifest.json").string(), m.dump(2) + "\n");  // fsyncs tmp too
 
     std::optional<fs::path> aside;
     if (fs::exists(final_dir, ec)) {
       aside = r / (".old." + name + "." + std::to_string(::getpid()));
       fs::remove_all(*aside, ec);
       KILN_CHECK(::rename(final_dir.c_str(), aside->c_str()) == 0, final_dir.string(), ": cannot move the old checkpoint aside: ",
-                 detail::errno_text());
+                 core::errno_text());
     }
     KILN_CHECK(::rename(tmp.c_str(), final_dir.c_str()) == 0, tmp.string(), ": rename to ", final_dir.string(),
-               " failed: ", detail::errno_text());
+               " failed: ", core::errno_text());
     detail::fsync_dir(r);
     if (aside) fs::remove_all(*aside, ec);
   } catch (...) {

@@ -40,7 +40,7 @@
 #include <vector>
 
 #include "kiln/core/error.hpp"
-#include "kiln/io/atomic_file.hpp"
+#include "kiln/core/file.hpp"
 
 namespace kiln::io {
 
@@ -400,7 +400,7 @@ inline void write_hf_config(const std::string& path, const HfConfig& c) {
   KILN_CHECK(c.model_type != "smollm3" || c.no_rope_layers.size() == size_t(c.num_hidden_layers), path,
              ": field no_rope_layers has ", c.no_rope_layers.size(), " entries, expected num_hidden_layers = ",
              c.num_hidden_layers);
-  write_text_atomic(path, hf_config_json(c).dump(2) + "\n");
+  core::write_text_atomic(path, hf_config_json(c).dump(2) + "\n");
 }
 
 }  // namespace kiln::io

@@ -13,7 +13,7 @@
 #include <utility>
 
 #include "kiln/core/error.hpp"
-#include "kiln/io/safetensors.hpp"  // detail::write_all, detail::errno_text
+#include "kiln/core/file.hpp"
 
 namespace kiln::io {
 
@@ -23,7 +23,7 @@ class JsonlWriter {
   JsonlWriter(std::string path, bool append) : path_(std::move(path)) {
     fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (append ? 0 : O_TRUNC), 0644);
     KILN_CHECK(fd_ >= 0, path_, ": cannot open JSONL file for ", append ? "appending" : "writing", ": ",
-               detail::errno_text());
+               core::errno_text());
   }
   ~JsonlWriter() {
     if (fd_ >= 0) ::close(fd_);
@@ -38,7 +38,7 @@ class JsonlWriter {
   void write(const nlohmann::json& record) {
     std::string line = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     line.push_back('\n');
-    detail::write_all(fd_, line.data(), line.size(), path_);
+    core::write_all(fd_, line.data(), line.size(), path_);
   }
 
  private:

@@ -36,7 +36,7 @@
 #include <vector>
 
 #include "kiln/core/error.hpp"
-#include "kiln/io/atomic_file.hpp"
+#include "kiln/core/file.hpp"
 
 namespace kiln::io {
 
@@ -335,39 +335,20 @@ class Safetensors {
   }
 
   void map_file() {
-    int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    KILN_CHECK(fd >= 0, path_, ": cannot open safetensors file: ", detail::errno_text());
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-      std::string e = detail::errno_text();
-      ::close(fd);
-      KILN_FAIL(path_, ": cannot stat: ", e);
-    }
-    if (!S_ISREG(st.st_mode)) {
-      ::close(fd);
-      KILN_FAIL(path_, ": not a regular file (expected a safetensors file)");
-    }
-    size_ = size_t(st.st_size);
-    if (size_ < 8) {
-      ::close(fd);
-      KILN_FAIL(path_, ": file truncated: ", size_, " bytes, but a safetensors file starts with an 8-byte header length");
-    }
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    std::string e = p == MAP_FAILED ? detail::errno_text() : std::string();
-    ::close(fd);
-    KILN_CHECK(p != MAP_FAILED, path_, ": mmap of ", size_, " bytes failed: ", e);
-    map_ = p;
+    file_ = core::MappedFile(path_);  // errors name the path: cannot open, not a regular file, cannot map
+    size_ = file_.bytes().size();
+    KILN_CHECK(size_ >= 8, path_, ": file truncated: ", size_,
+               " bytes, but a safetensors file starts with an 8-byte header length");
   }
 
   void unmap() noexcept {
-    if (map_) ::munmap(map_, size_);
-    map_ = nullptr;
+    file_ = core::MappedFile();
     size_ = 0;
   }
 
   void steal(Safetensors& o) noexcept {
     path_ = std::move(o.path_);
-    map_ = std::exchange(o.map_, nullptr);
+    file_ = std::move(o.file_);
     size_ = std::exchange(o.size_, 0);
     tensors_ = std::move(o.tensors_);
     index_ = std::move(o.index_);
@@ -376,7 +357,7 @@ class Safetensors {
 
   void parse_header() {
     using nlohmann::json;
-    const auto* bytes = static_cast<const std::byte*>(map_);
+    const auto* bytes = file_.bytes().data();
     const uint64_t n = detail::load<uint64_t>(bytes);
     KILN_CHECK(n <= detail::kMaxHeaderBytes, path_, ": header too large: header length ", n,
                " bytes, expected at most ", detail::kMaxHeaderBytes);
@@ -481,7 +462,7 @@ class Safetensors {
   }
 
   std::string path_;
-  void* map_ = nullptr;
+  core::MappedFile file_;
   size_t size_ = 0;
   std::vector<Tensor> tensors_;
   std::unordered_map<std::string, size_t> index_;
@@ -531,11 +512,11 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorV
   header.append((8 - (8 + header.size()) % 8) % 8, ' ');  // data starts 8-byte aligned
   const uint64_t n = header.size();
 
-  write_file_atomic(path, [&](int fd, const std::string& tmp) {
-    detail::write_all(fd, &n, 8, tmp);
-    detail::write_all(fd, header.data(), header.size(), tmp);
+  core::write_file_atomic(path, [&](int fd, const std::string& tmp) {
+    core::write_all(fd, &n, 8, tmp);
+    core::write_all(fd, header.data(), header.size(), tmp);
     for (size_t i = 0; i < tensors.size(); ++i)
-      if (sizes[i]) detail::write_all(fd, tensors[i].data, sizes[i], tmp);
+      if (sizes[i]) core::write_all(fd, tensors[i].data, sizes[i], tmp);
   });
 }
 

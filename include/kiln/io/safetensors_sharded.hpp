@@ -35,7 +35,7 @@
 #include <vector>
 
 #include "kiln/core/error.hpp"
-#include "kiln/io/atomic_file.hpp"
+#include "kiln/core/file.hpp"
 #include "kiln/io/safetensors.hpp"
 #include "kiln/plan/params.hpp"
 
@@ -116,7 +116,7 @@ inline ShardedWriteResult write_safetensors_sharded(const std::string& dir, cons
     nlohmann::ordered_json index;
     index["metadata"] = {{"total_size", total}};
     index["weight_map"] = map;
-    write_text_atomic((d / kIndexFileName).string(), index.dump(2) + "\n");
+    core::write_text_atomic((d / kIndexFileName).string(), index.dump(2) + "\n");
     r.files.push_back(kIndexFileName);
   }
   // Remove what an earlier export left that this one does not use.

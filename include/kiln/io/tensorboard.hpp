@@ -31,7 +31,7 @@
 #include <utility>
 
 #include "kiln/core/error.hpp"
-#include "kiln/io/safetensors.hpp"  // detail::write_all, detail::errno_text
+#include "kiln/core/file.hpp"
 
 namespace kiln::io {
 
@@ -129,7 +129,7 @@ class TensorBoardWriter {
       path_ = base + "." + std::to_string(::getpid());
       fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     }
-    KILN_CHECK(fd_ >= 0, path_, ": cannot create TensorBoard event file: ", detail::errno_text());
+    KILN_CHECK(fd_ >= 0, path_, ": cannot create TensorBoard event file: ", core::errno_text());
     std::string ev;
     pb::put_fixed64(ev, 1, std::bit_cast<uint64_t>(now));
     pb::put_bytes(ev, 3, "brain.Event:2");
@@ -178,7 +178,7 @@ class TensorBoardWriter {
   // Hands buffered records to the OS (no fsync: losing the last seconds of a log in a power cut is acceptable).
   void flush() {
     if (buffer_.empty()) return;
-    detail::write_all(fd_, buffer_.data(), buffer_.size(), path_);
+    core::write_all(fd_, buffer_.data(), buffer_.size(), path_);
     buffer_.clear();
   }
 
