@@ -40,7 +40,6 @@ inline void write_all(int fd, const void* p, size_t n, const std::string& path) 
   }
 }
 
-
 // fsyncs a directory, so that a rename into it survives a power cut. Errors name the directory.
 inline void fsync_dir(const std::filesystem::path& dir) {
   const std::filesystem::path d = dir.empty() ? std::filesystem::path(".") : dir;
@@ -179,15 +178,7 @@ class AtomicFile {
     if (!buf_.empty()) write_all(buf_.data(), buf_.size());
     buf_.clear();
   }
-  void write_all(const char* p, size_t n) {
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      KILN_CHECK(w > 0, "cannot write '", tmp_, "': ", std::strerror(errno));
-      p += w;
-      n -= size_t(w);
-    }
-  }
+  void write_all(const char* p, size_t n) { core::write_all(fd_, p, n, tmp_); }
   std::string path_, tmp_;
   int fd_ = -1;
   std::vector<char> buf_;
