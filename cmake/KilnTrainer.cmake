@@ -54,7 +54,7 @@ function(kiln_add_plan name)
   _kiln_recipe_defs(${name} ${arg_RECIPE})
 endfunction()
 
-# kiln_add_registry(NAME RECIPES <header>...)
+# kiln_add_registry(NAME RECIPES <header>... [EXCLUDE_FROM_ALL])
 #   The recipe registry program (tools/registry): one generated translation unit per recipe (its plan summary and its
 #   model's HF-config check, no kernels), the list of them, and the registry's command line, compiled once.
 #   `tools/kiln import` and `tools/kiln plan a b` ask it instead of building every recipe's plan printer.
@@ -63,7 +63,7 @@ target_include_directories(kiln_registry_cli PUBLIC ${KILN_SOURCE_DIR}/tools)
 target_link_libraries(kiln_registry_cli PUBLIC kiln::kiln)
 
 function(kiln_add_registry name)
-  cmake_parse_arguments(arg "" "" "RECIPES" ${ARGN})
+  cmake_parse_arguments(arg "EXCLUDE_FROM_ALL" "" "RECIPES" ${ARGN})
   set(dir ${CMAKE_CURRENT_BINARY_DIR}/${name}_sources)
   set(sources "")
   set(decls "")
@@ -95,4 +95,7 @@ int main(int argc, char** argv) { return kiln::registry::main(argc, argv, {${cal
 " @ONLY)
   add_executable(${name} ${dir}/main.cpp ${sources})
   target_link_libraries(${name} PRIVATE kiln_registry_cli)
+  if(arg_EXCLUDE_FROM_ALL)
+    set_target_properties(${name} PROPERTIES EXCLUDE_FROM_ALL ON)
+  endif()
 endfunction()
