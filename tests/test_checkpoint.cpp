@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/core/json.hpp"
 #include "kiln/io/checkpoint.hpp"
 #include "kiln/io/safetensors_sharded.hpp"  // param_views, load_params
 #include "kiln/model/model.hpp"
@@ -104,6 +105,27 @@ TEST_CASE("xxh64: values of the reference implementation (python xxhash 3.x, see
     for (size_t i = 0; i < s.size(); i += piece) x.update(s.data() + i, std::min(piece, s.size() - i));
     CHECK(hex64(x.digest()) == "e921a1b45bd779f8");
   }
+}
+
+TEST_CASE("core::parse_json: a key given twice is an error naming where; the DOM equals json::parse's") {
+  using kiln::core::parse_json;
+  const std::string text = R"({"a": [1, {"b": null, "c": [true, 2.5, "s"]}], "d": {"e": {}}})";
+  CHECK(parse_json(text, "t.json") == nlohmann::json::parse(text));
+  auto err = [](const std::string& t) {
+    try {
+      parse_json(t, "t.json");
+    } catch (const kiln::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  CHECK_MESSAGE(err(R"({"a": 1, "a": 2})").find("t.json: key \"a\" is given twice in the top-level object") !=
+                    std::string::npos, err(R"({"a": 1, "a": 2})"));
+  const std::string nested = err(R"({"a": [0, {"x": {"y": 1, "y": 1}}]})");
+  CHECK_MESSAGE(nested.find("key \"y\" is given twice in object a[1].x") != std::string::npos, nested);
+  CHECK(err(R"({"a": 1, "b": {"a": 2}})") == "(no error)");  // the same key in two objects is fine
+  CHECK(err(R"({"a": )").find("t.json: not valid JSON") != std::string::npos);
+  CHECK(err(R"({"a": 1} x)").find("t.json: not valid JSON") != std::string::npos);  // trailing text
 }
 
 TEST_CASE("checkpoint: hex bytes") {

@@ -185,6 +185,13 @@ TEST_CASE("hf_config: errors name the file, the field and what was expected") {
   CHECK_THROWS_WITH_AS(parse_hf_config("{\"model_type\": ", "x/config.json"), doctest::Contains("x/config.json: not valid JSON"),
                        kiln::Error);
   CHECK_THROWS_WITH_AS(parse_hf_config("[1]", "x/config.json"), doctest::Contains("JSON object"), kiln::Error);
+  // a field given twice: which value counts would be up to the parser (nlohmann keeps one silently)
+  CHECK_THROWS_WITH_AS(parse_hf_config(R"({"model_type": "llama", "hidden_size": 64, "hidden_size": 128})", "x/config.json"),
+                       doctest::Contains("x/config.json: key \"hidden_size\" is given twice in the top-level object"),
+                       kiln::Error);
+  CHECK_THROWS_WITH_AS(parse_hf_config(R"({"model_type": "llama", "rope_scaling": {"factor": 2, "factor": 4}})",
+                                       "x/config.json"),
+                       doctest::Contains("key \"factor\" is given twice in object rope_scaling"), kiln::Error);
   CHECK_THROWS_WITH_AS(kiln::io::read_hf_config("/nonexistent/config.json"),
                        doctest::Contains("/nonexistent/config.json: cannot open"), kiln::Error);
 }

@@ -310,7 +310,9 @@ TEST_CASE("corrupt shards name the file and the position") {
     put(j);
     CHECK(error_of([&] { ShardReader r(p); }).find("field \"seed\" is missing") != std::string::npos);
     write_all(p + ".ds.metadata", "{not json");
-    CHECK(error_of([&] { ShardReader r(p); }).find("c.ds.metadata: not a JSON object") != std::string::npos);
+    CHECK(error_of([&] { ShardReader r(p); }).find("c.ds.metadata: not valid JSON") != std::string::npos);
+    write_all(p + ".ds.metadata", R"({"format": 1, "format": 1})");  // a field twice: which one counts?
+    CHECK(error_of([&] { ShardReader r(p); }).find("c.ds.metadata: key \"format\" is given twice") != std::string::npos);
     j = meta;
     j["vocab_size"] = 5;  // tokens up to 299 are stored
     put(j);

@@ -334,6 +334,11 @@ TEST_CASE("loader fails at the first bad entry, before reading the rest of the f
   // model.merges given twice: nlohmann::json would keep the second silently
   m = load_text(hf_text("merges", R"(["h e"], "merges": ["h e"]}})"));
   CHECK_MESSAGE(has(m, {"tok.json", "model.merges", "given twice"}), m);
+  // a token given twice in model.vocab (which id would it have?), and a top-level key twice
+  m = load_text(hf_text("vocab", R"({"a": 0, "b": 1, "a": 2}, )"));
+  CHECK_MESSAGE(has(m, {"tok.json", "model.vocab.a", "given twice"}), m);
+  m = load_text(R"({"version": "1.0", "version": "1.0"})");
+  CHECK_MESSAGE(has(m, {"tok.json", "field 'version' is given twice"}), m);
   fs::remove_all(dir);
 }
 

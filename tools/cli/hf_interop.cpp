@@ -44,6 +44,7 @@
 #include "kiln/data/bytes.hpp"
 #include "kiln/data/tokenizer.hpp"
 #include "kiln/core/file.hpp"
+#include "kiln/core/json.hpp"
 #include "kiln/io/checkpoint.hpp"
 #include "kiln/io/hf_config_core.hpp"
 #include "kiln/io/safetensors_sharded.hpp"
@@ -305,7 +306,7 @@ int hf_import_main(int argc, char** argv, const RecipeProgram& r) {
 
     // Tokenizer and the ids HF has no field for: kiln.json of a Kiln export, else tokenizer.json and eos_token_id.
     nlohmann::json kj = nlohmann::json::object();
-    if (fs::exists(src / "kiln.json")) kj = nlohmann::json::parse(read_file((src / "kiln.json").string()));
+    if (fs::exists(src / "kiln.json")) kj = core::parse_json(read_file((src / "kiln.json").string()), (src / "kiln.json").string());
     const bool byte_level = kj.value("byte_level", false);
     std::string tok_path;
     int vocab_used = kj.value("vocab_used", 0);

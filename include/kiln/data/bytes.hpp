@@ -128,24 +128,22 @@ class Packer {
     reorder();
   }
 
-  // Fills B rows: tokens/targets/positions/doc_start, each (B, T).
+  // Fills B rows: tokens/targets/positions/doc_start, each (B, T) (packing.hpp).
   void next(int B, int T, int32_t* tokens, int32_t* targets, int32_t* positions, int32_t* doc_start) {
-    std::vector<int32_t> row(size_t(T) + 1);
+    row_.resize(size_t(T) + 1);
     for (int b = 0; b < B; ++b) {
-      for (int i = 0; i <= T; ++i) row[i] = next_token();
-      st_.carry = row[T];  // the last target is the next row's first input
-      st_.has_carry = true;
       const size_t o = size_t(b) * T;
-      emit_row(row.data(), T, ByteTokenizer::end_of_document, tokens + o, targets + o, positions + o, doc_start + o);
+      cut_row(T, ByteTokenizer::end_of_document, st_.carry, st_.has_carry, row_.data(),
+              [&](size_t from, size_t n) {
+                for (size_t i = from; i < from + n; ++i) row_[i] = next_token();
+              },
+              tokens + o, targets + o, positions + o, doc_start + o);
     }
   }
 
  private:
+  // The stream: documents in this epoch's order, each followed by the end-of-document id.
   int32_t next_token() {
-    if (st_.has_carry) {
-      st_.has_carry = false;
-      return st_.carry;
-    }
     const auto& d = (*docs_)[order_[st_.doc]];
     int32_t t = st_.offset < d.size() ? d[st_.offset] : ByteTokenizer::end_of_document;
     if (++st_.offset > d.size()) {  // the end token was emitted: next document
@@ -170,6 +168,7 @@ class Packer {
   uint64_t seed_;
   bool shuffle_;
   std::vector<uint32_t> order_;
+  std::vector<int32_t> row_;  // (T + 1) scratch row
   PackerState st_;
 };
 

@@ -1,11 +1,11 @@
 // kiln/data/loader.hpp: training rows from tokenized shards: a weighted mixture of named sources, staged by token
 // count, deterministic per (seed, rank, world), with a small fixed-size state that restores exactly.
 //
-// Rows (the same semantics as data/bytes.hpp's Packer): documents, each followed by the end-of-document id `eod`
-// (shards store documents without it; the loader appends it), are concatenated into one stream per rank and cut into
-// rows of T + 1 tokens: inputs row[0..T), targets row[1..T]. The previous row's last target is the next row's first
-// input. doc_start[i] is the index in the row where token i's document starts: after the previous eod token or at the
-// row start; positions[i] = i - doc_start[i].
+// Rows (data/packing.hpp, the packer the byte-level Packer uses too): documents, each followed by the end-of-document
+// id `eod` (shards store documents without it; the loader appends it), are concatenated into one stream per rank and
+// cut into rows of T + 1 tokens: inputs row[0..T), targets row[1..T]. The previous row's last target is the next
+// row's first input. doc_start[i] is the index in the row where token i's document starts: after the previous eod
+// token or at the row start; positions[i] = i - doc_start[i].
 //
 // Which document comes next (all counter-based, so the state is a few counters):
 //   - Mixture: rank r's k-th document draw picks a source with u = uniform01(seed, stream(r), k) against the
@@ -252,16 +252,10 @@ class Loader {
     mask_.assign(size_t(T) + 1, 1);
     for (int b = 0; b < B; ++b) {
       in_row_ = 0;
-      if (st_.has_carry) {
-        row_[0] = st_.carry;  // an input only: its mask does not matter
-        fill(row_.data() + 1, mask_.data() + 1, size_t(T));
-      } else {
-        fill(row_.data(), mask_.data(), size_t(T) + 1);
-      }
-      st_.carry = row_[T];
-      st_.has_carry = 1;
       const size_t o = size_t(b) * T;
-      emit_row(row_.data(), T, eod_, tokens + o, targets + o, positions + o, doc_start + o);
+      cut_row(T, eod_, st_.carry, st_.has_carry, row_.data(),  // the carried input's mask does not matter
+              [&](size_t from, size_t n) { fill(row_.data() + from, mask_.data() + from, n); },
+              tokens + o, targets + o, positions + o, doc_start + o);
       if (masked_)  // a loss mask: no loss where the target token's mask is 0
         for (int i = 0; i < T; ++i)
           if (!mask_[size_t(i) + 1]) targets[o + size_t(i)] = -1;

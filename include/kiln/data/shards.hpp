@@ -50,6 +50,7 @@
 
 #include "kiln/core/error.hpp"
 #include "kiln/core/file.hpp"
+#include "kiln/core/json.hpp"
 
 namespace kiln::data {
 
@@ -150,11 +151,11 @@ struct ShardMetadata {
   }
   // Parses and checks the types of every field; `file` names the metadata file in messages.
   static ShardMetadata from_json(std::string_view text, const std::string& file) {
-    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-    KILN_CHECK(!j.is_discarded() && j.is_object(), file, ": not a JSON object (Kiln shard metadata expected)");
+    const nlohmann::json j = core::parse_json(text, file);
+    KILN_CHECK(j.is_object(), file, ": not a JSON object (Kiln shard metadata expected)");
     auto field = [&](const char* k) -> const nlohmann::json& {
       KILN_CHECK(j.contains(k), file, ": field \"", k, "\" is missing");
-      return j[k];
+      return j.at(k);
     };
     KILN_CHECK(field("format") == kShardFormat, file, ": field \"format\" is ", field("format").dump(), ", expected \"",
                kShardFormat, "\"");
@@ -166,7 +167,7 @@ struct ShardMetadata {
       return v.get<uint64_t>();
     };
     KILN_CHECK(field("tokenizer").is_string(), file, ": field \"tokenizer\" must be a string");
-    m.tokenizer = j["tokenizer"].get<std::string>();
+    m.tokenizer = j.at("tokenizer").get<std::string>();
     uint64_t vocab = uint_field("vocab_size");
     KILN_CHECK(vocab >= 1 && vocab <= uint64_t(INT32_MAX), file, ": field \"vocab_size\" is ", vocab,
                ", expected 1..2^31-1");

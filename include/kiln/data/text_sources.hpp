@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "kiln/core/error.hpp"
+#include "kiln/core/json.hpp"
 
 namespace kiln::data {
 
@@ -122,8 +123,8 @@ class TextStream {
     if (format_ == "jsonl") {
       while (getline(line)) {
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        auto j = nlohmann::json::parse(line, nullptr, false);
-        KILN_CHECK(!j.is_discarded() && j.is_object(), f, ":", line_no_, ": not valid JSON (one object per line expected)");
+        const auto j = core::parse_json(line, f + ":" + std::to_string(line_no_));
+        KILN_CHECK(j.is_object(), f, ":", line_no_, ": not a JSON object (one object per line expected)");
         auto it = j.find(o_.field);
         KILN_CHECK(it != j.end(), f, ":", line_no_, ": field \"", o_.field, "\" is missing");
         KILN_CHECK(it->is_string(), f, ":", line_no_, ": field \"", o_.field, "\" is not a string");

@@ -61,6 +61,7 @@
 
 #include "kiln/core/error.hpp"
 #include "kiln/core/file.hpp"
+#include "kiln/core/json.hpp"
 
 static_assert(PCRE2_CODE_UNIT_WIDTH == 8,
               "kiln/data/tokenizer.hpp uses PCRE2's 8-bit API: include it before defining another PCRE2_CODE_UNIT_WIDTH");
@@ -509,40 +510,13 @@ class MergeList {
   std::vector<Entry> entries_;
 };
 
-// Builds a JSON value from SAX events (duplicate keys: the last wins, as nlohmann::json::parse does).
-struct JsonBuilder {
-  nlohmann::json* root = nullptr;
-  std::vector<nlohmann::json*> open;  // containers being filled, innermost last
-  std::string key;                    // the key of the next value when the innermost container is an object
-
-  nlohmann::json* put(nlohmann::json&& v) {
-    if (open.empty()) {
-      *root = std::move(v);
-      return root;
-    }
-    nlohmann::json& c = *open.back();
-    if (c.is_array()) {
-      auto& a = c.get_ref<nlohmann::json::array_t&>();
-      a.push_back(std::move(v));
-      return &a.back();
-    }
-    nlohmann::json& slot = c[key];
-    slot = std::move(v);
-    return &slot;
-  }
-  void start(nlohmann::json&& container) { open.push_back(put(std::move(container))); }
-  void end() { open.pop_back(); }
-};
-
-// nlohmann SAX handler: the DOM of the whole file except model.merges' entries, which go to a MergeList.
+// nlohmann SAX handler: the DOM of the whole file except model.merges' entries, which go to a MergeList. A key given
+// twice in one object is an error (core::JsonDom), as in every JSON file Kiln reads.
 class TokenizerJsonReader {
  public:
   using json = nlohmann::json;
   TokenizerJsonReader(json& root, MergeList& merges, const std::string& origin)
-      : merges_(merges), origin_(origin) {
-    dom_.root = &root;
-    entry_.root = &entry_root_;
-  }
+      : dom_(root), entry_(entry_root_), merges_(merges), origin_(origin) {}
 
   bool null() { return scalar(json(nullptr)); }
   bool boolean(bool v) { return scalar(json(v)); }
@@ -556,16 +530,14 @@ class TokenizerJsonReader {
   bool start_array(std::size_t) { return start(false); }
   bool key(json::string_t& k) {
     if (entry_depth_ > 0) {
-      entry_.key = k;
+      entry_.key(k);  // a merge entry that is an object is refused whole by take_merge
       return true;
     }
-    // A second "model" or "vocab" replaces the first (the last key wins).
-    if ((path_.back().role == Role::kModel && k == "vocab") || (path_.back().role == Role::kTop && k == "model")) {
-      vocab_known_ = false;
-      vocab_ids_.clear();
+    if (!dom_.key(k)) {
+      const std::string at = dom_.path();
+      fail(at.empty() ? k : at + "." + k, "' is given twice");
     }
-    path_.back().key = k;
-    dom_.key = std::move(k);
+    path_.back().key = std::move(k);
     return true;
   }
   bool end_object() { return end(); }
@@ -618,7 +590,7 @@ class TokenizerJsonReader {
 
   bool start(bool object) {
     if (entry_depth_ > 0 || in_merges()) {  // a merge entry (["a", "b"] or something malformed): built on its own
-      if (entry_depth_++ == 0) entry_.open.clear();
+      ++entry_depth_;
       entry_.start(object ? json::object() : json::array());
       return true;
     }
@@ -631,8 +603,6 @@ class TokenizerJsonReader {
       fail("model.vocab' must be an object {token: id}, found array");
     } else if (in_model() && path_.back().key == "merges") {
       if (object) fail("model.merges' must be an array, found object");
-      if (merges_seen_) fail("model.merges' is given twice");
-      merges_seen_ = true;
       role = Role::kMerges;
     }
     dom_.start(object ? json::object() : json::array());
@@ -646,9 +616,8 @@ class TokenizerJsonReader {
       if (--entry_depth_ == 0) take_merge(entry_root_);
       return true;
     }
-    const json* closed = dom_.open.back();
+    const json* closed = dom_.end();
     path_.pop_back();
-    dom_.end();
     if (in_model() && path_.back().key == "vocab") {  // complete: the merges after it are checked as they are read
       vocab_ids_.reserve(closed->size());
       for (auto it = closed->begin(); it != closed->end(); ++it) {
@@ -699,10 +668,10 @@ class TokenizerJsonReader {
     merges_.add(a, b, {ia, ib, id(ab, "merged token ")});
   }
 
-  JsonBuilder dom_;
+  core::JsonDom dom_;
   std::vector<Frame> path_;  // the DOM containers being read, innermost last
-  JsonBuilder entry_;        // the merge entry being read, when it is a container
   json entry_root_;
+  core::JsonDom entry_;      // the merge entry being read, when it is a container
   int entry_depth_ = 0;      // > 0: inside a merge entry
   MergeList& merges_;
   const std::string& origin_;
@@ -710,7 +679,6 @@ class TokenizerJsonReader {
   // which stay in place.
   std::unordered_map<std::string_view, int32_t, SvHash, std::equal_to<>> vocab_ids_;
   bool vocab_known_ = false;
-  bool merges_seen_ = false;
 };
 
 }  // namespace tokenizer_detail

@@ -47,6 +47,7 @@
 
 #include "kiln/core/error.hpp"
 #include "kiln/core/file.hpp"
+#include "kiln/core/json.hpp"
 #include "kiln/io/safetensors.hpp"
 
 namespace kiln::io {
@@ -212,11 +213,7 @@ inline std::string read_text(const std::string& path) {
 }
 
 inline nlohmann::json parse_json_file(const std::string& path) {
-  try {
-    return nlohmann::json::parse(read_text(path));
-  } catch (const nlohmann::json::exception& e) {
-    KILN_FAIL(path, ": not valid JSON: ", e.what());
-  }
+  return core::parse_json(read_text(path), path);
 }
 
 inline CheckpointState parse_state(const std::string& path) {

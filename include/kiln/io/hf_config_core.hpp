@@ -41,6 +41,7 @@
 
 #include "kiln/core/error.hpp"
 #include "kiln/core/file.hpp"
+#include "kiln/core/json.hpp"
 
 namespace kiln::io {
 
@@ -195,12 +196,7 @@ inline std::optional<RopeScaling> parse_rope_scaling(const nlohmann::json& v, co
 // Parse config.json text; `origin` names it in messages (a path, or "<fuzz input>").
 inline HfConfig parse_hf_config(std::string_view text, const std::string& origin) {
   using nlohmann::json;
-  json j;
-  try {
-    j = json::parse(text.begin(), text.end());
-  } catch (const json::exception& e) {
-    KILN_FAIL(origin, ": not valid JSON: ", e.what());
-  }
+  const json j = core::parse_json(text, origin);
   KILN_CHECK(j.is_object(), origin, ": expected a JSON object at the top level, got ", j.type_name());
   detail::ConfigReader r{j, origin};
   HfConfig c;

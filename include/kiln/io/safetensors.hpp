@@ -37,6 +37,7 @@
 
 #include "kiln/core/error.hpp"
 #include "kiln/core/file.hpp"
+#include "kiln/core/json.hpp"
 
 namespace kiln::io {
 
@@ -181,81 +182,17 @@ inline std::optional<uint64_t> as_index(const nlohmann::json& v) {
   return std::nullopt;
 }
 
-// Parses a header into the same DOM as nlohmann::json::parse, but refuses a key given twice in one object, which
-// json::parse silently keeps one of (a tensor name twice would then read as a hole in the data region).
-class HeaderParser {
- public:
-  using json = nlohmann::json;
-  HeaderParser(json& root, const std::string& path) : root_(root), path_(path) {}
-
-  bool null() { return put(json(nullptr)); }
-  bool boolean(bool v) { return put(json(v)); }
-  bool number_integer(json::number_integer_t v) { return put(json(v)); }
-  bool number_unsigned(json::number_unsigned_t v) { return put(json(v)); }
-  bool number_float(json::number_float_t v, const json::string_t&) { return put(json(v)); }
-  bool string(json::string_t& v) { return put(json(std::move(v))); }
-  bool binary(json::binary_t& v) { return put(json(json::binary_t(std::move(v)))); }
-  bool start_object(std::size_t) { return start(json::object()); }
-  bool start_array(std::size_t) { return start(json::array()); }
-  bool end_object() { return end(); }
-  bool end_array() { return end(); }
-  bool key(json::string_t& k) {
-    Frame& f = open_.back();
-    if (f.node->contains(k)) {  // the object so far holds k already
-      if (open_.size() == 1) {
-        KILN_CHECK(k != "__metadata__", path_, ": __metadata__ is given twice in the header");
-        KILN_FAIL(path_, ": duplicate tensor name ", k, " in the header");
-      }
-      if (open_.size() == 2 && open_[0].key == "__metadata__")
-        KILN_FAIL(path_, ": __metadata__ key \"", k, "\" is given twice in the header");
-      if (open_.size() == 2) KILN_FAIL(path_, ": tensor ", open_[0].key, ": field ", k, " is given twice in the header");
-      KILN_FAIL(path_, ": key \"", k, "\" is given twice in one object of the header");
-    }
-    f.key = std::move(k);
-    return true;
+// A key given twice in a header: the tensor or field it belongs to (core::parse_json refuses every duplicate).
+[[noreturn]] inline void duplicate_header_key(const std::string& path, const core::JsonDom& dom, const std::string& k) {
+  if (dom.depth() == 1) {
+    KILN_CHECK(k != "__metadata__", path, ": __metadata__ is given twice in the header");
+    KILN_FAIL(path, ": duplicate tensor name ", k, " in the header");
   }
-  template <class Exception>
-  bool parse_error(std::size_t, const std::string&, const Exception& e) {
-    throw e;  // a json::exception: reported as invalid JSON
-  }
-
- private:
-  struct Frame {
-    json* node;
-    std::string key;  // the key of the value being read, when node is an object
-  };
-  json* place(json&& v) {
-    if (open_.empty()) {
-      root_ = std::move(v);
-      return &root_;
-    }
-    Frame& f = open_.back();
-    if (f.node->is_array()) {
-      auto& a = f.node->get_ref<json::array_t&>();
-      a.push_back(std::move(v));
-      return &a.back();
-    }
-    json& slot = (*f.node)[f.key];
-    slot = std::move(v);
-    return &slot;
-  }
-  bool put(json&& v) {
-    place(std::move(v));
-    return true;
-  }
-  bool start(json&& v) {
-    json* p = place(std::move(v));
-    open_.push_back({p, {}});
-    return true;
-  }
-  bool end() {
-    open_.pop_back();
-    return true;
-  }
-  json& root_;
-  const std::string& path_;
-  std::vector<Frame> open_;  // containers being read, innermost last
-};
+  if (dom.depth() == 2 && dom.key_at(0) == "__metadata__")
+    KILN_FAIL(path, ": __metadata__ key \"", k, "\" is given twice in the header");
+  if (dom.depth() == 2) KILN_FAIL(path, ": tensor ", dom.key_at(0), ": field ", k, " is given twice in the header");
+  KILN_FAIL(path, ": key \"", k, "\" is given twice in one object of the header");
+}
 
 }  // namespace detail
 
@@ -364,13 +301,10 @@ class Safetensors {
     KILN_CHECK(n <= size_ - 8, path_, ": header length ", n, " goes beyond the end of the file (file has ", size_ - 8,
                " bytes after the 8-byte length; truncated file?)");
     const char* hb = reinterpret_cast<const char*>(bytes + 8);
-    json h;
-    try {
-      detail::HeaderParser parser(h, path_);  // json::parse, but a key given twice is an error
-      json::sax_parse(hb, hb + n, &parser);
-    } catch (const json::exception& e) {
-      KILN_FAIL(path_, ": header is not valid JSON: ", e.what());
-    }
+    const json h = core::parse_json(std::string_view(hb, n), path_ + ": header",
+                                    [&](const core::JsonDom& dom, const std::string& k) {
+                                      detail::duplicate_header_key(path_, dom, k);
+                                    });
     KILN_CHECK(h.is_object(), path_, ": header must be a JSON object, got ", h.type_name());
 
     const std::byte* data = bytes + 8 + n;

@@ -36,6 +36,7 @@
 
 #include "kiln/core/error.hpp"
 #include "kiln/core/file.hpp"
+#include "kiln/core/json.hpp"
 #include "kiln/io/safetensors.hpp"
 #include "kiln/plan/params.hpp"
 
@@ -202,12 +203,7 @@ class SafetensorsModel {
     KILN_CHECK(f.good(), path, ": cannot open safetensors index");
     std::ostringstream text;
     text << f.rdbuf();
-    json j;
-    try {
-      j = json::parse(text.str());
-    } catch (const json::exception& e) {
-      KILN_FAIL(path, ": not valid JSON: ", e.what());
-    }
+    const json j = core::parse_json(text.str(), path);
     KILN_CHECK(j.is_object(), path, ": expected a JSON object with metadata and weight_map, got ", j.type_name());
     auto wm = j.find("weight_map");
     KILN_CHECK(wm != j.end() && wm->is_object(), path, ": missing field weight_map (expected an object tensor -> file)");
