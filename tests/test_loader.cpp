@@ -369,6 +369,27 @@ TEST_CASE("datatrove shards through Source::open: a token size for shards withou
   fs::remove_all(dir);
 }
 
+TEST_CASE("documents that end with the eod id already (datatrove, Megatron) get no second one") {
+  constexpr int32_t eod = 9;
+  // as datatrove writes them: each document ends with the tokenizer's EOS; an empty document and one without it too
+  const std::vector<std::vector<int32_t>> docs{{1, 2, eod}, {3, eod}, {}, {4, 5}};
+  Loader l({Source{"s", {std::make_shared<MemorySource>(docs, "mem")}}}, {{0, {{"s", 1.0}}}}, eod, 1, 0, 1);
+  l.on_event = [](const std::string&) {};
+  const int T = 9;  // one epoch is 1 2 e 3 e e 4 5 e (some order): 9 tokens, 4 eods
+  Batch b = next(l, 1, T);
+  std::vector<int32_t> stream(b.tok);
+  stream.push_back(b.tgt[T - 1]);
+  CAPTURE(doctest::toString(stream));
+  int eods = 0;
+  for (size_t i = 0; i < stream.size(); ++i) {
+    eods += stream[i] == eod;
+    // two eods in a row only around the empty document (a single eod of its own): never three
+    if (i >= 2) CHECK_FALSE((stream[i] == eod && stream[i - 1] == eod && stream[i - 2] == eod));
+  }
+  CHECK(std::count(stream.begin(), stream.begin() + T, eod) == 4);  // the first epoch: one eod per document
+  CHECK(eods >= 4);
+}
+
 TEST_CASE("configuration errors are sentences") {
   auto a = ids_source("a", 1, 10);
   CHECK_THROWS_WITH_AS(Loader({a}, {{0, {{"x", 1.0}}}}, 0, 1, 0, 1), doctest::Contains("'x', which is not one of: a"),

@@ -2,7 +2,8 @@
 // count, deterministic per (seed, rank, world), with a small fixed-size state that restores exactly.
 //
 // Rows (data/packing.hpp, the packer the byte-level Packer uses too): documents, each followed by the end-of-document
-// id `eod` (shards store documents without it; the loader appends it), are concatenated into one stream per rank and
+// id `eod` (Kiln's shards store documents without it and the loader appends it; a document that ends with it already,
+// as datatrove's and Megatron's do, gets no second one), are concatenated into one stream per rank and
 // cut into rows of T + 1 tokens: inputs row[0..T), targets row[1..T]. The previous row's last target is the next
 // row's first input. doc_start[i] is the index in the row where token i's document starts: after the previous eod
 // token or at the row start; positions[i] = i - doc_start[i].
@@ -406,10 +407,16 @@ class Loader {
         in_row_ += k;
         st_.cur_offset += k;
       } else {
-        *out++ = eod_;
-        if (masked_) *mask++ = 1;
-        --n;
-        ++in_row_;
+        // The document's end: the eod id, unless it ends with it already (datatrove's and Megatron's tokenizers
+        // append one; a second would teach the model an empty document).
+        int32_t last = -1;
+        if (len > 0) part.read(i, len - 1, 1, &last);
+        if (last != eod_) {
+          *out++ = eod_;
+          if (masked_) *mask++ = 1;
+          --n;
+          ++in_row_;
+        }
         st_.cur_source = -1;
       }
     }

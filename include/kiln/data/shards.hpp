@@ -17,8 +17,9 @@
 // So the token size of a shard comes from Kiln's metadata, else datatrove's first line, else the caller
 // (ShardReader's `token_bytes`, Source::open's, open_shards'); a given size must agree with the metadata's.
 //
-// Documents are stored WITHOUT an end-of-document token: the loader (loader.hpp) appends the configured id when packing,
-// so one shard serves tokenizers whose end ids differ only by convention, and document boundaries live in the index.
+// Kiln stores documents WITHOUT an end-of-document token: the loader (loader.hpp) appends the configured id when
+// packing, so one shard serves tokenizers whose end ids differ only by convention, and document boundaries live in the
+// index. A document that ends with the id already (datatrove's, Megatron's --append-eod) gets no second one.
 //
 // Reading never trusts the files: the index must be non-decreasing and end exactly at the data length, the data length
 // must be a whole number of tokens, the metadata must agree with both, and every token read must be below the vocab
