@@ -3,11 +3,15 @@
 //   step/<recipe>         forward + backward + AdamW of one micro-batch: tokens/s and GFLOP/s
 //                         (FLOPs = the plan's training FLOPs per token x tokens; rows are one causal document
 //                         each, so the attention really does the FLOPs counted)
+//   ratio/<recipe>        the step's GFLOP/s over sgemm's on the step's largest GEMM, timed in turns (best of each)
 // Run: tools/kiln bench   (or build/bench/kiln_bench --benchmark_filter=...)
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <memory>
 #include <cstdio>
 #include <vector>
 
@@ -46,36 +50,80 @@ void sgemm(benchmark::State& state) {
 BENCHMARK(sgemm)->Args({2048, 512, 1536})->Args({2048, 512, 3072})->Args({2048, 192, 1024})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// One training step of recipe R on random tokens: forward + backward of one micro-batch, the norm and AdamW.
 template <class R>
-void step(benchmark::State& state) {
+struct StepRun {
   using M = typename R::model;
   using S = typename R::stage;
-  constexpr int B = S::micro_batch, T = S::seq_len;
+  static constexpr int B = S::micro_batch, T = S::seq_len;
+  static constexpr double flops = double(B) * T * plan::Flops<M, S>::train_per_token;
   TrainConfig c;
   backend::cpu::State<M> st;
-  st.init(0.02, 1);
-  st.set_decay(decay_ranges<M>(c.no_decay));
-  auto model = std::make_unique<backend::cpu::Executor<M, B, T>>();
-  std::vector<int32_t> tok(size_t(B) * T), tgt(tok.size()), pos(tok.size()), start(tok.size());
-  Rng rng(1);
-  for (size_t i = 0; i < tok.size(); ++i) {
-    tok[i] = int32_t(rng.below(M::vocab));
-    tgt[i] = int32_t(rng.below(M::vocab));
-    start[i] = 0;  // one document per row: the attention does exactly the causal FLOPs the plan counts
-    pos[i] = int32_t(i % T);
-  }
-  const backend::Batch batch{tok.data(), tgt.data(), pos.data(), start.data()};
+  std::unique_ptr<backend::cpu::Executor<M, B, T>> model = std::make_unique<backend::cpu::Executor<M, B, T>>();
+  std::vector<int32_t> tok = std::vector<int32_t>(size_t(B) * T), tgt = tok, pos = tok, start = tok;
   long s = 0;
-  for (auto _ : state) {
+
+  StepRun() {
+    st.init(0.02, 1);
+    st.set_decay(decay_ranges<M>(c.no_decay));
+    Rng rng(1);
+    for (size_t i = 0; i < tok.size(); ++i) {
+      tok[i] = int32_t(rng.below(M::vocab));
+      tgt[i] = int32_t(rng.below(M::vocab));
+      start[i] = 0;  // one document per row: the attention does exactly the causal FLOPs the plan counts
+      pos[i] = int32_t(i % T);
+    }
+  }
+  void operator()() {
+    const backend::Batch batch{tok.data(), tgt.data(), pos.data(), start.data()};
     st.zero_grad();
     benchmark::DoNotOptimize(model->forward_backward(st, batch, 1.0f / float(B * T)));
     st.adamw(adamw_step(c, 1e-4, st.grad_norm(), ++s));
   }
-  const double tokens = double(B) * T;
+};
+
+template <class R>
+void step(benchmark::State& state) {
+  StepRun<R> run;
+  for (auto _ : state) run();
+  const double tokens = double(run.B) * run.T;
   state.counters["tokens/s"] = benchmark::Counter(tokens, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GFLOP/s"] = benchmark::Counter(tokens * plan::Flops<M, S>::train_per_token * 1e-9,
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(run.flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
+
+// The step's ratio to sgemm on a shared machine: each iteration times one step and then sgemm on the step's largest
+// GEMM shape (rows B x T, in d, out ffn) for about as long; the ratio is of the best of each over all iterations, so
+// a neighbour's load in one moment lowers neither side alone (the separate step/ and sgemm/ cases alternate seconds
+// apart and their ratio moved from 0.74 to 1.2 between rounds on one machine).
+template <class R>
+void step_vs_sgemm(benchmark::State& state) {
+  using clock = std::chrono::steady_clock;
+  using M = typename R::model;
+  StepRun<R> run;
+  const int gm = run.B * run.T, gk = M::hidden, gn = M::ffn;
+  std::vector<float> a(size_t(gm) * gk, 0.5f), b(size_t(gn) * gk, 0.25f), c(size_t(gm) * gn);
+  const double gemm_flops = 2.0 * gm * gn * gk;
+  double best_step = 1e30, best_gemm = 1e30;
+  for (auto _ : state) {
+    const auto t0 = clock::now();
+    run();
+    const double ts = std::chrono::duration<double>(clock::now() - t0).count();
+    best_step = std::min(best_step, ts);
+    for (double spent = 0; spent < ts;) {
+      const auto g0 = clock::now();
+      kernels::gemm<float>(false, true, gm, gn, gk, 1.f, a.data(), gk, b.data(), gk, 0.f, c.data(), gn);
+      benchmark::DoNotOptimize(c.data());
+      const double tg = std::chrono::duration<double>(clock::now() - g0).count();
+      best_gemm = std::min(best_gemm, tg);
+      spent += tg;
+    }
+    state.SetIterationTime(ts);
+  }
+  state.counters["step_GFLOP/s"] = run.flops / best_step * 1e-9;
+  state.counters["sgemm_GFLOP/s"] = gemm_flops / best_gemm * 1e-9;
+  state.counters["ratio"] = (run.flops / best_step) / (gemm_flops / best_gemm);
+}
+
 // The attention kernels alone at the reference model's shape (B 4, T 512, 8 / 2 heads, head_dim 64, one causal
 // document per row): the row kernels (dot products; the reference) and the blocked ones (64 query rows per block,
 // products through the GEMM; what the CPU backend runs), forward, and forward + backward. FLOPs as the plan counts
@@ -115,6 +163,8 @@ BENCHMARK(attention<true, true>)->Name("attention/blocked/forward_backward")->Un
 
 BENCHMARK(step<recipes::demo>)->Name("step/demo")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3);
 BENCHMARK(step<ref_model>)->Name("step/ref_model")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5);
+BENCHMARK(step_vs_sgemm<recipes::demo>)->Name("ratio/demo")->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(20);
+BENCHMARK(step_vs_sgemm<ref_model>)->Name("ratio/ref_model")->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(8);
 
 }  // namespace
 
