@@ -1,0 +1,62 @@
+// kernels/device.hpp: the prelude of Kiln's CUDA kernels (kernels/*.cuh), which nvcc compiles for the GPU and g++
+// compiles as host code for the SIMT execution layer (kiln/simt/simt.hpp), so CPU CI runs them.
+//   KILN_GLOBAL                       __global__
+//   KILN_DEVICE                       a device helper (__device__ __forceinline__)
+//   KILN_SHARED(T, name, n)           a block's shared array `T name[n]` (on the host: a T* to the block's bytes)
+//   KILN_DYNAMIC_SHARED(T, name)      the block's dynamic shared memory as T*
+//   KILN_LAUNCH(k, grid, block, shared_bytes, stream)(args...)   k<<<grid, block, shared_bytes, stream>>>(args...)
+//   gpu::Stream                       cudaStream_t (on the host: nothing to wait for, a launch returns when done)
+// Kernel source uses CUDA's names for the rest: threadIdx, blockIdx, blockDim, gridDim, __syncthreads,
+// __shfl_xor_sync and the other shuffles, __ballot_sync, atomicAdd, and kiln::bf16 for bf16 storage.
+#pragma once
+
+#include "kiln/core/bf16.hpp"
+#include "kiln/core/hd.hpp"
+
+#if defined(__CUDACC__)
+#include <cuda_runtime.h>
+
+#define KILN_GLOBAL __global__
+#define KILN_SHARED(T, name, n) __shared__ T name[n]
+#define KILN_DYNAMIC_SHARED(T, name)                     \
+  extern __shared__ __align__(16) unsigned char kiln_dynamic_shared_[]; \
+  T* name = reinterpret_cast<T*>(kiln_dynamic_shared_)
+#define KILN_LAUNCH(kernel, grid, block, shared_bytes, stream) kernel<<<grid, block, shared_bytes, stream>>>
+
+namespace kiln::gpu {
+using Stream = cudaStream_t;
+}
+
+#else
+#include "kiln/simt/simt.hpp"
+
+#define KILN_GLOBAL
+#define KILN_SHARED(T, name, n) T* name = ::kiln::simt::shared_array<T>(n)
+#define KILN_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::kiln::simt::dynamic_shared())
+#define KILN_LAUNCH(kernel, grid, block, shared_bytes, stream) \
+  ::kiln::simt::launcher(kernel, grid, block, shared_bytes, stream)
+
+#define threadIdx (::kiln::simt::current->thread_idx)
+#define blockIdx (::kiln::simt::current->block_idx)
+#define blockDim (::kiln::simt::current->block_dim)
+#define gridDim (::kiln::simt::current->grid_dim)
+#define warpSize 32
+#define __syncthreads() ::kiln::simt::syncthreads()
+#define __syncwarp(...) ::kiln::simt::syncwarp()
+#define __shfl_sync(...) ::kiln::simt::shfl_sync(__VA_ARGS__)
+#define __shfl_xor_sync(...) ::kiln::simt::shfl_xor_sync(__VA_ARGS__)
+#define __shfl_down_sync(...) ::kiln::simt::shfl_down_sync(__VA_ARGS__)
+#define __shfl_up_sync(...) ::kiln::simt::shfl_up_sync(__VA_ARGS__)
+#define __ballot_sync(...) ::kiln::simt::ballot_sync(__VA_ARGS__)
+#define __any_sync(mask, p) (::kiln::simt::ballot_sync(mask, p) != 0u)
+#define __all_sync(mask, p) (::kiln::simt::ballot_sync(mask, p) == ::kiln::simt::warp_lanes_mask())
+#define atomicAdd(p, v) ::kiln::simt::atomic_add(p, v)
+#define atomicMax(p, v) ::kiln::simt::atomic_max(p, v)
+
+using dim3 = ::kiln::simt::dim3;
+
+namespace kiln::gpu {
+using Stream = const void*;
+}
+
+#endif

@@ -1,0 +1,17 @@
+# The SIMT execution layer (kiln/simt): CUDA kernels as host code. test_simt checks CUDA's semantics in both modes;
+# simt_race is built with ThreadSanitizer (its own sources, so the instrumented build does not need kiln_runtime):
+# a kernel with its barrier must run clean, the same kernel without it must be reported as a data race.
+kiln_add_test(test_simt test_simt.cpp)
+
+add_executable(simt_race simt_race.cpp ${PROJECT_SOURCE_DIR}/src/simt/simt.cpp ${PROJECT_SOURCE_DIR}/src/simt/fiber.cpp)
+target_include_directories(simt_race PRIVATE ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR})
+target_compile_options(simt_race PRIVATE -fsanitize=thread -O1 -g)
+target_link_options(simt_race PRIVATE -fsanitize=thread)
+target_compile_features(simt_race PRIVATE cxx_std_20)
+add_test(NAME simt.tsan_clean COMMAND simt_race ok)
+add_test(NAME simt.tsan_missing_barrier COMMAND simt_race race)
+# TSan's exit code for a report is 66; halt_on_error keeps the log to the first report.
+set_tests_properties(simt.tsan_clean PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "simt_race: ok done"
+                     FAIL_REGULAR_EXPRESSION "ThreadSanitizer")
+set_tests_properties(simt.tsan_missing_barrier PROPERTIES LABELS cpu ENVIRONMENT "TSAN_OPTIONS=halt_on_error=1"
+                     PASS_REGULAR_EXPRESSION "WARNING: ThreadSanitizer: data race.*neighbour")
