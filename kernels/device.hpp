@@ -10,6 +10,8 @@
 // __shfl_xor_sync and the other shuffles, __ballot_sync, atomicAdd, and kiln::bf16 for bf16 storage.
 #pragma once
 
+#include <cmath>
+
 #include "kiln/core/bf16.hpp"
 #include "kiln/core/hd.hpp"
 
@@ -31,7 +33,9 @@ using Stream = cudaStream_t;
 #include "kiln/simt/simt.hpp"
 
 #define KILN_GLOBAL
-#define KILN_SHARED(T, name, n) T* name = ::kiln::simt::shared_array<T>(n)
+#define KILN_SHARED(T, name, n)         \
+  static constexpr char kiln_site_##name = 0; \
+  T* name = ::kiln::simt::shared_array<T>(n, &kiln_site_##name)
 #define KILN_DYNAMIC_SHARED(T, name) T* name = static_cast<T*>(::kiln::simt::dynamic_shared())
 #define KILN_LAUNCH(kernel, grid, block, shared_bytes, stream) \
   ::kiln::simt::launcher(kernel, grid, block, shared_bytes, stream)
@@ -60,3 +64,50 @@ using Stream = const void*;
 }
 
 #endif
+
+namespace kiln::dev {
+
+// Math in device code, the same functions on both sides: CUDA's single-precision library (expf, sqrtf: at most
+// 2 ulp and correctly rounded) or the host's.
+KILN_DEVICE float exp(float x) {
+#if defined(__CUDA_ARCH__)
+  return expf(x);
+#else
+  return std::exp(x);
+#endif
+}
+KILN_DEVICE float sqrt(float x) {
+#if defined(__CUDA_ARCH__)
+  return sqrtf(x);
+#else
+  return std::sqrt(x);
+#endif
+}
+KILN_DEVICE float sigmoid(float x) { return 1.f / (1.f + exp(-x)); }
+
+// A value of storage type S as float and back (float, kiln::bf16).
+template <class S>
+KILN_DEVICE float ld(S v) {
+  return float(v);
+}
+template <class S>
+KILN_DEVICE S st(float v) {
+  return S(v);
+}
+
+// The sum of v over a block of blockDim.x threads (a multiple of 32, at most 1024), returned to every thread.
+// Fixed order (butterfly within warps, then warp 0 over the warps' sums): the same bits on every run.
+KILN_DEVICE float block_sum(float v) {
+  KILN_SHARED(float, warp_sums, 32);
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  v = lane < warps ? warp_sums[lane] : 0.f;
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();  // warp_sums may be reused by the next call
+  return v;
+}
+
+}  // namespace kiln::dev
+

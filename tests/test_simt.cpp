@@ -88,6 +88,16 @@ KILN_GLOBAL void early_return(int* out) {
 
 KILN_GLOBAL void half_mask(int* out) { out[threadIdx.x] = __shfl_xor_sync(0x0000ffffu, int(threadIdx.x), 1); }
 
+// kiln::dev::block_sum declares shared memory; called once per row, it reuses the same array (as __shared__ does).
+KILN_GLOBAL void row_sums(const float* x, int rows, int cols, float* out) {
+  for (int r = 0; r < rows; ++r) {
+    float v = 0.f;
+    for (int j = int(threadIdx.x); j < cols; j += int(blockDim.x)) v += x[r * cols + j];
+    v = kiln::dev::block_sum(v);
+    if (threadIdx.x == 0) out[r] = v;
+  }
+}
+
 std::string error_of(auto&& f) {
   try {
     f();
@@ -188,6 +198,21 @@ TEST_CASE("simt: a barrier not every thread reaches, and a partial shuffle mask,
   CHECK(sum == 1000.f);
   CHECK_THROWS_WITH_AS(KILN_LAUNCH(own_copy, dim3(1), dim3(2048), 0, nullptr)(1, out.data()),
                        doctest::Contains("a block of 2048 threads"), kiln::Error);
+}
+
+TEST_CASE("simt: a shared array declared in a device function called in a loop is one array per block") {
+  for (Mode mode : {Mode::fibers, Mode::threads}) {
+    const int rows = 20000, cols = 70;  // 20000 calls: one array each would overflow 48 KiB
+    std::vector<float> x(size_t(rows) * cols), out(rows, -1.f);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 5);
+    KILN_LAUNCH(row_sums, dim3(1), dim3(64), 0, nullptr).mode(mode)(x.data(), mode == Mode::threads ? 50 : rows, cols,
+                                                                    out.data());
+    for (int r = 0; r < (mode == Mode::threads ? 50 : rows); ++r) {
+      float ref = 0.f;
+      for (int j = 0; j < cols; ++j) ref += x[size_t(r) * cols + size_t(j)];
+      CHECK(out[size_t(r)] == ref);  // small integers: exact in any order
+    }
+  }
 }
 
 TEST_CASE("simt: fibers switch with the hand-written switch on x86-64") {

@@ -52,7 +52,6 @@ Thread make_thread(const Block& b, const dim3& grid, const dim3& block, unsigned
   t.linear = linear;
   t.lane = linear % kWarp;
   t.warp = linear / kWarp;
-  t.shared_cursor = 0;
   return t;
 }
 

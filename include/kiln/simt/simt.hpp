@@ -72,7 +72,6 @@ struct Thread {
   dim3 block_dim, grid_dim;
   Block* block = nullptr;
   unsigned linear = 0, lane = 0, warp = 0;
-  size_t shared_cursor = 0;  // bytes of static shared memory this thread's declarations have placed
 };
 
 inline thread_local Thread* current = nullptr;
@@ -93,6 +92,9 @@ struct Block {
   Mode mode = Mode::fibers;
   std::vector<std::byte> shared;  // static shared arrays first (kStaticShared), then the dynamic bytes
   size_t dynamic_bytes = 0;
+  std::vector<std::pair<const void*, size_t>> sites;  // static shared arrays placed so far: declaration, offset
+  size_t shared_used = 0;
+  std::mutex sites_mutex;  // threads mode: the first thread to reach a declaration places it
   std::vector<Warp> warps;
   // fibers: the block barrier and the scheduler's progress count (no change over a whole round: a deadlock)
   unsigned arrived = 0;
@@ -107,6 +109,8 @@ struct Block {
     threads = n;
     dynamic_bytes = dyn;
     shared.assign(kStaticShared + dyn, std::byte{0xff});
+    sites.clear();
+    shared_used = 0;
     const unsigned nw = (n + kWarp - 1) / kWarp;
     warps.clear();
     warps.resize(nw);
@@ -238,15 +242,23 @@ inline uint32_t ballot_sync(uint32_t mask, bool p) {
   return r;
 }
 
-// Static shared memory: the k-th declaration of every thread of a block gets the same bytes.
+// Static shared memory: one array per declaration (`site`, a static of the declaring code) and block, as CUDA's
+// __shared__ variables are; a declaration reached again (a device function called in a loop) gets the same bytes.
 template <class T>
-inline T* shared_array(size_t n) {
-  Thread& t = *current;
-  const size_t at = (t.shared_cursor + alignof(T) - 1) / alignof(T) * alignof(T);
-  if (at + n * sizeof(T) > kStaticShared)
+inline T* shared_array(size_t n, const void* site) {
+  Block& b = *current->block;
+  std::unique_lock<std::mutex> lock(b.sites_mutex, std::defer_lock);
+  if (b.mode == Mode::threads) lock.lock();
+  for (const auto& [k, at] : b.sites)
+    if (k == site) return reinterpret_cast<T*>(b.shared.data() + at);
+  const size_t at = (b.shared_used + alignof(T) - 1) / alignof(T) * alignof(T);
+  if (at + n * sizeof(T) > kStaticShared) {
+    if (lock.owns_lock()) lock.unlock();
     detail::misuse("static shared memory over " + std::to_string(kStaticShared) + " bytes in one block");
-  t.shared_cursor = at + n * sizeof(T);
-  return reinterpret_cast<T*>(t.block->shared.data() + at);
+  }
+  b.shared_used = at + n * sizeof(T);
+  b.sites.emplace_back(site, at);
+  return reinterpret_cast<T*>(b.shared.data() + at);
 }
 inline void* dynamic_shared() { return current->block->shared.data() + kStaticShared; }
 
