@@ -2,6 +2,7 @@
 // compiles as host code for the SIMT execution layer (kiln/simt/simt.hpp), so CPU CI runs them.
 //   KILN_GLOBAL                       __global__
 //   KILN_DEVICE                       a device helper (__device__ __forceinline__)
+//   KILN_UNROLL                       #pragma unroll (g++: GCC unroll)
 //   KILN_SHARED(T, name, n)           a block's shared array `T name[n]` (on the host: a T* to the block's bytes)
 //   KILN_DYNAMIC_SHARED(T, name)      the block's dynamic shared memory as T*
 //   KILN_LAUNCH(k, grid, block, shared_bytes, stream)(args...)   k<<<grid, block, shared_bytes, stream>>>(args...)
@@ -19,6 +20,7 @@
 #include <cuda_runtime.h>
 
 #define KILN_GLOBAL __global__
+#define KILN_UNROLL _Pragma("unroll")
 #define KILN_SHARED(T, name, n) __shared__ T name[n]
 #define KILN_DYNAMIC_SHARED(T, name)                     \
   extern __shared__ __align__(16) unsigned char kiln_dynamic_shared_[]; \
@@ -33,6 +35,7 @@ using Stream = cudaStream_t;
 #include "kiln/simt/simt.hpp"
 
 #define KILN_GLOBAL
+#define KILN_UNROLL _Pragma("GCC unroll 16")
 #define KILN_SHARED(T, name, n)         \
   static constexpr char kiln_site_##name = 0; \
   T* name = ::kiln::simt::shared_array<T>(n, &kiln_site_##name)
@@ -95,15 +98,16 @@ KILN_DEVICE S st(float v) {
   return S(v);
 }
 
-// The sum of v over a block of blockDim.x threads (a multiple of 32, at most 1024), returned to every thread.
-// Fixed order (butterfly within warps, then warp 0 over the warps' sums): the same bits on every run.
-KILN_DEVICE float block_sum(float v) {
-  KILN_SHARED(float, warp_sums, 32);
+// The sum of v (float or double) over a block of blockDim.x threads (a multiple of 32, at most 1024), returned to
+// every thread. Fixed order (butterfly within warps, then the warps' sums the same way): the same bits every run.
+template <class T>
+KILN_DEVICE T block_sum(T v) {
+  KILN_SHARED(T, warp_sums, 32);
   for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
   const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   if (lane == 0) warp_sums[warp] = v;
   __syncthreads();
-  v = lane < warps ? warp_sums[lane] : 0.f;
+  v = lane < warps ? warp_sums[lane] : T(0);
   for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
   __syncthreads();  // warp_sums may be reused by the next call
   return v;

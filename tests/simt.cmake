@@ -15,3 +15,6 @@ set_tests_properties(simt.tsan_clean PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSI
                      FAIL_REGULAR_EXPRESSION "ThreadSanitizer")
 set_tests_properties(simt.tsan_missing_barrier PROPERTIES LABELS cpu ENVIRONMENT "TSAN_OPTIONS=halt_on_error=1"
                      PASS_REGULAR_EXPRESSION "WARNING: ThreadSanitizer: data race.*neighbour")
+
+# Kiln's CUDA kernels run here as host code, against the CPU kernels.
+kiln_add_test(test_kernels_simt test_kernels_simt.cpp)

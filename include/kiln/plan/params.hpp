@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "kiln/core/adamw_step.hpp"
 #include "kiln/model/model.hpp"
 
 namespace kiln::plan {
@@ -49,10 +50,7 @@ struct ParamEntry {
 
 // A range of the flat buffer [begin, end) (floats) with one weight-decay choice: the optimizer's no-decay mask is a
 // short sorted list of these, computed once from the table.
-struct DecayRange {
-  size_t begin, end;
-  bool decay;
-};
+using DecayRange = kiln::DecayRange;  // core/adamw_step.hpp
 
 // Offsets (in floats) of one layer's parameters in the flat buffer.
 struct LayerOffsets {

@@ -1,0 +1,186 @@
+// tests/kernels_cuda_cases.hpp: Kiln's CUDA kernels (kernels/*.cuh) against the CPU kernels (kernels/*.hpp), the
+// reference. Included twice: by tests/test_kernels_simt.cpp (g++: the kernels run in the SIMT layer, in CPU CI) and
+// by tests/gpu/test_kernels_gpu.cu (nvcc: the kernels run on the GPU). DevVec holds device memory there and host
+// memory here; everything else is the same code.
+// Tolerances: fp32 storage agrees with the CPU to a few ulp (different exp, sum orders and FMA contraction); bf16
+// storage to 1 bf16 ulp of each output (both round the same fp32 value, which may sit on either side of a tie).
+#pragma once
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/adamw.cuh"
+#include "kernels/adamw.hpp"
+#include "kernels/rmsnorm.cuh"
+#include "kernels/rmsnorm.hpp"
+#include "kernels/swiglu.cuh"
+#include "kernels/swiglu.hpp"
+#include "kiln/core/bf16.hpp"
+#include "kiln/core/rng.hpp"
+
+namespace kc {
+
+#if defined(__CUDACC__)
+inline void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) FAIL(what << ": " << cudaGetErrorString(e));
+}
+template <class T>
+struct DevVec {
+  T* p = nullptr;
+  size_t n = 0;
+  explicit DevVec(size_t count) : n(count) {
+    check_cuda(cudaMalloc(&p, sizeof(T) * (n ? n : 1)), "cudaMalloc");
+    check_cuda(cudaMemset(p, 0, sizeof(T) * n), "cudaMemset");
+  }
+  explicit DevVec(const std::vector<T>& h) : DevVec(h.size()) {
+    check_cuda(cudaMemcpy(p, h.data(), sizeof(T) * n, cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+  ~DevVec() { cudaFree(p); }
+  DevVec(const DevVec&) = delete;
+  T* data() { return p; }
+  std::vector<T> host() const {
+    std::vector<T> h(n);
+    check_cuda(cudaDeviceSynchronize(), "kernel");
+    check_cuda(cudaMemcpy(h.data(), p, sizeof(T) * n, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    return h;
+  }
+};
+inline kiln::gpu::Stream stream() { return nullptr; }
+#else
+template <class T>
+struct DevVec {
+  std::vector<T> v;
+  explicit DevVec(size_t count) : v(count) {}
+  explicit DevVec(const std::vector<T>& h) : v(h) {}
+  T* data() { return v.data(); }
+  std::vector<T> host() const { return v; }
+};
+inline kiln::gpu::Stream stream() { return nullptr; }
+#endif
+
+template <class S>
+std::vector<S> random(size_t n, uint64_t seed, double scale = 1.0) {
+  std::vector<S> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = S(float((kiln::uniform01(seed, 0, i) * 2 - 1) * scale));
+  return v;
+}
+
+template <class S>
+float as_float(S v) {
+  return float(v);
+}
+
+// |a - b| within the tolerance of storage type S (relative to the larger magnitude, absolute near zero).
+template <class S>
+void check_close(const std::vector<S>& got, const std::vector<S>& want, const char* what, double abs_tol = 1e-6) {
+  REQUIRE(got.size() == want.size());
+  const double rel = sizeof(S) == 2 ? 1.0 / 128 : 4e-6;  // bf16: 1 ulp (8 bits of mantissa); fp32: a few ulp
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double a = as_float(got[i]), b = as_float(want[i]);
+    const double tol = rel * std::max(std::fabs(a), std::fabs(b)) + abs_tol;
+    if (!(std::fabs(a - b) <= tol)) {
+      if (bad++ == 0) first = i;
+    }
+  }
+  CHECK_MESSAGE(bad == 0, std::string(what) << ": " << bad << " of " << got.size() << " values differ; first at " << first
+                               << ": " << as_float(got[first]) << " vs the CPU's " << as_float(want[first]));
+}
+
+template <class S>
+void swiglu_case() {
+  constexpr int F = 512, R = 37;
+  const auto gu = random<S>(size_t(R) * 2 * F, 1, 4.0), dh = random<S>(size_t(R) * F, 2);
+  std::vector<S> h_ref(size_t(R) * F), dgu_ref(gu.size());
+  kiln::kernels::swiglu_forward<S, float, F>(gu.data(), h_ref.data(), R);
+  kiln::kernels::swiglu_backward<S, float, F>(gu.data(), dh.data(), dgu_ref.data(), R);
+  DevVec<S> d_gu(gu), d_h(h_ref.size()), d_dh(dh), d_dgu(gu.size());
+  kiln::kernels::cuda::swiglu_forward<S, F>(d_gu.data(), d_h.data(), R, stream());
+  kiln::kernels::cuda::swiglu_backward<S, F>(d_gu.data(), d_dh.data(), d_dgu.data(), R, stream());
+  check_close(d_h.host(), h_ref, "swiglu forward");
+  check_close(d_dgu.host(), dgu_ref, "swiglu backward");
+  // in place, as the plan runs it: dgu == gu
+  kiln::kernels::cuda::swiglu_backward<S, F>(d_gu.data(), d_dh.data(), d_gu.data(), R, stream());
+  check_close(d_gu.host(), dgu_ref, "swiglu backward in place");
+}
+
+template <class S, int D>
+void rmsnorm_case() {
+  constexpr int R = 29, kBlocks = 4;
+  const float eps = 1e-6f;
+  const auto x0 = random<S>(size_t(R) * D, 3, 2.0), res = random<S>(size_t(R) * D, 4), w = random<S>(D, 5, 1.5),
+             dy = random<S>(size_t(R) * D, 6), dx0 = random<S>(size_t(R) * D, 7);
+  // CPU: the residual add rounded to S, then the norm
+  std::vector<S> x(x0), y_ref(x.size()), dx_ref(dx0);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = S(float(x0[i]) + float(res[i]));
+  std::vector<float> rstd_ref(R), dw_ref(D, 0.25f), partials(size_t(kBlocks) * D);
+  kiln::kernels::rmsnorm_forward<S, float, D>(x.data(), w.data(), y_ref.data(), rstd_ref.data(), R, eps);
+  kiln::kernels::rmsnorm_backward<S, float, D>(x.data(), w.data(), rstd_ref.data(), dy.data(), dx_ref.data(),
+                                               dw_ref.data(), partials.data(), kBlocks, R, true);
+  DevVec<S> d_x(x0), d_res(res), d_w(w), d_y(y_ref.size()), d_dy(dy), d_dx(dx0);
+  DevVec<float> d_rstd(R), d_dw(std::vector<float>(D, 0.25f)), d_partials(size_t(kBlocks) * D);
+  kiln::kernels::cuda::rmsnorm_forward<S, D>(d_x.data(), d_res.data(), d_w.data(), d_y.data(), d_rstd.data(), R, eps,
+                                             stream());
+  check_close(d_x.host(), x, "rmsnorm: the residual stream x + r");
+  check_close(d_y.host(), y_ref, "rmsnorm forward");
+  check_close(d_rstd.host(), rstd_ref, "rmsnorm rstd");
+  kiln::kernels::cuda::rmsnorm_backward<S, D>(d_x.data(), d_w.data(), d_rstd.data(), d_dy.data(), d_dx.data(),
+                                              d_dw.data(), d_partials.data(), kBlocks, R, true, stream());
+  check_close(d_dx.host(), dx_ref, "rmsnorm backward dx (accumulated)", 1e-5);
+  check_close(d_dw.host(), dw_ref, "rmsnorm backward dw", 1e-5);
+}
+
+inline void adamw_case() {
+  const size_t n = 5000;
+  const std::vector<kiln::DecayRange> ranges{{0, 1000, true}, {1000, 1192, false}, {1192, 4100, true},
+                                             {4100, 4101, false}, {4101, 5000, true}};
+  auto p = random<float>(n, 8), g = random<float>(n, 9, 3.0), m = random<float>(n, 10, 0.1), v = random<float>(n, 11);
+  for (auto& x : v) x = std::fabs(x) * 0.01f;
+  const kiln::AdamWStep a{3e-3, 0.9, 0.95, 1e-8, 0.1, 7, 1.0};
+  // norm and clip on the device; the CPU applies the same scale through grad_scale
+  std::vector<double> part(kiln::kernels::sum_squares_partials(n));
+  const double norm_ref = std::sqrt(kiln::kernels::sum_squares(g.data(), n, part.data()));
+  const float clip = float(norm_ref / 2);
+  DevVec<float> d_g(g), d_ns(2);
+  DevVec<double> d_part(kiln::kernels::cuda::sum_squares_partials(n));
+  kiln::kernels::cuda::grad_norm(d_g.data(), n, d_part.data(), clip, d_ns.data(), stream());
+  const auto ns = d_ns.host();
+  CHECK(ns[0] == doctest::Approx(norm_ref).epsilon(1e-6));
+  CHECK(ns[1] == doctest::Approx(clip / norm_ref).epsilon(1e-6));
+
+  auto p_ref = p, m_ref = m, v_ref = v;
+  kiln::AdamWStep a_ref = a;
+  a_ref.grad_scale = double(ns[1]);  // the device's scale, so both updates see the same value
+  kiln::kernels::adamw_flat<float>(p_ref.data(), g.data(), m_ref.data(), v_ref.data(), n, ranges.data(),
+                                   int(ranges.size()), a_ref);
+  const auto k = kiln::kernels::cuda::adamw_constants(a);
+  DevVec<float> d_p(p), d_m(m), d_v(v);
+  DevVec<kiln::bf16> d_pb(n);
+  DevVec<kiln::DecayRange> d_ranges(ranges);
+  DevVec<kiln::kernels::cuda::AdamWConstants> d_k(std::vector<kiln::kernels::cuda::AdamWConstants>{k});
+  kiln::kernels::cuda::adamw_flat<kiln::bf16>(d_p.data(), d_g.data(), d_m.data(), d_v.data(), d_pb.data(), n,
+                                              d_ranges.data(), int(ranges.size()), d_k.data(), d_ns.data() + 1,
+                                              stream());
+  check_close(d_p.host(), p_ref, "adamw p");
+  check_close(d_m.host(), m_ref, "adamw m");
+  check_close(d_v.host(), v_ref, "adamw v");
+  std::vector<kiln::bf16> pb_ref(n);
+  for (size_t i = 0; i < n; ++i) pb_ref[i] = kiln::bf16(p_ref[i]);
+  check_close(d_pb.host(), pb_ref, "adamw bf16 copy");
+  // weight decay only inside the decay ranges: with a zero gradient and zero moments, p moves by lr * wd * p there
+  DevVec<float> d_p2(std::vector<float>(n, 1.f)), d_zero(n), d_m2(n), d_v2(n);
+  kiln::kernels::cuda::adamw_flat<kiln::bf16>(d_p2.data(), d_zero.data(), d_m2.data(), d_v2.data(), nullptr, n,
+                                              d_ranges.data(), int(ranges.size()), d_k.data(), nullptr, stream());
+  const auto p2 = d_p2.host();
+  for (const auto& r : ranges) {
+    CAPTURE(r.begin);
+    CHECK(p2[r.begin] == doctest::Approx(r.decay ? 1.0 - 3e-3 * 0.1 : 1.0).epsilon(1e-7));
+    CHECK(p2[r.end - 1] == doctest::Approx(r.decay ? 1.0 - 3e-3 * 0.1 : 1.0).epsilon(1e-7));
+  }
+}
+
+}  // namespace kc
