@@ -1,0 +1,19 @@
+# CUDA tests, built when nvcc exists (KILN_HAVE_CUDA). CI compiles them on machines without a GPU; there the `gpu`
+# tests say "skipped: no CUDA device" and ctest counts them as skipped.
+if(KILN_HAVE_CUDA)
+  add_executable(test_kernels_gpu gpu/test_kernels_gpu.cu)
+  target_link_libraries(test_kernels_gpu PRIVATE kiln_cuda_headers)
+  # nvcc's host pass runs g++ at -O3, where GCC 12 warns about the CPU reference's tail loop (kernels/adamw.hpp's
+  # sum_squares) assuming a wrap-around it cannot reach; the g++ -O2 builds of the same code do not.
+  target_compile_options(test_kernels_gpu PRIVATE -Xcompiler=-Wno-aggressive-loop-optimizations)
+  add_test(NAME test_kernels_gpu COMMAND test_kernels_gpu)
+  set_tests_properties(test_kernels_gpu PROPERTIES LABELS gpu SKIP_REGULAR_EXPRESSION "skipped: no CUDA device")
+
+  # ptxas -v on the hot kernels at SmolLM3's shapes: a register spill fails the test (it names the kernel).
+  add_test(NAME cuda.no_spills
+           COMMAND ${CMAKE_CUDA_COMPILER} -std=c++20 --expt-relaxed-constexpr -arch=sm_${KILN_CUDA_ARCHITECTURES}
+                   -Xptxas -v -I${PROJECT_SOURCE_DIR}/include -I${PROJECT_SOURCE_DIR} -c
+                   ${CMAKE_CURRENT_SOURCE_DIR}/gpu/ptxas_kernels.cu -o ${CMAKE_CURRENT_BINARY_DIR}/ptxas_kernels.o)
+  set_tests_properties(cuda.no_spills PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "0 bytes spill stores"
+                       FAIL_REGULAR_EXPRESSION "[1-9][0-9]* bytes spill (stores|loads)")
+endif()

@@ -1,0 +1,22 @@
+// tests/gpu/ptxas_kernels.cu: the hot kernels instantiated at SmolLM3-3B's shapes (d 2048, ffn 11008) for ptxas -v:
+// the test `cuda.no_spills` compiles this file and fails when ptxas reports a register spill in any of them.
+#include "kernels/adamw.cuh"
+#include "kernels/rmsnorm.cuh"
+#include "kernels/swiglu.cuh"
+
+template void kiln::kernels::cuda::swiglu_forward<kiln::bf16, 11008>(const kiln::bf16*, kiln::bf16*, int,
+                                                                      kiln::gpu::Stream);
+template void kiln::kernels::cuda::swiglu_backward<kiln::bf16, 11008>(const kiln::bf16*, const kiln::bf16*,
+                                                                       kiln::bf16*, int, kiln::gpu::Stream);
+template void kiln::kernels::cuda::rmsnorm_forward<kiln::bf16, 2048>(kiln::bf16*, const kiln::bf16*,
+                                                                      const kiln::bf16*, kiln::bf16*, float*, int,
+                                                                      float, kiln::gpu::Stream);
+template void kiln::kernels::cuda::rmsnorm_backward<kiln::bf16, 2048>(const kiln::bf16*, const kiln::bf16*,
+                                                                       const float*, const kiln::bf16*, kiln::bf16*,
+                                                                       float*, float*, int, int, bool,
+                                                                       kiln::gpu::Stream);
+template void kiln::kernels::cuda::adamw_flat<kiln::bf16>(float*, const float*, float*, float*, kiln::bf16*, size_t,
+                                                          const kiln::DecayRange*, int,
+                                                          const kiln::kernels::cuda::AdamWConstants*, const float*,
+                                                          kiln::gpu::Stream);
+template void kiln::kernels::cuda::grad_norm<float>(const float*, size_t, double*, float, float*, kiln::gpu::Stream);

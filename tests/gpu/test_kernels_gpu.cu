@@ -1,0 +1,38 @@
+// tests/gpu/test_kernels_gpu.cu: Kiln's CUDA kernels on the GPU against the CPU kernels (the cases of
+// tests/kernels_cuda_cases.hpp, which CPU CI also runs in the SIMT layer). ctest label `gpu`: without a CUDA device
+// it prints "skipped: no CUDA device" and ctest counts it as skipped.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include "../kernels_cuda_cases.hpp"
+
+#include <cstdio>
+
+TEST_CASE("cuda kernels on the GPU: swiglu (fp32 and bf16 storage)") {
+  kc::swiglu_case<float>();
+  kc::swiglu_case<kiln::bf16>();
+}
+TEST_CASE("cuda kernels on the GPU: rmsnorm with the residual add, forward and backward") {
+  kc::rmsnorm_case<float, 192>();
+  kc::rmsnorm_case<kiln::bf16, 192>();
+  kc::rmsnorm_case<float, 1000>();
+  kc::rmsnorm_case<kiln::bf16, 2048>();
+}
+TEST_CASE("cuda kernels on the GPU: gradient norm, clip scale and AdamW with decay ranges") { kc::adamw_case(); }
+
+int main(int argc, char** argv) {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess || n == 0) {
+    std::printf("skipped: no CUDA device (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    return 0;
+  }
+  cudaDeviceProp p{};
+  cudaGetDeviceProperties(&p, 0);
+  if (p.major < 9) {
+    std::printf("test_kernels_gpu: device 0 is %s (sm_%d%d); this build is for sm_90a (H100 / H200)\n", p.name,
+                p.major, p.minor);
+    return 1;
+  }
+  std::printf("test_kernels_gpu: %s\n", p.name);
+  doctest::Context ctx(argc, argv);
+  return ctx.run();
+}
