@@ -2,6 +2,7 @@
 // reference. Included twice: by tests/test_kernels_simt.cpp (g++: the kernels run in the SIMT layer, in CPU CI) and
 // by tests/gpu/test_kernels_gpu.cu (nvcc: the kernels run on the GPU). DevVec holds device memory there and host
 // memory here; everything else is the same code.
+// The includer defines KC_WHERE (a string: where the kernels run), which names the test cases at the end.
 // Tolerances: fp32 storage agrees with the CPU to a few ulp (different exp, sum orders and FMA contraction); bf16
 // storage to 1 bf16 ulp of each output (both round the same fp32 value, which may sit on either side of a tie).
 #pragma once
@@ -184,3 +185,15 @@ inline void adamw_case() {
 }
 
 }  // namespace kc
+
+TEST_CASE(KC_WHERE ": swiglu (fp32 and bf16 storage)") {
+  kc::swiglu_case<float>();
+  kc::swiglu_case<kiln::bf16>();
+}
+TEST_CASE(KC_WHERE ": rmsnorm with the residual add, forward and backward") {
+  kc::rmsnorm_case<float, 192>();
+  kc::rmsnorm_case<kiln::bf16, 192>();
+  kc::rmsnorm_case<float, 1000>();  // not a multiple of the block: the column bounds
+  kc::rmsnorm_case<kiln::bf16, 2048>();
+}
+TEST_CASE(KC_WHERE ": gradient norm, clip scale and AdamW with decay ranges") { kc::adamw_case(); }
