@@ -113,5 +113,26 @@ KILN_DEVICE T block_sum(T v) {
   return v;
 }
 
+// The maximum of v over a block (as block_sum).
+KILN_DEVICE float block_max(float v) {
+  KILN_SHARED(float, warp_max, 32);
+  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  if (lane == 0) warp_max[warp] = v;
+  __syncthreads();
+  v = lane < warps ? warp_max[lane] : -INFINITY;
+  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  __syncthreads();
+  return v;
+}
+
+KILN_DEVICE float log(float x) {
+#if defined(__CUDA_ARCH__)
+  return logf(x);
+#else
+  return std::log(x);
+#endif
+}
+
 }  // namespace kiln::dev
 

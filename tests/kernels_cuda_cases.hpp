@@ -16,6 +16,12 @@
 
 #include "kernels/adamw.cuh"
 #include "kernels/adamw.hpp"
+#include "kernels/cross_entropy.cuh"
+#include "kernels/cross_entropy.hpp"
+#include "kernels/embedding.cuh"
+#include "kernels/embedding.hpp"
+#include "kernels/rope.cuh"
+#include "kernels/rope.hpp"
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rmsnorm.hpp"
 #include "kernels/swiglu.cuh"
@@ -184,6 +190,80 @@ inline void adamw_case() {
   }
 }
 
+template <class S>
+void rope_case() {
+  constexpr int NH = 4, NKV = 2, HD = 64, R = 23, C = (NH + 2 * NKV) * HD;
+  const kiln::kernels::RopeTable<float, HD> table(300, 10000.0);
+  auto x = random<S>(size_t(R) * C, 12, 2.0);
+  std::vector<int32_t> pos(R);
+  for (int r = 0; r < R; ++r) pos[size_t(r)] = (r * 37) % 300;
+  auto ref = x;
+  kiln::kernels::rope_forward<S, float, NH + NKV, HD>(ref.data(), C, pos.data(), R, table);
+  DevVec<S> d_x(x);
+  DevVec<int32_t> d_pos(pos);
+  DevVec<float> d_cos(table.cos), d_sin(table.sin);
+  kiln::kernels::cuda::rope_forward<S, NH + NKV, HD>(d_x.data(), C, d_pos.data(), R, d_cos.data(), d_sin.data(),
+                                                     stream());
+  const auto fwd = d_x.host();
+  check_close(fwd, ref, "rope forward (q and k heads; v untouched)");
+  for (int r = 0; r < R; ++r)  // the v heads are not rotated
+    for (int j = (NH + NKV) * HD; j < C; ++j) CHECK(as_float(fwd[size_t(r) * C + j]) == as_float(x[size_t(r) * C + j]));
+  kiln::kernels::rope_backward<S, float, NH + NKV, HD>(ref.data(), C, pos.data(), R, table);
+  kiln::kernels::cuda::rope_backward<S, NH + NKV, HD>(d_x.data(), C, d_pos.data(), R, d_cos.data(), d_sin.data(),
+                                                      stream());
+  check_close(d_x.host(), ref, "rope backward");
+}
+
+template <class S>
+void embedding_case() {
+  constexpr int H = 192, V = 50, R = 301;
+  const auto E = random<S>(size_t(V) * H, 13), dout = random<S>(size_t(R) * H, 14);
+  std::vector<int32_t> tok(R);
+  for (int r = 0; r < R; ++r) tok[size_t(r)] = int32_t((r * r * 7 + 3) % (V - 5));  // repeats; 5 ids never used
+  std::vector<S> out_ref(size_t(R) * H);
+  std::vector<float> dE_ref(size_t(V) * H, 0.5f);
+  kiln::kernels::embedding_forward<S, H>(tok.data(), R, E.data(), out_ref.data());
+  kiln::kernels::embedding_backward<S, float, H>(tok.data(), R, dout.data(), dE_ref.data());
+  std::vector<int32_t> seen(V, 0);
+  const auto g = kiln::kernels::cuda::EmbeddingGrad::build(tok.data(), R, seen);
+  for (int32_t c : seen) CHECK(c == 0);  // the scratch is left zero for the next batch
+  DevVec<int32_t> d_tok(tok), d_token(g.token), d_begin(g.begin), d_rows(g.rows);
+  DevVec<S> d_E(E), d_out(out_ref.size()), d_dout(dout);
+  DevVec<float> d_dE(std::vector<float>(size_t(V) * H, 0.5f));
+  kiln::kernels::cuda::embedding_forward<S, H>(d_tok.data(), R, d_E.data(), d_out.data(), stream());
+  kiln::kernels::cuda::embedding_backward<S, H>(d_token.data(), d_begin.data(), d_rows.data(), int(g.token.size()),
+                                                d_dout.data(), d_dE.data(), stream());
+  check_close(d_out.host(), out_ref, "embedding forward");
+  check_close(d_dE.host(), dE_ref, "embedding backward (repeated ids)", 1e-6);
+}
+
+template <class S>
+void xent_case() {
+  constexpr int V = 1000, n = 13;
+  auto logits = random<float>(size_t(n) * V, 15, 6.0);
+  std::vector<int32_t> tgt(n);
+  for (int i = 0; i < n; ++i) tgt[size_t(i)] = i == 4 ? -1 : (i * 71) % V;  // row 4 ignored
+  const float z = 1e-4f, gs = 1.f / 12;
+  auto l_ref = logits;
+  std::vector<float> loss_ref(n), logp_ref(n);
+  kiln::kernels::xent_rows<float, V>(l_ref.data(), tgt.data(), n, z, gs, true, loss_ref.data(), logp_ref.data());
+  std::vector<S> dl_ref(l_ref.size());
+  for (size_t i = 0; i < l_ref.size(); ++i) dl_ref[i] = S(l_ref[i]);
+  DevVec<float> d_l(logits), d_loss(n), d_logp(n), d_gs(std::vector<float>{gs});
+  DevVec<int32_t> d_t(tgt);
+  DevVec<S> d_dl(l_ref.size());
+  kiln::kernels::cuda::xent_rows<S, V>(d_l.data(), d_t.data(), n, z, d_gs.data(), d_dl.data(), d_loss.data(),
+                                       d_logp.data(), stream());
+  check_close(d_loss.host(), loss_ref, "cross-entropy per-token loss", 1e-6);
+  check_close(d_logp.host(), logp_ref, "cross-entropy per-token log-prob", 1e-6);
+  check_close(d_dl.host(), dl_ref, "cross-entropy dlogits", 1e-8);
+  // no gradients asked: the same losses
+  DevVec<float> d_loss2(n), d_logp2(n);
+  kiln::kernels::cuda::xent_rows<S, V>(d_l.data(), d_t.data(), n, z, nullptr, static_cast<S*>(nullptr),
+                                       d_loss2.data(), d_logp2.data(), stream());
+  check_close(d_loss2.host(), loss_ref, "cross-entropy loss without gradients", 1e-6);
+}
+
 }  // namespace kc
 
 TEST_CASE(KC_WHERE ": swiglu (fp32 and bf16 storage)") {
@@ -197,3 +277,15 @@ TEST_CASE(KC_WHERE ": rmsnorm with the residual add, forward and backward") {
   kc::rmsnorm_case<kiln::bf16, 2048>();
 }
 TEST_CASE(KC_WHERE ": gradient norm, clip scale and AdamW with decay ranges") { kc::adamw_case(); }
+TEST_CASE(KC_WHERE ": rope on the q and k heads of the qkv row, forward and backward") {
+  kc::rope_case<float>();
+  kc::rope_case<kiln::bf16>();
+}
+TEST_CASE(KC_WHERE ": embedding forward, and the backward grouped by token (no atomics)") {
+  kc::embedding_case<float>();
+  kc::embedding_case<kiln::bf16>();
+}
+TEST_CASE(KC_WHERE ": cross-entropy rows: per-token loss and log-prob, z-loss, dlogits") {
+  kc::xent_case<float>();
+  kc::xent_case<kiln::bf16>();
+}

@@ -1,7 +1,11 @@
-// tests/gpu/ptxas_kernels.cu: the hot kernels instantiated at SmolLM3-3B's shapes (d 2048, ffn 11008) for ptxas -v:
-// the test `cuda.no_spills` compiles this file and fails when ptxas reports a register spill in any of them.
+// tests/gpu/ptxas_kernels.cu: the hot kernels instantiated at SmolLM3-3B's shapes (d 2048, ffn 11008, 16 / 4 heads
+// of 128, vocab 128256). The test `cuda.no_spills` compiles this file with ptxas -v and fails when ptxas reports a
+// register spill in any of them.
 #include "kernels/adamw.cuh"
+#include "kernels/cross_entropy.cuh"
+#include "kernels/embedding.cuh"
 #include "kernels/rmsnorm.cuh"
+#include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
 
 template void kiln::kernels::cuda::swiglu_forward<kiln::bf16, 11008>(const kiln::bf16*, kiln::bf16*, int,
@@ -20,3 +24,15 @@ template void kiln::kernels::cuda::adamw_flat<kiln::bf16>(float*, const float*, 
                                                           const kiln::kernels::cuda::AdamWConstants*, const float*,
                                                           kiln::gpu::Stream);
 template void kiln::kernels::cuda::grad_norm<float>(const float*, size_t, double*, float, float*, kiln::gpu::Stream);
+template void kiln::kernels::cuda::rope_forward<kiln::bf16, 20, 128>(kiln::bf16*, int, const int32_t*, int,
+                                                                      const float*, const float*, kiln::gpu::Stream);
+template void kiln::kernels::cuda::rope_backward<kiln::bf16, 20, 128>(kiln::bf16*, int, const int32_t*, int,
+                                                                       const float*, const float*, kiln::gpu::Stream);
+template void kiln::kernels::cuda::embedding_forward<kiln::bf16, 2048>(const int32_t*, int, const kiln::bf16*,
+                                                                        kiln::bf16*, kiln::gpu::Stream);
+template void kiln::kernels::cuda::embedding_backward<kiln::bf16, 2048>(const int32_t*, const int32_t*,
+                                                                         const int32_t*, int, const kiln::bf16*,
+                                                                         float*, kiln::gpu::Stream);
+template void kiln::kernels::cuda::xent_rows<kiln::bf16, 128256>(const float*, const int32_t*, int, float,
+                                                                  const float*, kiln::bf16*, float*, float*,
+                                                                  kiln::gpu::Stream);

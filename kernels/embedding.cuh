@@ -1,0 +1,92 @@
+// kernels/embedding.cuh: the CUDA half of kernels/embedding.hpp (the math is there); storage S, fp32 gradient.
+//   forward:   out[r, :] = E[tokens[r], :]             16-byte copies, one thread per 16 bytes
+//   backward:  dE[t, :] += sum of dout[r, :] over the rows r with tokens[r] = t, in row order
+// The backward is deterministic without atomics: where the batch enters the backend, the host groups the rows by
+// token (EmbeddingGrad::build, a counting sort of the batch's R ids), and one block per distinct token adds its
+// rows in order. Every dE row is written by one block, every value in a fixed order: the same bits every run.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/device.hpp"
+
+namespace kiln::kernels::cuda {
+
+// The rows of a batch grouped by token: rows[begin[u] .. begin[u + 1]) hold token[u], in row order.
+struct EmbeddingGrad {
+  std::vector<int32_t> token, begin, rows;
+
+  // tokens (R) < V (checked where the batch enters). O(R + distinct) after one pass over the ids; `seen` is V
+  // counters of scratch the caller keeps between batches (all zero between calls).
+  static EmbeddingGrad build(const int32_t* tokens, int R, std::vector<int32_t>& seen) {
+    EmbeddingGrad g;
+    for (int r = 0; r < R; ++r)
+      if (seen[size_t(tokens[r])]++ == 0) g.token.push_back(tokens[r]);
+    g.begin.resize(g.token.size() + 1);
+    int at = 0;
+    for (size_t u = 0; u < g.token.size(); ++u) {  // tokens in order of first appearance; any order is fine
+      g.begin[u] = at;
+      at += seen[size_t(g.token[u])];
+      seen[size_t(g.token[u])] = g.begin[u];  // now: the next free slot of this token
+    }
+    g.begin.back() = at;
+    g.rows.resize(size_t(R));
+    for (int r = 0; r < R; ++r) g.rows[size_t(seen[size_t(tokens[r])]++)] = r;
+    for (int32_t t : g.token) seen[size_t(t)] = 0;
+    return g;
+  }
+};
+
+namespace detail {
+
+template <class S, int H>
+KILN_GLOBAL void embedding_forward_kernel(const int32_t* tokens, int R, const S* E, S* out) {
+  constexpr int V = 16 / int(sizeof(S));
+  static_assert(H % V == 0, "embedding (CUDA): the hidden size must be a multiple of 16 bytes");
+  struct alignas(16) P {
+    S v[V];
+  };
+  const size_t packs = size_t(R) * (H / V);
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < packs; i += size_t(gridDim.x) * blockDim.x) {
+    const size_t r = i / (H / V), c = i % (H / V);
+    reinterpret_cast<P*>(out + r * H)[c] = reinterpret_cast<const P*>(E + size_t(tokens[r]) * H)[c];
+  }
+}
+
+template <class S, int H>
+KILN_GLOBAL void embedding_backward_kernel(const int32_t* token, const int32_t* begin, const int32_t* rows,
+                                           const S* dout, float* dE) {
+  const int u = int(blockIdx.x);
+  const int b = begin[u], e = begin[u + 1];
+  float* d = dE + size_t(token[u]) * H;
+  for (int j = int(threadIdx.x); j < H; j += int(blockDim.x)) {
+    float s = 0.f;
+    for (int k = b; k < e; ++k) s += dev::ld(dout[size_t(rows[k]) * H + j]);
+    d[j] += s;
+  }
+}
+
+}  // namespace detail
+
+template <class S, int H>
+void embedding_forward(const int32_t* tokens, int R, const S* E, S* out, gpu::Stream stream) {
+  constexpr unsigned kThreads = 256;
+  const size_t packs = size_t(R) * (H / (16 / sizeof(S)));
+  const size_t blocks = (packs + kThreads - 1) / kThreads;
+  auto* kernel = &detail::embedding_forward_kernel<S, H>;
+  KILN_LAUNCH(kernel, dim3(unsigned(blocks < 8192 ? (blocks ? blocks : 1) : 8192)), dim3(kThreads), 0, stream)(
+      tokens, R, E, out);
+}
+
+// token, begin, rows: an EmbeddingGrad on the device (distinct = token.size()).
+template <class S, int H>
+void embedding_backward(const int32_t* token, const int32_t* begin, const int32_t* rows, int distinct, const S* dout,
+                        float* dE, gpu::Stream stream) {
+  if (distinct == 0) return;
+  constexpr unsigned kThreads = H >= 1024 ? 256 : 128;
+  auto* kernel = &detail::embedding_backward_kernel<S, H>;
+  KILN_LAUNCH(kernel, dim3(unsigned(distinct)), dim3(kThreads), 0, stream)(token, begin, rows, dout, dE);
+}
+
+}  // namespace kiln::kernels::cuda
