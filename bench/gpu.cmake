@@ -1,0 +1,6 @@
+# bench_gpu (nvcc): Kiln's CUDA kernels against the card's copy bandwidth and cuBLAS bf16 GEMM rate, run by
+# bench/gpu_check.sh on a GPU machine; built wherever nvcc exists, so CI compiles it.
+if(KILN_HAVE_CUDA)
+  add_executable(bench_gpu bench_gpu.cu)
+  target_link_libraries(bench_gpu PRIVATE kiln_cuda_headers CUDA::cublas benchmark::benchmark)
+endif()

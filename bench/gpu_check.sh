@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# bench/gpu_check.sh: the one GPU check: Kiln's GPU tests and CUDA benchmarks on an H100 / H200, one table out.
+#
+#   bench/gpu_check.sh prepare      here (nvcc, no GPU needed): builds the GPU programs into build-gpu/carry/
+#                                   (test_kernels_gpu, bench_gpu, and the Debian libraries they need that a bare
+#                                   GPU machine lacks: Google Benchmark). Prints what travels and its size.
+#   bench/gpu_check.sh run [DIR]    on the GPU machine (no network, no Debian packages; CUDA 13 and PyTorch's CUDA
+#                                   libraries): runs the GPU tests, compute-sanitizer memcheck on them, the
+#                                   benchmarks, and prints one table. DIR defaults to build-gpu/carry.
+#                                   Results (JSON, logs) go to $OUT when set (the device tool), else DIR/results.
+# A lent machine's minutes go to the GPU alone: everything that can be built or checked without one is done by
+# `prepare`, which also runs `run` once here, where every step must say "skipped: no CUDA device".
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cmd=${1:-}
+
+prepare() {
+  local b=$here/build-gpu
+  cmake -S "$here" -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_TESTS=ON -DKILN_BENCH=ON \
+    >"$b.configure.log" 2>&1 || { cat "$b.configure.log"; echo "gpu_check: configure failed" >&2; exit 1; }
+  ninja -C "$b" test_kernels_gpu bench_gpu || { echo "gpu_check: build failed" >&2; exit 1; }
+  rm -rf "$b/carry" && mkdir -p "$b/carry/lib"
+  cp "$b/tests/test_kernels_gpu" "$b/bench/bench_gpu" "$b/carry/"
+  cp "$here/bench/gpu_check.sh" "$b/carry/"
+  # Debian libraries the GPU machine does not have (CUDA's own come from the machine: cuBLAS is 0.6 GB)
+  for lib in $(ldd "$b/bench/bench_gpu" "$b/tests/test_kernels_gpu" | awk '/=> \// {print $3}' | sort -u); do
+    case $lib in
+      */libbenchmark*) cp -L "$lib" "$b/carry/lib/" ;;
+    esac
+  done
+  du -sh "$b/carry"
+  echo "gpu_check: prepared $b/carry; dry run here:"
+  OUT=$b/dry-run run "$b/carry"
+  echo "gpu_check: on the GPU machine: bench/gpu_check.sh run build-gpu/carry   (carry: build-gpu/carry)"
+}
+
+run() {
+  local d=${1:-$here/build-gpu/carry}
+  local out=${OUT:-$d/results}
+  mkdir -p "$out"
+  # CUDA's libraries: the toolkit's, else PyTorch's wheels (nvidia-cublas and friends) on the machine
+  local extra=$d/lib
+  for p in /usr/local/cuda/lib64 $(python3 - 2>/dev/null <<'PY'
+import glob, os
+try:
+    import nvidia
+    for base in nvidia.__path__:
+        for lib in glob.glob(os.path.join(base, "**", "lib"), recursive=True):
+            print(lib)
+except Exception:
+    pass
+PY
+); do
+    [[ -d $p ]] && extra=$extra:$p
+  done
+  export LD_LIBRARY_PATH=$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu --format=csv \
+      | tee "$out/nvidia-smi.csv"
+  else
+    echo "gpu_check: nvidia-smi not found"
+  fi
+  local status=0
+  echo "== test_kernels_gpu"
+  "$d/test_kernels_gpu" 2>&1 | tee "$out/test_kernels_gpu.log"
+  local t=${PIPESTATUS[0]}
+  ((t == 0)) || status=1
+  if command -v compute-sanitizer >/dev/null && ! grep -q "skipped: no CUDA device" "$out/test_kernels_gpu.log"; then
+    echo "== compute-sanitizer memcheck test_kernels_gpu"
+    compute-sanitizer --tool memcheck --error-exitcode 3 "$d/test_kernels_gpu" >"$out/memcheck.log" 2>&1
+    local m=$?
+    tail -3 "$out/memcheck.log"
+    ((m == 0)) || status=1
+  fi
+  echo "== bench_gpu"
+  "$d/bench_gpu" --benchmark_min_time=0.2 --benchmark_out="$out/bench_gpu.json" --benchmark_out_format=json \
+    2>&1 | tee "$out/bench_gpu.log"
+  ((PIPESTATUS[0] == 0)) || status=1
+  if [[ -s $out/bench_gpu.json ]]; then
+    python3 - "$out/bench_gpu.json" <<'PY'
+import json, sys
+runs = json.load(open(sys.argv[1]))["benchmarks"]
+copy = next((r.get("GB/s") for r in runs if r["name"].startswith("gpu/copy")), None)
+print(f"{'benchmark':44s} {'ms':>9s} {'GB/s':>9s} {'of copy':>8s} {'TFLOP/s':>8s}")
+for r in runs:
+    gb = r.get("GB/s")
+    frac = f"{gb / copy:8.2f}" if gb and copy else f"{'':8s}"
+    tf = f"{r['TFLOP/s'] / 1:8.1f}" if "TFLOP/s" in r else f"{'':8s}"
+    gbs = f"{gb:9.0f}" if gb else f"{'':9s}"
+    print(f"{r['name']:44s} {r['real_time']:9.3f} {gbs} {frac} {tf}")
+PY
+  fi
+  echo "gpu_check: $([[ $status == 0 ]] && echo passed || echo FAILED) (logs in $out)"
+  return $status
+}
+
+case $cmd in
+  prepare) prepare ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: bench/gpu_check.sh prepare | run [DIR]" >&2; exit 2 ;;
+esac
