@@ -16,6 +16,8 @@
 
 #include "kernels/adamw.cuh"
 #include "kernels/adamw.hpp"
+#include "kernels/attention.cuh"
+#include "kernels/attention.hpp"
 #include "kernels/cross_entropy.cuh"
 #include "kernels/cross_entropy.hpp"
 #include "kernels/embedding.cuh"
@@ -264,6 +266,44 @@ void xent_case() {
   check_close(d_loss2.host(), loss_ref, "cross-entropy loss without gradients", 1e-6);
 }
 
+template <class S, int NH, int NKV, int HD>
+void attention_case() {
+  constexpr int B = 2, T = 77, C = (NH + 2 * NKV) * HD;  // T not a multiple of the block or the tile
+  const float scale = 1.f / std::sqrt(float(HD));
+  const auto qkv = random<S>(size_t(B) * T * C, 16, 2.0), dout = random<S>(size_t(B) * T * NH * HD, 17);
+  std::vector<int32_t> ds(size_t(B) * T);
+  for (int t = 0; t < T; ++t) {
+    ds[size_t(t)] = t < 20 ? 0 : t < 50 ? 20 : 50;  // row 0: three documents
+    ds[size_t(T + t)] = t < 3 ? 0 : 3;              // row 1: a short document, then a long one
+  }
+  // the CPU reference in fp32 (its backward accumulates in the storage type) from the very values the kernel reads
+  std::vector<float> qkv_f(qkv.size()), dout_f(dout.size()), out_f(dout.size()), dqkv_f(qkv.size());
+  for (size_t i = 0; i < qkv.size(); ++i) qkv_f[i] = float(qkv[i]);
+  for (size_t i = 0; i < dout.size(); ++i) dout_f[i] = float(dout[i]);
+  std::vector<float> lse_ref(size_t(B) * NH * T), scores(size_t(B) * NH * T);
+  kiln::kernels::attention_forward<float, float, NH, NKV, HD>(qkv_f.data(), ds.data(), out_f.data(), lse_ref.data(),
+                                                              scores.data(), B, T, scale);
+  std::vector<S> out_ref(out_f.size());
+  for (size_t i = 0; i < out_f.size(); ++i) out_f[i] = float(out_ref[i] = S(out_f[i]));  // out as S holds it
+  kiln::kernels::attention_backward<float, float, NH, NKV, HD>(qkv_f.data(), ds.data(), out_f.data(), lse_ref.data(),
+                                                               dout_f.data(), dqkv_f.data(), B, T, scale);
+  std::vector<S> dqkv_ref(qkv.size());
+  for (size_t i = 0; i < qkv.size(); ++i) dqkv_ref[i] = S(dqkv_f[i]);
+  DevVec<S> d_qkv(qkv), d_out(out_ref.size()), d_dout(dout), d_dqkv(qkv.size());
+  DevVec<int32_t> d_ds(ds);
+  DevVec<float> d_lse(lse_ref.size()), d_D(lse_ref.size());
+  kiln::kernels::cuda::attention_forward<S, NH, NKV, HD>(d_qkv.data(), d_ds.data(), d_out.data(), d_lse.data(), B, T,
+                                                         scale, stream());
+  check_close(d_out.host(), out_ref, "attention forward", 1e-5);
+  check_close(d_lse.host(), lse_ref, "attention lse", 1e-5);
+  // the backward from the reference's own out, as S holds it (both sides then use the same D = dO . out)
+  DevVec<S> d_out_ref(out_ref);
+  kiln::kernels::cuda::attention_backward<S, NH, NKV, HD>(d_qkv.data(), d_ds.data(), d_out_ref.data(), d_lse.data(),
+                                                          d_dout.data(), d_dqkv.data(), d_D.data(), B, T, scale,
+                                                          stream());
+  check_close(d_dqkv.host(), dqkv_ref, "attention backward dqkv", 2e-5);
+}
+
 }  // namespace kc
 
 TEST_CASE(KC_WHERE ": swiglu (fp32 and bf16 storage)") {
@@ -288,4 +328,9 @@ TEST_CASE(KC_WHERE ": embedding forward, and the backward grouped by token (no a
 TEST_CASE(KC_WHERE ": cross-entropy rows: per-token loss and log-prob, z-loss, dlogits") {
   kc::xent_case<float>();
   kc::xent_case<kiln::bf16>();
+}
+TEST_CASE(KC_WHERE ": attention (causal, intra-document, GQA), forward and backward") {
+  kc::attention_case<float, 4, 2, 64>();
+  kc::attention_case<float, 4, 4, 32>();  // MHA
+  kc::attention_case<kiln::bf16, 4, 1, 128>();  // MQA, head_dim 128
 }
