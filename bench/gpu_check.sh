@@ -2,7 +2,8 @@
 # bench/gpu_check.sh: the one GPU check: Kiln's GPU tests and CUDA benchmarks on an H100 / H200, one table out.
 #
 #   bench/gpu_check.sh prepare      here (nvcc, no GPU needed): builds the GPU programs into build-gpu/carry/
-#                                   (test_kernels_gpu, bench_gpu, and the Debian libraries they need that a bare
+#                                   (test_kernels_gpu, test_cuda_backend_gpu, bench_gpu, the PyTorch fixture, and
+#                                   the Debian libraries they need that a bare
 #                                   GPU machine lacks: Google Benchmark). Prints what travels and its size.
 #   bench/gpu_check.sh run [DIR]    on the GPU machine (no network, no Debian packages; CUDA 13 and PyTorch's CUDA
 #                                   libraries): runs the GPU tests, compute-sanitizer memcheck on them, the
@@ -18,12 +19,13 @@ prepare() {
   local b=$here/build-gpu
   cmake -S "$here" -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_TESTS=ON -DKILN_BENCH=ON \
     >"$b.configure.log" 2>&1 || { cat "$b.configure.log"; echo "gpu_check: configure failed" >&2; exit 1; }
-  ninja -C "$b" test_kernels_gpu bench_gpu || { echo "gpu_check: build failed" >&2; exit 1; }
-  rm -rf "$b/carry" && mkdir -p "$b/carry/lib"
-  cp "$b/tests/test_kernels_gpu" "$b/bench/bench_gpu" "$b/carry/"
+  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu bench_gpu || { echo "gpu_check: build failed" >&2; exit 1; }
+  rm -rf "$b/carry" && mkdir -p "$b/carry/lib" "$b/carry/fixtures"
+  cp "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" "$b/bench/bench_gpu" "$b/carry/"
+  cp "$here/tests/fixtures/tiny_rnope.safetensors" "$b/carry/fixtures/"
   cp "$here/bench/gpu_check.sh" "$b/carry/"
   # Debian libraries the GPU machine does not have (CUDA's own come from the machine: cuBLAS is 0.6 GB)
-  for lib in $(ldd "$b/bench/bench_gpu" "$b/tests/test_kernels_gpu" | awk '/=> \// {print $3}' | sort -u); do
+  for lib in $(ldd "$b/bench/bench_gpu" "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" | awk '/=> \// {print $3}' | sort -u); do
     case $lib in
       */libbenchmark*) cp -L "$lib" "$b/carry/lib/" ;;
     esac
@@ -72,6 +74,10 @@ PY
     tail -3 "$out/memcheck.log"
     ((m == 0)) || status=1
   fi
+  echo "== test_cuda_backend_gpu"
+  # the fixture's path compiled in is this checkout's: the carried copy is named instead
+  KILN_TEST_FIXTURES=$d/fixtures "$d/test_cuda_backend_gpu" 2>&1 | tee "$out/test_cuda_backend_gpu.log"
+  ((PIPESTATUS[0] == 0)) || status=1
   echo "== bench_gpu"
   "$d/bench_gpu" --benchmark_min_time=0.2 --benchmark_out="$out/bench_gpu.json" --benchmark_out_format=json \
     2>&1 | tee "$out/bench_gpu.log"

@@ -9,6 +9,15 @@ if(KILN_HAVE_CUDA)
   add_test(NAME test_kernels_gpu COMMAND test_kernels_gpu)
   set_tests_properties(test_kernels_gpu PROPERTIES LABELS gpu SKIP_REGULAR_EXPRESSION "skipped: no CUDA device")
 
+  # The CUDA backend's step on the GPU against PyTorch's fixture (the same cases as test_cuda_backend_simt).
+  add_executable(test_cuda_backend_gpu gpu/test_cuda_backend_gpu.cu)
+  target_link_libraries(test_cuda_backend_gpu PRIVATE kiln_cuda_headers CUDA::cublasLt)
+  target_include_directories(test_cuda_backend_gpu PRIVATE ${KILN_XXHASH_INCLUDE})
+  target_compile_definitions(test_cuda_backend_gpu PRIVATE KILN_TEST_FIXTURES="${KILN_TEST_FIXTURES}")
+  target_compile_options(test_cuda_backend_gpu PRIVATE -Xcompiler=-Wno-aggressive-loop-optimizations)
+  add_test(NAME test_cuda_backend_gpu COMMAND test_cuda_backend_gpu)
+  set_tests_properties(test_cuda_backend_gpu PROPERTIES LABELS gpu SKIP_REGULAR_EXPRESSION "skipped: no CUDA device")
+
   # ptxas -v on the hot kernels at SmolLM3's shapes: a register spill fails the test (it names the kernel).
   add_test(NAME cuda.no_spills
            COMMAND ${CMAKE_CUDA_COMPILER} -std=c++20 --expt-relaxed-constexpr -arch=sm_${KILN_CUDA_ARCHITECTURES}

@@ -18,3 +18,6 @@ set_tests_properties(simt.tsan_missing_barrier PROPERTIES LABELS cpu ENVIRONMENT
 
 # Kiln's CUDA kernels run here as host code, against the CPU kernels.
 kiln_add_test(test_kernels_simt test_kernels_simt.cpp)
+
+# The CUDA backend's executor and state, run in the SIMT layer against PyTorch's fixture and the CPU's AdamW.
+kiln_add_test(test_cuda_backend_simt test_cuda_backend_simt.cpp)

@@ -110,6 +110,8 @@ TEST_CASE("activation arena read off the program: live buffers never share bytes
   check_no_live_overlap<plan::DecodeProgram<Demo, 256>>();
   check_no_live_overlap<plan::TrainProgram<DemoQkUntied, 1, 64>>();
   check_no_live_overlap<plan::TrainProgram<DemoQkUntied, 2, 32, plan::Bf16Mixed>>();
+  check_no_live_overlap<plan::TrainProgram<Demo, 8, 256, plan::Bf16Mixed>>();
+  check_no_live_overlap<plan::EvalProgram<Demo, 8, 256, plan::Bf16Mixed>>();
 }
 
 // The arena before the op program existed (kiln/plan/activations.hpp of 2026-11-30: slabs on a hand-written
@@ -127,11 +129,17 @@ TEST_CASE("the arena derived from the program is no larger than the hand-written
   check_not_larger<recipes::demo>(212'213'760, "demo");
   check_not_larger<recipes::ablation_1b>(41'643'147'264, "ablation_1b");
   check_not_larger<recipes::smollm3_3b>(83'846'627'328, "smollm3_3b");
-  // bf16 storage halves the activations; the fp32 statistics and the fp32 logits tile do not shrink
-  using Cpu = plan::TrainProgram<Smol, 3, 4096, plan::Fp32>;
+  // bf16 storage halves the activations (the same CUDA kernels' scratch in both); the fp32 statistics and the fp32
+  // logits tile do not shrink
+  using F32 = plan::TrainProgram<Smol, 3, 4096, plan::CudaFp32>;
   using Gpu = plan::TrainProgram<Smol, 3, 4096, plan::Bf16Mixed>;
-  CHECK(Gpu::arena_bytes < Cpu::arena_bytes * 0.51);
-  CHECK(Gpu::arena_bytes > Cpu::arena_bytes * 0.49);
+  CHECK(Gpu::arena_bytes < F32::arena_bytes * 0.51);
+  CHECK(Gpu::arena_bytes > F32::arena_bytes * 0.49);
+  // the CUDA kernels' scratch: no score tiles; D = dO . out per layer; a bf16 dlogits tile; the rows by token
+  const auto& g = Gpu::data;
+  for (int i = 0; i < g.n_bufs; ++i) CHECK(g.bufs[size_t(i)].name.view().find("scores") == std::string_view::npos);
+  CHECK(g.embedding_grad >= 0);
+  CHECK(g.bufs[size_t(g.embedding_grad)].elements() == 3 * 3 * 4096 + 1);
 }
 
 template <class M, int B, int T>

@@ -2,6 +2,7 @@
 // of 128, vocab 128256). The test `cuda.no_spills` compiles this file with ptxas -v and fails when ptxas reports a
 // register spill in any of them.
 #include "kernels/adamw.cuh"
+#include "kernels/add.cuh"
 #include "kernels/cross_entropy.cuh"
 #include "kernels/embedding.cuh"
 #include "kernels/rmsnorm.cuh"
@@ -36,3 +37,6 @@ template void kiln::kernels::cuda::embedding_backward<kiln::bf16, 2048>(const in
 template void kiln::kernels::cuda::xent_rows<kiln::bf16, 128256>(const float*, const int32_t*, int, float,
                                                                   const float*, kiln::bf16*, float*, float*,
                                                                   kiln::gpu::Stream);
+template void kiln::kernels::cuda::add<kiln::bf16>(const kiln::bf16*, kiln::bf16*, size_t, kiln::gpu::Stream);
+// Not here: kernels/attention.cuh, Kiln's reference attention, which keeps head_dim accumulators per thread and
+// spills at head_dim 128 by design (the fast path is to be cuDNN's).

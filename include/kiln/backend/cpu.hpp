@@ -24,29 +24,17 @@
 #include "kernels/cross_entropy.hpp"
 #include "kernels/embedding.hpp"
 #include "kernels/gemm.hpp"
-#include "kernels/init.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "kernels/rope.hpp"
 #include "kernels/swiglu.hpp"
 #include "kiln/backend/batch.hpp"
 #include "kiln/backend/cpu_names.hpp"
+#include "kiln/backend/init.hpp"
 #include "kiln/core/error.hpp"
 #include "kiln/core/memory.hpp"
 #include "kiln/plan/program.hpp"
 
 namespace kiln {
-
-// Seeded initialisation of a flat parameter buffer in host memory: matrices and embeddings ~ N(0, std^2), norm
-// weights 1; a value depends only on (seed, tensor index, element index).
-template <DecoderModel M>
-void init_parameters(float* params, double std, uint64_t seed) {
-  using Params = plan::ParamPlan<M>;
-  for (int i = 0; i < Params::count; ++i) {
-    const auto& e = Params::table.entries[size_t(i)];
-    if (e.role == plan::Role::norm) kernels::init_fill(params + e.offset, e.count(), 1.0f);
-    else kernels::init_normal(params + e.offset, e.count(), std, seed, uint64_t(i));
-  }
-}
 
 namespace backend {
 

@@ -150,8 +150,8 @@ void print_model(std::ostream& os, const std::function<bool(const std::string&)>
                 "  training (forward + backward) %.3g FLOP; per micro-batch %.3g FLOP (the program's ops sum to %.3g)\n",
                 F::forward_per_token, F::matmul_forward_per_token, F::attention_forward_per_token, F::train_per_token,
                 F::train_per_token * B * T, TP::flops());
-  os << line << "\nMemory per rank, as each backend lays it out (bytes exact for what the plan places; the CUDA\n"
-                "layout also needs cuBLASLt / cuDNN workspaces and the CUDA context, not counted here)\n";
+  os << line << "\nMemory per rank, as each backend lays it out (every byte a backend allocates for the step; the\n"
+                "CUDA driver's own context is not counted: the trainer reads the free memory it leaves)\n";
   std::snprintf(line, sizeof line, "  %-40s %14s %14s\n", "", "CPU (fp32)", "CUDA (bf16)");
   os << line;
   auto row = [&](const char* what, size_t a, size_t b) {
@@ -167,6 +167,9 @@ void print_model(std::ostream& os, const std::function<bool(const std::string&)>
   row("  without reuse it would be", TP::data.unshared_bytes, TrainProgram<M, B, T, Bf16Mixed>::data.unshared_bytes);
   row("  evaluation program alone", EvalProgram<M, B, T, Fp32>::arena_bytes, EvalProgram<M, B, T, Bf16Mixed>::arena_bytes);
   row("gradient-norm partial sums", Cpu::norm_partials, Gpu::norm_partials);
+  row("RoPE cos / sin tables", Cpu::rope_tables, Gpu::rope_tables);
+  row("cuBLASLt workspace", Cpu::gemm_workspace, Gpu::gemm_workspace);
+  row("decay ranges, AdamW constants, scalars", Cpu::device_small, Gpu::device_small);
   row("total", Cpu::total, Gpu::total);
 }
 

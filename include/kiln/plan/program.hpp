@@ -39,16 +39,21 @@ constexpr size_t dtype_size(DType d) { return d == DType::bf16 ? 2 : 4; }
 constexpr const char* dtype_name(DType d) { return d == DType::f32 ? "f32" : d == DType::bf16 ? "bf16" : "i32"; }
 
 // Storage: parameters as the kernels read them and the activations; compute: accumulation, statistics (norm rstd,
-// softmax lse), the loss. Master weights, gradients and AdamW moments are always fp32.
-template <DType Storage, DType Compute = DType::f32>
+// softmax lse), the loss. Master weights, gradients and AdamW moments are always fp32. Kernels: whose kernels the
+// program's scratch buffers are shaped for (the CPU's blocked attention keeps score tiles; the CUDA kernels keep
+// the attention's D = dO . out and a bf16 tile of dlogits, and group the batch's rows by token for the embedding).
+enum class Kernels : uint8_t { cpu, cuda };
+template <DType Storage, DType Compute = DType::f32, Kernels K = Kernels::cpu>
 struct Precision {
   static_assert(Compute == DType::f32, "Precision: compute (accumulation, statistics, loss) must be f32");
   static_assert(Storage == DType::f32 || Storage == DType::bf16, "Precision: storage must be f32 or bf16");
   static constexpr DType storage = Storage;
   static constexpr DType compute = Compute;
+  static constexpr Kernels kernels = K;
 };
-using Fp32 = Precision<DType::f32>;             // the CPU backend: fp32 everything (the reference)
-using Bf16Mixed = Precision<DType::bf16>;       // the CUDA backend: bf16 weights and activations, fp32 the rest
+using Fp32 = Precision<DType::f32>;                                    // the CPU backend: fp32 everything (the reference)
+using Bf16Mixed = Precision<DType::bf16, DType::f32, Kernels::cuda>;  // the CUDA backend: bf16 weights and activations
+using CudaFp32 = Precision<DType::f32, DType::f32, Kernels::cuda>;    // the CUDA kernels in fp32 (their CPU tests)
 
 // ---- ops --------------------------------------------------------------------------------------
 enum class Mode : uint8_t { train, eval, decode };
@@ -112,10 +117,12 @@ struct Use {
 //   head_rmsnorm   fwd [raw, qkv, rstd]        bwd [raw, rstd, dqkv, draw, dw_scratch]   (param: q_norm, k_norm)
 //   gemm fwd       [x, y]                      bwd [x, dy, dx]                          (param: the matrix)
 //   rope fwd       [positions, qkv]            bwd [positions, dqkv]
-//   attention fwd  [qkv, doc_start, out, lse, scores]   bwd [qkv, doc_start, out, lse, dout, dqkv, scores]
+//   attention fwd  [qkv, doc_start, out, lse, (cpu) scores]   bwd [qkv, doc_start, out, lse, dout, dqkv, scratch]
+//                  scratch: (cpu) the score tiles (B NKV, 2 block, T); (cuda) D = dO . out (B, NH, T)
 //   add            [x, y]  (y += x)
 //   swiglu fwd     [gu, act]                   bwd [gu, dact, dgu]
-//   lm_head_loss   [xn, targets, token_loss, token_logp, logits_chunk, (train) dxn]   (param: lm_head)
+//   lm_head_loss   [xn, targets, token_loss, token_logp, logits_chunk, (train) dxn, (train, cuda) dlogits_chunk]
+//   embedding bwd (cuda) [tokens, dx, batch.embedding_grad]   (the rows grouped by token, built where the batch enters)
 //   kv_append      [qkv, k_cache, v_cache]     attention_decode [qkv, k_cache, v_cache, out, scores]
 //   lm_head_logits [xn, logits]                                                     (param: lm_head)
 struct Op {
@@ -142,6 +149,8 @@ struct ProgramCapacity {
 
 // Arena alignment: 256 bytes (what cuBLASLt and TMA want on the GPU; a multiple of the CPU's cache line).
 inline constexpr size_t kArenaAlign = 256;
+// cuBLASLt's workspace on the CUDA backend (NVIDIA recommends 32 MiB on Hopper).
+inline constexpr size_t kGemmWorkspace = size_t(32) << 20;
 
 template <DecoderModel M, int B_, int T_, class Prec, Mode Mode_>
 struct Program {
@@ -172,6 +181,7 @@ struct Program {
     // The batch and the outputs a backend reads (buffer ids; -1 where the mode has none).
     int tokens = -1, targets = -1, positions = -1, doc_start = -1, token_loss = -1, token_logp = -1, logits = -1;
     int k_cache = -1, v_cache = -1;
+    int embedding_grad = -1;    // cuda kernels, training: the batch's rows grouped by token (i32, 3R + 1)
     size_t arena_bytes = 0;     // with reuse
     size_t unshared_bytes = 0;  // every buffer its own bytes
   };
@@ -264,6 +274,7 @@ struct Program {
     const auto& tab = Params::table;
     constexpr bool dec = Mode_ == Mode::decode;
     constexpr bool train = Mode_ == Mode::train;
+    constexpr bool cuda = Prec::kernels == Kernels::cuda;
     // The batch (int32, (B, T)); decode: the new token and its position.
     b.d.tokens = b.buffer(Builder::lname(-1, "batch.tokens"), DType::i32, Space::batch, -1, dec ? 1 : B, dec ? 0 : T);
     b.d.positions =
@@ -309,9 +320,10 @@ struct Program {
             .dims(1, HD).flops(2.0 * 2.0 * Q * ctx);
       } else {
         L.lse = b.stat(l, "lse", B, NH, T);
-        const int scores = b.buffer(Builder::lname(l, "scores"), Prec::compute, Space::scratch, l, B * NH, attn_block, T);
-        b.op(OpKind::attention, Pass::forward, l).r(L.qkv).r(b.d.doc_start).w(L.att).w(L.lse).w(scores).dims(R, HD)
-            .flops(2.0 * 2.0 * double(R) * Q * ctx);
+        auto e = b.op(OpKind::attention, Pass::forward, l);
+        e.r(L.qkv).r(b.d.doc_start).w(L.att).w(L.lse).dims(R, HD).flops(2.0 * 2.0 * double(R) * Q * ctx);
+        if constexpr (!cuda)
+          e.w(b.buffer(Builder::lname(l, "scores"), Prec::compute, Space::scratch, l, B * NH, attn_block, T));
       }
       L.x_mid = b.act(l, "x_mid", R, H);
       b.op(OpKind::gemm, Pass::forward, l).r(L.att).w(L.x_mid).param(o.o, 1, false).dims(R, Q, H).flops(2.0 * R * Q * H);
@@ -347,6 +359,7 @@ struct Program {
       if constexpr (train) {
         const int dxn_f = b.act(-1, "d.xn_final", R, H);
         e.w(dxn_f).param(tab.lm_head, 1, true).dims(R, H, V).flops(3.0 * 2.0 * R * H * V);
+        if constexpr (cuda) e.w(b.act(-1, "d.logits_chunk", loss_chunk, V));  // dlogits in S, for the dx / dW GEMMs
         // ---- backward ----
         const int dx = b.act(-1, "d.x", R, H);  // the residual stream's gradient, accumulated in place
         const int dw_f = b.scratch(-1, "d.norm_partials", norm_blocks, H);
@@ -372,7 +385,9 @@ struct Program {
           b.op(OpKind::gemm, Pass::backward, l).r(L.att).r(dx).w(datt).param(o.o, 1, true).dims(R, Q, H)
               .flops(4.0 * R * Q * H);
           const int dqkv = b.act(l, "d.qkv", R, QKV);
-          const int dscores = b.buffer(Builder::lname(l, "d.scores"), Prec::compute, Space::scratch, l, B * NKV, 2 * attn_block, T);
+          const int dscores = cuda ? b.scratch(l, "d.attention_delta", B * NH, T)
+                                   : b.buffer(Builder::lname(l, "d.scores"), Prec::compute, Space::scratch, l, B * NKV,
+                                              2 * attn_block, T);
           b.op(OpKind::attention, Pass::backward, l).r(L.qkv).r(b.d.doc_start).r(L.att).r(L.lse).r(datt).w(dqkv)
               .w(dscores).dims(R, HD).flops(2.0 * 2.0 * 2.0 * double(R) * Q * ctx);
           if (M::uses_rope(l)) b.op(OpKind::rope, Pass::backward, l).r(b.d.positions).acc(dqkv).dims(R, HD);
@@ -390,7 +405,13 @@ struct Program {
           b.op(OpKind::rmsnorm, Pass::backward, l).r(L.x_in).r(L.rstd1).r(dxn1).acc(dx).w(dw1)
               .param(o.input_norm, 1, true).dims(R, H);
         }
-        b.op(OpKind::embedding, Pass::backward, -1).r(b.d.tokens).r(dx).param(tab.embedding, 1, true).dims(R, H);
+        auto eb = b.op(OpKind::embedding, Pass::backward, -1);
+        eb.r(b.d.tokens).r(dx).param(tab.embedding, 1, true).dims(R, H);
+        if constexpr (cuda) {  // token ids, segment starts and rows: at most R + (R + 1) + R values
+          b.d.embedding_grad =
+              b.buffer(Builder::lname(-1, "batch.embedding_grad"), DType::i32, Space::batch, -1, 3 * R + 1);
+          eb.r(b.d.embedding_grad);
+        }
       } else {
         e.param(tab.lm_head, 1, false).dims(R, H, V).flops(2.0 * R * H * V);
       }
@@ -562,7 +583,15 @@ struct MemoryPlan {
   static constexpr size_t adam = 2 * floats * 4;
   static constexpr size_t arena = std::max(TrainProgram<M, B, T, Prec>::arena_bytes, EvalProgram<M, B, T, Prec>::arena_bytes);
   static constexpr size_t norm_partials = ((floats + (size_t(1) << 15) - 1) >> 15) * sizeof(double);
-  static constexpr size_t total = params + master + grads + adam + arena + norm_partials;
+  // RoPE's cos and sin tables (fp32, T x head_dim / 2 each) where a layer uses RoPE
+  static constexpr size_t rope_tables = M::positional::any_rope ? 2 * size_t(T) * size_t(M::head_dim / 2) * 4 : 0;
+  // The CUDA kernels' own: cuBLASLt's workspace, the decay ranges (at most one per tensor and one between each
+  // two), AdamW's constants and the norm / clip scalars (one 256-byte block)
+  static constexpr bool cuda = Prec::kernels == Kernels::cuda;
+  static constexpr size_t gemm_workspace = cuda ? kGemmWorkspace : 0;
+  static constexpr size_t device_small = cuda ? (2 * size_t(P::count) + 1) * sizeof(DecayRange) + 256 : 0;
+  static constexpr size_t total =
+      params + master + grads + adam + arena + norm_partials + rope_tables + gemm_workspace + device_small;
 };
 
 }  // namespace kiln::plan

@@ -1,0 +1,349 @@
+// kiln/backend/cuda.hpp: the CUDA backend (bf16 storage, fp32 master weights, gradients, moments, statistics and
+// accumulation). Like the CPU backend it writes no op order: its executor walks the plan's program
+// (plan::Program<..., Bf16Mixed>) and calls one CUDA kernel (kernels/*.cuh) or cuBLASLt product per op.
+//
+//   cuda::State<M, Prec>          in device memory: fp32 master weights, the storage-type copy the kernels read
+//                                 (refreshed by the fused AdamW pass), fp32 gradients and AdamW moments, the norm's
+//                                 partial sums, the decay ranges; init, zero-grad, norm, AdamW; host staging for
+//                                 checkpoints (host / host_mut / commit)
+//   cuda::Executor<M, B, T, Prec> the phase's activation arena, RoPE tables and cuBLASLt workspace; the training
+//                                 program (forward, loss, backward of a micro-batch) and the evaluation program
+// Prec is plan::Bf16Mixed on the GPU; plan::CudaFp32 runs the same kernels with fp32 storage, which is how the
+// backend is checked against the CPU backend at fp32 tolerance.
+//
+// The same source builds twice (backend/cuda/runtime.hpp): with nvcc for the GPU, and with g++ over the SIMT
+// layer, where device memory is host memory, kernels run as fibers and products go through OpenBLAS: that build is
+// what CPU CI trains with (tests/test_cuda_backend_simt.cpp), so the backend's wiring is tested without a GPU.
+//
+// Not yet: QK-norm models (refused at compile time), the KV-cache decoder (generation runs on the CPU backend),
+// cuDNN's attention (Kiln's own attention kernel runs instead), CUDA graphs, and the trainer's `--backend cuda`.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/adamw.cuh"
+#include "kernels/add.cuh"
+#include "kernels/attention.cuh"
+#include "kernels/cross_entropy.cuh"
+#include "kernels/embedding.cuh"
+#include "kernels/rmsnorm.cuh"
+#include "kernels/rope.hpp"
+#include "kernels/rope.cuh"
+#include "kernels/swiglu.cuh"
+#include "kiln/backend/batch.hpp"
+#include "kiln/backend/init.hpp"
+#include "kiln/backend/cuda/gemm.hpp"
+#include "kiln/backend/cuda/runtime.hpp"
+#include "kiln/core/bf16.hpp"
+#include "kiln/core/error.hpp"
+#include "kiln/plan/program.hpp"
+
+namespace kiln::backend::cuda {
+
+template <class Prec>
+using storage_t = std::conditional_t<Prec::storage == plan::DType::bf16, bf16, float>;
+
+template <DecoderModel M, class Prec = plan::Bf16Mixed>
+class State {
+  static_assert(Prec::kernels == plan::Kernels::cuda, "cuda::State: the precision must name the CUDA kernels");
+
+ public:
+  using S = storage_t<Prec>;
+  using Params = plan::ParamPlan<M>;
+  static constexpr size_t floats = Params::table.total;
+  static constexpr bool copy = !std::is_same_v<S, float>;  // a separate storage copy of the parameters
+
+  State()
+      : p_(floats * 4, "the fp32 master weights"), ps_(copy ? floats * sizeof(S) : 0, "the parameters as kernels read them"),
+        g_(floats * 4, "the gradients"), m_(floats * 4, "AdamW's first moments"), v_(floats * 4, "AdamW's second moments"),
+        partials_(kernels::cuda::sum_squares_partials(floats) * 8, "the gradient norm's partial sums"),
+        small_(256, "the norm and AdamW's constants") {
+    for (DeviceBytes* b : {&g_, &m_, &v_}) fill_zero(b->as(), b->bytes(), nullptr);
+    set_decay({{0, floats, true}});
+  }
+
+  // Seeded initialisation, the CPU backend's values (kiln::init_parameters), computed on the host and copied.
+  void init(double std, uint64_t seed) {
+    std::vector<float> h(floats);
+    init_parameters<M>(h.data(), std, seed);
+    upload_params(h.data());
+  }
+  void zero_grad() { fill_zero(g_.as(), g_.bytes(), nullptr); }
+  // The global L2 norm of the gradients: device reductions in a fixed order; the host reads one number.
+  double grad_norm() {
+    kernels::cuda::grad_norm(g_.as<float>(), floats, partials_.as<double>(), 0.f, scalars(), nullptr);
+    float ns[2];
+    to_host(ns, scalars(), sizeof ns, nullptr);
+    return double(ns[0]);
+  }
+  void set_decay(std::vector<plan::DecayRange> r) {
+    n_ranges_ = int(r.size());
+    ranges_ = DeviceBytes(r.size() * sizeof(plan::DecayRange), "the decay ranges");
+    to_device(ranges_.as(), r.data(), ranges_.bytes(), nullptr);
+  }
+  // One AdamW update (a.step 1-based, the clip folded into a.grad_scale), refreshing the storage copy.
+  void adamw(const AdamWStep& a) {
+    KILN_CHECK(a.step >= 1, "adamw: step is 1-based, got ", a.step);
+    const kernels::cuda::AdamWConstants k = kernels::cuda::adamw_constants(a);
+    to_device(constants(), &k, sizeof k, nullptr);
+    kernels::cuda::adamw_flat<S>(p_.as<float>(), g_.as<float>(), m_.as<float>(), v_.as<float>(),
+                                 copy ? ps_.as<S>() : nullptr, floats, ranges_.as<plan::DecayRange>(), n_ranges_,
+                                 constants(), nullptr, nullptr);
+  }
+
+  // Kernels' views (device memory).
+  const S* params() const {
+    if constexpr (copy) return ps_.as<S>();
+    else return p_.as<float>();
+  }
+  float* grads() { return g_.as<float>(); }
+
+  // Host access (checkpoints, export, tests): host() downloads into a staging buffer valid until the next call;
+  // after writing through host_mut(), commit() uploads (the parameters: also their storage copy).
+  const float* host(Tensor t) const {
+    auto& self = const_cast<State&>(*this);
+    std::vector<float>& h = self.stage_[int(t)];
+    h.resize(floats);
+    to_host(h.data(), self.buf(t).as(), floats * 4, nullptr);
+    return h.data();
+  }
+  float* host_mut(Tensor t) { return const_cast<float*>(host(t)); }
+  void commit(Tensor t) {
+    std::vector<float>& h = stage_[int(t)];
+    KILN_CHECK(h.size() == floats, "cuda::State::commit: host_mut was not called for this tensor");
+    if (t == Tensor::params) upload_params(h.data());
+    else to_device(buf(t).as(), h.data(), floats * 4, nullptr);
+  }
+
+ private:
+  void upload_params(const float* h) {
+    to_device(p_.as(), h, floats * 4, nullptr);
+    if constexpr (copy) {
+      std::vector<S> s(floats);
+      for (size_t i = 0; i < floats; ++i) s[i] = S(h[i]);
+      to_device(ps_.as(), s.data(), floats * sizeof(S), nullptr);
+    }
+    synchronize(nullptr);
+  }
+  DeviceBytes& buf(Tensor t) {
+    switch (t) {
+      case Tensor::params: return p_;
+      case Tensor::grads: return g_;
+      case Tensor::adam_m: return m_;
+      default: return v_;
+    }
+  }
+  float* scalars() { return small_.as<float>(); }  // [norm, clip scale]
+  kernels::cuda::AdamWConstants* constants() {
+    return reinterpret_cast<kernels::cuda::AdamWConstants*>(small_.as<std::byte>() + 64);
+  }
+
+  DeviceBytes p_, ps_, g_, m_, v_, partials_, small_, ranges_;
+  int n_ranges_ = 0;
+  std::vector<float> stage_[4];
+};
+
+// Every constraint the CUDA kernels put on a model, with one sentence each (checked where an executor is made).
+template <DecoderModel M>
+constexpr bool supports() {
+  static_assert(!M::qk_norm, "the CUDA backend does not run QK-norm models yet (the strided per-head RMSNorm kernel "
+                             "is not written): train them on the CPU backend");
+  static_assert(M::hidden % 8 == 0 && M::ffn % 8 == 0 && M::head_dim % 8 == 0,
+                "the CUDA kernels move 16 bytes at a time: hidden, ffn and head_dim must be multiples of 8");
+  static_assert(M::head_dim <= 256, "the CUDA attention kernel supports head_dim up to 256");
+  return true;
+}
+
+template <DecoderModel M>
+constexpr double cuda_rope_theta() {
+  return M::positional::any_rope ? M::positional::theta : 10000.0;
+}
+
+// The programs of one phase shape, (B, T) micro-batches.
+template <DecoderModel M, int B, int T, class Prec = plan::Bf16Mixed>
+class Executor {
+  static_assert(supports<M>());
+
+ public:
+  using S = storage_t<Prec>;
+  using Train = plan::TrainProgram<M, B, T, Prec>;
+  using Eval = plan::EvalProgram<M, B, T, Prec>;
+  using Params = plan::ParamPlan<M>;
+  static constexpr int R = B * T, H = M::hidden, F = M::ffn, V = M::vocab, NH = M::heads, NKV = M::kv_heads,
+                       HD = M::head_dim, Q = M::q_dim, QKV = M::qkv_dim;
+  static constexpr size_t arena_bytes = Train::arena_bytes > Eval::arena_bytes ? Train::arena_bytes : Eval::arena_bytes;
+
+  Executor()
+      : arena_(arena_bytes, "the activation arena"), workspace_(plan::kGemmWorkspace, "cuBLASLt's workspace"),
+        small_(256, "the loss scale"), gemm_(workspace_.as(), workspace_.bytes()), seen_(size_t(V), 0),
+        loss_(R), logp_(R) {
+    if constexpr (M::positional::any_rope) {
+      const kernels::RopeTable<float, HD> t(T, cuda_rope_theta<M>());  // the CPU's table: the same fp32 values
+      rope_cos_ = DeviceBytes(t.cos.size() * 4, "RoPE's cos table");
+      rope_sin_ = DeviceBytes(t.sin.size() * 4, "RoPE's sin table");
+      to_device(rope_cos_.as(), t.cos.data(), rope_cos_.bytes(), nullptr);
+      to_device(rope_sin_.as(), t.sin.data(), rope_sin_.bytes(), nullptr);
+      synchronize(nullptr);
+    }
+  }
+
+  // Forward and backward of one micro-batch; gradients ADDED to the state's, scaled by grad_scale. Returns the
+  // summed loss of the micro-batch's targets (per-token losses summed in row order, in double, as the CPU does).
+  template <DecoderModel M0>
+  double forward_backward(State<M0, Prec>& s, const Batch& b, float grad_scale) {
+    static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
+    return run<Train>(s.params(), s.grads(), b, grad_scale);
+  }
+  template <DecoderModel M0>
+  double forward(const State<M0, Prec>& s, const Batch& b) {
+    static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
+    return run<Eval>(s.params(), nullptr, b, 0.f);
+  }
+  // Per-token loss and log p(target) of the last run, (B, T), on the host.
+  const float* token_loss() const { return loss_.data(); }
+  const float* token_logp() const { return logp_.data(); }
+
+ private:
+  template <class P>
+  struct Runner {
+    Executor& ex;
+    const S* params;
+    float* grads;
+    gpu::Stream stream = nullptr;
+
+    template <class X = S>
+    X* at(int k, const plan::Op& op) const {
+      return reinterpret_cast<X*>(ex.arena_.template as<std::byte>() + P::data.bufs[size_t(op.use[k].buf)].offset);
+    }
+    const S* w(const plan::Op& op) const { return params + Params::table.entries[size_t(op.param)].offset; }
+    float* gw(const plan::Op& op) const { return grads + Params::table.entries[size_t(op.param)].offset; }
+    int blocks(const plan::Op& op, int k) const { return int(P::data.bufs[size_t(op.use[k].buf)].dims[0]); }
+
+    void operator()(const plan::Op& op) {
+      namespace kc = kernels::cuda;
+      using plan::OpKind;
+      const bool fwd = op.pass != plan::Pass::backward;
+      const int Rn = int(op.rows);
+      const float eps = float(M::eps), scale = 1.0f / std::sqrt(float(HD));
+      switch (op.kind) {
+        case OpKind::embedding:
+          if (fwd) {
+            kc::embedding_forward<S, H>(at<int32_t>(0, op), Rn, w(op), at(1, op), stream);
+          } else {
+            const int32_t* g = at<int32_t>(2, op);  // token (distinct) | begin (distinct + 1) | rows (R)
+            kc::embedding_backward<S, H>(g, g + ex.distinct_, g + 2 * ex.distinct_ + 1, ex.distinct_, at(1, op), gw(op),
+                                         stream);
+          }
+          return;
+        case OpKind::rmsnorm:
+          if (fwd)
+            kc::rmsnorm_forward<S, H>(at(0, op), nullptr, w(op), at(1, op), at<float>(2, op), Rn, eps, stream);
+          else
+            kc::rmsnorm_backward<S, H>(at(0, op), w(op), at<float>(1, op), at(2, op), at(3, op), gw(op),
+                                       at<float>(4, op), blocks(op, 4), Rn, op.accumulate_dx, stream);
+          return;
+        case OpKind::gemm:
+          if (fwd) {
+            ex.gemm_.template linear_forward<S, S>(at(0, op), w(op), at(1, op), Rn, int(op.in), int(op.out), stream);
+          } else {
+            ex.gemm_.linear_dx(at(1, op), w(op), at(2, op), Rn, int(op.in), int(op.out), stream);
+            ex.gemm_.linear_dw(at(1, op), at(0, op), gw(op), Rn, int(op.in), int(op.out), stream);
+          }
+          return;
+        case OpKind::rope:
+          if (fwd)
+            kc::rope_forward<S, NH + NKV, HD>(at(1, op), QKV, at<int32_t>(0, op), Rn, ex.rope_cos_.template as<float>(),
+                                              ex.rope_sin_.template as<float>(), stream);
+          else
+            kc::rope_backward<S, NH + NKV, HD>(at(1, op), QKV, at<int32_t>(0, op), Rn, ex.rope_cos_.template as<float>(),
+                                               ex.rope_sin_.template as<float>(), stream);
+          return;
+        case OpKind::attention:
+          if (fwd)
+            kc::attention_forward<S, NH, NKV, HD>(at(0, op), at<int32_t>(1, op), at(2, op), at<float>(3, op), B, T,
+                                                  scale, stream);
+          else
+            kc::attention_backward<S, NH, NKV, HD>(at(0, op), at<int32_t>(1, op), at(2, op), at<float>(3, op),
+                                                   at(4, op), at(5, op), at<float>(6, op), B, T, scale, stream);
+          return;
+        case OpKind::add: kc::add<S>(at(0, op), at(1, op), size_t(op.rows * op.in), stream); return;
+        case OpKind::swiglu:
+          if (fwd) kc::swiglu_forward<S, F>(at(0, op), at(1, op), Rn, stream);
+          else kc::swiglu_backward<S, F>(at(0, op), at(1, op), at(2, op), Rn, stream);
+          return;
+        case OpKind::lm_head_loss: lm_head_loss(op); return;
+        case OpKind::head_rmsnorm:
+        case OpKind::kv_append:
+        case OpKind::attention_decode:
+        case OpKind::lm_head_logits:
+          KILN_FAIL("the CUDA executor was given a ", plan::op_kind_name(op.kind),
+                    " op, which it does not run (QK-norm and decoding are not on the CUDA backend yet)");
+      }
+    }
+
+    // The LM head and the loss in row chunks: logits (fp32) by cuBLASLt, the fused softmax / loss / dlogits
+    // kernel, then dx = dl W and dW += dl^T xn by cuBLASLt. Operands [xn, targets, token_loss, token_logp,
+    // logits_chunk, (train) dxn, (train) dlogits_chunk].
+    void lm_head_loss(const plan::Op& op) {
+      namespace kc = kernels::cuda;
+      constexpr int chunk = int(P::loss_chunk);
+      const bool train = op.grad;
+      const S* xn = at(0, op);
+      const int32_t* tg = at<int32_t>(1, op);
+      float* logits = at<float>(4, op);
+      for (int r0 = 0; r0 < R; r0 += chunk) {
+        const int n = R - r0 < chunk ? R - r0 : chunk;
+        ex.gemm_.template linear_forward<S, float>(xn + size_t(r0) * H, w(op), logits, n, H, V, stream);
+        S* dl = train ? at(6, op) : nullptr;
+        kc::xent_rows<S, V>(logits, tg + r0, n, float(M::z_loss), train ? ex.small_.template as<float>() : nullptr,
+                            dl, at<float>(2, op) + r0, at<float>(3, op) + r0, stream);
+        if (train) {
+          ex.gemm_.linear_dx(dl, w(op), at(5, op) + size_t(r0) * H, n, H, V, stream);
+          ex.gemm_.linear_dw(dl, xn + size_t(r0) * H, gw(op), n, H, V, stream);
+        }
+      }
+    }
+  };
+
+  template <class P>
+  double run(const S* params, float* grads, const Batch& b, float grad_scale) {
+    validate_batch(b, B, T, M::vocab, T);
+    std::byte* arena = arena_.as<std::byte>();
+    const auto copy_in = [&](int buf, const int32_t* src, size_t n) {
+      to_device(arena + P::data.bufs[size_t(buf)].offset, src, sizeof(int32_t) * n, nullptr);
+    };
+    copy_in(P::data.tokens, b.tokens, R);
+    copy_in(P::data.targets, b.targets, R);
+    copy_in(P::data.positions, b.positions, R);
+    copy_in(P::data.doc_start, b.doc_start, R);
+    if constexpr (P::mode == plan::Mode::train) {
+      // the rows grouped by token for the embedding's backward, built here where the batch enters
+      const auto g = kernels::cuda::EmbeddingGrad::build(b.tokens, R, seen_);
+      distinct_ = int(g.token.size());
+      grouped_.clear();
+      grouped_.insert(grouped_.end(), g.token.begin(), g.token.end());
+      grouped_.insert(grouped_.end(), g.begin.begin(), g.begin.end());
+      grouped_.insert(grouped_.end(), g.rows.begin(), g.rows.end());
+      copy_in(P::data.embedding_grad, grouped_.data(), grouped_.size());
+      to_device(small_.as(), &grad_scale, sizeof grad_scale, nullptr);
+    }
+    Runner<P> op{*this, params, grads};
+    for (int i = 0; i < P::data.n_ops; ++i) op(P::data.ops[size_t(i)]);
+    to_host(loss_.data(), arena + P::data.bufs[size_t(P::data.token_loss)].offset, sizeof(float) * R, nullptr);
+    to_host(logp_.data(), arena + P::data.bufs[size_t(P::data.token_logp)].offset, sizeof(float) * R, nullptr);
+    double loss = 0;
+    for (int r = 0; r < R; ++r) loss += double(loss_[size_t(r)]);
+    return loss;
+  }
+
+  DeviceBytes arena_, workspace_, small_, rope_cos_, rope_sin_;
+  Gemm gemm_;
+  std::vector<int32_t> seen_, grouped_;  // EmbeddingGrad's counters (V, zero between batches) and its upload
+  int distinct_ = 0;
+  std::vector<float> loss_, logp_;
+};
+
+}  // namespace kiln::backend::cuda

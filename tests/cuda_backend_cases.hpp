@@ -1,0 +1,143 @@
+// tests/cuda_backend_cases.hpp: the CUDA backend (backend/cuda.hpp) trains the tiny RNoPE model of the PyTorch
+// fixture (tests/fixtures/tiny_rnope.safetensors: GQA, tied embeddings, z-loss, NoPE layers, packed documents):
+//   - fp32 storage (plan::CudaFp32): loss, per-token log-probabilities and every gradient equal PyTorch's float64
+//     at the CPU backend's tolerances; the evaluation program gives the same loss; one AdamW step equals the CPU
+//     backend's; the state's host staging round-trips
+//   - bf16 storage (plan::Bf16Mixed): the same within bf16's tolerance
+// Included by tests/test_cuda_backend_simt.cpp (g++: the backend over the SIMT layer, in CPU CI) and by
+// tests/gpu/test_cuda_backend_gpu.cu (nvcc: on the GPU); the includer defines KC_WHERE.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/adamw.hpp"
+#include "kiln/backend/cuda.hpp"
+#include "kiln/io/safetensors.hpp"
+#include "kiln/model/model.hpp"
+
+namespace kcb {
+
+using namespace kiln;
+
+using TinyRnope = Decoder<Embedding<vocab<96>, hidden<64>, tied<true>>, layers<4>,
+                          Attention<heads<4>, kv_heads<2>, head_dim<16>, RNoPE<2, 10000.0>>, SwiGLU<ffn<96>>,
+                          RMSNorm<1e-6>, z_loss<1e-4>>;
+constexpr int B = 2, T = 24;
+
+inline double rel_err(const float* a, const std::vector<float>& ref) {
+  double num = 0, den = 1e-12;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    num = std::max(num, std::abs(double(a[i]) - double(ref[i])));
+    den = std::max(den, std::abs(double(ref[i])));
+  }
+  return num / den;
+}
+
+// The fixtures' folder: KILN_TEST_FIXTURES from the environment (bench/gpu_check.sh on another machine), else the
+// checkout's, compiled in.
+inline std::string fixtures() {
+  const char* env = std::getenv("KILN_TEST_FIXTURES");
+  return env && *env ? env : KILN_TEST_FIXTURES;
+}
+
+struct Fixture {
+  io::Safetensors fx{fixtures() + "/tiny_rnope.safetensors"};
+  std::vector<int32_t> tokens = fx.to_vector<int32_t>("batch.tokens"), targets = fx.to_vector<int32_t>("batch.targets"),
+                       positions = fx.to_vector<int32_t>("batch.position_ids"), doc_start;
+  long valid = 0;
+  Fixture() {
+    const auto docs = fx.to_vector<int32_t>("batch.doc_ids");
+    doc_start.resize(tokens.size());
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < T; ++i) {
+        const size_t k = size_t(b) * T + size_t(i);
+        doc_start[k] = (i > 0 && docs[k] == docs[k - 1]) ? doc_start[k - 1] : i;
+      }
+    for (int32_t t : targets) valid += t >= 0;
+  }
+  backend::Batch batch() const { return {tokens.data(), targets.data(), positions.data(), doc_start.data()}; }
+  template <class St>
+  void load(St& s) {
+    float* p = s.host_mut(backend::Tensor::params);
+    for (const auto& e : plan::ParamPlan<TinyRnope>::table.entries) fx.copy_to(e.name.view(), p + e.offset, e.count());
+    s.commit(backend::Tensor::params);
+  }
+};
+
+// loss_tol, grad_tol: relative to PyTorch float64
+template <class Prec>
+void fixture_case(double loss_tol, double logp_tol, double grad_tol) {
+  using P = plan::ParamPlan<TinyRnope>;
+  Fixture f;
+  auto state = std::make_unique<backend::cuda::State<TinyRnope, Prec>>();
+  f.load(*state);
+  auto exec = std::make_unique<backend::cuda::Executor<TinyRnope, B, T, Prec>>();
+  const backend::Batch batch = f.batch();
+  state->zero_grad();
+  const double loss = exec->forward_backward(*state, batch, 1.0f / float(f.valid)) / double(f.valid);
+  const double ref_loss = f.fx.to_vector<double>("out.loss")[0];
+  CHECK(loss == doctest::Approx(ref_loss).epsilon(loss_tol));
+  const auto ref_logp = f.fx.to_vector<double>("out.token_logp");
+  for (size_t k = 0; k < ref_logp.size(); ++k)
+    CHECK(exec->token_logp()[k] == doctest::Approx(ref_logp[k]).epsilon(logp_tol).scale(1.0));
+  const float* grads = state->host(backend::Tensor::grads);
+  double worst = 0;
+  for (const auto& e : P::table.entries) {
+    const std::string name(e.name.view());
+    const double err = rel_err(grads + e.offset, f.fx.to_vector<float>("grad." + name));
+    INFO("gradient of ", name, ": relative error ", err);
+    CHECK(err < grad_tol);
+    worst = std::max(worst, err);
+  }
+  MESSAGE("storage " << std::string(plan::dtype_name(Prec::storage)) << ": loss " << loss << " (PyTorch " << ref_loss
+                      << "), largest gradient error " << worst);
+  // the evaluation program: the same loss, no gradient touched
+  std::vector<float> g_before(grads, grads + P::table.total);
+  CHECK(exec->forward(*state, batch) / double(f.valid) == doctest::Approx(loss).epsilon(1e-6));
+  const float* g_after = state->host(backend::Tensor::grads);
+  CHECK(std::equal(g_before.begin(), g_before.end(), g_after));
+}
+
+// One AdamW step after the same gradients: the CUDA state's parameters equal the CPU state's (CudaFp32).
+inline void adamw_case() {
+  Fixture f;
+  backend::cuda::State<TinyRnope, plan::CudaFp32> s;
+  f.load(s);
+  auto exec = std::make_unique<backend::cuda::Executor<TinyRnope, B, T, plan::CudaFp32>>();
+  s.zero_grad();
+  exec->forward_backward(s, f.batch(), 1.0f / float(f.valid));
+  const double norm = s.grad_norm();
+  double ref = 0;
+  const float* g = s.host(backend::Tensor::grads);
+  for (size_t i = 0; i < plan::ParamPlan<TinyRnope>::table.total; ++i) ref += double(g[i]) * double(g[i]);
+  CHECK(norm == doctest::Approx(std::sqrt(ref)).epsilon(1e-6));
+  // the CPU's update from the very same parameters and gradients
+  constexpr size_t n = plan::ParamPlan<TinyRnope>::table.total;
+  const float* p0 = s.host(backend::Tensor::params);
+  std::vector<float> p(p0, p0 + n), gr(g, g + n), m(n, 0.f), v(n, 0.f);
+  std::vector<plan::DecayRange> ranges;
+  ranges.push_back({0, 1000, true});
+  ranges.push_back({1000, 1064, false});  // some no-decay values
+  ranges.push_back({1064, n, true});
+  s.set_decay(ranges);
+  const AdamWStep a{1e-3, 0.9, 0.95, 1e-8, 0.1, 1, 0.5};
+  s.adamw(a);
+  kernels::adamw_flat<float>(p.data(), gr.data(), m.data(), v.data(), n, ranges.data(), int(ranges.size()), a);
+  CHECK(rel_err(s.host(backend::Tensor::params), p) < 1e-6);
+  CHECK(rel_err(s.host(backend::Tensor::adam_v), v) < 1e-6);
+}
+
+}  // namespace kcb
+
+TEST_CASE(KC_WHERE ": the tiny RNoPE model in fp32 storage equals PyTorch float64 (loss, log-probs, gradients)") {
+  kcb::fixture_case<kiln::plan::CudaFp32>(1e-5, 1e-4, 1e-4);
+}
+TEST_CASE(KC_WHERE ": the tiny RNoPE model in bf16 storage is within bf16's tolerance of PyTorch float64") {
+  kcb::fixture_case<kiln::plan::Bf16Mixed>(1e-2, 5e-2, 8e-2);  // measured: loss 8.4e-4, gradients 4.8e-2
+}
+TEST_CASE(KC_WHERE ": the gradient norm and one AdamW step equal the CPU's") { kcb::adamw_case(); }
