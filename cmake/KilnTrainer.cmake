@@ -1,8 +1,10 @@
-# kiln_add_trainer(NAME RECIPE <header> BACKEND cpu|cuda [EXCLUDE_FROM_ALL])
+# kiln_add_trainer(NAME RECIPE <header> BACKEND cpu|cuda|simt [EXCLUDE_FROM_ALL])
 #   Compiles tools/train.cpp (the training step) and tools/train_tools.cpp (decoder, HF config, plan printer) with
 #   the recipe included, two translation units that build in parallel, and links kiln_trainer_cli: the trainer
 #   program's command line, data, checkpoints and HF interop, compiled once for every recipe (tools/cli).
-#   A recipe header recipes/foo.hpp defines the type recipes::foo.
+#   A recipe header recipes/foo.hpp defines the type recipes::foo. BACKEND cuda: the training step is compiled by
+#   nvcc for the GPU (backend/cuda.hpp); simt: the same CUDA backend compiled by g++ over the SIMT layer, a CPU
+#   program that runs the CUDA backend's code (slowly), for tests.
 # kiln_add_plan(NAME RECIPE <header> [EXCLUDE_FROM_ALL])
 #   Compiles tools/plan.cpp with the recipe: prints its static plan without building any kernels.
 set(KILN_SOURCE_DIR ${CMAKE_CURRENT_LIST_DIR}/..)
@@ -33,9 +35,24 @@ function(kiln_add_trainer name)
   if(arg_BACKEND STREQUAL "cpu")
     add_executable(${name} ${KILN_SOURCE_DIR}/tools/train.cpp ${KILN_SOURCE_DIR}/tools/train_tools.cpp)
   elseif(arg_BACKEND STREQUAL "cuda")
-    message(FATAL_ERROR "kiln_add_trainer(${name}): BACKEND cuda is not implemented yet; the CUDA backend is a later issue. Use BACKEND cpu.")
+    # nvcc compiles the training step: tools/train.cpp through a generated .cu (a source file's language is one per
+    # directory, and the CPU trainers compile the same file as C++)
+    if(NOT KILN_HAVE_CUDA)
+      message(FATAL_ERROR "kiln_add_trainer(${name}): BACKEND cuda needs nvcc (CUDA 13 at /usr/local/cuda), which "
+                          "CMake did not find; set CMAKE_CUDA_COMPILER, or use BACKEND cpu")
+    endif()
+    set(cu ${CMAKE_CURRENT_BINARY_DIR}/${name}_sources/train.cu)
+    file(CONFIGURE OUTPUT ${cu} CONTENT "#include \"${KILN_SOURCE_DIR}/tools/train.cpp\"\n")
+    add_executable(${name} ${cu} ${KILN_SOURCE_DIR}/tools/train_tools.cpp)
+    target_compile_definitions(${name} PRIVATE KILN_BACKEND_CUDA)
+    target_link_libraries(${name} PRIVATE kiln_cuda_headers CUDA::cublasLt)
+    target_compile_options(${name} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wno-aggressive-loop-optimizations>)
+  elseif(arg_BACKEND STREQUAL "simt")
+    # the CUDA backend's code compiled by g++ over the SIMT layer: a CPU program, for testing the CUDA trainer
+    add_executable(${name} ${KILN_SOURCE_DIR}/tools/train.cpp ${KILN_SOURCE_DIR}/tools/train_tools.cpp)
+    target_compile_definitions(${name} PRIVATE KILN_BACKEND_CUDA)
   else()
-    message(FATAL_ERROR "kiln_add_trainer(${name}): BACKEND must be cpu or cuda, got '${arg_BACKEND}'")
+    message(FATAL_ERROR "kiln_add_trainer(${name}): BACKEND must be cpu, cuda or simt, got '${arg_BACKEND}'")
   endif()
   if(arg_EXCLUDE_FROM_ALL)
     set_target_properties(${name} PROPERTIES EXCLUDE_FROM_ALL ON)

@@ -1,8 +1,15 @@
 // tools/train.cpp: one dedicated trainer per recipe, the half that builds the training step. kiln_add_trainer()
 // compiles this file and tools/train_tools.cpp with KILN_RECIPE_HEADER (the recipe's path), KILN_RECIPE (its type,
 // recipes::<stem>) and KILN_RECIPE_NAME, and links the recipe-independent trainer program (tools/cli, compiled once).
+// The backend: the CPU's (default), or with KILN_BACKEND_CUDA the CUDA backend: compiled by nvcc for the GPU
+// (kiln_add_trainer(... BACKEND cuda)), or by g++ over the SIMT layer (BACKEND simt: the CUDA backend's code on the
+// CPU, for tests).
 #include KILN_RECIPE_HEADER
+#if defined(KILN_BACKEND_CUDA)
+#include "kiln/backend/cuda.hpp"
+#else
 #include "kiln/backend/cpu.hpp"
+#endif
 #include "kiln/recipe.hpp"
 #include "kiln/train/trainer.hpp"
 #include "cli/recipe_program.hpp"
@@ -11,10 +18,28 @@ namespace {
 
 using Recipe = KILN_RECIPE;
 static_assert(kiln::RecipeType<Recipe>, "a recipe needs `model` (a Decoder), `stage` or `phases`, and `defaults()`");
+#if defined(KILN_BACKEND_CUDA)
+using Backend = kiln::backend::Cuda;
+#else
+using Backend = kiln::backend::Cpu;
+#endif
+
+template <int I>
+constexpr size_t phase_memory() {
+  return kiln::plan::MemoryPlan<kiln::phase_model<Recipe, I>, kiln::phase_stage<Recipe, I>::micro_batch,
+                                kiln::phase_stage<Recipe, I>::seq_len, Backend::precision>::total;
+}
 
 std::unique_ptr<kiln::TrainerBase> make_trainer(std::vector<kiln::TrainConfig> configs,
                                                 kiln::TrainerBase::DataFor data_for) {
-  return std::make_unique<kiln::Trainer<Recipe>>(std::move(configs), std::move(data_for));
+#if defined(KILN_BACKEND_CUDA)
+  size_t most = 0;  // the largest phase: the state is shared, one phase's executor lives at a time
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    ((most = std::max(most, phase_memory<I>())), ...);
+  }(std::make_integer_sequence<int, kiln::phases_of<Recipe>::count>{});
+  kiln::backend::cuda::require_device(most, "recipe " KILN_RECIPE_NAME);
+#endif
+  return std::make_unique<kiln::Trainer<Recipe, Backend>>(std::move(configs), std::move(data_for));
 }
 
 kiln::TrainConfig defaults(int phase) { return kiln::phase_defaults<Recipe>(phase); }
@@ -24,6 +49,7 @@ kiln::RecipeProgram program() {
   using P = kiln::plan::ParamPlan<M>;
   kiln::RecipeProgram r;
   r.name = KILN_RECIPE_NAME;
+  r.backend = Backend::name;
   r.header = KILN_RECIPE_HEADER;
   [&]<int... I>(std::integer_sequence<int, I...>) {
     (r.phases.push_back(kiln::PhaseInfo{
@@ -31,8 +57,7 @@ kiln::RecipeProgram program() {
           kiln::phase_stage<Recipe, I>::seq_len},
          kiln::phase_model<Recipe, I>::positional::name,
          double(kiln::phase_model<Recipe, I>::positional::theta),
-         double(kiln::plan::MemoryPlan<kiln::phase_model<Recipe, I>, kiln::phase_stage<Recipe, I>::micro_batch,
-                                       kiln::phase_stage<Recipe, I>::seq_len, kiln::plan::Fp32>::total)}),
+         double(phase_memory<I>())}),
      ...);
   }(std::make_integer_sequence<int, kiln::phases_of<Recipe>::count>{});
   r.max_seq_len = kiln::max_seq_len<Recipe>;

@@ -29,12 +29,13 @@ struct PhaseInfo {
   PhaseShape shape;
   std::string positional;  // the model's positional policy in this phase (name) and its RoPE theta
   double theta;
-  double memory_bytes;     // the CPU backend's total (parameters, optimizer, arena) at this phase's shape
+  double memory_bytes;     // the trainer's backend's total (parameters, optimizer, arena, ...) at this phase's shape
 };
 
 struct RecipeProgram {
   // ---- tools/train.cpp
   std::string name;    // recipes::<name>
+  std::string backend = "cpu";  // the backend this trainer was built for (cpu, cuda)
   std::string header;  // the recipe header this trainer was built from
   std::vector<PhaseInfo> phases;
   int max_seq_len;                          // the longest phase's sequence length: generation's context

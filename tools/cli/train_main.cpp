@@ -205,8 +205,12 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::printf(" %s micro-batch %d x %d%s", phase_name(i).c_str(), r.phases[size_t(i)].shape.micro_batch,
                   r.phases[size_t(i)].shape.seq_len, i + 1 < phase_count ? ";" : "\n");
     const double memory = r.phases[0].memory_bytes;  // the first phase's (each later one says its own when it starts)
-    std::printf("kiln: %d threads | BLAS %s | kernels %s (%s) | memory %s\n", omp_get_max_threads(), blas.config.c_str(),
-                blas.core.c_str(), blas.how.c_str(), plan::human_bytes(memory).c_str());
+    if (r.backend == "cpu")
+      std::printf("kiln: %d threads | BLAS %s | kernels %s (%s) | memory %s\n", omp_get_max_threads(), blas.config.c_str(),
+                  blas.core.c_str(), blas.how.c_str(), plan::human_bytes(memory).c_str());
+    else
+      std::printf("kiln: backend %s | device memory %s (the plan's, bf16 storage) | host threads %d\n", r.backend.c_str(),
+                  plan::human_bytes(memory).c_str(), omp_get_max_threads());
     // Sources starting to repeat: the first few are printed, the rest counted (every event is in the loader's state).
     long shown_repeats = 0, quiet_repeats = 0;
     std::shared_ptr<RunData> data;  // the current phase's (its tokenizer is the run's)

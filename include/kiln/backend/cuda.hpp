@@ -15,8 +15,10 @@
 // layer, where device memory is host memory, kernels run as fibers and products go through OpenBLAS: that build is
 // what CPU CI trains with (tests/test_cuda_backend_simt.cpp), so the backend's wiring is tested without a GPU.
 //
-// Not yet: QK-norm models (refused at compile time), the KV-cache decoder (generation runs on the CPU backend),
-// cuDNN's attention (Kiln's own attention kernel runs instead), CUDA graphs, and the trainer's `--backend cuda`.
+//   backend::Cuda                 the two, as a trainer names a backend (kiln_add_trainer(... BACKEND cuda))
+// Not yet: QK-norm models (refused at compile time), the KV-cache decoder (generation runs on the CPU's decoder
+// from the host copy of the parameters), cuDNN's attention (Kiln's own attention kernel runs instead), and CUDA
+// graphs (the step is a sequence of launches on one stream).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -346,4 +348,41 @@ class Executor {
   std::vector<float> loss_, logp_;
 };
 
+// Where a CUDA trainer starts: one line each for no device, a device older than sm_90 (the build's target), and a
+// plan that does not fit the free memory (the numbers). In the SIMT build there is no device to check.
+inline void require_device(size_t plan_bytes, const char* what) {
+#if defined(__CUDACC__)
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  KILN_CHECK(e == cudaSuccess && n > 0, "no CUDA device: ", e != cudaSuccess ? cudaGetErrorString(e) : "none found",
+             " (the CUDA trainer needs an H100 / H200; the CPU trainer is the one without --backend cuda)");
+  cudaDeviceProp p{};
+  check(cudaGetDeviceProperties(&p, 0), "read the device's properties");
+  KILN_CHECK(p.major >= 9, "CUDA device 0 is ", p.name, " (sm_", p.major, p.minor,
+             "); this build is for sm_90a (H100 / H200): set KILN_CUDA_ARCHITECTURES for another GPU");
+  size_t free = 0, total = 0;
+  check(cudaMemGetInfo(&free, &total), "read the free device memory");
+  KILN_CHECK(plan_bytes <= free, what, " needs ", plan_bytes, " bytes (", double(plan_bytes) / double(1u << 30),
+             " GiB) of device memory; ", p.name, " has ", free, " free of ", total, " (", double(free) / double(1u << 30),
+             " GiB): lower the micro-batch or sequence length, or use a layout that shards the state");
+#else
+  (void)plan_bytes, (void)what;
+#endif
+}
+
 }  // namespace kiln::backend::cuda
+
+namespace kiln::backend {
+
+// The CUDA backend as a trainer names it: Trainer<Recipe, backend::Cuda>. Generation reads the parameters on the
+// host and runs the CPU's decoder (the CUDA decoder is not written yet).
+template <class Prec = plan::Bf16Mixed>
+struct CudaBackend {
+  static constexpr const char* name = "cuda";
+  using precision = Prec;
+  template <DecoderModel M> using state = cuda::State<M, Prec>;
+  template <DecoderModel M, int B, int T> using executor = cuda::Executor<M, B, T, Prec>;
+};
+using Cuda = CudaBackend<plan::Bf16Mixed>;
+
+}  // namespace kiln::backend

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 
 #include "kiln/model/model.hpp"
 #include "kiln/plan/params.hpp"
@@ -70,13 +71,16 @@ struct Phase {
   static constexpr fixed_string name_storage = Name;
   static constexpr std::string_view name = name_storage.view();
   using stage = StageT;
+  static constexpr bool kiln_phase = true;
   // The phase's model: the recipe's with this phase's changes (none: the recipe's own).
   template <DecoderModel Base>
   using model = with<Base, Change...>;
 };
 
-template <class T> struct is_phase : std::false_type {};
-template <fixed_string N, class S, class... C> struct is_phase<Phase<N, S, C...>> : std::true_type {};
+// By a member rather than by matching Phase<N, S, C...>: nvcc 13's front end does not match a partial
+// specialization over a class-type template parameter (fixed_string), and the CUDA trainer includes this.
+template <class T, class = void> struct is_phase : std::false_type {};
+template <class T> struct is_phase<T, std::void_t<decltype(T::kiln_phase)>> : std::bool_constant<T::kiln_phase> {};
 
 template <class... P>
 struct Phases {
