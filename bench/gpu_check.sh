@@ -15,19 +15,41 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cmd=${1:-}
 
+demo_steps=300
+# the demo's arguments on carried data, the same on the CPU and on the GPU
+demo_args() {
+  echo --steps $demo_steps --log-every 50 --eval-every 0 --eval-batches 16 --sample-tokens 0 \
+    --data "$1/fortunes" --tokenizer "$1/tokenizer.json"
+}
+heldout() { sed -n 's/.*held-out loss \([0-9.]*\) nats\/token.*/\1/p' "$1" | tail -1; }
+
 prepare() {
   local b=$here/build-gpu
   cmake -S "$here" -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_TESTS=ON -DKILN_BENCH=ON \
     >"$b.configure.log" 2>&1 || { cat "$b.configure.log"; echo "gpu_check: configure failed" >&2; exit 1; }
-  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu bench_gpu || { echo "gpu_check: build failed" >&2; exit 1; }
-  rm -rf "$b/carry" && mkdir -p "$b/carry/lib" "$b/carry/fixtures"
-  cp "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" "$b/bench/bench_gpu" "$b/carry/"
+  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu bench_gpu train_demo train_demo_cuda kiln_tokenizer \
+    || { echo "gpu_check: build failed" >&2; exit 1; }
+  rm -rf "$b/carry" && mkdir -p "$b/carry/lib" "$b/carry/fixtures" "$b/carry/demo"
+  cp "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" "$b/bench/bench_gpu" "$b/train_demo_cuda" "$b/carry/"
+  strip "$b/carry/"*_gpu "$b/carry/bench_gpu" "$b/carry/train_demo_cuda"
   cp "$here/tests/fixtures/tiny_rnope.safetensors" "$b/carry/fixtures/"
+  # The demo's data and tokenizer (the GPU machine has no fortunes package), and the CPU trainer's held-out loss on
+  # them after the same steps: the GPU run must reach it within 2%.
+  cp -rL /usr/share/games/fortunes "$b/carry/demo/fortunes"
+  "$b/kiln_tokenizer" train "$b/carry/demo/fortunes" --vocab 2048 --out "$b/carry/demo/tokenizer.json" --force \
+    > "$b/tokenizer.log" 2>&1 || { cat "$b/tokenizer.log"; exit 1; }
+  echo "gpu_check: the CPU reference run of the demo (${demo_steps} steps)"
+  (cd "$b" && "$b/train_demo" $(demo_args "$b/carry/demo") --threads "$(nproc)" --out "$b/demo-cpu") \
+    > "$b/demo-cpu.log" 2>&1 || { tail "$b/demo-cpu.log"; echo "gpu_check: the CPU demo run failed" >&2; exit 1; }
+  heldout "$b/demo-cpu.log" > "$b/carry/demo/cpu_heldout.txt"
+  echo "gpu_check: CPU held-out loss $(cat "$b/carry/demo/cpu_heldout.txt")"
   cp "$here/bench/gpu_check.sh" "$b/carry/"
   # Debian libraries the GPU machine does not have (CUDA's own come from the machine: cuBLAS is 0.6 GB)
-  for lib in $(ldd "$b/bench/bench_gpu" "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" | awk '/=> \// {print $3}' | sort -u); do
+  for lib in $(ldd "$b/bench/bench_gpu" "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" \
+                   "$b/train_demo_cuda" | awk '/=> \// {print $3}' | sort -u); do
     case $lib in
-      */libbenchmark*) cp -L "$lib" "$b/carry/lib/" ;;
+      */libbenchmark* | */libopenblas* | */libgfortran* | */libquadmath* | */libpcre2* | */libxxhash* | */libgomp*)
+        cp -L "$lib" "$b/carry/lib/" ;;
     esac
   done
   du -sh "$b/carry"
@@ -78,6 +100,28 @@ PY
   # the fixture's path compiled in is this checkout's: the carried copy is named instead
   KILN_TEST_FIXTURES=$d/fixtures "$d/test_cuda_backend_gpu" 2>&1 | tee "$out/test_cuda_backend_gpu.log"
   ((PIPESTATUS[0] == 0)) || status=1
+  if [[ -x $d/train_demo_cuda && -s $d/demo/cpu_heldout.txt ]]; then
+    echo "== the demo on the GPU (train_demo_cuda, ${demo_steps} steps) against the CPU's held-out loss"
+    (cd "$out" && "$d/train_demo_cuda" $(demo_args "$d/demo") --out "$out/demo-gpu") > "$out/demo-gpu.log" 2>&1
+    local dr=$?
+    grep -E "^kiln: (backend|held-out)|^step .*/${demo_steps} " "$out/demo-gpu.log" | tail -4
+    if grep -q "no CUDA device" "$out/demo-gpu.log"; then
+      echo "skipped: no CUDA device"
+    elif ((dr != 0)); then
+      tail -3 "$out/demo-gpu.log"
+      status=1
+    else
+      local cpu gpu
+      cpu=$(cat "$d/demo/cpu_heldout.txt")
+      gpu=$(heldout "$out/demo-gpu.log")
+      if awk -v c="$cpu" -v g="$gpu" 'BEGIN { d = g - c; if (d < 0) d = -d; exit !(g != "" && d <= 0.02 * c) }'; then
+        echo "demo: GPU held-out loss $gpu, CPU $cpu: within 2%"
+      else
+        echo "demo: FAILED: GPU held-out loss '$gpu', CPU $cpu (more than 2% apart)"
+        status=1
+      fi
+    fi
+  fi
   echo "== bench_gpu"
   "$d/bench_gpu" --benchmark_min_time=0.2 --benchmark_out="$out/bench_gpu.json" --benchmark_out_format=json \
     2>&1 | tee "$out/bench_gpu.log"
