@@ -19,6 +19,7 @@
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
+#include "kiln/backend/cuda/runtime.hpp"
 
 namespace {
 
@@ -186,12 +187,7 @@ BENCHMARK(rope_fwd)->Name("gpu/rope/forward")->UseManualTime()->Unit(benchmark::
 }  // namespace
 
 int main(int argc, char** argv) {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess || n == 0) {
-    std::printf("skipped: no CUDA device (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
-    return 0;
-  }
+  if (!kiln::backend::cuda::device_or_skip()) return 0;
   cudaDeviceProp p{};
   cudaGetDeviceProperties(&p, 0);
   std::printf("bench_gpu: %s, %d multiprocessors, %.1f GiB\n", p.name, p.multiProcessorCount,

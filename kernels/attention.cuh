@@ -33,6 +33,18 @@ struct AttnShape {
   static constexpr int group = NH / NKV, row = (NH + 2 * NKV) * HD, k_off = NH * HD, v_off = (NH + NKV) * HD;
 };
 
+// The block stages keys j0 .. j0 + kTile of kv head g (rows past T repeat the last; never attended) as fp32.
+template <class S, int NH, int NKV, int HD>
+KILN_DEVICE void load_kv_tile(const S* qkv, size_t base, int j0, int T, int g, float* ks, float* vs) {
+  using Sh = AttnShape<NH, NKV, HD>;
+  for (int e = int(threadIdx.x); e < kTile * HD; e += int(blockDim.x)) {
+    const int jj = e / HD, d = e % HD, j = j0 + jj;
+    const S* row = qkv + (base + size_t(j < T ? j : T - 1)) * Sh::row;
+    ks[e] = dev::ld(row[Sh::k_off + g * HD + d]);
+    vs[e] = dev::ld(row[Sh::v_off + g * HD + d]);
+  }
+}
+
 // grid (ceil(T / threads), NH, B): thread = query row i of head h in batch row b.
 template <class S, int NH, int NKV, int HD>
 KILN_GLOBAL void attention_forward_kernel(const S* qkv, const int32_t* doc_start, S* out, float* lse, int T,
@@ -61,12 +73,7 @@ KILN_GLOBAL void attention_forward_kernel(const S* qkv, const int32_t* doc_start
   const int first = doc_start[base + size_t(i0)];
   for (int j0 = first - first % kTile; j0 <= last; j0 += kTile) {
     __syncthreads();  // the previous tile is consumed
-    for (int e = int(threadIdx.x); e < kTile * HD; e += int(blockDim.x)) {
-      const int jj = e / HD, d = e % HD, j = j0 + jj;
-      const S* row = qkv + (base + size_t(j < T ? j : T - 1)) * Sh::row;
-      ks[e] = dev::ld(row[Sh::k_off + g * HD + d]);
-      vs[e] = dev::ld(row[Sh::v_off + g * HD + d]);
-    }
+    load_kv_tile<S, NH, NKV, HD>(qkv, base, j0, T, g, ks, vs);
     __syncthreads();
     if (!active) continue;
     for (int jj = 0; jj < kTile; ++jj) {
@@ -135,12 +142,7 @@ KILN_GLOBAL void attention_dq_kernel(const S* qkv, const int32_t* doc_start, con
   const int first = doc_start[base + size_t(i0)];
   for (int j0 = first - first % kTile; j0 <= last; j0 += kTile) {
     __syncthreads();
-    for (int e = int(threadIdx.x); e < kTile * HD; e += int(blockDim.x)) {
-      const int jj = e / HD, d = e % HD, j = j0 + jj;
-      const S* row = qkv + (base + size_t(j < T ? j : T - 1)) * Sh::row;
-      ks[e] = dev::ld(row[Sh::k_off + g * HD + d]);
-      vs[e] = dev::ld(row[Sh::v_off + g * HD + d]);
-    }
+    load_kv_tile<S, NH, NKV, HD>(qkv, base, j0, T, g, ks, vs);
     __syncthreads();
     if (!active) continue;
     for (int jj = 0; jj < kTile; ++jj) {

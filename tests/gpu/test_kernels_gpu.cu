@@ -7,13 +7,10 @@
 
 #include <cstdio>
 
+#include "kiln/backend/cuda/runtime.hpp"
+
 int main(int argc, char** argv) {
-  int n = 0;
-  const cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess || n == 0) {
-    std::printf("skipped: no CUDA device (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
-    return 0;
-  }
+  if (!kiln::backend::cuda::device_or_skip()) return 0;
   cudaDeviceProp p{};
   cudaGetDeviceProperties(&p, 0);
   if (p.major < 9) {

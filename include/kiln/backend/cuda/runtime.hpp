@@ -5,6 +5,7 @@
 //          returns, so the same backend code runs, and is tested, on the CPU
 #pragma once
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -17,6 +18,16 @@ namespace kiln::backend::cuda {
 #if defined(__CUDACC__)
 inline void check(cudaError_t e, const char* what) {
   KILN_CHECK(e == cudaSuccess, "CUDA: ", what, ": ", cudaGetErrorString(e));
+}
+
+// For GPU tests and benchmarks: whether a CUDA device is there; when not, prints "skipped: no CUDA device (why)",
+// which ctest's SKIP_REGULAR_EXPRESSION reads.
+inline bool device_or_skip() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaSuccess && n > 0) return true;
+  std::printf("skipped: no CUDA device (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+  return false;
 }
 #endif
 
