@@ -26,3 +26,9 @@ if(KILN_HAVE_CUDA)
   set_tests_properties(cuda.no_spills PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "0 bytes spill stores"
                        FAIL_REGULAR_EXPRESSION "[1-9][0-9]* bytes spill (stores|loads)")
 endif()
+
+# The CUDA backend's op program as the plan printer shows it (no nvcc needed: the printer compiles no kernel).
+add_test(NAME plan.cuda_program COMMAND plan_demo --backend cuda)
+set_tests_properties(plan.cuda_program PROPERTIES LABELS cpu
+                     PASS_REGULAR_EXPRESSION "cuBLASLt workspace +0 B +32.00 MiB.*storage bf16, compute f32.*cuBLASLt bf16 TN.*attention_forward<4,2,48>.*d.attention_delta"
+                     FAIL_REGULAR_EXPRESSION "scores")

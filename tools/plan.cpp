@@ -2,6 +2,7 @@
 //   plan_<recipe>                        the whole plan: model, parameter table, FLOPs, memory, run-time defaults,
 //                                        and the training step's op program with its buffers
 //   plan_<recipe> --no-program           the same without the op program
+//   plan_<recipe> --backend cuda         the CUDA backend's program (bf16, its kernels) instead of the CPU's
 //   plan_<recipe> --summary              `key value` lines, for comparing two recipes (tools/kiln plan a.hpp b.hpp)
 //   plan_<recipe> --hf-config <file>     does a Hugging Face config.json fit this recipe's model? Prints "match"
 //                                        (exit 0) or every mismatching field (exit 3); tools/kiln import uses it
@@ -21,6 +22,9 @@ int main(int argc, char** argv) {
   std::string hf_config;
   app.add_flag("--summary", summary, "print `key value` lines");
   app.add_flag("--no-program", no_program, "leave out the op program and its buffers");
+  std::string backend = "cpu";
+  app.add_option("--backend", backend, "whose op program to print: cpu or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--hf-config", hf_config, "check a Hugging Face config.json against this recipe's model");
   CLI11_PARSE(app, argc, argv);
   try {
@@ -37,7 +41,7 @@ int main(int argc, char** argv) {
       for (const auto& [k, v] : kiln::recipe_summary<KILN_RECIPE>(KILN_RECIPE_NAME)) std::cout << k << " " << v << "\n";
       return 0;
     }
-    kiln::print_recipe<KILN_RECIPE>(std::cout, KILN_RECIPE_NAME, !no_program);
+    kiln::print_recipe<KILN_RECIPE>(std::cout, KILN_RECIPE_NAME, !no_program, backend == "cuda");
   } catch (const std::exception& e) {  // kiln::Error and anything a library throws (JSON, filesystem)
     std::cerr << "kiln plan: error: " << e.what() << "\n";
     return 1;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kiln/backend/cpu_names.hpp"
+#include "kiln/backend/cuda_names.hpp"
 #include "kiln/plan/print.hpp"
 #include "kiln/recipe.hpp"
 #include "kiln/train/config.hpp"
@@ -58,7 +59,7 @@ std::vector<std::pair<std::string, std::string>> recipe_summary(const char* name
 }
 
 template <RecipeType Recipe, int I>
-void print_phase(std::ostream& os, const char* name, bool program) {
+void print_phase(std::ostream& os, const char* name, bool program, bool cuda) {
   using M = phase_model<Recipe, I>;
   using S = phase_stage<Recipe, I>;
   using Phs = phases_of<Recipe>;
@@ -69,18 +70,26 @@ void print_phase(std::ostream& os, const char* name, bool program) {
   for (const auto& [k, v] : train_summary<Recipe, I>()) os << "  " << k.substr(6) << " = " << v << "\n";
   if (program) {
     os << "\n";
-    plan::print_program<plan::TrainProgram<M, S::micro_batch, S::seq_len>>(os, backend::cpu::kernel_name<M>);
+    if (!cuda) {
+      plan::print_program<plan::TrainProgram<M, S::micro_batch, S::seq_len>>(os, backend::cpu::kernel_name<M>);
+    } else if (const char* why = backend::cuda::unsupported<M>()) {
+      os << "CUDA backend: " << why << "\n";
+    } else {
+      plan::print_program<plan::TrainProgram<M, S::micro_batch, S::seq_len, plan::Bf16Mixed>>(
+          os, backend::cuda::kernel_name<M>);
+    }
   }
   os << "\n";
 }
 
-// Every phase: its shape and model, memory and (program) its training op program with the CPU kernels.
+// Every phase: its shape and model, memory and (program) its training op program with the CPU kernels (cuda: the
+// CUDA backend's program, bf16, with its kernels).
 template <RecipeType Recipe>
-void print_recipe(std::ostream& os, const char* name, bool program) {
+void print_recipe(std::ostream& os, const char* name, bool program, bool cuda = false) {
   using Phs = phases_of<Recipe>;
   os << "Recipe " << name << (Phs::count > 1 ? " (" + std::to_string(Phs::count) + " phases)" : "") << "\n\n";
   [&]<int... I>(std::integer_sequence<int, I...>) {
-    (print_phase<Recipe, I>(os, name, program), ...);
+    (print_phase<Recipe, I>(os, name, program, cuda), ...);
   }(std::make_integer_sequence<int, Phs::count>{});
 }
 

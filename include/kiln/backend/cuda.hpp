@@ -36,6 +36,7 @@
 #include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
 #include "kiln/backend/batch.hpp"
+#include "kiln/backend/cuda_names.hpp"
 #include "kiln/backend/init.hpp"
 #include "kiln/backend/cuda/gemm.hpp"
 #include "kiln/backend/cuda/runtime.hpp"
@@ -148,7 +149,7 @@ class State {
   std::vector<float> stage_[4];
 };
 
-// Every constraint the CUDA kernels put on a model, with one sentence each (checked where an executor is made).
+// Every constraint the CUDA kernels put on a model (cuda_names.hpp says each in a sentence), at compile time.
 template <DecoderModel M>
 constexpr bool supports() {
   static_assert(!M::qk_norm, "the CUDA backend does not run QK-norm models yet (the strided per-head RMSNorm kernel "
@@ -156,7 +157,7 @@ constexpr bool supports() {
   static_assert(M::hidden % 8 == 0 && M::ffn % 8 == 0 && M::head_dim % 8 == 0,
                 "the CUDA kernels move 16 bytes at a time: hidden, ffn and head_dim must be multiples of 8");
   static_assert(M::head_dim <= 256, "the CUDA attention kernel supports head_dim up to 256");
-  return true;
+  return unsupported<M>() == nullptr;
 }
 
 template <DecoderModel M>
