@@ -4,6 +4,7 @@
 //     at the CPU backend's tolerances; the evaluation program gives the same loss; one AdamW step equals the CPU
 //     backend's; the state's host staging round-trips
 //   - bf16 storage (plan::Bf16Mixed): the same within bf16's tolerance
+//   - in both, the device memory the backend allocates is the plan's MemoryPlan total, to the byte
 // Included by tests/test_cuda_backend_simt.cpp (g++: the backend over the SIMT layer, in CPU CI) and by
 // tests/gpu/test_cuda_backend_gpu.cu (nvcc: on the GPU); the includer defines KC_WHERE.
 #pragma once
@@ -74,9 +75,12 @@ template <class Prec>
 void fixture_case(double loss_tol, double logp_tol, double grad_tol) {
   using P = plan::ParamPlan<TinyRnope>;
   Fixture f;
+  const size_t before = backend::cuda::allocated_bytes();
   auto state = std::make_unique<backend::cuda::State<TinyRnope, Prec>>();
   f.load(*state);
   auto exec = std::make_unique<backend::cuda::Executor<TinyRnope, B, T, Prec>>();
+  // the plan's memory is what the backend allocates, to the byte
+  CHECK(backend::cuda::allocated_bytes() - before == plan::MemoryPlan<TinyRnope, B, T, Prec>::total);
   const backend::Batch batch = f.batch();
   state->zero_grad();
   const double loss = exec->forward_backward(*state, batch, 1.0f / float(f.valid)) / double(f.valid);

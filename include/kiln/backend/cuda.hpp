@@ -63,10 +63,13 @@ class State {
       : p_(floats * 4, "the fp32 master weights"), ps_(copy ? floats * sizeof(S) : 0, "the parameters as kernels read them"),
         g_(floats * 4, "the gradients"), m_(floats * 4, "AdamW's first moments"), v_(floats * 4, "AdamW's second moments"),
         partials_(kernels::cuda::sum_squares_partials(floats) * 8, "the gradient norm's partial sums"),
-        small_(256, "the norm and AdamW's constants") {
+        small_(256, "the norm and AdamW's constants"),
+        ranges_(kMaxRanges * sizeof(plan::DecayRange), "the decay ranges") {
     for (DeviceBytes* b : {&g_, &m_, &v_}) fill_zero(b->as(), b->bytes(), nullptr);
     set_decay({{0, floats, true}});
   }
+  // Ranges of one decay setting cover the tensors in order: at most one per tensor and one between each two.
+  static constexpr size_t kMaxRanges = 2 * size_t(Params::count) + 1;
 
   // Seeded initialisation, the CPU backend's values (kiln::init_parameters), computed on the host and copied.
   void init(double std, uint64_t seed) {
@@ -83,9 +86,11 @@ class State {
     return double(ns[0]);
   }
   void set_decay(std::vector<plan::DecayRange> r) {
+    KILN_CHECK(!r.empty() && r.size() <= kMaxRanges, "cuda::State::set_decay: ", r.size(), " ranges (1 to ",
+               kMaxRanges, " expected: they cover the flat buffer tensor by tensor)");
     n_ranges_ = int(r.size());
-    ranges_ = DeviceBytes(r.size() * sizeof(plan::DecayRange), "the decay ranges");
-    to_device(ranges_.as(), r.data(), ranges_.bytes(), nullptr);
+    to_device(ranges_.as(), r.data(), r.size() * sizeof(plan::DecayRange), nullptr);
+    synchronize(nullptr);  // r is freed on return
   }
   // One AdamW update (a.step 1-based, the clip folded into a.grad_scale), refreshing the storage copy.
   void adamw(const AdamWStep& a) {

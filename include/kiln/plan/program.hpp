@@ -586,10 +586,11 @@ struct MemoryPlan {
   // RoPE's cos and sin tables (fp32, T x head_dim / 2 each) where a layer uses RoPE
   static constexpr size_t rope_tables = M::positional::any_rope ? 2 * size_t(T) * size_t(M::head_dim / 2) * 4 : 0;
   // The CUDA kernels' own: cuBLASLt's workspace, the decay ranges (at most one per tensor and one between each
-  // two), AdamW's constants and the norm / clip scalars (one 256-byte block)
+  // two), and two 256-byte blocks of scalars (the state's norm, clip scale and AdamW constants; the executor's loss
+  // scale): what backend/cuda.hpp allocates besides the above
   static constexpr bool cuda = Prec::kernels == Kernels::cuda;
   static constexpr size_t gemm_workspace = cuda ? kGemmWorkspace : 0;
-  static constexpr size_t device_small = cuda ? (2 * size_t(P::count) + 1) * sizeof(DecayRange) + 256 : 0;
+  static constexpr size_t device_small = cuda ? (2 * size_t(P::count) + 1) * sizeof(DecayRange) + 2 * 256 : 0;
   static constexpr size_t total =
       params + master + grads + adam + arena + norm_partials + rope_tables + gemm_workspace + device_small;
 };

@@ -4,6 +4,7 @@
 //   g++    the SIMT layer (kernels/device.hpp): "device" memory is host memory and a launch has finished when it
 //          returns, so the same backend code runs, and is tested, on the CPU
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
@@ -31,6 +32,12 @@ inline bool device_or_skip() {
 }
 #endif
 
+// Device bytes allocated through DeviceBytes and not yet freed: the tests check it against the plan's MemoryPlan.
+inline std::atomic<size_t>& allocated_bytes() {
+  static std::atomic<size_t> n{0};
+  return n;
+}
+
 // Bytes of device memory, 256-byte aligned; moved, never copied.
 class DeviceBytes {
  public:
@@ -47,6 +54,7 @@ class DeviceBytes {
     p_ = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
     KILN_CHECK(p_ != nullptr, "cannot allocate ", bytes, " bytes for ", what);
 #endif
+    allocated_bytes() += bytes;
   }
   ~DeviceBytes() { release(); }
   DeviceBytes(DeviceBytes&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr, o.bytes_ = 0; }
@@ -66,11 +74,13 @@ class DeviceBytes {
 
  private:
   void release() {
+    if (!p_) return;
 #if defined(__CUDACC__)
-    if (p_) cudaFree(p_);
+    cudaFree(p_);
 #else
     std::free(p_);
 #endif
+    allocated_bytes() -= bytes_;
     p_ = nullptr;
   }
   void* p_ = nullptr;
