@@ -53,7 +53,8 @@ KILN_GLOBAL void xent_rows_kernel(const float* logits, const int32_t* targets, i
   if (d) {
     const float gs = grad_scale ? *grad_scale : 1.f;
     const float coef = gs * (1.f + 2.f * z_coef * lse) / sum;  // dl_j = coef exp(l_j - M) - gs [j == t]
-    for (int j = int(threadIdx.x); j < V; j += int(T)) d[j] = dev::st<S>(coef * dev::exp(l[j] - M) - (j == t ? gs : 0.f));
+    for (int j = int(threadIdx.x); j < V; j += int(T))
+      d[j] = dev::st<S>(coef * dev::exp(l[j] - M) - (j == t ? gs : 0.f));
   }
 }
 

@@ -75,7 +75,8 @@ inline unsigned elementwise_blocks(size_t work, unsigned threads) {
 
 template <class S, int F>
 void swiglu_forward(const S* gu, S* h, int R, gpu::Stream stream) {
-  static_assert(F > 0 && F % detail::kVec<S> == 0, "swiglu (CUDA): the intermediate size must be a multiple of 16 bytes of S (8 bf16 values)");
+  static_assert(F > 0 && F % detail::kVec<S> == 0,
+                "swiglu (CUDA): the intermediate size must be a multiple of 16 bytes of S (8 bf16 values)");
   constexpr unsigned kThreads = 256;
   const size_t work = size_t(R) * (F / detail::kVec<S>);
   auto* kernel = &detail::swiglu_forward_kernel<S, F>;
@@ -84,7 +85,8 @@ void swiglu_forward(const S* gu, S* h, int R, gpu::Stream stream) {
 
 template <class S, int F>
 void swiglu_backward(const S* gu, const S* dh, S* dgu, int R, gpu::Stream stream) {
-  static_assert(F > 0 && F % detail::kVec<S> == 0, "swiglu (CUDA): the intermediate size must be a multiple of 16 bytes of S (8 bf16 values)");
+  static_assert(F > 0 && F % detail::kVec<S> == 0,
+                "swiglu (CUDA): the intermediate size must be a multiple of 16 bytes of S (8 bf16 values)");
   constexpr unsigned kThreads = 256;
   const size_t work = size_t(R) * (F / detail::kVec<S>);
   auto* kernel = &detail::swiglu_backward_kernel<S, F>;

@@ -60,8 +60,11 @@ class State {
   static constexpr bool copy = !std::is_same_v<S, float>;  // a separate storage copy of the parameters
 
   State()
-      : p_(floats * 4, "the fp32 master weights"), ps_(copy ? floats * sizeof(S) : 0, "the parameters as kernels read them"),
-        g_(floats * 4, "the gradients"), m_(floats * 4, "AdamW's first moments"), v_(floats * 4, "AdamW's second moments"),
+      : p_(floats * 4, "the fp32 master weights"),
+        ps_(copy ? floats * sizeof(S) : 0, "the parameters as kernels read them"),
+        g_(floats * 4, "the gradients"),
+        m_(floats * 4, "AdamW's first moments"),
+        v_(floats * 4, "AdamW's second moments"),
         partials_(kernels::cuda::sum_squares_partials(floats) * 8, "the gradient norm's partial sums"),
         small_(256, "the norm and AdamW's constants"),
         ranges_(kMaxRanges * sizeof(plan::DecayRange), "the decay ranges") {

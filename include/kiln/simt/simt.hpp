@@ -18,8 +18,10 @@
 //            reported as a data race (tests/simt.cmake checks that it is). Blocks run one after another.
 // The mode comes from launcher(...).mode(m), else the environment (KILN_SIMT=threads), else fibers.
 //
-// What is checked rather than left undefined: a __syncthreads that not every thread of the block reaches (one
-// returned early, or the threads wait at different barriers) is an error naming the block, not a hang; shared memory
+// What is checked rather than left undefined (fibers): a __syncthreads that not every thread of the block reaches
+// (some returned early) is an error naming the block, not a hang, and so is a warp barrier or shuffle that not every
+// thread of its warp reaches (as on the GPU, arrivals are counted, not call sites; threads mode counts a thread that
+// returned as arrived, what GPUs since Volta do: fibers find early returns, threads find races); shared memory
 // starts filled with 0xff bytes (NaN for floats) in every block, so reading what no thread wrote shows; a shuffle's
 // mask must name every thread of the warp (partial-warp masks are not emulated: the error says so); the static
 // shared memory of a block is at most 48 KiB, as on the GPU without opt-in.
