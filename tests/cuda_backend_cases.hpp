@@ -1,5 +1,6 @@
-// tests/cuda_backend_cases.hpp: the CUDA backend (backend/cuda.hpp) trains the tiny RNoPE model of the PyTorch
-// fixture (tests/fixtures/tiny_rnope.safetensors: GQA, tied embeddings, z-loss, NoPE layers, packed documents):
+// tests/cuda_backend_cases.hpp: the CUDA backend (backend/cuda.hpp) trains the tiny models of the PyTorch fixtures
+// (tests/fixtures/tiny_rnope.safetensors: GQA, tied embeddings, z-loss, NoPE layers, packed documents;
+// tiny_qknorm.safetensors: QK-norm, MQA, an untied head, RoPE on every layer):
 //   - fp32 storage (plan::CudaFp32): loss, per-token log-probabilities and every gradient equal PyTorch's float64
 //     at the CPU backend's tolerances; the evaluation program gives the same loss; one AdamW step equals the CPU
 //     backend's; the state's host staging round-trips
@@ -25,10 +26,14 @@ namespace kcb {
 
 using namespace kiln;
 
+// The models of the PyTorch fixtures (tests/test_model.cpp has the same; tests/reference/make_fixtures.py made them).
 using TinyRnope = Decoder<Embedding<vocab<96>, hidden<64>, tied<true>>, layers<4>,
                           Attention<heads<4>, kv_heads<2>, head_dim<16>, RNoPE<2, 10000.0>>, SwiGLU<ffn<96>>,
                           RMSNorm<1e-6>, z_loss<1e-4>>;
-constexpr int B = 2, T = 24;
+using TinyQk = Decoder<Embedding<vocab<80>, hidden<48>, tied<false>>, layers<2>,
+                       Attention<heads<3>, kv_heads<1>, head_dim<16>, RoPE<500000.0>, qk_norm<true>>, SwiGLU<ffn<64>>,
+                       RMSNorm<1e-5>>;
+constexpr int B = 2, T = 24;  // the RNoPE fixture's shape
 
 inline double rel_err(const float* a, const std::vector<float>& ref) {
   double num = 0, den = 1e-12;
@@ -46,17 +51,21 @@ inline std::string fixtures() {
   return env && *env ? env : KILN_TEST_FIXTURES;
 }
 
+template <class M = TinyRnope, int FB = B, int FT = T>
 struct Fixture {
-  io::Safetensors fx{fixtures() + "/tiny_rnope.safetensors"};
-  std::vector<int32_t> tokens = fx.to_vector<int32_t>("batch.tokens"), targets = fx.to_vector<int32_t>("batch.targets"),
-                       positions = fx.to_vector<int32_t>("batch.position_ids"), doc_start;
+  io::Safetensors fx;
+  std::vector<int32_t> tokens, targets, positions, doc_start;
   long valid = 0;
-  Fixture() {
+  explicit Fixture(const std::string& file = "tiny_rnope.safetensors") : fx(fixtures() + "/" + file) {
+    tokens = fx.to_vector<int32_t>("batch.tokens");
+    targets = fx.to_vector<int32_t>("batch.targets");
+    positions = fx.to_vector<int32_t>("batch.position_ids");
     const auto docs = fx.to_vector<int32_t>("batch.doc_ids");
+    REQUIRE(tokens.size() == size_t(FB) * FT);
     doc_start.resize(tokens.size());
-    for (int b = 0; b < B; ++b)
-      for (int i = 0; i < T; ++i) {
-        const size_t k = size_t(b) * T + size_t(i);
+    for (int b = 0; b < FB; ++b)
+      for (int i = 0; i < FT; ++i) {
+        const size_t k = size_t(b) * FT + size_t(i);
         doc_start[k] = (i > 0 && docs[k] == docs[k - 1]) ? doc_start[k - 1] : i;
       }
     for (int32_t t : targets) valid += t >= 0;
@@ -65,35 +74,35 @@ struct Fixture {
   template <class St>
   void load(St& s) {
     float* p = s.host_mut(backend::Tensor::params);
-    for (const auto& e : plan::ParamPlan<TinyRnope>::table.entries) fx.copy_to(e.name.view(), p + e.offset, e.count());
+    for (const auto& e : plan::ParamPlan<M>::table.entries) fx.copy_to(e.name.view(), p + e.offset, e.count());
     s.commit(backend::Tensor::params);
   }
 };
 
 // loss_tol, grad_tol: relative to PyTorch float64
-template <class Prec>
-void fixture_case(double loss_tol, double logp_tol, double grad_tol) {
-  using P = plan::ParamPlan<TinyRnope>;
-  Fixture f;
+template <class Prec, class M = TinyRnope, int FB = B, int FT = T>
+void fixture_case(double loss_tol, double logp_tol, double grad_tol, const std::string& file = "tiny_rnope.safetensors") {
+  using P = plan::ParamPlan<M>;
+  Fixture<M, FB, FT> f(file);
   const size_t before = backend::cuda::allocated_bytes();
-  auto state = std::make_unique<backend::cuda::State<TinyRnope, Prec>>();
+  auto state = std::make_unique<backend::cuda::State<M, Prec>>();
   f.load(*state);
-  auto exec = std::make_unique<backend::cuda::Executor<TinyRnope, B, T, Prec>>();
+  auto exec = std::make_unique<backend::cuda::Executor<M, FB, FT, Prec>>();
   // the plan's memory is what the backend allocates, to the byte
-  CHECK(backend::cuda::allocated_bytes() - before == plan::MemoryPlan<TinyRnope, B, T, Prec>::total);
+  CHECK(backend::cuda::allocated_bytes() - before == plan::MemoryPlan<M, FB, FT, Prec>::total);
   const backend::Batch batch = f.batch();
   state->zero_grad();
   const double loss = exec->forward_backward(*state, batch, 1.0f / float(f.valid)) / double(f.valid);
-  const double ref_loss = f.fx.to_vector<double>("out.loss")[0];
+  const double ref_loss = f.fx.template to_vector<double>("out.loss")[0];
   CHECK(loss == doctest::Approx(ref_loss).epsilon(loss_tol));
-  const auto ref_logp = f.fx.to_vector<double>("out.token_logp");
+  const auto ref_logp = f.fx.template to_vector<double>("out.token_logp");
   for (size_t k = 0; k < ref_logp.size(); ++k)
     CHECK(exec->token_logp()[k] == doctest::Approx(ref_logp[k]).epsilon(logp_tol).scale(1.0));
   const float* grads = state->host(backend::Tensor::grads);
   double worst = 0;
   for (const auto& e : P::table.entries) {
     const std::string name(e.name.view());
-    const double err = rel_err(grads + e.offset, f.fx.to_vector<float>("grad." + name));
+    const double err = rel_err(grads + e.offset, f.fx.template to_vector<float>("grad." + name));
     INFO("gradient of ", name, ": relative error ", err);
     CHECK(err < grad_tol);
     worst = std::max(worst, err);
@@ -109,7 +118,7 @@ void fixture_case(double loss_tol, double logp_tol, double grad_tol) {
 
 // One AdamW step after the same gradients: the CUDA state's parameters equal the CPU state's (CudaFp32).
 inline void adamw_case() {
-  Fixture f;
+  Fixture<> f;
   backend::cuda::State<TinyRnope, plan::CudaFp32> s;
   f.load(s);
   auto exec = std::make_unique<backend::cuda::Executor<TinyRnope, B, T, plan::CudaFp32>>();
@@ -143,5 +152,9 @@ TEST_CASE(KC_WHERE ": the tiny RNoPE model in fp32 storage equals PyTorch float6
 }
 TEST_CASE(KC_WHERE ": the tiny RNoPE model in bf16 storage is within bf16's tolerance of PyTorch float64") {
   kcb::fixture_case<kiln::plan::Bf16Mixed>(1e-2, 5e-2, 8e-2);  // measured: loss 8.4e-4, gradients 4.8e-2
+}
+TEST_CASE(KC_WHERE ": the tiny QK-norm model (MQA, untied head, RoPE everywhere) equals PyTorch float64") {
+  kcb::fixture_case<kiln::plan::CudaFp32, kcb::TinyQk, 2, 20>(1e-5, 1e-4, 1e-4, "tiny_qknorm.safetensors");
+  kcb::fixture_case<kiln::plan::Bf16Mixed, kcb::TinyQk, 2, 20>(1e-2, 5e-2, 8e-2, "tiny_qknorm.safetensors");
 }
 TEST_CASE(KC_WHERE ": the gradient norm and one AdamW step equal the CPU's") { kcb::adamw_case(); }

@@ -16,7 +16,7 @@
 // what CPU CI trains with (tests/test_cuda_backend_simt.cpp), so the backend's wiring is tested without a GPU.
 //
 //   backend::Cuda                 the two, as a trainer names a backend (kiln_add_trainer(... BACKEND cuda))
-// Not yet: QK-norm models (refused at compile time), the KV-cache decoder (generation runs on the CPU's decoder
+// Not yet: the KV-cache decoder (generation runs on the CPU's decoder
 // from the host copy of the parameters), cuDNN's attention (Kiln's own attention kernel runs instead), and CUDA
 // graphs (the step is a sequence of launches on one stream).
 #pragma once
@@ -160,8 +160,6 @@ class State {
 // Every constraint the CUDA kernels put on a model (cuda_names.hpp says each in a sentence), at compile time.
 template <DecoderModel M>
 constexpr bool supports() {
-  static_assert(!M::qk_norm, "the CUDA backend does not run QK-norm models yet (the strided per-head RMSNorm kernel "
-                             "is not written): train them on the CPU backend");
   static_assert(M::hidden % 8 == 0 && M::ffn % 8 == 0 && M::head_dim % 8 == 0,
                 "the CUDA kernels move 16 bytes at a time: hidden, ffn and head_dim must be multiples of 8");
   static_assert(M::head_dim <= 256, "the CUDA attention kernel supports head_dim up to 256");
@@ -229,8 +227,12 @@ class Executor {
     X* at(int k, const plan::Op& op) const {
       return reinterpret_cast<X*>(ex.arena_.template as<std::byte>() + P::data.bufs[size_t(op.use[k].buf)].offset);
     }
-    const S* w(const plan::Op& op) const { return params + Params::table.entries[size_t(op.param)].offset; }
-    float* gw(const plan::Op& op) const { return grads + Params::table.entries[size_t(op.param)].offset; }
+    const S* w(const plan::Op& op, int entry = 0) const {
+      return params + Params::table.entries[size_t(op.param + entry)].offset;
+    }
+    float* gw(const plan::Op& op, int entry = 0) const {
+      return grads + Params::table.entries[size_t(op.param + entry)].offset;
+    }
     int blocks(const plan::Op& op, int k) const { return int(P::data.bufs[size_t(op.use[k].buf)].dims[0]); }
 
     void operator()(const plan::Op& op) {
@@ -286,12 +288,42 @@ class Executor {
           else kc::swiglu_backward<S, F>(at(0, op), at(1, op), at(2, op), Rn, stream);
           return;
         case OpKind::lm_head_loss: lm_head_loss(op); return;
-        case OpKind::head_rmsnorm:
+        case OpKind::head_rmsnorm: head_rmsnorm(op, fwd, Rn); return;
         case OpKind::kv_append:
         case OpKind::attention_decode:
         case OpKind::lm_head_logits:
           KILN_FAIL("the CUDA executor was given a ", plan::op_kind_name(op.kind),
-                    " op, which it does not run (QK-norm and decoding are not on the CUDA backend yet)");
+                    " op, which it does not run (decoding is not on the CUDA backend yet)");
+      }
+    }
+
+    // QK-norm: each q head with q_norm, each k head with k_norm (over head_dim, rows QKV apart in the packed qkv);
+    // the v heads pass through. fwd [raw, qkv, rstd (NH + NKV, R)]; bwd [raw, rstd, dqkv, draw, partials].
+    void head_rmsnorm(const plan::Op& op, bool fwd, int Rn) {
+      namespace kc = kernels::cuda;
+      if constexpr (M::qk_norm) {
+        const float eps = float(M::eps);
+        if (fwd) {
+          S* raw = at(0, op);  // read only: no residual
+          S* qkv = at(1, op);
+          float* rstd = at<float>(2, op);
+          for (int h = 0; h < NH + NKV; ++h)
+            kc::rmsnorm_forward_strided<S, HD>(raw + h * HD, QKV, nullptr, w(op, h < NH ? 0 : 1), qkv + h * HD, QKV,
+                                               rstd + size_t(h) * Rn, Rn, eps, stream);
+          kc::copy_columns<S>(raw, qkv, Rn, QKV, Q + M::kv_dim, M::kv_dim, stream);
+        } else {
+          const S* raw = at(0, op);
+          const float* rstd = at<float>(1, op);
+          const S* dqkv = at(2, op);
+          S* draw = at(3, op);
+          float* partials = at<float>(4, op);
+          const int nb = blocks(op, 4) / 2;
+          for (int h = 0; h < NH + NKV; ++h)  // one partials buffer, head after head on the stream
+            kc::rmsnorm_backward_strided<S, HD>(raw + h * HD, QKV, w(op, h < NH ? 0 : 1), rstd + size_t(h) * Rn,
+                                                dqkv + h * HD, QKV, draw + h * HD, QKV, gw(op, h < NH ? 0 : 1),
+                                                partials, nb, Rn, false, stream);
+          kc::copy_columns<S>(dqkv, draw, Rn, QKV, Q + M::kv_dim, M::kv_dim, stream);
+        }
       }
     }
 

@@ -10,9 +10,6 @@ namespace kiln::backend::cuda {
 // Why the CUDA backend cannot run model M (nullptr: it can). backend/cuda.hpp turns each into a compile-time error.
 template <DecoderModel M>
 constexpr const char* unsupported() {
-  if (M::qk_norm)
-    return "the CUDA backend does not run QK-norm models yet (the strided per-head RMSNorm kernel is not written): "
-           "train them on the CPU backend";
   if (M::hidden % 8 || M::ffn % 8 || M::head_dim % 8)
     return "the CUDA kernels move 16 bytes at a time: hidden, ffn and head_dim must be multiples of 8";
   if (M::head_dim > 256) return "the CUDA attention kernel supports head_dim up to 256";
@@ -28,7 +25,8 @@ std::string kernel_name(const plan::Op& op) {
   switch (op.kind) {
     case OpKind::embedding: return fwd ? "embedding_forward<" + H + ">" : "embedding_backward<" + H + "> (rows by token)";
     case OpKind::rmsnorm: return (fwd ? "rmsnorm_forward<" : "rmsnorm_backward<") + H + "> + add_partials";
-    case OpKind::head_rmsnorm: return "(not on the CUDA backend)";
+    case OpKind::head_rmsnorm:
+      return (fwd ? "rmsnorm_forward_strided<" : "rmsnorm_backward_strided<") + HD + "> x heads + copy v";
     case OpKind::gemm: return fwd ? "cuBLASLt bf16 TN" : "cuBLASLt bf16 NN (dx) + NT fp32 += (dW)";
     case OpKind::rope: return (fwd ? "rope_forward<" : "rope_backward<") + std::to_string(M::heads + M::kv_heads) + "," + HD + ">";
     case OpKind::attention:

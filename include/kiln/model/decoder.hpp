@@ -49,7 +49,7 @@ struct Decoder {
                 "Decoder: hidden must be divisible by heads when head_dim is not given (head_dim = hidden / heads)");
   static_assert(!positional::any_rope || head_dim % 2 == 0,
                 "Decoder: RoPE needs an even head_dim (rotate_half pairs dimension i with i + head_dim / 2)");
-  static_assert(positional::interval == 0 || layers % positional::interval == 0,
+  static_assert(positional::interval == 0 || layers % (positional::interval ? positional::interval : 1) == 0,
                 "Decoder: the RNoPE interval must divide the layer count (so the NoPE layers fall evenly)");
   static_assert(z_loss >= 0, "Decoder: z_loss coefficient must be non-negative");
 };
