@@ -3,6 +3,8 @@
 //   gpu/gemm_bf16/<n>       cuBLAS bf16 x bf16 -> fp32-accumulate GEMM, n x n x n: the practical tensor-core rate
 //   gpu/<kernel>            each memory-bound kernel at SmolLM3-3B's shapes (d 2048, ffn 11008, vocab 128256,
 //                           B x T = 4 x 4096 rows): GB/s of the bytes it must move, and that as a fraction of gpu/copy
+//   gpu/attention_cudnn/... cuDNN's attention, causal, seq 4096, head_dim 128 (SmolLM3's 16 / 4 heads) and 64
+//                           (32 / 8): TFLOP/s forward (bwd:0) and backward (bwd:1)
 // Timing: CUDA events around each launch (manual time), after a warm-up; Google Benchmark repeats until stable.
 // Without a CUDA device it prints "skipped: no CUDA device" and exits 0. Run by bench/gpu_check.sh.
 #include <benchmark/benchmark.h>
@@ -20,6 +22,13 @@
 #include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
 #include "kiln/backend/cuda/runtime.hpp"
+#if defined(KILN_HAVE_CUDNN)
+#include <cmath>
+#include <cstddef>
+
+#include "kiln/backend/cuda/sdpa.hpp"
+#include "kiln/plan/program.hpp"
+#endif
 
 namespace {
 
@@ -183,6 +192,35 @@ void rope_fwd(benchmark::State& state) {
   });
 }
 BENCHMARK(rope_fwd)->Name("gpu/rope/forward")->UseManualTime()->Unit(benchmark::kMillisecond);
+
+#if defined(KILN_HAVE_CUDNN)
+// cuDNN's attention as the CUDA backend runs it (backend/cuda/sdpa.hpp): B rows of T tokens, one document per row,
+// causal; TFLOP/s of the causal products (forward 2 T^2 HD per head and row: QK^T and PV over the lower triangle;
+// backward 2.5 times that: dV, dP, dQ, dK, with S recomputed)
+template <int NH, int NKV, int HD>
+void attention_cudnn(benchmark::State& state) {
+  constexpr int B = 4, T = 4096, R = B * T, C = (NH + 2 * NKV) * HD;
+  const bool fwd = state.range(0) == 0;
+  Buf<bf16> qkv(size_t(R) * C), out(size_t(R) * NH * HD), dout(size_t(R) * NH * HD), dqkv(size_t(R) * C);
+  Buf<float> lse(size_t(R) * NH);
+  const size_t ws_bytes = kiln::plan::sdpa_workspace_bytes(NH, NKV, HD, R);
+  Buf<std::byte> ws(ws_bytes), meta(kiln::plan::sdpa_metadata_bytes(R));
+  kiln::backend::cuda::Sdpa sdpa({NH, NKV, HD, R, T, 1.f / std::sqrt(float(HD))}, ws.p, ws_bytes, meta.p);
+  std::vector<int32_t> ds(size_t(R), 0);
+  sdpa.set_batch(ds.data(), B, T, nullptr);
+  sdpa.forward(qkv.p, out.p, lse.p, nullptr);
+  timed(state, 0, [&] {
+    if (fwd) sdpa.forward(qkv.p, out.p, lse.p, nullptr);
+    else sdpa.backward(qkv.p, out.p, lse.p, dout.p, dqkv.p, nullptr);
+  });
+  const double flops = 2.0 * double(T) * T * HD * NH * B * (fwd ? 1.0 : 2.5);
+  state.counters["TFLOP/s"] = benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(attention_cudnn<16, 4, 128>)->Name("gpu/attention_cudnn/hd128")->ArgName("bwd")->Arg(0)->Arg(1)
+    ->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(attention_cudnn<32, 8, 64>)->Name("gpu/attention_cudnn/hd64")->ArgName("bwd")->Arg(0)->Arg(1)
+    ->UseManualTime()->Unit(benchmark::kMillisecond);
+#endif
 
 }  // namespace
 

@@ -3,4 +3,7 @@
 if(KILN_HAVE_CUDA)
   add_executable(bench_gpu bench_gpu.cu)
   target_link_libraries(bench_gpu PRIVATE kiln_cuda_headers CUDA::cublas benchmark::benchmark)
+  if(TARGET kiln_cudnn)  # gpu/attention_cudnn
+    target_link_libraries(bench_gpu PRIVATE kiln_cudnn)
+  endif()
 endif()

@@ -97,6 +97,10 @@ PY
   # the fixture's path compiled in is this checkout's: the carried copy is named instead
   KILN_TEST_FIXTURES=$d/fixtures "$d/test_cuda_backend_gpu" 2>&1 | tee "$out/test_cuda_backend_gpu.log"
   ((PIPESTATUS[0] == 0)) || status=1
+  echo "== test_cuda_backend_gpu with Kiln's attention kernel (KILN_ATTENTION=kiln) instead of cuDNN's"
+  KILN_ATTENTION=kiln KILN_TEST_FIXTURES=$d/fixtures "$d/test_cuda_backend_gpu" 2>&1 \
+    | tee "$out/test_cuda_backend_gpu_kiln_attention.log" | tail -3
+  ((PIPESTATUS[0] == 0)) || status=1
   if [[ -x $d/train_demo_cuda && -s $d/demo/cpu_heldout.txt ]]; then
     echo "== the demo on the GPU (train_demo_cuda, ${demo_steps} steps) against the CPU's held-out loss"
     (cd "$out" && "$d/train_demo_cuda" $(demo_args "$d/demo") --out "$out/demo-gpu") > "$out/demo-gpu.log" 2>&1

@@ -46,6 +46,9 @@ function(kiln_add_trainer name)
     add_executable(${name} ${cu} ${KILN_SOURCE_DIR}/tools/train_tools.cpp)
     target_compile_definitions(${name} PRIVATE KILN_BACKEND_CUDA)
     target_link_libraries(${name} PRIVATE kiln_cuda_headers CUDA::cublasLt)
+    if(TARGET kiln_cudnn)  # cuDNN's attention (cmake/KilnCudnn.cmake); without it Kiln's attention kernel runs
+      target_link_libraries(${name} PRIVATE kiln_cudnn)
+    endif()
     target_compile_options(${name} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wno-aggressive-loop-optimizations>)
   elseif(arg_BACKEND STREQUAL "simt")
     # the CUDA backend's code compiled by g++ over the SIMT layer: a CPU program, for testing the CUDA trainer
@@ -68,6 +71,9 @@ function(kiln_add_plan name)
     set_target_properties(${name} PROPERTIES EXCLUDE_FROM_ALL ON)
   endif()
   target_link_libraries(${name} PRIVATE kiln::kiln)
+  if(TARGET kiln_cudnn)  # --check-attention: cuDNN's validation of the phases' attention graphs
+    target_link_libraries(${name} PRIVATE kiln_cudnn)
+  endif()
   _kiln_recipe_defs(${name} ${arg_RECIPE})
 endfunction()
 

@@ -3,6 +3,9 @@
 if(KILN_HAVE_CUDA)
   add_executable(test_kernels_gpu gpu/test_kernels_gpu.cu)
   target_link_libraries(test_kernels_gpu PRIVATE kiln_cuda_headers)
+  if(TARGET kiln_cudnn)  # cuDNN's attention against the CPU reference
+    target_link_libraries(test_kernels_gpu PRIVATE kiln_cudnn)
+  endif()
   # nvcc's host pass runs g++ at -O3, where GCC 12 warns about the CPU reference's tail loop (kernels/adamw.hpp's
   # sum_squares) assuming a wrap-around it cannot reach; the g++ -O2 builds of the same code do not.
   target_compile_options(test_kernels_gpu PRIVATE -Xcompiler=-Wno-aggressive-loop-optimizations)
@@ -12,6 +15,9 @@ if(KILN_HAVE_CUDA)
   # The CUDA backend's step on the GPU against PyTorch's fixture (the same cases as test_cuda_backend_simt).
   add_executable(test_cuda_backend_gpu gpu/test_cuda_backend_gpu.cu)
   target_link_libraries(test_cuda_backend_gpu PRIVATE kiln_cuda_headers CUDA::cublasLt)
+  if(TARGET kiln_cudnn)
+    target_link_libraries(test_cuda_backend_gpu PRIVATE kiln_cudnn)
+  endif()
   target_include_directories(test_cuda_backend_gpu PRIVATE ${KILN_XXHASH_INCLUDE})
   target_compile_definitions(test_cuda_backend_gpu PRIVATE KILN_TEST_FIXTURES="${KILN_TEST_FIXTURES}")
   target_compile_options(test_cuda_backend_gpu PRIVATE -Xcompiler=-Wno-aggressive-loop-optimizations)
@@ -32,3 +38,12 @@ add_test(NAME plan.cuda_program COMMAND plan_demo --backend cuda)
 set_tests_properties(plan.cuda_program PROPERTIES LABELS cpu
                      PASS_REGULAR_EXPRESSION "cuBLASLt workspace +0 B +32.00 MiB.*storage bf16, compute f32.*cuBLASLt bf16 TN.*attention_forward<4,2,48>.*d.attention_delta"
                      FAIL_REGULAR_EXPRESSION "scores")
+
+# cuDNN's attention graphs validated for sm_90 without a GPU (cmake/KilnCudnn.cmake builds kiln_cudnn).
+if(TARGET kiln_cudnn)
+  kiln_add_test(test_sdpa_graphs test_sdpa_graphs.cpp)
+  target_link_libraries(test_sdpa_graphs PRIVATE kiln_cudnn)
+  add_test(NAME plan.check_attention COMMAND plan_demo --check-attention)
+  set_tests_properties(plan.check_attention PROPERTIES LABELS cpu
+                       PASS_REGULAR_EXPRESSION "forward and backward valid with 1, 8 and 2048 documents")
+endif()

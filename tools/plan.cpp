@@ -6,13 +6,67 @@
 //   plan_<recipe> --summary              `key value` lines, for comparing two recipes (tools/kiln plan a.hpp b.hpp)
 //   plan_<recipe> --hf-config <file>     does a Hugging Face config.json fit this recipe's model? Prints "match"
 //                                        (exit 0) or every mismatching field (exit 3); tools/kiln import uses it
+//   plan_<recipe> --check-attention [--sm 90]
+//                                        builds cuDNN's forward and backward attention graphs of every phase (1
+//                                        document, one per row, one per token) and runs cuDNN's validation for that
+//                                        GPU generation, which needs no GPU; exit 4 names the first it refuses
 #include KILN_RECIPE_HEADER
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <iostream>
 
 #include "kiln/io/hf_config.hpp"
 #include "kiln/recipe.hpp"
 #include "recipe_print.hpp"
+#if defined(KILN_HAVE_CUDNN)
+#include "kiln/backend/cuda/sdpa.hpp"
+#endif
+
+namespace {
+
+// --check-attention: every phase's graphs for sm_<sm>. Returns the exit status.
+int check_attention(int sm) {
+#if defined(KILN_HAVE_CUDNN)
+  using namespace kiln;
+  int status = 0;
+  std::cout << "cuDNN " << backend::cuda::sdpa_cudnn_version() << ", attention graphs validated for sm_" << sm << "\n";
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    auto phase = [&]<int P>() {
+      using M = phase_model<KILN_RECIPE, P>;
+      using S = phase_stage<KILN_RECIPE, P>;
+      const std::string_view name = phases_of<KILN_RECIPE>::names[P];
+      if (const char* why = backend::cuda::unsupported<M>()) {
+        std::cout << "  " << name << ": not on the CUDA backend (" << why << ")\n";
+        return;
+      }
+      const int B = S::micro_batch, T = S::seq_len;
+      const backend::cuda::SdpaShape shape{M::heads, M::kv_heads, M::head_dim, B * T, T,
+                                           1.0f / std::sqrt(float(M::head_dim))};
+      for (int n : {1, B, B * T}) {
+        if (status) return;
+        const std::string e = backend::cuda::sdpa_validate(shape, n, sm);
+        if (!e.empty()) {
+          std::cout << "  " << name << ": refused: " << e << "\n";
+          status = 4;
+        }
+      }
+      if (!status)
+        std::cout << "  " << name << " (" << B << " x " << T << ", " << M::heads << " / " << M::kv_heads
+                  << " heads of " << M::head_dim << "): forward and backward valid with 1, " << B << " and "
+                  << B * T << " documents\n";
+    };
+    (phase.template operator()<I>(), ...);
+  }(std::make_integer_sequence<int, phases_of<KILN_RECIPE>::count>{});
+  return status;
+#else
+  (void)sm;
+  std::cerr << "kiln plan: --check-attention needs cuDNN's attention, which this build does not have "
+               "(cmake/KilnCudnn.cmake says why at configure time)\n";
+  return 1;
+#endif
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   static_assert(kiln::RecipeType<KILN_RECIPE>, "a recipe needs `model` (a Decoder), `stage` and `defaults()`");
@@ -26,8 +80,14 @@ int main(int argc, char** argv) {
   app.add_option("--backend", backend, "whose op program to print: cpu or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_option("--hf-config", hf_config, "check a Hugging Face config.json against this recipe's model");
+  bool check = false;
+  int sm = 90;
+  app.add_flag("--check-attention", check, "validate cuDNN's attention graphs of every phase (no GPU needed)");
+  app.add_option("--sm", sm, "the GPU generation --check-attention validates for (90: H100 / H200)")
+      ->check(CLI::Range(80, 130))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
+    if (check) return check_attention(sm);
     if (!hf_config.empty()) {
       const auto diffs = kiln::io::mismatches<KILN_RECIPE::model>(kiln::io::read_hf_config(hf_config));
       if (diffs.empty()) {

@@ -16,13 +16,18 @@
 // what CPU CI trains with (tests/test_cuda_backend_simt.cpp), so the backend's wiring is tested without a GPU.
 //
 //   backend::Cuda                 the two, as a trainer names a backend (kiln_add_trainer(... BACKEND cuda))
-// Not yet: the KV-cache decoder (generation runs on the CPU's decoder
-// from the host copy of the parameters), cuDNN's attention (Kiln's own attention kernel runs instead), and CUDA
-// graphs (the step is a sequence of launches on one stream).
+// Attention: with bf16 storage in an nvcc build with cuDNN (KILN_HAVE_CUDNN), cuDNN's SDPA (backend/cuda/sdpa.hpp,
+// each document of the packed batch one sequence of a ragged layout); KILN_ATTENTION=kiln, fp32 storage and the
+// SIMT build run Kiln's own kernel (kernels/attention.cuh). Both write the same buffers.
+// Not yet: the KV-cache decoder (generation runs on the CPU's decoder from the host copy of the parameters), and
+// CUDA graphs (the step is a sequence of launches on one stream).
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -40,11 +45,29 @@
 #include "kiln/backend/init.hpp"
 #include "kiln/backend/cuda/gemm.hpp"
 #include "kiln/backend/cuda/runtime.hpp"
+#include "kiln/backend/cuda/sdpa.hpp"
 #include "kiln/core/bf16.hpp"
 #include "kiln/core/error.hpp"
 #include "kiln/plan/program.hpp"
 
+#if defined(__CUDACC__) && defined(KILN_HAVE_CUDNN)
+#define KILN_CUDA_SDPA 1  // this translation unit can run cuDNN's attention (src/cuda/sdpa.cpp is linked)
+#endif
+
 namespace kiln::backend::cuda {
+
+// Which attention the executor runs: cuDNN's where it can (see above), unless KILN_ATTENTION=kiln.
+inline bool attention_uses_cudnn() {
+#if defined(KILN_CUDA_SDPA)
+  const char* e = std::getenv("KILN_ATTENTION");
+  const std::string v = e ? e : "";
+  KILN_CHECK(v.empty() || v == "cudnn" || v == "kiln", "KILN_ATTENTION=", v,
+             ": expected cudnn (cuDNN's SDPA, the default) or kiln (Kiln's own attention kernel)");
+  return v != "kiln";
+#else
+  return false;
+#endif
+}
 
 template <class Prec>
 using storage_t = std::conditional_t<Prec::storage == plan::DType::bf16, bf16, float>;
@@ -181,6 +204,7 @@ class Executor {
   using Train = plan::TrainProgram<M, B, T, Prec>;
   using Eval = plan::EvalProgram<M, B, T, Prec>;
   using Params = plan::ParamPlan<M>;
+  using Mem = plan::MemoryPlan<M, B, T, Prec>;
   static constexpr int R = B * T, H = M::hidden, F = M::ffn, V = M::vocab, NH = M::heads, NKV = M::kv_heads,
                        HD = M::head_dim, Q = M::q_dim, QKV = M::qkv_dim;
   static constexpr size_t arena_bytes = Train::arena_bytes > Eval::arena_bytes ? Train::arena_bytes : Eval::arena_bytes;
@@ -197,6 +221,23 @@ class Executor {
       to_device(rope_sin_.as(), t.sin.data(), rope_sin_.bytes(), nullptr);
       synchronize(nullptr);
     }
+    if constexpr (Mem::sdpa) {
+      sdpa_workspace_ = DeviceBytes(Mem::attention_workspace, "cuDNN attention's workspace");
+      sdpa_metadata_ = DeviceBytes(Mem::attention_metadata, "the attention's document lengths and offsets");
+#if defined(KILN_CUDA_SDPA)
+      if (attention_uses_cudnn())
+        sdpa_ = std::make_unique<Sdpa>(SdpaShape{NH, NKV, HD, R, T, 1.0f / std::sqrt(float(HD))},
+                                       sdpa_workspace_.as(), sdpa_workspace_.bytes(), sdpa_metadata_.as());
+#endif
+    }
+  }
+  // Whether attention runs on cuDNN (else Kiln's kernel).
+  bool cudnn_attention() const {
+#if defined(KILN_CUDA_SDPA)
+    return sdpa_ != nullptr;
+#else
+    return false;
+#endif
   }
 
   // Forward and backward of one micro-batch; gradients ADDED to the state's, scaled by grad_scale. Returns the
@@ -275,6 +316,13 @@ class Executor {
                                                ex.rope_sin_.template as<float>(), stream);
           return;
         case OpKind::attention:
+#if defined(KILN_CUDA_SDPA)
+          if (ex.sdpa_) {
+            if (fwd) ex.sdpa_->forward(at(0, op), at(2, op), at<float>(3, op), stream);
+            else ex.sdpa_->backward(at(0, op), at(2, op), at<float>(3, op), at(4, op), at(5, op), stream);
+            return;
+          }
+#endif
           if (fwd)
             kc::attention_forward<S, NH, NKV, HD>(at(0, op), at<int32_t>(1, op), at(2, op), at<float>(3, op), B, T,
                                                   scale, stream);
@@ -362,6 +410,9 @@ class Executor {
     copy_in(P::data.targets, b.targets, R);
     copy_in(P::data.positions, b.positions, R);
     copy_in(P::data.doc_start, b.doc_start, R);
+#if defined(KILN_CUDA_SDPA)
+    if (sdpa_) sdpa_->set_batch(b.doc_start, B, T, nullptr);  // the documents as cuDNN's slots
+#endif
     if constexpr (P::mode == plan::Mode::train) {
       // the rows grouped by token for the embedding's backward, built here where the batch enters
       const auto g = kernels::cuda::EmbeddingGrad::build(b.tokens, R, seen_);
@@ -382,8 +433,11 @@ class Executor {
     return loss;
   }
 
-  DeviceBytes arena_, workspace_, small_, rope_cos_, rope_sin_;
+  DeviceBytes arena_, workspace_, small_, rope_cos_, rope_sin_, sdpa_workspace_, sdpa_metadata_;
   Gemm gemm_;
+#if defined(KILN_CUDA_SDPA)
+  std::unique_ptr<Sdpa> sdpa_;
+#endif
   std::vector<int32_t> seen_, grouped_;  // EmbeddingGrad's counters (V, zero between batches) and its upload
   int distinct_ = 0;
   std::vector<float> loss_, logp_;

@@ -30,7 +30,8 @@ std::string kernel_name(const plan::Op& op) {
     case OpKind::gemm: return fwd ? "cuBLASLt bf16 TN" : "cuBLASLt bf16 NN (dx) + NT fp32 += (dW)";
     case OpKind::rope: return (fwd ? "rope_forward<" : "rope_backward<") + std::to_string(M::heads + M::kv_heads) + "," + HD + ">";
     case OpKind::attention:
-      return fwd ? "attention_forward<" + heads + "> (Kiln's)" : "attention delta + dq + dkv<" + heads + "> (Kiln's)";
+      return fwd ? "cuDNN SDPA ragged | attention_forward<" + heads + "> (Kiln's)"
+                 : "cuDNN SDPA backward ragged | attention delta + dq + dkv<" + heads + "> (Kiln's)";
     case OpKind::add: return "add (16-byte grid-stride)";
     case OpKind::swiglu: return (fwd ? "swiglu_forward<" : "swiglu_backward<") + std::to_string(M::ffn) + ">";
     case OpKind::lm_head_loss:

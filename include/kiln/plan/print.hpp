@@ -170,6 +170,8 @@ void print_model(std::ostream& os, const std::function<bool(const std::string&)>
   row("RoPE cos / sin tables", Cpu::rope_tables, Gpu::rope_tables);
   row("cuBLASLt workspace", Cpu::gemm_workspace, Gpu::gemm_workspace);
   row("decay ranges, AdamW constants, scalars", Cpu::device_small, Gpu::device_small);
+  row("cuDNN attention workspace (reserved)", Cpu::attention_workspace, Gpu::attention_workspace);
+  row("attention documents: lengths, offsets", Cpu::attention_metadata, Gpu::attention_metadata);
   row("total", Cpu::total, Gpu::total);
 }
 

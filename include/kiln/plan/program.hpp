@@ -152,6 +152,21 @@ inline constexpr size_t kArenaAlign = 256;
 // cuBLASLt's workspace on the CUDA backend (NVIDIA recommends 32 MiB on Hopper).
 inline constexpr size_t kGemmWorkspace = size_t(32) << 20;
 
+// cuDNN's attention (backend/cuda/sdpa.hpp): the workspace block the CUDA backend reserves for it, the backward's
+// fp32 dQ accumulator (laid out like dQ inside qkv, over all R tokens) and its fp32 dO . O sums (R, heads), as the
+// frontend sizes them for a ragged layout, plus kSdpaEngineWorkspace for the engine's own request (sm_90's SDPA
+// engines ask none or a few KiB); the documents' metadata: per-document lengths (int32) and three ragged offset
+// arrays (int64), R + 1 each at most.
+inline constexpr size_t kSdpaEngineWorkspace = size_t(16) << 20;
+constexpr size_t sdpa_workspace_bytes(int heads, int kv_heads, int head_dim, int rows) {
+  const size_t qkv = size_t(heads + 2 * kv_heads) * size_t(head_dim);
+  return size_t(rows) * qkv * 4 + size_t(rows) * size_t(heads) * 4 + kSdpaEngineWorkspace;
+}
+constexpr size_t sdpa_metadata_bytes(int rows) {
+  const size_t n = size_t(rows) + 1;
+  return (3 * n * 8 + n * 4 + 255) / 256 * 256;
+}
+
 template <DecoderModel M, int B_, int T_, class Prec, Mode Mode_>
 struct Program {
   static_assert(B_ > 0 && T_ > 0, "Program: micro-batch and sequence length must be positive");
@@ -591,8 +606,14 @@ struct MemoryPlan {
   static constexpr bool cuda = Prec::kernels == Kernels::cuda;
   static constexpr size_t gemm_workspace = cuda ? kGemmWorkspace : 0;
   static constexpr size_t device_small = cuda ? (2 * size_t(P::count) + 1) * sizeof(DecayRange) + 2 * 256 : 0;
-  static constexpr size_t total =
-      params + master + grads + adam + arena + norm_partials + rope_tables + gemm_workspace + device_small;
+  // cuDNN's attention (bf16 storage only; backend/cuda/sdpa.hpp): the block its workspace lives in, and the
+  // documents' lengths and ragged offsets. Reserved whichever attention runs, so the total does not depend on it.
+  static constexpr bool sdpa = cuda && Prec::storage == DType::bf16;
+  static constexpr size_t attention_workspace =
+      sdpa ? sdpa_workspace_bytes(M::heads, M::kv_heads, M::head_dim, B * T) : 0;
+  static constexpr size_t attention_metadata = sdpa ? sdpa_metadata_bytes(B * T) : 0;
+  static constexpr size_t total = params + master + grads + adam + arena + norm_partials + rope_tables +
+                                  gemm_workspace + device_small + attention_workspace + attention_metadata;
 };
 
 }  // namespace kiln::plan
