@@ -2,9 +2,10 @@
 # bench/gpu_check.sh: the one GPU check: Kiln's GPU tests and CUDA benchmarks on an H100 / H200, one table out.
 #
 #   bench/gpu_check.sh prepare      here (nvcc, no GPU needed): builds the GPU programs into build-gpu/carry/
-#                                   (test_kernels_gpu, test_cuda_backend_gpu, bench_gpu, train_demo_cuda, the
-#                                   PyTorch fixture, the demo's text, and the Debian libraries they need that a bare
-#                                   GPU machine lacks: Google Benchmark). Prints what travels and its size.
+#                                   (test_kernels_gpu, test_cuda_backend_gpu, bench_gpu, train_demo_cuda,
+#                                   kiln_fryer, the PyTorch fixture, the demo's text, and the Debian libraries
+#                                   they need that a bare GPU machine lacks: Google Benchmark). Prints what
+#                                   travels and its size. cuDNN comes from the GPU machine (0.5 GB).
 #   bench/gpu_check.sh run [DIR]    on the GPU machine (no network, no Debian packages; CUDA 13 and PyTorch's CUDA
 #                                   libraries): runs the GPU tests, compute-sanitizer memcheck on them, the
 #                                   benchmarks, and prints one table. DIR defaults to build-gpu/carry.
@@ -26,11 +27,12 @@ prepare() {
   local b=$here/build-gpu
   cmake -S "$here" -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_TESTS=ON -DKILN_BENCH=ON \
     >"$b.configure.log" 2>&1 || { cat "$b.configure.log"; echo "gpu_check: configure failed" >&2; exit 1; }
-  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu bench_gpu train_demo train_demo_cuda \
+  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu bench_gpu train_demo train_demo_cuda kiln_fryer \
     || { echo "gpu_check: build failed" >&2; exit 1; }
   rm -rf "$b/carry" && mkdir -p "$b/carry/lib" "$b/carry/fixtures" "$b/carry/demo"
-  cp "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" "$b/bench/bench_gpu" "$b/train_demo_cuda" "$b/carry/"
-  strip "$b/carry/"*_gpu "$b/carry/bench_gpu" "$b/carry/train_demo_cuda"
+  cp "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" "$b/bench/bench_gpu" "$b/train_demo_cuda" \
+    "$b/kiln_fryer" "$b/carry/"
+  strip "$b/carry/"*_gpu "$b/carry/bench_gpu" "$b/carry/train_demo_cuda" "$b/carry/kiln_fryer"
   cp "$here/tests/fixtures/tiny_rnope.safetensors" "$b/carry/fixtures/"
   # The demo's data (the GPU machine has no fortunes package; each run trains the recipe's BPE on it, which is
   # deterministic), and the CPU trainer's held-out loss after the same steps: the GPU run must reach it within 2%.
@@ -123,6 +125,10 @@ PY
       fi
     fi
   fi
+  echo "== kiln_fryer (20 s: bf16 GEMM, then HBM copies)"
+  "$d/kiln_fryer" --seconds 20 2>&1 | tee "$out/fryer.log" | tail -8
+  local f=${PIPESTATUS[0]}
+  if grep -q "no CUDA device" "$out/fryer.log"; then echo "skipped: no CUDA device"; elif ((f != 0)); then status=1; fi
   echo "== bench_gpu"
   "$d/bench_gpu" --benchmark_min_time=0.2 --benchmark_out="$out/bench_gpu.json" --benchmark_out_format=json \
     2>&1 | tee "$out/bench_gpu.log"

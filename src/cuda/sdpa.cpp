@@ -6,6 +6,7 @@
 #include <cudnn.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cudnn_frontend.h>
 #include <unordered_map>
 #include <utility>
@@ -75,18 +76,24 @@ void as_qkv(const Tensor& t, const SdpaShape& s, int n, Uid uid, int heads) {
   t->set_uid(uid).set_dim({n, heads, T, HD}).set_stride({T * QKV, HD, QKV, 1});
 }
 
+// Graphs of one direction share a kernel cache (cuDNN 9.4 on): a graph for a new document count reuses the kernel
+// the first one compiled, so a batch with a new count costs a plan finalisation, not a kernel build.
+using Cache = std::shared_ptr<fe::KernelCache>;
+bool dynamic_shapes() { return cudnnGetVersion() >= 90400; }
+
 // sm_version 0: the current device's; otherwise set before any node is added (each node copies the graph's context)
-std::shared_ptr<fe::graph::Graph> new_graph(int sm_version) {
+std::shared_ptr<fe::graph::Graph> new_graph(int sm_version, const Cache& cache) {
   auto g = std::make_shared<fe::graph::Graph>();
   if (sm_version > 0) g->set_sm_version(sm_version);
+  if (cache) g->set_dynamic_shape_enabled(true).set_kernel_cache(cache);
   g->set_io_data_type(fe::DataType_t::BFLOAT16)
       .set_intermediate_data_type(fe::DataType_t::FLOAT)
       .set_compute_data_type(fe::DataType_t::FLOAT);
   return g;
 }
 
-std::shared_ptr<fe::graph::Graph> forward_graph(const SdpaShape& s, int n, int sm_version = 0) {
-  auto g = new_graph(sm_version);
+std::shared_ptr<fe::graph::Graph> forward_graph(const SdpaShape& s, int n, const Cache& cache, int sm_version = 0) {
+  auto g = new_graph(sm_version, cache);
   Common c = common(*g, s, n);
   auto opts = fe::graph::SDPA_attributes()
                   .set_name("kiln_attention")
@@ -107,8 +114,8 @@ std::shared_ptr<fe::graph::Graph> forward_graph(const SdpaShape& s, int n, int s
   return g;
 }
 
-std::shared_ptr<fe::graph::Graph> backward_graph(const SdpaShape& s, int n, int sm_version = 0) {
-  auto g = new_graph(sm_version);
+std::shared_ptr<fe::graph::Graph> backward_graph(const SdpaShape& s, int n, const Cache& cache, int sm_version = 0) {
+  auto g = new_graph(sm_version, cache);
   Common c = common(*g, s, n);
   Tensor o = g->tensor(fe::graph::Tensor_attributes().set_name("O"));
   as_o(o, s, n, kO, c.off_o);
@@ -161,7 +168,8 @@ std::string sdpa_validate(const SdpaShape& shape, int slots, int sm_version) {
   check_shape(shape);
   KILN_CHECK(slots >= 1 && slots <= shape.rows, "sdpa_validate: ", slots, " slots for ", shape.rows, " tokens");
   for (bool fwd : {true, false}) {
-    auto g = fwd ? forward_graph(shape, slots, sm_version) : backward_graph(shape, slots, sm_version);
+    const Cache cache = dynamic_shapes() ? std::make_shared<fe::KernelCache>() : nullptr;
+    auto g = fwd ? forward_graph(shape, slots, cache, sm_version) : backward_graph(shape, slots, cache, sm_version);
     fe::error_t e = g->validate();
     if (e.is_bad())
       return std::string(fwd ? "forward" : "backward") + " graph of the " + describe(shape, slots) + " for sm_" +
@@ -181,14 +189,27 @@ struct Sdpa::Impl {
     std::shared_ptr<fe::graph::Graph> fwd, bwd;
   };
   std::unordered_map<int, Graphs> graphs;
+  // null: static graphs (a cuDNN before 9.4, or one that refused a dynamic-shape graph of this attention)
+  Cache fwd_cache, bwd_cache;
   Graphs* current = nullptr;
   int n = 0;
   size_t largest = 0;
   std::vector<int32_t> len;
   std::vector<int64_t> start, off;
 
-  std::shared_ptr<fe::graph::Graph> build(std::shared_ptr<fe::graph::Graph> g, bool fwd, int slots) {
+  std::shared_ptr<fe::graph::Graph> build(bool fwd, int slots) {
+    Cache& cache = fwd ? fwd_cache : bwd_cache;
+    auto make = [&] { return fwd ? forward_graph(shape, slots, cache) : backward_graph(shape, slots, cache); };
+    std::shared_ptr<fe::graph::Graph> g = make();
     fe::error_t e = g->build(handle, {fe::HeurMode_t::A});
+    if (e.is_bad() && cache) {  // a static graph per document count instead: slower to build, the same kernels
+      std::fprintf(stderr, "kiln: cuDNN %s refused the dynamic-shape %s attention graph (%s); building one graph "
+                   "per document count instead\n", sdpa_cudnn_version().c_str(), fwd ? "forward" : "backward",
+                   e.get_message().c_str());
+      cache = nullptr;
+      g = make();
+      e = g->build(handle, {fe::HeurMode_t::A});
+    }
     KILN_CHECK(e.is_good(), "cuDNN ", sdpa_cudnn_version(), " cannot run the ", fwd ? "forward" : "backward",
                " graph of the ", describe(shape, slots), ": ", e.get_message(),
                " (KILN_ATTENTION=kiln runs Kiln's own attention kernel instead)");
@@ -225,6 +246,10 @@ Sdpa::Sdpa(const SdpaShape& shape, void* workspace, size_t workspace_bytes, void
   m.len.resize(n1);
   m.start.resize(n1);
   m.off.resize(3 * n1);
+  if (dynamic_shapes()) {
+    m.fwd_cache = std::make_shared<fe::KernelCache>();
+    m.bwd_cache = std::make_shared<fe::KernelCache>();
+  }
   cudnn_ok(cudnnCreate(&m.handle), "create a cuDNN handle (needs a CUDA device)");
 }
 
@@ -260,8 +285,8 @@ void Sdpa::set_batch(const int32_t* doc_start, int B, int T, void* stream) {
   auto it = m.graphs.find(n);
   if (it == m.graphs.end()) {
     Impl::Graphs g;
-    g.fwd = m.build(forward_graph(m.shape, n), true, n);
-    g.bwd = m.build(backward_graph(m.shape, n), false, n);
+    g.fwd = m.build(true, n);
+    g.bwd = m.build(false, n);
     it = m.graphs.emplace(n, std::move(g)).first;
   }
   m.current = &it->second;

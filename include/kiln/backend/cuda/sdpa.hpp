@@ -14,7 +14,8 @@
 //   masks     causal from the top left of each slot (a document starts at its own position 0), padding by the
 //             per-slot lengths, the scale 1 / sqrt(head_dim)
 // A slot's length is at least 1 and no slot is empty: a graph is built (and kept) per distinct n, so the cuDNN 9.19
-// bug on zero-length ragged slots (NaN rows, fixed in 9.25) is never reached. CUDA graphs (one launch sequence per
+// bug on zero-length ragged slots (NaN rows, fixed in 9.25) is never reached. The graphs of one direction share a
+// kernel cache with dynamic shapes (cuDNN 9.4 on), so a new n costs a plan finalisation, not a kernel build. CUDA graphs (one launch sequence per
 // phase) will need a fixed n per phase, and with it dummy slots of length one over scratch rows: not done yet.
 //
 // Device memory: cuDNN's workspace (its fp32 dQ accumulator and the backward's dO . O sums, ragged over R tokens,
