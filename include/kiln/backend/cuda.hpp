@@ -294,7 +294,8 @@ class Executor {
           return;
         case OpKind::rmsnorm:
           if (fwd)
-            kc::rmsnorm_forward<S, H>(at(0, op), nullptr, w(op), at(1, op), at<float>(2, op), Rn, eps, stream);
+            kc::rmsnorm_forward<S, H>(at(0, op), op.n_use > 3 ? at(3, op) : nullptr, w(op), at(1, op),
+                                      at<float>(2, op), Rn, eps, stream);  // the residual add fused
           else
             kc::rmsnorm_backward<S, H>(at(0, op), w(op), at<float>(1, op), at(2, op), at(3, op), gw(op),
                                        at<float>(4, op), blocks(op, 4), Rn, op.accumulate_dx, stream);

@@ -24,7 +24,9 @@ std::string kernel_name(const plan::Op& op) {
   const std::string heads = std::to_string(M::heads) + "," + std::to_string(M::kv_heads) + "," + HD;
   switch (op.kind) {
     case OpKind::embedding: return fwd ? "embedding_forward<" + H + ">" : "embedding_backward<" + H + "> (rows by token)";
-    case OpKind::rmsnorm: return (fwd ? "rmsnorm_forward<" : "rmsnorm_backward<") + H + "> + add_partials";
+    case OpKind::rmsnorm:
+      if (!fwd) return "rmsnorm_backward<" + H + "> + add_partials";
+      return op.n_use > 3 ? "rmsnorm_forward<" + H + "> (residual add fused)" : "rmsnorm_forward<" + H + ">";
     case OpKind::head_rmsnorm:
       return (fwd ? "rmsnorm_forward_strided<" : "rmsnorm_backward_strided<") + HD + "> x heads + copy v";
     case OpKind::gemm: return fwd ? "cuBLASLt bf16 TN" : "cuBLASLt bf16 NN (dx) + NT fp32 += (dW)";

@@ -113,13 +113,14 @@ struct Use {
 
 // Which operand is which is fixed per (kind, pass): the list below is what the builder emits and backends read.
 //   embedding fwd  [tokens, x]                 bwd [tokens, dx]                        (param: embedding)
-//   rmsnorm fwd    [x, y, rstd]                bwd [x, rstd, dy, dx, dw_scratch]         (param: the norm)
+//   rmsnorm fwd    [x, y, rstd, (cuda) residual]  bwd [x, rstd, dy, dx, dw_scratch]      (param: the norm)
+//                  (cuda) with the residual: x += residual first, in place (the residual add fused; no add op)
 //   head_rmsnorm   fwd [raw, qkv, rstd]        bwd [raw, rstd, dqkv, draw, dw_scratch]   (param: q_norm, k_norm)
 //   gemm fwd       [x, y]                      bwd [x, dy, dx]                          (param: the matrix)
 //   rope fwd       [positions, qkv]            bwd [positions, dqkv]
 //   attention fwd  [qkv, doc_start, out, lse, (cpu) scores]   bwd [qkv, doc_start, out, lse, dout, dqkv, scratch]
 //                  scratch: (cpu) the score tiles (B NKV, 2 block, T); (cuda) D = dO . out (B, NH, T)
-//   add            [x, y]  (y += x)
+//   add            [x, y]  (y += x; the CPU kernels' only: the CUDA ones fuse it into the next rmsnorm)
 //   swiglu fwd     [gu, act]                   bwd [gu, dact, dgu]
 //   lm_head_loss   [xn, targets, token_loss, token_logp, logits_chunk, (train) dxn, (train, cuda) dlogits_chunk]
 //   embedding bwd (cuda) [tokens, dx, batch.embedding_grad]   (the rows grouped by token, built where the batch enters)
@@ -305,6 +306,20 @@ struct Program {
 
     // ---- forward ----
     std::array<LayerBufs, M::layers> lb{};
+    // The CUDA kernels fuse each residual add into the RMSNorm after it (x += residual, then normalise x): the add
+    // op is not emitted, and the norm reads the residual as a fourth operand and updates x in place.
+    int residual = -1;
+    auto norm = [&](int l, int xin, int y, int rstd, int param) {
+      auto e = b.op(OpKind::rmsnorm, Pass::forward, l);
+      if (residual >= 0) e.acc(xin).w(y).w(rstd).r(residual);
+      else e.r(xin).w(y).w(rstd);
+      e.param(param, 1, false).dims(R, H);
+      residual = -1;
+    };
+    auto add = [&](int from, int into, int l) {
+      if constexpr (cuda) residual = from;
+      else b.op(OpKind::add, Pass::forward, l).r(from).acc(into).dims(R, H);
+    };
     int x = b.act(0, "x_in", R, H);
     b.op(OpKind::embedding, Pass::forward, -1).r(b.d.tokens).w(x).param(tab.embedding, 1, false).dims(R, H);
     for (int l = 0; l < M::layers; ++l) {
@@ -313,7 +328,7 @@ struct Program {
       L.x_in = x;
       L.xn1 = b.act(l, "xn1", R, H);
       L.rstd1 = b.stat(l, "rstd1", R);
-      b.op(OpKind::rmsnorm, Pass::forward, l).r(x).w(L.xn1).w(L.rstd1).param(o.input_norm, 1, false).dims(R, H);
+      norm(l, x, L.xn1, L.rstd1, o.input_norm);
       L.qkv = b.act(l, "qkv", R, QKV);
       if constexpr (M::qk_norm) {
         L.qkv_raw = b.act(l, "qkv_raw", R, QKV);
@@ -342,10 +357,10 @@ struct Program {
       }
       L.x_mid = b.act(l, "x_mid", R, H);
       b.op(OpKind::gemm, Pass::forward, l).r(L.att).w(L.x_mid).param(o.o, 1, false).dims(R, Q, H).flops(2.0 * R * Q * H);
-      b.op(OpKind::add, Pass::forward, l).r(x).acc(L.x_mid).dims(R, H);
+      add(x, L.x_mid, l);
       L.xn2 = b.act(l, "xn2", R, H);
       L.rstd2 = b.stat(l, "rstd2", R);
-      b.op(OpKind::rmsnorm, Pass::forward, l).r(L.x_mid).w(L.xn2).w(L.rstd2).param(o.post_norm, 1, false).dims(R, H);
+      norm(l, L.x_mid, L.xn2, L.rstd2, o.post_norm);
       L.gu = b.act(l, "gate_up", R, 2 * F);
       b.op(OpKind::gemm, Pass::forward, l).r(L.xn2).w(L.gu).param(o.gate_up, 2, false).dims(R, H, 2 * F)
           .flops(2.0 * R * H * 2 * F);
@@ -353,14 +368,14 @@ struct Program {
       b.op(OpKind::swiglu, Pass::forward, l).r(L.gu).w(L.act).dims(R, F);
       const int next = b.act(l + 1 < M::layers ? l + 1 : -1, l + 1 < M::layers ? "x_in" : "x_out", R, H);
       b.op(OpKind::gemm, Pass::forward, l).r(L.act).w(next).param(o.down, 1, false).dims(R, F, H).flops(2.0 * R * F * H);
-      b.op(OpKind::add, Pass::forward, l).r(L.x_mid).acc(next).dims(R, H);
+      add(L.x_mid, next, l);
       x = next;
     }
 
     // ---- the loss (or, decoding, the logits) ----
     const int xn_f = b.act(-1, "xn_final", R, H);
     const int rstd_f = b.stat(-1, "rstd_final", R);
-    b.op(OpKind::rmsnorm, Pass::forward, -1).r(x).w(xn_f).w(rstd_f).param(tab.final_norm, 1, false).dims(R, H);
+    norm(-1, x, xn_f, rstd_f, tab.final_norm);
     if constexpr (dec) {
       b.d.logits = b.buffer(Builder::lname(-1, "logits"), DType::f32, Space::activation, -1, 1, V);
       b.op(OpKind::lm_head_logits, Pass::forward, -1).r(xn_f).w(b.d.logits).param(tab.lm_head, 1, false).dims(1, H, V)
