@@ -7,3 +7,13 @@ if(KILN_HAVE_CUDA)
     target_link_libraries(bench_gpu PRIVATE kiln_cudnn)
   endif()
 endif()
+
+# bench_gpu_step (nvcc): whole training steps of recipes/ablation_1b.hpp and recipes/smollm3_3b.hpp on one GPU.
+if(KILN_HAVE_CUDA)
+  add_executable(bench_gpu_step bench_gpu_step.cu)
+  target_link_libraries(bench_gpu_step PRIVATE kiln_cuda_headers CUDA::cublasLt benchmark::benchmark)
+  target_compile_options(bench_gpu_step PRIVATE -Xcompiler=-Wno-aggressive-loop-optimizations)
+  if(TARGET kiln_cudnn)
+    target_link_libraries(bench_gpu_step PRIVATE kiln_cudnn)
+  endif()
+endif()

@@ -27,12 +27,12 @@ prepare() {
   local b=$here/build-gpu
   cmake -S "$here" -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_TESTS=ON -DKILN_BENCH=ON \
     >"$b.configure.log" 2>&1 || { cat "$b.configure.log"; echo "gpu_check: configure failed" >&2; exit 1; }
-  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu bench_gpu train_demo train_demo_cuda kiln_fryer \
+  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu bench_gpu bench_gpu_step train_demo train_demo_cuda kiln_fryer \
     || { echo "gpu_check: build failed" >&2; exit 1; }
   rm -rf "$b/carry" && mkdir -p "$b/carry/lib" "$b/carry/fixtures" "$b/carry/demo"
-  cp "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" "$b/bench/bench_gpu" "$b/train_demo_cuda" \
-    "$b/kiln_fryer" "$b/carry/"
-  strip "$b/carry/"*_gpu "$b/carry/bench_gpu" "$b/carry/train_demo_cuda" "$b/carry/kiln_fryer"
+  cp "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" "$b/bench/bench_gpu" "$b/bench/bench_gpu_step" \
+    "$b/train_demo_cuda" "$b/kiln_fryer" "$b/carry/"
+  strip "$b/carry/"*_gpu "$b/carry/bench_gpu" "$b/carry/bench_gpu_step" "$b/carry/train_demo_cuda" "$b/carry/kiln_fryer"
   cp "$here/tests/fixtures/tiny_rnope.safetensors" "$b/carry/fixtures/"
   # The demo's data (the GPU machine has no fortunes package; each run trains the recipe's BPE on it, which is
   # deterministic), and the CPU trainer's held-out loss after the same steps: the GPU run must reach it within 2%.
@@ -44,8 +44,8 @@ prepare() {
   echo "gpu_check: CPU held-out loss $(cat "$b/carry/demo/cpu_heldout.txt")"
   cp "$here/bench/gpu_check.sh" "$b/carry/"
   # Debian libraries the GPU machine does not have (CUDA's own come from the machine: cuBLAS is 0.6 GB)
-  for lib in $(ldd "$b/bench/bench_gpu" "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" \
-                   "$b/train_demo_cuda" | awk '/=> \// {print $3}' | sort -u); do
+  for lib in $(ldd "$b/bench/bench_gpu" "$b/bench/bench_gpu_step" "$b/tests/test_kernels_gpu" \
+                   "$b/tests/test_cuda_backend_gpu" "$b/train_demo_cuda" | awk '/=> \// {print $3}' | sort -u); do
     case $lib in
       */libbenchmark* | */libopenblas* | */libgfortran* | */libquadmath* | */libpcre2* | */libxxhash* | */libgomp*)
         cp -L "$lib" "$b/carry/lib/" ;;
@@ -133,18 +133,26 @@ PY
   "$d/bench_gpu" --benchmark_min_time=0.2 --benchmark_out="$out/bench_gpu.json" --benchmark_out_format=json \
     2>&1 | tee "$out/bench_gpu.log"
   ((PIPESTATUS[0] == 0)) || status=1
+  echo "== bench_gpu_step (training steps of ablation_1b and smollm3_3b)"
+  "$d/bench_gpu_step" --benchmark_out="$out/bench_gpu_step.json" --benchmark_out_format=json \
+    2>&1 | tee "$out/bench_gpu_step.log"
+  ((PIPESTATUS[0] == 0)) || status=1
   if [[ -s $out/bench_gpu.json ]]; then
-    python3 - "$out/bench_gpu.json" <<'PY'
-import json, sys
-runs = json.load(open(sys.argv[1]))["benchmarks"]
+    python3 - "$out/bench_gpu.json" "$out/bench_gpu_step.json" <<'PY'
+import json, os, sys
+runs = []
+for f in sys.argv[1:]:
+    if os.path.exists(f) and os.path.getsize(f):
+        runs += json.load(open(f))["benchmarks"]
 copy = next((r.get("GB/s") for r in runs if r["name"].startswith("gpu/copy")), None)
-print(f"{'benchmark':44s} {'ms':>9s} {'GB/s':>9s} {'of copy':>8s} {'TFLOP/s':>8s}")
+gemm = next((r.get("TFLOP/s") for r in runs if r["name"].startswith("gpu/gemm_bf16")), None)
+print(f"{'benchmark':44s} {'ms':>9s} {'GB/s':>9s} {'of copy':>8s} {'TFLOP/s':>8s} {'of gemm':>8s} {'tokens/s':>9s} {'MFU':>6s}")
 for r in runs:
-    gb = r.get("GB/s")
-    frac = f"{gb / copy:8.2f}" if gb and copy else f"{'':8s}"
-    tf = f"{r['TFLOP/s'] / 1:8.1f}" if "TFLOP/s" in r else f"{'':8s}"
-    gbs = f"{gb:9.0f}" if gb else f"{'':9s}"
-    print(f"{r['name']:44s} {r['real_time']:9.3f} {gbs} {frac} {tf}")
+    gb, tf, tok, mfu = r.get("GB/s"), r.get("TFLOP/s"), r.get("tokens/s"), r.get("MFU")
+    cols = [f"{gb:9.0f}" if gb else " " * 9, f"{gb / copy:8.2f}" if gb and copy else " " * 8,
+            f"{tf:8.1f}" if tf else " " * 8, f"{tf / gemm:8.2f}" if tf and gemm else " " * 8,
+            f"{tok:9.0f}" if tok else " " * 9, f"{mfu:6.3f}" if mfu else " " * 6]
+    print(f"{r['name'] + ('/' + r['label'] if r.get('label') else ''):44.44s} {r['real_time']:9.3f} " + " ".join(cols))
 PY
   fi
   echo "gpu_check: $([[ $status == 0 ]] && echo passed || echo FAILED) (logs in $out)"

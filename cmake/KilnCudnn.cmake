@@ -64,6 +64,8 @@ if(KILN_HAVE_CUDA AND NOT KILN_CUDNN STREQUAL "OFF")
       # the frontend's sm_100 engines call NVRTC; the static CUDA runtime is the one the trainers link
       target_link_libraries(kiln_cudnn PUBLIC ${KILN_CUDNN_LIBRARY} CUDA::nvrtc CUDA::cudart_static)
       target_compile_definitions(kiln_cudnn INTERFACE KILN_HAVE_CUDNN=1)
+      # graph building, not kernels: -O1 halves the frontend's compile time (170 s at -O3 on 2 cores)
+      target_compile_options(kiln_cudnn PRIVATE -O1)
     endif()
   endif()
 endif()
