@@ -201,9 +201,11 @@ template <int NH, int NKV, int HD>
 void attention_cudnn(benchmark::State& state) {
   constexpr int B = 4, T = 4096, R = B * T, C = (NH + 2 * NKV) * HD;
   const bool fwd = state.range(0) == 0;
-  Buf<bf16> qkv(size_t(R) * C), out(size_t(R) * NH * HD), dout(size_t(R) * NH * HD), dqkv(size_t(R) * C);
-  Buf<float> lse(size_t(R) * NH);
-  const size_t ws_bytes = kiln::plan::sdpa_workspace_bytes(NH, NKV, HD, R);
+  // the plan's buffers: R tokens and the dummy slots' scratch row
+  Buf<bf16> qkv(size_t(R + 1) * C), out(size_t(R + 1) * NH * HD), dout(size_t(R + 1) * NH * HD),
+      dqkv(size_t(R + 1) * C);
+  Buf<float> lse(size_t(R + 1) * NH);
+  const size_t ws_bytes = kiln::plan::sdpa_workspace_bytes(NH, NKV, HD, R + 1);
   Buf<std::byte> ws(ws_bytes), meta(kiln::plan::sdpa_metadata_bytes(R));
   kiln::backend::cuda::Sdpa sdpa({NH, NKV, HD, R, T, 1.f / std::sqrt(float(HD))}, ws.p, ws_bytes, meta.p);
   std::vector<int32_t> ds(size_t(R), 0);

@@ -6,9 +6,11 @@
 
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kiln/backend/cuda/sdpa.hpp"
+#include "kiln/plan/sdpa_memory.hpp"
 #include "kiln/recipe.hpp"
 #include "recipes/ablation_1b.hpp"
 #include "recipes/ablation_1b_mqa.hpp"
@@ -47,8 +49,8 @@ void validate_recipe(const char* name) {
       using S = phase_stage<Recipe, P>;
       const int B = S::micro_batch, T = S::seq_len;
       const SdpaShape shape{M::heads, M::kv_heads, M::head_dim, B * T, T, 1.0f / std::sqrt(float(M::head_dim))};
-      for (int n : {1, B, B * T / 64, B * T}) {
-        if (n < 1) continue;
+      for (int docs : {1, B, B * T / 64 + 1, B * T}) {  // the buckets they run in: 1, B's, a middle one, R
+        const int n = kiln::backend::cuda::sdpa_bucket(docs, B * T);
         const std::string e = sdpa_validate(shape, n, 90);
         CHECK_MESSAGE(e.empty(), name << " phase " << P << ", " << n << " documents: " << e);
       }
@@ -58,6 +60,16 @@ void validate_recipe(const char* name) {
 }
 
 }  // namespace
+
+TEST_CASE("documents are padded to power-of-two slot counts, at most one per token") {
+  using kiln::backend::cuda::sdpa_bucket;
+  CHECK(sdpa_bucket(1, 2048) == 1);
+  CHECK(sdpa_bucket(5, 2048) == 8);
+  CHECK(sdpa_bucket(64, 2048) == 64);
+  CHECK(sdpa_bucket(65, 2048) == 128);
+  CHECK(sdpa_bucket(12000, 12288) == 12288);  // not past one slot per token
+  CHECK(sdpa_bucket(12288, 12288) == 12288);
+}
 
 TEST_CASE("cuDNN validates the attention graphs of every shipped recipe's phases for sm_90") {
   validate_recipe<recipes::demo>("demo");
@@ -82,4 +94,27 @@ TEST_CASE("cuDNN's validation refuses what it cannot run, and says why") {
   SdpaShape odd = ok;
   odd.kv_heads = 3;
   CHECK_THROWS_WITH_AS(sdpa_validate(odd, 1, 90), doctest::Contains("heads a multiple of kv_heads"), kiln::Error);
+}
+
+// The frontend's ragged workspace tensors (its ragged_workspace_size over the strides src/cuda/sdpa.cpp gives cuDNN):
+// the block the plan reserves must hold them, for MHA and for GQA (dense dK / dV views).
+TEST_CASE("the plan's cuDNN workspace holds what the frontend sizes for the strides Kiln passes") {
+  auto ragged = [](long rows, long heads, long s_stride, long h_stride, long d, long d_stride) {
+    return size_t(((rows - 1) * s_stride + (heads - 1) * h_stride + (d - 1) * d_stride + 1) * 4);
+  };
+  for (auto [nh, nkv, hd, R] : {std::tuple{32, 8, 64, 16384}, {16, 4, 128, 12288}, {8, 8, 128, 4096}, {4, 2, 48, 2048},
+                                {32, 1, 64, 16384}}) {
+    const long rows = R + 1, qkv = long(nh + 2 * nkv) * hd, g = nh / nkv, kvw = long(nkv) * hd;
+    size_t need = ragged(rows, nh, qkv, hd, hd, 1)  // dQ accumulator: dQ's strides inside dqkv
+                  + ragged(rows, nh, nh, 1, 1, 1);  // dO . O sums: the stats' (token, head) layout
+    if (g > 1) need += 2 * ragged(rows, nh, kvw * g, hd, hd, 1);  // full-head dK, dV: the dense views' strides x g
+    const size_t have = kiln::plan::sdpa_cudnn_workspace_bytes(nh, nkv, hd, int(rows)) - kiln::plan::kSdpaEngineWorkspace;
+    CHECK_MESSAGE(have >= need, nh << "/" << nkv << " heads of " << hd << ", " << R << " tokens: " << have << " < " << need);
+    CHECK(have < need + (64 << 10));  // and no more than a row and the rounding
+  }
+  // what the dense views save for ablation_1b (32 / 8 heads of 64, 4 x 4096): dK / dV written in place would take
+  // full-head accumulators of dqkv's row stride times 4
+  const long rows = 16385, qkv = 48 * 64;
+  const size_t in_place = 2 * ragged(rows, 32, qkv * 4, 64, 64, 1);
+  CHECK(kiln::plan::sdpa_workspace_bytes(32, 8, 64, int(rows)) < in_place / 2);
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kiln/core/error.hpp"
+#include "kiln/plan/sdpa_memory.hpp"
 
 namespace fe = cudnn_frontend;
 
@@ -22,17 +23,23 @@ namespace {
 using Tensor = std::shared_ptr<fe::graph::Tensor_attributes>;
 
 // Tensor uids: the variant pack binds device pointers by these.
-enum Uid : int64_t { kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV, kSeqQ, kSeqKV, kOffQKV, kOffO, kOffStats };
+enum Uid : int64_t {
+  kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV, kSeqQ, kSeqKV, kOffQKV, kOffO, kOffStats, kOffKV
+};
+
+// GQA's backward writes dK and dV into dense (rows, NKV HD) views that the backend copies into dqkv: cuDNN's fp32
+// full-head accumulators take dK's row stride times the group size (plan/sdpa_memory.hpp)
+bool gqa(const SdpaShape& s) { return s.heads != s.kv_heads; }
 
 std::string describe(const SdpaShape& s, int n) {
   return "attention of " + std::to_string(s.heads) + " query / " + std::to_string(s.kv_heads) + " kv heads of " +
          std::to_string(s.head_dim) + ", " + std::to_string(n) + " documents in " + std::to_string(s.rows) +
-         " tokens (rows of " + std::to_string(s.seq) + ")";
+         " tokens (rows of " + std::to_string(s.seq) + ") and their scratch row";
 }
 
 // The tensors both graphs share: Q, K, V as views into qkv, the per-slot lengths and the ragged offsets.
 struct Common {
-  Tensor q, k, v, seq_q, seq_kv, off_qkv, off_o, off_stats;
+  Tensor q, k, v, seq_q, seq_kv, off_qkv, off_o, off_stats, off_kv;
 };
 
 Common common(fe::graph::Graph& g, const SdpaShape& s, int n) {
@@ -45,6 +52,7 @@ Common common(fe::graph::Graph& g, const SdpaShape& s, int n) {
   c.off_qkv = index(kOffQKV, "offset_qkv", n + 1, fe::DataType_t::INT64);
   c.off_o = index(kOffO, "offset_o", n + 1, fe::DataType_t::INT64);
   c.off_stats = index(kOffStats, "offset_stats", n + 1, fe::DataType_t::INT64);
+  if (gqa(s)) c.off_kv = index(kOffKV, "offset_kv", n + 1, fe::DataType_t::INT64);
   c.seq_q = index(kSeqQ, "seq_len_q", n, fe::DataType_t::INT32);
   c.seq_kv = index(kSeqKV, "seq_len_kv", n, fe::DataType_t::INT32);
   auto view = [&](Uid uid, const char* name, int64_t heads) {
@@ -97,6 +105,7 @@ std::shared_ptr<fe::graph::Graph> forward_graph(const SdpaShape& s, int n, const
   Common c = common(*g, s, n);
   auto opts = fe::graph::SDPA_attributes()
                   .set_name("kiln_attention")
+                  .set_implementation(fe::AttentionImplementation_t::COMPOSITE)  // what plan/sdpa_memory.hpp sizes
                   .set_generate_stats(true)
                   .set_attn_scale(s.scale)
                   .set_padding_mask(true)
@@ -104,8 +113,8 @@ std::shared_ptr<fe::graph::Graph> forward_graph(const SdpaShape& s, int n, const
                   .set_seq_len_kv(c.seq_kv)
                   .set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT)
                   .set_diagonal_band_right_bound(0)
-                  .set_max_total_seq_len_q(s.rows)
-                  .set_max_total_seq_len_kv(s.rows);
+                  .set_max_total_seq_len_q(s.rows + 1)  // the dummies' scratch row included
+                  .set_max_total_seq_len_kv(s.rows + 1);
   auto [o, stats] = g->sdpa(c.q, c.k, c.v, opts);
   o->set_output(true);
   as_o(o, s, n, kO, c.off_o);
@@ -131,23 +140,33 @@ std::shared_ptr<fe::graph::Graph> backward_graph(const SdpaShape& s, int n, cons
                   .set_seq_len_kv(c.seq_kv)
                   .set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT)
                   .set_diagonal_band_right_bound(0)
-                  .set_max_total_seq_len_q(s.rows)
-                  .set_max_total_seq_len_kv(s.rows);
+                  .set_max_total_seq_len_q(s.rows + 1)
+                  .set_max_total_seq_len_kv(s.rows + 1);
   auto [dq, dk, dv] = g->sdpa_backward(c.q, c.k, c.v, o, dout, stats, opts);
-  for (auto& [t, uid, heads] : {std::tuple{dq, kDQ, s.heads}, {dk, kDK, s.kv_heads}, {dv, kDV, s.kv_heads}}) {
+  dq->set_output(true);
+  as_qkv(dq, s, n, kDQ, s.heads);
+  dq->set_ragged_offset(c.off_qkv);
+  const int64_t T = s.seq, HD = s.head_dim, KVW = int64_t(s.kv_heads) * HD;
+  for (auto& [t, uid] : {std::pair{dk, kDK}, {dv, kDV}}) {
     t->set_output(true);
-    as_qkv(t, s, n, uid, heads);
-    t->set_ragged_offset(c.off_qkv);
+    if (gqa(s)) {  // dense (rows, NKV HD)
+      t->set_uid(uid).set_dim({n, s.kv_heads, T, HD}).set_stride({T * KVW, HD, KVW, 1}).set_ragged_offset(c.off_kv);
+    } else {
+      as_qkv(t, s, n, uid, s.kv_heads);
+      t->set_ragged_offset(c.off_qkv);
+    }
   }
   return g;
 }
 
 void check_shape(const SdpaShape& s) {
-  KILN_CHECK(s.heads > 0 && s.kv_heads > 0 && s.heads % s.kv_heads == 0 && s.head_dim % 8 == 0 &&
-                 s.head_dim <= 512 && s.rows > 0 && s.seq > 0 && s.rows % s.seq == 0 && s.scale > 0,
+  // head_dim a multiple of 16: otherwise the frontend drops max_total_seq_len and sizes its workspace for every
+  // slot at full length. Larger than 256 is left to cuDNN to refuse (sm_90's backward stops there).
+  KILN_CHECK(s.heads > 0 && s.kv_heads > 0 && s.heads % s.kv_heads == 0 && s.head_dim % 16 == 0 &&
+                 s.head_dim <= 512 && s.rows > 0 && s.seq > 1 && s.rows % s.seq == 0 && s.scale > 0,
              "cuDNN attention: a shape of ", s.heads, " / ", s.kv_heads, " heads of ", s.head_dim, ", ", s.rows,
-             " tokens in rows of ", s.seq, " (expected heads a multiple of kv_heads, head_dim a multiple of 8 up to 512, "
-             "tokens a multiple of the row length)");
+             " tokens in rows of ", s.seq, " (expected heads a multiple of kv_heads, head_dim a multiple of 16, "
+             "rows longer than one token and tokens a multiple of the row length)");
 }
 
 void cuda_ok(cudaError_t e, const char* what) {
@@ -183,7 +202,9 @@ struct Sdpa::Impl {
   std::byte* workspace;
   size_t workspace_bytes;
   int32_t* d_len;
-  int64_t *d_off_qkv, *d_off_o, *d_off_stats;
+  int64_t *d_off_qkv, *d_off_o, *d_off_stats, *d_off_kv;
+  std::byte *dense_k = nullptr, *dense_v = nullptr;  // GQA: the backward's dK, dV (rows, NKV HD) bf16
+  size_t cudnn_bytes = 0;                             // the workspace's part cuDNN may use
   cudnnHandle_t handle = nullptr;
   struct Graphs {
     std::shared_ptr<fe::graph::Graph> fwd, bwd;
@@ -192,7 +213,7 @@ struct Sdpa::Impl {
   // null: static graphs (a cuDNN before 9.4, or one that refused a dynamic-shape graph of this attention)
   Cache fwd_cache, bwd_cache;
   Graphs* current = nullptr;
-  int n = 0;
+  int n = 0, padded = 0;
   size_t largest = 0;
   std::vector<int32_t> len;
   std::vector<int64_t> start, off;
@@ -215,8 +236,8 @@ struct Sdpa::Impl {
                " (KILN_ATTENTION=kiln runs Kiln's own attention kernel instead)");
     int64_t ws = 0;
     KILN_CHECK(g->get_workspace_size(ws).is_good(), "cuDNN attention: reading the workspace size");
-    KILN_CHECK(size_t(ws) <= workspace_bytes, "cuDNN attention: the ", fwd ? "forward" : "backward", " graph of the ",
-               describe(shape, slots), " asks ", ws, " bytes of workspace; the plan reserves ", workspace_bytes,
+    KILN_CHECK(size_t(ws) <= cudnn_bytes, "cuDNN attention: the ", fwd ? "forward" : "backward", " graph of the ",
+               describe(shape, slots), " asks ", ws, " bytes of workspace; the plan reserves ", cudnn_bytes,
                " (MemoryPlan::attention_workspace; KILN_ATTENTION=kiln runs Kiln's own kernel instead)");
     largest = std::max(largest, size_t(ws));
     return g;
@@ -225,9 +246,10 @@ struct Sdpa::Impl {
   void execute(fe::graph::Graph& g, std::unordered_map<int64_t, void*>& pack, void* stream, const char* what) {
     pack[kSeqQ] = d_len, pack[kSeqKV] = d_len;
     pack[kOffQKV] = d_off_qkv, pack[kOffO] = d_off_o, pack[kOffStats] = d_off_stats;
+    if (gqa(shape)) pack[kOffKV] = d_off_kv;
     cudnn_ok(cudnnSetStream(handle, static_cast<cudaStream_t>(stream)), "set the stream");
     fe::error_t e = g.execute(handle, pack, workspace);
-    KILN_CHECK(e.is_good(), "cuDNN attention ", what, " of the ", describe(shape, n), ": ", e.get_message());
+    KILN_CHECK(e.is_good(), "cuDNN attention ", what, " of the ", describe(shape, padded), ": ", e.get_message());
   }
 };
 
@@ -237,15 +259,24 @@ Sdpa::Sdpa(const SdpaShape& shape, void* workspace, size_t workspace_bytes, void
   m.shape = shape;
   m.workspace = static_cast<std::byte*>(workspace);
   m.workspace_bytes = workspace_bytes;
-  const size_t n1 = size_t(shape.rows) + 1;
-  auto* meta = static_cast<std::byte*>(metadata);  // the layout sdpa_metadata_bytes sizes: len, then 3 offsets
-  m.d_off_qkv = reinterpret_cast<int64_t*>(meta);
-  m.d_off_o = m.d_off_qkv + n1;
-  m.d_off_stats = m.d_off_o + n1;
-  m.d_len = reinterpret_cast<int32_t*>(m.d_off_stats + n1);
+  const int rows = shape.rows + 1;  // with the scratch row
+  const size_t n1 = size_t(rows);
+  KILN_CHECK(workspace_bytes == plan::sdpa_workspace_bytes(shape.heads, shape.kv_heads, shape.head_dim, rows),
+             "cuDNN attention: a workspace block of ", workspace_bytes, " bytes; the plan's is ",
+             plan::sdpa_workspace_bytes(shape.heads, shape.kv_heads, shape.head_dim, rows));
+  m.cudnn_bytes = plan::sdpa_cudnn_workspace_bytes(shape.heads, shape.kv_heads, shape.head_dim, rows);
+  const size_t dense = plan::sdpa_dense_kv_bytes(shape.heads, shape.kv_heads, shape.head_dim, rows);
+  if (dense) m.dense_k = m.workspace + m.cudnn_bytes, m.dense_v = m.dense_k + dense;
+  auto* meta = static_cast<std::byte*>(metadata);  // plan::sdpa_metadata_offset's layout, 16-byte aligned arrays
+  auto array = [&](int k) { return meta + plan::sdpa_metadata_offset(k, rows); };
+  m.d_off_qkv = reinterpret_cast<int64_t*>(array(0));
+  m.d_off_o = reinterpret_cast<int64_t*>(array(1));
+  m.d_off_stats = reinterpret_cast<int64_t*>(array(2));
+  m.d_off_kv = reinterpret_cast<int64_t*>(array(3));
+  m.d_len = reinterpret_cast<int32_t*>(array(4));
   m.len.resize(n1);
   m.start.resize(n1);
-  m.off.resize(3 * n1);
+  m.off.resize(4 * n1);
   if (dynamic_shapes()) {
     m.fwd_cache = std::make_shared<fe::KernelCache>();
     m.bwd_cache = std::make_shared<fe::KernelCache>();
@@ -266,28 +297,37 @@ void Sdpa::set_batch(const int32_t* doc_start, int B, int T, void* stream) {
              "before it (doc_start must start a new document or repeat the previous token's); cuDNN's ragged "
              "layout holds contiguous documents only (KILN_ATTENTION=kiln runs Kiln's kernel, which takes any)");
   const int64_t QKV = int64_t(m.shape.heads + 2 * m.shape.kv_heads) * m.shape.head_dim,
-                W = int64_t(m.shape.heads) * m.shape.head_dim, NH = m.shape.heads;
-  const size_t n1 = size_t(n) + 1, cap = size_t(m.shape.rows) + 1;
+                W = int64_t(m.shape.heads) * m.shape.head_dim, NH = m.shape.heads,
+                KVW = int64_t(m.shape.kv_heads) * m.shape.head_dim;
+  // dummy slots up to the bucket: one token each, in the scratch row R
+  const int N = sdpa_bucket(n, m.shape.rows);
+  for (int k = n; k < N; ++k) m.start[size_t(k)] = m.shape.rows, m.len[size_t(k)] = 1;
+  m.start[size_t(N)] = int64_t(m.shape.rows) + (N > n ? 1 : 0);
+  const size_t n1 = size_t(N) + 1, cap = size_t(m.shape.rows) + 1;
   for (size_t k = 0; k < n1; ++k) {
     m.off[k] = m.start[k] * QKV;
     m.off[cap + k] = m.start[k] * W;
     m.off[2 * cap + k] = m.start[k] * NH;
+    m.off[3 * cap + k] = m.start[k] * KVW;
   }
   auto* s = static_cast<cudaStream_t>(stream);
   cuda_ok(cudaMemcpyAsync(m.d_off_qkv, m.off.data(), n1 * 8, cudaMemcpyHostToDevice, s), "upload the offsets");
   cuda_ok(cudaMemcpyAsync(m.d_off_o, m.off.data() + cap, n1 * 8, cudaMemcpyHostToDevice, s), "upload the offsets");
   cuda_ok(cudaMemcpyAsync(m.d_off_stats, m.off.data() + 2 * cap, n1 * 8, cudaMemcpyHostToDevice, s),
           "upload the offsets");
-  cuda_ok(cudaMemcpyAsync(m.d_len, m.len.data(), size_t(n) * 4, cudaMemcpyHostToDevice, s), "upload the lengths");
+  cuda_ok(cudaMemcpyAsync(m.d_off_kv, m.off.data() + 3 * cap, n1 * 8, cudaMemcpyHostToDevice, s),
+          "upload the offsets");
+  cuda_ok(cudaMemcpyAsync(m.d_len, m.len.data(), size_t(N) * 4, cudaMemcpyHostToDevice, s), "upload the lengths");
   // The host arrays are reused by the next batch: wait until the copies have read them.
   cuda_ok(cudaStreamSynchronize(s), "upload the slots");
   m.n = n;
-  auto it = m.graphs.find(n);
+  m.padded = N;
+  auto it = m.graphs.find(N);
   if (it == m.graphs.end()) {
     Impl::Graphs g;
-    g.fwd = m.build(true, n);
-    g.bwd = m.build(false, n);
-    it = m.graphs.emplace(n, std::move(g)).first;
+    g.fwd = m.build(true, N);
+    g.bwd = m.build(false, N);
+    it = m.graphs.emplace(N, std::move(g)).first;
   }
   m.current = &it->second;
 }
@@ -319,12 +359,20 @@ void Sdpa::backward(const void* qkv, const void* out, const float* lse, const vo
                                               {kDO, const_cast<void*>(dout)},
                                               {kStats, const_cast<float*>(lse)},
                                               {kDQ, dbase},
-                                              {kDK, dbase + k_at},
-                                              {kDV, dbase + v_at}};
+                                              {kDK, m.dense_k ? m.dense_k : dbase + k_at},
+                                              {kDV, m.dense_v ? m.dense_v : dbase + v_at}};
   m.execute(*m.current->bwd, pack, stream, "backward");
+  if (m.dense_k) {  // GQA: the dense dK, dV into dqkv's columns, the R token rows
+    const size_t kvw = size_t(m.shape.kv_heads) * hd2, pitch = size_t(m.shape.heads + 2 * m.shape.kv_heads) * hd2;
+    auto* s = static_cast<cudaStream_t>(stream);
+    for (auto [dst, src] : {std::pair{dbase + k_at, m.dense_k}, {dbase + v_at, m.dense_v}})
+      cuda_ok(cudaMemcpy2DAsync(dst, pitch, src, kvw, kvw, size_t(m.shape.rows), cudaMemcpyDeviceToDevice, s),
+              "copy dK / dV into dqkv");
+  }
 }
 
 int Sdpa::slots() const { return impl_->n; }
+int Sdpa::padded_slots() const { return impl_->padded; }
 int Sdpa::graphs_built() const { return int(impl_->graphs.size()); }
 size_t Sdpa::largest_workspace() const { return impl_->largest; }
 

@@ -56,27 +56,57 @@ void cudnn_attention_case(int T) {
   for (size_t i = 0; i < out_f.size(); ++i) out_ref[i] = S(out_f[i]);
   for (size_t i = 0; i < dqkv_f.size(); ++i) dqkv_ref[i] = S(dqkv_f[i]);
 
-  const size_t ws_bytes = kiln::plan::sdpa_workspace_bytes(NH, NKV, HD, R);
+  // the plan's buffers have one more row, the dummy slots' scratch
+  const size_t ws_bytes = kiln::plan::sdpa_workspace_bytes(NH, NKV, HD, R + 1);
+  auto padded = [](std::vector<S> v, size_t width) {
+    v.resize(v.size() + width, S(0.f));
+    return v;
+  };
+  auto first_rows = [&](std::vector<S> v, size_t width) {
+    v.resize(size_t(R) * width);
+    return v;
+  };
   kc::DevVec<std::byte> ws(ws_bytes), meta(kiln::plan::sdpa_metadata_bytes(R));
-  kc::DevVec<S> d_qkv(qkv), d_out(out_ref.size()), d_dout(dout), d_dqkv(qkv.size());
-  kc::DevVec<float> d_lse(size_t(R) * NH);
+  kc::DevVec<S> d_qkv(padded(qkv, C)), d_out(size_t(R + 1) * NH * HD), d_dout(padded(dout, NH * HD)),
+      d_dqkv(size_t(R + 1) * C);
+  kc::DevVec<float> d_lse(size_t(R + 1) * NH);
   kiln::backend::cuda::Sdpa sdpa({NH, NKV, HD, R, T, scale}, ws.data(), ws_bytes, meta.data());
   sdpa.set_batch(ds.data(), B, T, nullptr);
   CHECK(sdpa.slots() == 4);
+  CHECK(sdpa.padded_slots() == 4);
   sdpa.forward(d_qkv.data(), d_out.data(), d_lse.data(), nullptr);
-  const double e_out = relative_max_error(d_out.host(), out_ref);
+  const double e_out = relative_max_error(first_rows(d_out.host(), NH * HD), out_ref);
   sdpa.backward(d_qkv.data(), d_out.data(), d_lse.data(), d_dout.data(), d_dqkv.data(), nullptr);
-  const double e_dqkv = relative_max_error(d_dqkv.host(), dqkv_ref);
+  const double e_dqkv = relative_max_error(first_rows(d_dqkv.host(), C), dqkv_ref);
   std::printf("cuDNN attention %d/%d heads of %d, T %d: out %.2e, dqkv %.2e (relative to the largest); workspace "
               "%zu of %zu reserved\n", NH, NKV, HD, T, e_out, e_dqkv, sdpa.largest_workspace(), ws_bytes);
   CHECK(e_out < 2e-2);
   CHECK(e_dqkv < 4e-2);
-  // a second batch with another document count builds another graph; the same one again reuses it
+  // documents of 16 tokens: another bucket, another graph pair; the first batch again reuses its graphs
   std::vector<int32_t> ds2;
   for (int i = 0; i < R; ++i) ds2.push_back((i % T) / 16 * 16);
   sdpa.set_batch(ds2.data(), B, T, nullptr);
+  CHECK(sdpa.graphs_built() == 2);
   sdpa.set_batch(ds.data(), B, T, nullptr);
   CHECK(sdpa.graphs_built() == 2);
+  // five documents run in a bucket of eight, three of them dummies in the scratch row: the same values
+  std::vector<int32_t> ds5 = ds;
+  for (int t = T / 2; t < T; ++t) ds5[size_t(T + t)] = T / 2;  // row 1: two documents
+  sdpa.set_batch(ds5.data(), B, T, nullptr);
+  CHECK(sdpa.slots() == 5);
+  CHECK(sdpa.padded_slots() == 8);
+  std::vector<float> out5(dout.size()), lse5(size_t(R) * NH), dqkv5(qkv.size());
+  kiln::kernels::attention_forward<float, float, NH, NKV, HD>(qkv_f.data(), ds5.data(), out5.data(), lse5.data(),
+                                                              scores.data(), B, T, scale);
+  kiln::kernels::attention_backward<float, float, NH, NKV, HD>(qkv_f.data(), ds5.data(), out5.data(), lse5.data(),
+                                                               dout_f.data(), dqkv5.data(), B, T, scale);
+  std::vector<S> out5_ref(out5.size()), dqkv5_ref(dqkv5.size());
+  for (size_t i = 0; i < out5.size(); ++i) out5_ref[i] = S(out5[i]);
+  for (size_t i = 0; i < dqkv5.size(); ++i) dqkv5_ref[i] = S(dqkv5[i]);
+  sdpa.forward(d_qkv.data(), d_out.data(), d_lse.data(), nullptr);
+  CHECK(relative_max_error(first_rows(d_out.host(), NH * HD), out5_ref) < 2e-2);
+  sdpa.backward(d_qkv.data(), d_out.data(), d_lse.data(), d_dout.data(), d_dqkv.data(), nullptr);
+  CHECK(relative_max_error(first_rows(d_dqkv.host(), C), dqkv5_ref) < 4e-2);
 }
 
 }  // namespace

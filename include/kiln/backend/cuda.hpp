@@ -225,7 +225,7 @@ class Executor {
       sdpa_workspace_ = DeviceBytes(Mem::attention_workspace, "cuDNN attention's workspace");
       sdpa_metadata_ = DeviceBytes(Mem::attention_metadata, "the attention's document lengths and offsets");
 #if defined(KILN_CUDA_SDPA)
-      if (attention_uses_cudnn())
+      if (HD % 16 == 0 && attention_uses_cudnn())  // cuDNN's ragged workspace needs head_dim % 16 (sdpa.hpp)
         sdpa_ = std::make_unique<Sdpa>(SdpaShape{NH, NKV, HD, R, T, 1.0f / std::sqrt(float(HD))},
                                        sdpa_workspace_.as(), sdpa_workspace_.bytes(), sdpa_metadata_.as());
 #endif

@@ -30,6 +30,7 @@
 
 #include "kiln/plan/params.hpp"
 #include "kiln/plan/phase.hpp"
+#include "kiln/plan/sdpa_memory.hpp"
 
 namespace kiln::plan {
 
@@ -153,20 +154,6 @@ inline constexpr size_t kArenaAlign = 256;
 // cuBLASLt's workspace on the CUDA backend (NVIDIA recommends 32 MiB on Hopper).
 inline constexpr size_t kGemmWorkspace = size_t(32) << 20;
 
-// cuDNN's attention (backend/cuda/sdpa.hpp): the workspace block the CUDA backend reserves for it, the backward's
-// fp32 dQ accumulator (laid out like dQ inside qkv, over all R tokens) and its fp32 dO . O sums (R, heads), as the
-// frontend sizes them for a ragged layout, plus kSdpaEngineWorkspace for the engine's own request (sm_90's SDPA
-// engines ask none or a few KiB); the documents' metadata: per-document lengths (int32) and three ragged offset
-// arrays (int64), R + 1 each at most.
-inline constexpr size_t kSdpaEngineWorkspace = size_t(16) << 20;
-constexpr size_t sdpa_workspace_bytes(int heads, int kv_heads, int head_dim, int rows) {
-  const size_t qkv = size_t(heads + 2 * kv_heads) * size_t(head_dim);
-  return size_t(rows) * qkv * 4 + size_t(rows) * size_t(heads) * 4 + kSdpaEngineWorkspace;
-}
-constexpr size_t sdpa_metadata_bytes(int rows) {
-  const size_t n = size_t(rows) + 1;
-  return (3 * n * 8 + n * 4 + 255) / 256 * 256;
-}
 
 template <DecoderModel M, int B_, int T_, class Prec, Mode Mode_>
 struct Program {
@@ -291,6 +278,10 @@ struct Program {
     constexpr bool dec = Mode_ == Mode::decode;
     constexpr bool train = Mode_ == Mode::train;
     constexpr bool cuda = Prec::kernels == Kernels::cuda;
+    // cuDNN's attention (bf16 storage; backend/cuda/sdpa.hpp) pads the packed batch's documents with one-token dummy
+    // slots that live in a scratch row after the R tokens of each buffer it reads or writes: qkv, att, lse, d.att,
+    // d.qkv get R + 1 rows (the products and other kernels work on the first R).
+    constexpr int RA = R + (cuda && Prec::storage == DType::bf16 && !dec ? 1 : 0);
     // The batch (int32, (B, T)); decode: the new token and its position.
     b.d.tokens = b.buffer(Builder::lname(-1, "batch.tokens"), DType::i32, Space::batch, -1, dec ? 1 : B, dec ? 0 : T);
     b.d.positions =
@@ -329,7 +320,7 @@ struct Program {
       L.xn1 = b.act(l, "xn1", R, H);
       L.rstd1 = b.stat(l, "rstd1", R);
       norm(l, x, L.xn1, L.rstd1, o.input_norm);
-      L.qkv = b.act(l, "qkv", R, QKV);
+      L.qkv = b.act(l, "qkv", RA, QKV);
       if constexpr (M::qk_norm) {
         L.qkv_raw = b.act(l, "qkv_raw", R, QKV);
         L.qk_rstd = b.stat(l, "qk_rstd", NH + NKV, R);
@@ -342,14 +333,14 @@ struct Program {
             .flops(2.0 * R * H * QKV);
       }
       if (M::uses_rope(l)) b.op(OpKind::rope, Pass::forward, l).r(b.d.positions).acc(L.qkv).dims(R, HD);
-      L.att = b.act(l, "att", R, Q);
+      L.att = b.act(l, "att", RA, Q);
       if constexpr (dec) {
         b.op(OpKind::kv_append, Pass::forward, l).r(L.qkv).acc(b.d.k_cache).acc(b.d.v_cache).dims(1, KV);
         const int scores = b.scratch(l, "scores", NH, MaxT);
         b.op(OpKind::attention_decode, Pass::forward, l).r(L.qkv).r(b.d.k_cache).r(b.d.v_cache).w(L.att).w(scores)
             .dims(1, HD).flops(2.0 * 2.0 * Q * ctx);
       } else {
-        L.lse = b.stat(l, "lse", B, NH, T);
+        L.lse = RA > R ? b.stat(l, "lse", RA, NH) : b.stat(l, "lse", B, NH, T);
         auto e = b.op(OpKind::attention, Pass::forward, l);
         e.r(L.qkv).r(b.d.doc_start).w(L.att).w(L.lse).dims(R, HD).flops(2.0 * 2.0 * double(R) * Q * ctx);
         if constexpr (!cuda)
@@ -411,10 +402,10 @@ struct Program {
           b.op(OpKind::rmsnorm, Pass::backward, l).r(L.x_mid).r(L.rstd2).r(dxn2).acc(dx).w(dw2)
               .param(o.post_norm, 1, true).dims(R, H);
           // attention half: x_mid = x + o(attention(rope(qk_norm(qkv(rms(x))))))
-          const int datt = b.act(l, "d.att", R, Q);
+          const int datt = b.act(l, "d.att", RA, Q);
           b.op(OpKind::gemm, Pass::backward, l).r(L.att).r(dx).w(datt).param(o.o, 1, true).dims(R, Q, H)
               .flops(4.0 * R * Q * H);
-          const int dqkv = b.act(l, "d.qkv", R, QKV);
+          const int dqkv = b.act(l, "d.qkv", RA, QKV);
           const int dscores = cuda ? b.scratch(l, "d.attention_delta", B * NH, T)
                                    : b.buffer(Builder::lname(l, "d.scores"), Prec::compute, Space::scratch, l, B * NKV,
                                               2 * attn_block, T);
@@ -625,8 +616,8 @@ struct MemoryPlan {
   // documents' lengths and ragged offsets. Reserved whichever attention runs, so the total does not depend on it.
   static constexpr bool sdpa = cuda && Prec::storage == DType::bf16;
   static constexpr size_t attention_workspace =
-      sdpa ? sdpa_workspace_bytes(M::heads, M::kv_heads, M::head_dim, B * T) : 0;
-  static constexpr size_t attention_metadata = sdpa ? sdpa_metadata_bytes(B * T) : 0;
+      sdpa ? sdpa_workspace_bytes(M::heads, M::kv_heads, M::head_dim, B * T + 1) : 0;  // + the scratch row
+  static constexpr size_t attention_metadata = sdpa ? sdpa_metadata_bytes(B * T + 1) : 0;
   static constexpr size_t total = params + master + grads + adam + arena + norm_partials + rope_tables +
                                   gemm_workspace + device_small + attention_workspace + attention_metadata;
 };

@@ -8,20 +8,28 @@
 //   Q, K, V   views into the plan's qkv (R, QKV) buffer: head h of slot b, token s at
 //             qkv + offset_qkv[b] + h * HD + s * QKV (+ NH * HD for K, + (NH + NKV) * HD for V): GQA reads the
 //             kv heads in place, nothing is copied
-//   O, dO     (R, NH * HD), offset_o[b] = first token * NH * HD;  dQ, dK, dV: the dqkv buffer, as Q, K, V
+//   O, dO     (R, NH * HD), offset_o[b] = first token * NH * HD;  dQ: the dqkv buffer, as Q; dK, dV: MHA the
+//             dqkv buffer, GQA dense (R + 1, NKV * HD) views in the workspace block, copied into dqkv's columns
+//             after the backward (cudaMemcpy2DAsync): cuDNN's fp32 full-head accumulators would otherwise take
+//             dqkv's row stride times the group size
 //   Stats     the softmax's log-sum-exp, fp32 (R, NH): cuDNN's own layout in the plan's lse buffer (the same bytes
 //             as Kiln's kernel's (B, NH, T); the two never read each other's)
 //   masks     causal from the top left of each slot (a document starts at its own position 0), padding by the
 //             per-slot lengths, the scale 1 / sqrt(head_dim)
-// A slot's length is at least 1 and no slot is empty: a graph is built (and kept) per distinct n, so the cuDNN 9.19
-// bug on zero-length ragged slots (NaN rows, fixed in 9.25) is never reached. The graphs of one direction share a
-// kernel cache with dynamic shapes (cuDNN 9.4 on), so a new n costs a plan finalisation, not a kernel build. CUDA graphs (one launch sequence per
-// phase) will need a fixed n per phase, and with it dummy slots of length one over scratch rows: not done yet.
+// Slot counts are bucketed: a batch of n documents runs with N = the next power of two (at most R) slots, the last
+// N - n of them dummies of one token in a scratch row after the R tokens of every buffer cuDNN touches (qkv, out,
+// lse, dout and dqkv have R + 1 rows in the plan; the dummies read and write that row only). So a phase has at most
+// log2(R) + 1 graph pairs whatever its documents (each built once, sharing a kernel cache with dynamic shapes from
+// cuDNN 9.4 on: a new bucket costs a plan finalisation, not a kernel build), a bucket's launches are fixed (what a
+// CUDA graph needs), and no slot is ever empty: the cuDNN 9.19 bug on zero-length ragged slots (NaN rows, fixed in
+// 9.25) is never reached.
 //
-// Device memory: cuDNN's workspace (its fp32 dQ accumulator and the backward's dO . O sums, ragged over R tokens,
+// Device memory: cuDNN's workspace (its fp32 dQ accumulator and the backward's dO . O sums, ragged over R + 1 rows,
 // plus the engine's own) lives in a block the plan reserves (MemoryPlan::attention_workspace, sized by
-// plan::sdpa_workspace_bytes); a graph cuDNN finalises with a larger request is refused with both numbers. The
-// slots' metadata lives in a second block (plan::sdpa_metadata_bytes: the three offset arrays, then the lengths).
+// plan::sdpa_workspace_bytes, kiln/plan/sdpa_memory.hpp); a graph cuDNN finalises with a larger request is
+// refused with both numbers. The slots' metadata lives in a second block (plan::sdpa_metadata_bytes).
+// The forward pins cuDNN's composite implementation (the one whose workspace the plan mirrors); head_dim must be a
+// multiple of 16 (the Executor runs Kiln's kernel otherwise).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -33,10 +41,17 @@ namespace kiln::backend::cuda {
 // What one phase's attention is: its graphs are built from this and the number of slots.
 struct SdpaShape {
   int heads = 0, kv_heads = 0, head_dim = 0;
-  int rows = 0;  // tokens per micro-batch, B x T
+  int rows = 0;  // tokens per micro-batch, B x T (the buffers have one more row: the dummies' scratch)
   int seq = 0;   // T: no document is longer than a row
   float scale = 0.f;
 };
+
+// The slot count a batch of n documents runs with: the next power of two, at most `rows`.
+inline int sdpa_bucket(int n, int rows) {
+  int N = 1;
+  while (N < n) N *= 2;
+  return N < rows ? N : rows;
+}
 
 // The cuDNN this process loaded, as "9.19.0", or the reason none is.
 std::string sdpa_cudnn_version();
@@ -79,12 +94,13 @@ class Sdpa {
   // The micro-batch's documents (host doc_start, B x T): finds the slots, uploads lengths and offsets on the
   // stream, and builds (once per distinct slot count) the graphs. Call before forward / backward of the batch.
   void set_batch(const int32_t* doc_start, int B, int T, void* stream);
-  // qkv (R, QKV) -> out (R, NH * HD), lse (R, NH) fp32. Storage bf16.
+  // qkv (R + 1, QKV) -> out (R + 1, NH * HD), lse (R + 1, NH) fp32. Storage bf16. Row R is the dummies' scratch.
   void forward(const void* qkv, void* out, float* lse, void* stream);
-  // qkv, out, lse, dout (R, NH * HD) -> dqkv (R, QKV), every element written.
+  // qkv, out, lse, dout (R + 1, NH * HD) -> dqkv (R + 1, QKV), every element of the first R rows written.
   void backward(const void* qkv, const void* out, const float* lse, const void* dout, void* dqkv, void* stream);
 
-  int slots() const;           // of the current batch
+  int slots() const;           // the current batch's documents
+  int padded_slots() const;    // the slots its graphs run: sdpa_bucket(slots(), rows)
   int graphs_built() const;    // distinct slot counts seen so far
   size_t largest_workspace() const;  // the largest request of the graphs built so far
 
