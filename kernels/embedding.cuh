@@ -4,8 +4,12 @@
 // The backward is deterministic without atomics: where the batch enters the backend, the host groups the rows by
 // token (EmbeddingGrad::build, a counting sort of the batch's R ids), and one block per distinct token adds its
 // rows in order. Every dE row is written by one block, every value in a fixed order: the same bits every run.
+// A group with no rows (begin[u] == begin[u + 1]) writes nothing: EmbeddingGrad::pack lays the groups out at fixed
+// places for R groups, the ones past the batch's distinct tokens empty, so that the launch (R blocks) is the same
+// for every batch, as a CUDA graph replays it.
 #pragma once
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -36,6 +40,15 @@ struct EmbeddingGrad {
     for (int32_t t : g.token) seen[size_t(t)] = 0;
     return g;
   }
+  // The groups at fixed places for a batch of R rows: token (R) | begin (R + 1) | rows (R), 3 R + 1 values; the
+  // groups past token.size() are empty (token 0, begin R) and their blocks write nothing.
+  void pack(int R, std::vector<int32_t>& out) const {
+    out.assign(size_t(3) * size_t(R) + 1, 0);
+    std::copy(token.begin(), token.end(), out.begin());
+    std::copy(begin.begin(), begin.end(), out.begin() + R);
+    std::fill(out.begin() + R + std::ptrdiff_t(begin.size()), out.begin() + 2 * R + 1, R);
+    std::copy(rows.begin(), rows.end(), out.begin() + 2 * R + 1);
+  }
 };
 
 namespace detail {
@@ -59,6 +72,7 @@ KILN_GLOBAL void embedding_backward_kernel(const int32_t* token, const int32_t* 
                                            const S* dout, float* dE) {
   const int u = int(blockIdx.x);
   const int b = begin[u], e = begin[u + 1];
+  if (b == e) return;  // an empty group (a padded place): nothing to add, no row of dE touched
   float* d = dE + size_t(token[u]) * H;
   for (int j = int(threadIdx.x); j < H; j += int(blockDim.x)) {
     float s = 0.f;

@@ -19,8 +19,13 @@
 // Attention: with bf16 storage in an nvcc build with cuDNN (KILN_HAVE_CUDNN), cuDNN's SDPA (backend/cuda/sdpa.hpp,
 // each document of the packed batch one sequence of a ragged layout); KILN_ATTENTION=kiln, fp32 storage and the
 // SIMT build run Kiln's own kernel (kernels/attention.cuh). Both write the same buffers.
-// Not yet: the KV-cache decoder (generation runs on the CPU's decoder from the host copy of the parameters), and
-// CUDA graphs (the step is a sequence of launches on one stream).
+// CUDA graphs (nvcc build): the executor's launches of one micro-batch (forward, loss, backward) run on its own
+// stream and are captured once per program and attention bucket (the second time that shape is run: the first is
+// eager, so that cuBLASLt's heuristics and cuDNN's kernels are set up outside the capture), then replayed; the
+// batch's inputs are uploaded into the same buffers before each replay. KILN_CUDA_GRAPHS=0 launches eagerly.
+// Not yet: the gradient norm, the guards' decision and AdamW inside the graph (they are separate launches, and the
+// host reads the norm and the losses, a synchronisation per micro-batch); the KV-cache decoder (generation runs on
+// the CPU's decoder from the host copy of the parameters).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -55,6 +60,18 @@
 #endif
 
 namespace kiln::backend::cuda {
+
+// Whether the executor replays CUDA graphs (nvcc build; see above), unless KILN_CUDA_GRAPHS=0.
+inline bool cuda_graphs_enabled() {
+#if defined(__CUDACC__)
+  const char* e = std::getenv("KILN_CUDA_GRAPHS");
+  const std::string v = e ? e : "";
+  KILN_CHECK(v.empty() || v == "0" || v == "1", "KILN_CUDA_GRAPHS=", v, ": expected 1 (replay, the default) or 0");
+  return v != "0";
+#else
+  return false;
+#endif
+}
 
 // Which attention the executor runs: cuDNN's where it can (see above), unless KILN_ATTENTION=kiln.
 inline bool attention_uses_cudnn() {
@@ -231,6 +248,24 @@ class Executor {
 #endif
     }
   }
+#if defined(__CUDACC__)
+  ~Executor() {
+    for (auto& [key, r] : graphs_)
+      if (r.exec) cudaGraphExecDestroy(r.exec);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+#endif
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+  // CUDA graphs captured so far (one per program and attention bucket run twice or more)
+  int graphs_captured() const {
+    int n = 0;
+#if defined(__CUDACC__)
+    for (const auto& [key, r] : graphs_) n += r.exec != nullptr;
+#endif
+    return n;
+  }
+
   // Whether attention runs on cuDNN (else Kiln's kernel).
   bool cudnn_attention() const {
 #if defined(KILN_CUDA_SDPA)
@@ -287,9 +322,8 @@ class Executor {
           if (fwd) {
             kc::embedding_forward<S, H>(at<int32_t>(0, op), Rn, w(op), at(1, op), stream);
           } else {
-            const int32_t* g = at<int32_t>(2, op);  // token (distinct) | begin (distinct + 1) | rows (R)
-            kc::embedding_backward<S, H>(g, g + ex.distinct_, g + 2 * ex.distinct_ + 1, ex.distinct_, at(1, op), gw(op),
-                                         stream);
+            const int32_t* g = at<int32_t>(2, op);  // token (R) | begin (R + 1) | rows (R): EmbeddingGrad::pack
+            kc::embedding_backward<S, H>(g, g + Rn, g + 2 * Rn + 1, Rn, at(1, op), gw(op), stream);
           }
           return;
         case OpKind::rmsnorm:
@@ -416,17 +450,17 @@ class Executor {
 #endif
     if constexpr (P::mode == plan::Mode::train) {
       // the rows grouped by token for the embedding's backward, built here where the batch enters
-      const auto g = kernels::cuda::EmbeddingGrad::build(b.tokens, R, seen_);
-      distinct_ = int(g.token.size());
-      grouped_.clear();
-      grouped_.insert(grouped_.end(), g.token.begin(), g.token.end());
-      grouped_.insert(grouped_.end(), g.begin.begin(), g.begin.end());
-      grouped_.insert(grouped_.end(), g.rows.begin(), g.rows.end());
+      kernels::cuda::EmbeddingGrad::build(b.tokens, R, seen_).pack(R, grouped_);  // fixed places: one launch
       copy_in(P::data.embedding_grad, grouped_.data(), grouped_.size());
       to_device(small_.as(), &grad_scale, sizeof grad_scale, nullptr);
     }
     Runner<P> op{*this, params, grads};
+#if defined(__CUDACC__)
+    op.stream = stream_;
+    launch(op, int(P::mode), params, grads);
+#else
     for (int i = 0; i < P::data.n_ops; ++i) op(P::data.ops[size_t(i)]);
+#endif
     to_host(loss_.data(), arena + P::data.bufs[size_t(P::data.token_loss)].offset, sizeof(float) * R, nullptr);
     to_host(logp_.data(), arena + P::data.bufs[size_t(P::data.token_logp)].offset, sizeof(float) * R, nullptr);
     double loss = 0;
@@ -434,13 +468,67 @@ class Executor {
     return loss;
   }
 
+#if defined(__CUDACC__)
+  // The program's launches on stream_, eagerly or from a graph: see the header comment.
+  template <class P>
+  void launch(Runner<P>& op, int mode, const S* params, const float* grads) {
+    auto eager = [&] {
+      for (int i = 0; i < P::data.n_ops; ++i) op(P::data.ops[size_t(i)]);
+    };
+    if (!use_graphs_) return eager();
+    int bucket = 0;
+#if defined(KILN_CUDA_SDPA)
+    if (sdpa_) bucket = sdpa_->padded_slots();
+#endif
+    const GraphKey key{mode, bucket, params, grads};
+    Replay* r = nullptr;
+    for (auto& [k, v] : graphs_)
+      if (k == key) r = &v;
+    if (!r) r = &graphs_.emplace_back(key, Replay{}).second;
+    if (!r->exec && r->runs++ == 0) return eager();  // the first run of this shape: set-up outside any capture
+    if (!r->exec) {
+      cudaGraph_t g = nullptr;
+      check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "begin capturing the step");
+      try {
+        eager();
+      } catch (...) {
+        cudaStreamEndCapture(stream_, &g);
+        if (g) cudaGraphDestroy(g);
+        throw;
+      }
+      check(cudaStreamEndCapture(stream_, &g), "capture the step's launches as a CUDA graph");
+      const cudaError_t e = cudaGraphInstantiate(&r->exec, g, 0);
+      cudaGraphDestroy(g);
+      check(e, "instantiate the step's CUDA graph");
+    }
+    check(cudaGraphLaunch(r->exec, stream_), "replay the step's CUDA graph");
+  }
+  struct GraphKey {
+    int mode, bucket;
+    const void* params;
+    const void* grads;
+    bool operator==(const GraphKey&) const = default;
+  };
+  struct Replay {
+    cudaGraphExec_t exec = nullptr;
+    int runs = 0;
+  };
+  std::vector<std::pair<GraphKey, Replay>> graphs_;
+  cudaStream_t stream_ = make_stream();
+  bool use_graphs_ = cuda_graphs_enabled();
+  static cudaStream_t make_stream() {
+    cudaStream_t s = nullptr;
+    check(cudaStreamCreate(&s), "create the executor's stream");  // blocking: ordered with the legacy stream's copies
+    return s;
+  }
+#endif
+
   DeviceBytes arena_, workspace_, small_, rope_cos_, rope_sin_, sdpa_workspace_, sdpa_metadata_;
   Gemm gemm_;
 #if defined(KILN_CUDA_SDPA)
   std::unique_ptr<Sdpa> sdpa_;
 #endif
   std::vector<int32_t> seen_, grouped_;  // EmbeddingGrad's counters (V, zero between batches) and its upload
-  int distinct_ = 0;
   std::vector<float> loss_, logp_;
 };
 
