@@ -100,21 +100,29 @@ std::shared_ptr<fe::graph::Graph> new_graph(int sm_version, const Cache& cache) 
   return g;
 }
 
+// What both directions share: the scale, the documents as padded sequences, causal from each one's start, and the
+// ragged token totals (the dummies' scratch row included).
+template <class A>
+A& masks(A& a, const SdpaShape& s, const Common& c) {
+  a.set_attn_scale(s.scale)
+      .set_padding_mask(true)
+      .set_seq_len_q(c.seq_q)
+      .set_seq_len_kv(c.seq_kv)
+      .set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT)
+      .set_diagonal_band_right_bound(0)
+      .set_max_total_seq_len_q(s.rows + 1)
+      .set_max_total_seq_len_kv(s.rows + 1);
+  return a;
+}
+
 std::shared_ptr<fe::graph::Graph> forward_graph(const SdpaShape& s, int n, const Cache& cache, int sm_version = 0) {
   auto g = new_graph(sm_version, cache);
   Common c = common(*g, s, n);
   auto opts = fe::graph::SDPA_attributes()
                   .set_name("kiln_attention")
                   .set_implementation(fe::AttentionImplementation_t::COMPOSITE)  // what plan/sdpa_memory.hpp sizes
-                  .set_generate_stats(true)
-                  .set_attn_scale(s.scale)
-                  .set_padding_mask(true)
-                  .set_seq_len_q(c.seq_q)
-                  .set_seq_len_kv(c.seq_kv)
-                  .set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT)
-                  .set_diagonal_band_right_bound(0)
-                  .set_max_total_seq_len_q(s.rows + 1)  // the dummies' scratch row included
-                  .set_max_total_seq_len_kv(s.rows + 1);
+                  .set_generate_stats(true);
+  masks(opts, s, c);
   auto [o, stats] = g->sdpa(c.q, c.k, c.v, opts);
   o->set_output(true);
   as_o(o, s, n, kO, c.off_o);
@@ -132,16 +140,8 @@ std::shared_ptr<fe::graph::Graph> backward_graph(const SdpaShape& s, int n, cons
   as_o(dout, s, n, kDO, c.off_o);
   Tensor stats = g->tensor(fe::graph::Tensor_attributes().set_name("Stats"));
   as_stats(stats, s, n, c.off_stats);
-  auto opts = fe::graph::SDPA_backward_attributes()
-                  .set_name("kiln_attention_backward")
-                  .set_attn_scale(s.scale)
-                  .set_padding_mask(true)
-                  .set_seq_len_q(c.seq_q)
-                  .set_seq_len_kv(c.seq_kv)
-                  .set_diagonal_alignment(fe::DiagonalAlignment_t::TOP_LEFT)
-                  .set_diagonal_band_right_bound(0)
-                  .set_max_total_seq_len_q(s.rows + 1)
-                  .set_max_total_seq_len_kv(s.rows + 1);
+  auto opts = fe::graph::SDPA_backward_attributes().set_name("kiln_attention_backward");
+  masks(opts, s, c);
   auto [dq, dk, dv] = g->sdpa_backward(c.q, c.k, c.v, o, dout, stats, opts);
   dq->set_output(true);
   as_qkv(dq, s, n, kDQ, s.heads);

@@ -28,6 +28,7 @@
 // the CPU's decoder from the host copy of the parameters).
 #pragma once
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -174,7 +175,9 @@ class State {
     to_device(p_.as(), h, floats * 4, nullptr);
     if constexpr (copy) {
       std::vector<S> s(floats);
-      for (size_t i = 0; i < floats; ++i) s[i] = S(h[i]);
+      const std::ptrdiff_t n = std::ptrdiff_t(floats);
+#pragma omp parallel for schedule(static)
+      for (std::ptrdiff_t i = 0; i < n; ++i) s[size_t(i)] = S(h[i]);
       to_device(ps_.as(), s.data(), floats * sizeof(S), nullptr);
     }
     synchronize(nullptr);

@@ -300,7 +300,7 @@ struct Program {
     // The CUDA kernels fuse each residual add into the RMSNorm after it (x += residual, then normalise x): the add
     // op is not emitted, and the norm reads the residual as a fourth operand and updates x in place.
     int residual = -1;
-    auto norm = [&](int l, int xin, int y, int rstd, int param) {
+    auto norm = [&](int l, int xin, int y, int rstd, size_t param) {
       auto e = b.op(OpKind::rmsnorm, Pass::forward, l);
       if (residual >= 0) e.acc(xin).w(y).w(rstd).r(residual);
       else e.r(xin).w(y).w(rstd);
