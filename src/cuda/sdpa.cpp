@@ -42,7 +42,7 @@ struct Common {
   Tensor q, k, v, seq_q, seq_kv, off_qkv, off_o, off_stats, off_kv;
 };
 
-Common common(fe::graph::Graph& g, const SdpaShape& s, int n) {
+Common common(fe::graph::Graph& g, const SdpaShape& s, int n, bool backward) {
   const int64_t T = s.seq, HD = s.head_dim, QKV = int64_t(s.heads + 2 * s.kv_heads) * HD;
   auto index = [&](Uid uid, const char* name, int64_t len, fe::DataType_t t) {
     return g.tensor(fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim({len, 1, 1, 1})
@@ -52,7 +52,7 @@ Common common(fe::graph::Graph& g, const SdpaShape& s, int n) {
   c.off_qkv = index(kOffQKV, "offset_qkv", n + 1, fe::DataType_t::INT64);
   c.off_o = index(kOffO, "offset_o", n + 1, fe::DataType_t::INT64);
   c.off_stats = index(kOffStats, "offset_stats", n + 1, fe::DataType_t::INT64);
-  if (gqa(s)) c.off_kv = index(kOffKV, "offset_kv", n + 1, fe::DataType_t::INT64);
+  if (backward && gqa(s)) c.off_kv = index(kOffKV, "offset_kv", n + 1, fe::DataType_t::INT64);  // dense dK, dV
   c.seq_q = index(kSeqQ, "seq_len_q", n, fe::DataType_t::INT32);
   c.seq_kv = index(kSeqKV, "seq_len_kv", n, fe::DataType_t::INT32);
   auto view = [&](Uid uid, const char* name, int64_t heads) {
@@ -117,7 +117,7 @@ A& masks(A& a, const SdpaShape& s, const Common& c) {
 
 std::shared_ptr<fe::graph::Graph> forward_graph(const SdpaShape& s, int n, const Cache& cache, int sm_version = 0) {
   auto g = new_graph(sm_version, cache);
-  Common c = common(*g, s, n);
+  Common c = common(*g, s, n, false);
   auto opts = fe::graph::SDPA_attributes()
                   .set_name("kiln_attention")
                   .set_implementation(fe::AttentionImplementation_t::COMPOSITE)  // what plan/sdpa_memory.hpp sizes
@@ -133,7 +133,7 @@ std::shared_ptr<fe::graph::Graph> forward_graph(const SdpaShape& s, int n, const
 
 std::shared_ptr<fe::graph::Graph> backward_graph(const SdpaShape& s, int n, const Cache& cache, int sm_version = 0) {
   auto g = new_graph(sm_version, cache);
-  Common c = common(*g, s, n);
+  Common c = common(*g, s, n, true);
   Tensor o = g->tensor(fe::graph::Tensor_attributes().set_name("O"));
   as_o(o, s, n, kO, c.off_o);
   Tensor dout = g->tensor(fe::graph::Tensor_attributes().set_name("dO"));
@@ -243,10 +243,11 @@ struct Sdpa::Impl {
     return g;
   }
 
-  void execute(fe::graph::Graph& g, std::unordered_map<int64_t, void*>& pack, void* stream, const char* what) {
+  void execute(fe::graph::Graph& g, std::unordered_map<int64_t, void*>& pack, void* stream, bool backward) {
+    const char* what = backward ? "backward" : "forward";
     pack[kSeqQ] = d_len, pack[kSeqKV] = d_len;
     pack[kOffQKV] = d_off_qkv, pack[kOffO] = d_off_o, pack[kOffStats] = d_off_stats;
-    if (gqa(shape)) pack[kOffKV] = d_off_kv;
+    if (backward && gqa(shape)) pack[kOffKV] = d_off_kv;
     cudnn_ok(cudnnSetStream(handle, static_cast<cudaStream_t>(stream)), "set the stream");
     fe::error_t e = g.execute(handle, pack, workspace);
     KILN_CHECK(e.is_good(), "cuDNN attention ", what, " of the ", describe(shape, padded), ": ", e.get_message());
@@ -342,7 +343,7 @@ void Sdpa::forward(const void* qkv, void* out, float* lse, void* stream) {
                                               {kV, base + size_t(m.shape.heads + m.shape.kv_heads) * hd2},
                                               {kO, out},
                                               {kStats, lse}};
-  m.execute(*m.current->fwd, pack, stream, "forward");
+  m.execute(*m.current->fwd, pack, stream, false);
 }
 
 void Sdpa::backward(const void* qkv, const void* out, const float* lse, const void* dout, void* dqkv, void* stream) {
@@ -361,7 +362,7 @@ void Sdpa::backward(const void* qkv, const void* out, const float* lse, const vo
                                               {kDQ, dbase},
                                               {kDK, m.dense_k ? m.dense_k : dbase + k_at},
                                               {kDV, m.dense_v ? m.dense_v : dbase + v_at}};
-  m.execute(*m.current->bwd, pack, stream, "backward");
+  m.execute(*m.current->bwd, pack, stream, true);
   if (m.dense_k) {  // GQA: the dense dK, dV into dqkv's columns, the R token rows
     const size_t kvw = size_t(m.shape.kv_heads) * hd2, pitch = size_t(m.shape.heads + 2 * m.shape.kv_heads) * hd2;
     auto* s = static_cast<cudaStream_t>(stream);
