@@ -39,6 +39,11 @@ int check_attention(int sm) {
         std::cout << "  " << name << ": not on the CUDA backend (" << why << ")\n";
         return;
       }
+      if (M::head_dim % 16 != 0) {
+        std::cout << "  " << name << ": head_dim " << M::head_dim << " is not a multiple of 16: the CUDA backend "
+                  << "runs Kiln's attention kernel, not cuDNN's\n";
+        return;
+      }
       const int B = S::micro_batch, T = S::seq_len;
       const backend::cuda::SdpaShape shape{M::heads, M::kv_heads, M::head_dim, B * T, T,
                                            1.0f / std::sqrt(float(M::head_dim))};
