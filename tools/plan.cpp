@@ -47,9 +47,9 @@ int check_attention(int sm) {
       const int B = S::micro_batch, T = S::seq_len;
       const backend::cuda::SdpaShape shape{M::heads, M::kv_heads, M::head_dim, B * T, T,
                                            1.0f / std::sqrt(float(M::head_dim))};
-      for (int n : {1, B, B * T}) {
+      for (int docs : {1, B, B * T}) {  // in the slot counts they run with (sdpa_bucket)
         if (status) return;
-        const std::string e = backend::cuda::sdpa_validate(shape, n, sm);
+        const std::string e = backend::cuda::sdpa_validate(shape, backend::cuda::sdpa_bucket(docs, B * T), sm);
         if (!e.empty()) {
           std::cout << "  " << name << ": refused: " << e << "\n";
           status = 4;

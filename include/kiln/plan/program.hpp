@@ -154,7 +154,6 @@ inline constexpr size_t kArenaAlign = 256;
 // cuBLASLt's workspace on the CUDA backend (NVIDIA recommends 32 MiB on Hopper).
 inline constexpr size_t kGemmWorkspace = size_t(32) << 20;
 
-
 template <DecoderModel M, int B_, int T_, class Prec, Mode Mode_>
 struct Program {
   static_assert(B_ > 0 && T_ > 0, "Program: micro-batch and sequence length must be positive");
