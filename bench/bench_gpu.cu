@@ -206,10 +206,11 @@ void attention_cudnn(benchmark::State& state) {
       dqkv(size_t(R + 1) * C);
   Buf<float> lse(size_t(R + 1) * NH);
   const size_t ws_bytes = kiln::plan::sdpa_workspace_bytes(NH, NKV, HD, R + 1);
-  Buf<std::byte> ws(ws_bytes), meta(kiln::plan::sdpa_metadata_bytes(R));
+  Buf<std::byte> ws(ws_bytes), meta(kiln::plan::sdpa_metadata_bytes(R + 1));
+  std::vector<std::byte> host_meta(kiln::plan::sdpa_metadata_bytes(R + 1));  // pageable: read when the copy returns
   kiln::backend::cuda::Sdpa sdpa({NH, NKV, HD, R, T, 1.f / std::sqrt(float(HD))}, ws.p, ws_bytes, meta.p);
   std::vector<int32_t> ds(size_t(R), 0);
-  sdpa.set_batch(ds.data(), B, T, nullptr);
+  sdpa.set_batch(ds.data(), B, T, host_meta.data(), nullptr);
   sdpa.forward(qkv.p, out.p, lse.p, nullptr);
   timed(state, 0, [&] {
     if (fwd) sdpa.forward(qkv.p, out.p, lse.p, nullptr);

@@ -6,8 +6,9 @@
 //   update:  every value as adamw.hpp, with g multiplied by *scale (device memory, written by the norm: the host
 //            never waits for it) and by the constants' grad_scale; wd from the decay range holding the value; the
 //            bf16 compute copy of the parameters (`pb`) written in the same pass when given.
-// The constants (AdamWConstants: lr, betas, bias corrections) are a device struct the host updates before a step,
-// so a captured CUDA graph replays with the step's values.
+// The constants (AdamWConstants: lr, betas, bias corrections, whether to update at all) are a device struct that
+// the host updates before a step or the step's decision writes on the device (kernels/step.cuh), so a captured
+// CUDA graph replays with the step's values, and a skipped step leaves every value as it was.
 #pragma once
 #include <cmath>
 #include <cstddef>
@@ -18,20 +19,23 @@
 namespace kiln::kernels::cuda {
 
 // AdamWStep rounded to fp32 as the CPU kernel rounds it (kernels/adamw.hpp's AdamWConsts<float>).
+// apply = 0: the kernel changes nothing (a step the guard skipped).
 struct AdamWConstants {
   float gs, b1, b2, c1, c2, inv_bc1, inv_bc2, lr, eps, wd;
+  int apply;
 };
-inline AdamWConstants adamw_constants(const AdamWStep& a) {
+KILN_HD inline AdamWConstants adamw_constants(const AdamWStep& a) {
   return {float(a.grad_scale),
           float(a.beta1),
           float(a.beta2),
           float(1 - a.beta1),
           float(1 - a.beta2),
-          float(1.0 / (1.0 - std::pow(a.beta1, double(a.step)))),
-          float(1.0 / (1.0 - std::pow(a.beta2, double(a.step)))),
+          float(1.0 / (1.0 - ::pow(a.beta1, double(a.step)))),
+          float(1.0 / (1.0 - ::pow(a.beta2, double(a.step)))),
           float(a.lr),
           float(a.eps),
-          float(a.weight_decay)};
+          float(a.weight_decay),
+          1};
 }
 
 inline constexpr size_t kSumChunk = size_t(1) << 15;
@@ -45,8 +49,9 @@ template <class S>
 KILN_GLOBAL void adamw_kernel(float* p, const float* g, float* m, float* v, S* pb, size_t n, const DecayRange* ranges,
                               int n_ranges, const AdamWConstants* kp, const float* scale) {
   KILN_SHARED(int, first_range, 1);
+  const AdamWConstants k = *kp;
   const size_t b = size_t(blockIdx.x) * (kAdamThreads * kAdamPer);
-  if (b >= n) return;  // the whole block
+  if (b >= n || !k.apply) return;  // the whole block
   if (threadIdx.x == 0) {  // the range holding b
     int lo = 0, hi = n_ranges - 1;
     while (lo < hi) {
@@ -57,7 +62,6 @@ KILN_GLOBAL void adamw_kernel(float* p, const float* g, float* m, float* v, S* p
     first_range[0] = lo;
   }
   __syncthreads();
-  const AdamWConstants k = *kp;
   const float gs = k.gs * (scale ? *scale : 1.f);
   int r = first_range[0];
   const size_t i0 = b + size_t(threadIdx.x) * kAdamPer;

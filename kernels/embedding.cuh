@@ -42,12 +42,16 @@ struct EmbeddingGrad {
   }
   // The groups at fixed places for a batch of R rows: token (R) | begin (R + 1) | rows (R), 3 R + 1 values; the
   // groups past token.size() are empty (token 0, begin R) and their blocks write nothing.
+  void pack(int R, int32_t* out) const {
+    std::fill(out, out + R, 0);
+    std::copy(token.begin(), token.end(), out);
+    std::copy(begin.begin(), begin.end(), out + R);
+    std::fill(out + R + std::ptrdiff_t(begin.size()), out + 2 * R + 1, R);
+    std::copy(rows.begin(), rows.end(), out + 2 * R + 1);
+  }
   void pack(int R, std::vector<int32_t>& out) const {
     out.assign(size_t(3) * size_t(R) + 1, 0);
-    std::copy(token.begin(), token.end(), out.begin());
-    std::copy(begin.begin(), begin.end(), out.begin() + R);
-    std::fill(out.begin() + R + std::ptrdiff_t(begin.size()), out.begin() + 2 * R + 1, R);
-    std::copy(rows.begin(), rows.end(), out.begin() + 2 * R + 1);
+    pack(R, out.data());
   }
 };
 

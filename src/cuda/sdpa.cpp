@@ -216,7 +216,7 @@ struct Sdpa::Impl {
   int n = 0, padded = 0;
   size_t largest = 0;
   std::vector<int32_t> len;
-  std::vector<int64_t> start, off;
+  std::vector<int64_t> start;
 
   std::shared_ptr<fe::graph::Graph> build(bool fwd, int slots) {
     Cache& cache = fwd ? fwd_cache : bwd_cache;
@@ -277,7 +277,6 @@ Sdpa::Sdpa(const SdpaShape& shape, void* workspace, size_t workspace_bytes, void
   m.d_len = reinterpret_cast<int32_t*>(array(4));
   m.len.resize(n1);
   m.start.resize(n1);
-  m.off.resize(4 * n1);
   if (dynamic_shapes()) {
     m.fwd_cache = std::make_shared<fe::KernelCache>();
     m.bwd_cache = std::make_shared<fe::KernelCache>();
@@ -289,7 +288,7 @@ Sdpa::~Sdpa() {
   if (impl_ && impl_->handle) cudnnDestroy(impl_->handle);
 }
 
-void Sdpa::set_batch(const int32_t* doc_start, int B, int T, void* stream) {
+void Sdpa::set_batch(const int32_t* doc_start, int B, int T, void* host_metadata, void* stream) {
   Impl& m = *impl_;
   KILN_CHECK(int64_t(B) * T == m.shape.rows && T == m.shape.seq, "cuDNN attention: a ", B, " x ", T,
              " batch for an attention of ", m.shape.rows, " tokens in rows of ", m.shape.seq);
@@ -304,23 +303,27 @@ void Sdpa::set_batch(const int32_t* doc_start, int B, int T, void* stream) {
   const int N = sdpa_bucket(n, m.shape.rows);
   for (int k = n; k < N; ++k) m.start[size_t(k)] = m.shape.rows, m.len[size_t(k)] = 1;
   m.start[size_t(N)] = int64_t(m.shape.rows) + (N > n ? 1 : 0);
-  const size_t n1 = size_t(N) + 1, cap = size_t(m.shape.rows) + 1;
+  // the arrays in the host mirror of the device block (plan::sdpa_metadata_offset's layout), copied from there:
+  // the caller keeps the mirror unchanged until the stream has run the copies, so nothing here waits
+  const int rows = m.shape.rows + 1;
+  auto* host = static_cast<std::byte*>(host_metadata);
+  auto array = [&](int k) { return host + plan::sdpa_metadata_offset(k, rows); };
+  int64_t* off[4] = {reinterpret_cast<int64_t*>(array(0)), reinterpret_cast<int64_t*>(array(1)),
+                     reinterpret_cast<int64_t*>(array(2)), reinterpret_cast<int64_t*>(array(3))};
+  auto* len = reinterpret_cast<int32_t*>(array(4));
+  const size_t n1 = size_t(N) + 1;
   for (size_t k = 0; k < n1; ++k) {
-    m.off[k] = m.start[k] * QKV;
-    m.off[cap + k] = m.start[k] * W;
-    m.off[2 * cap + k] = m.start[k] * NH;
-    m.off[3 * cap + k] = m.start[k] * KVW;
+    off[0][k] = m.start[k] * QKV;
+    off[1][k] = m.start[k] * W;
+    off[2][k] = m.start[k] * NH;
+    off[3][k] = m.start[k] * KVW;
   }
+  std::copy(m.len.begin(), m.len.begin() + N, len);
   auto* s = static_cast<cudaStream_t>(stream);
-  cuda_ok(cudaMemcpyAsync(m.d_off_qkv, m.off.data(), n1 * 8, cudaMemcpyHostToDevice, s), "upload the offsets");
-  cuda_ok(cudaMemcpyAsync(m.d_off_o, m.off.data() + cap, n1 * 8, cudaMemcpyHostToDevice, s), "upload the offsets");
-  cuda_ok(cudaMemcpyAsync(m.d_off_stats, m.off.data() + 2 * cap, n1 * 8, cudaMemcpyHostToDevice, s),
-          "upload the offsets");
-  cuda_ok(cudaMemcpyAsync(m.d_off_kv, m.off.data() + 3 * cap, n1 * 8, cudaMemcpyHostToDevice, s),
-          "upload the offsets");
-  cuda_ok(cudaMemcpyAsync(m.d_len, m.len.data(), size_t(N) * 4, cudaMemcpyHostToDevice, s), "upload the lengths");
-  // The host arrays are reused by the next batch: wait until the copies have read them.
-  cuda_ok(cudaStreamSynchronize(s), "upload the slots");
+  int64_t* dev[4] = {m.d_off_qkv, m.d_off_o, m.d_off_stats, m.d_off_kv};
+  for (int k = 0; k < 4; ++k)
+    cuda_ok(cudaMemcpyAsync(dev[k], off[k], n1 * 8, cudaMemcpyHostToDevice, s), "upload the ragged offsets");
+  cuda_ok(cudaMemcpyAsync(m.d_len, len, size_t(N) * 4, cudaMemcpyHostToDevice, s), "upload the documents' lengths");
   m.n = n;
   m.padded = N;
   auto it = m.graphs.find(N);

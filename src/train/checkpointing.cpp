@@ -8,6 +8,8 @@ namespace kiln {
 
 io::CheckpointInfo save_checkpoint(TrainerBase& t, const std::string& root, int keep, const std::string& recipe,
                                    const io::CheckpointWarning& warn, const nlohmann::json& data_info) {
+  KILN_CHECK(!t.step_in_flight(), "checkpoint: step ", t.run_step() + 1, " is already running, so the state is not "
+             "that of step ", t.run_step(), " (save from after_step only where step_in_flight() is false: trainer_base.hpp)");
   io::CheckpointState st;
   st.step = t.run_step();
   st.schedule_step = t.step();

@@ -66,12 +66,14 @@ void cudnn_attention_case(int T) {
     v.resize(size_t(R) * width);
     return v;
   };
-  kc::DevVec<std::byte> ws(ws_bytes), meta(kiln::plan::sdpa_metadata_bytes(R));
+  kc::DevVec<std::byte> ws(ws_bytes), meta(kiln::plan::sdpa_metadata_bytes(R + 1));
+  // the host's copy of the metadata: pageable here, so each copy has read it when cudaMemcpyAsync returns
+  std::vector<std::byte> host_meta(kiln::plan::sdpa_metadata_bytes(R + 1));
   kc::DevVec<S> d_qkv(padded(qkv, C)), d_out(size_t(R + 1) * NH * HD), d_dout(padded(dout, NH * HD)),
       d_dqkv(size_t(R + 1) * C);
   kc::DevVec<float> d_lse(size_t(R + 1) * NH);
   kiln::backend::cuda::Sdpa sdpa({NH, NKV, HD, R, T, scale}, ws.data(), ws_bytes, meta.data());
-  sdpa.set_batch(ds.data(), B, T, nullptr);
+  sdpa.set_batch(ds.data(), B, T, host_meta.data(), nullptr);
   CHECK(sdpa.slots() == 4);
   CHECK(sdpa.padded_slots() == 4);
   sdpa.forward(d_qkv.data(), d_out.data(), d_lse.data(), nullptr);
@@ -85,14 +87,14 @@ void cudnn_attention_case(int T) {
   // documents of 16 tokens: another bucket, another graph pair; the first batch again reuses its graphs
   std::vector<int32_t> ds2;
   for (int i = 0; i < R; ++i) ds2.push_back((i % T) / 16 * 16);
-  sdpa.set_batch(ds2.data(), B, T, nullptr);
+  sdpa.set_batch(ds2.data(), B, T, host_meta.data(), nullptr);
   CHECK(sdpa.graphs_built() == 2);
-  sdpa.set_batch(ds.data(), B, T, nullptr);
+  sdpa.set_batch(ds.data(), B, T, host_meta.data(), nullptr);
   CHECK(sdpa.graphs_built() == 2);
   // five documents run in a bucket of eight, three of them dummies in the scratch row: the same values
   std::vector<int32_t> ds5 = ds;
   for (int t = T / 2; t < T; ++t) ds5[size_t(T + t)] = T / 2;  // row 1: two documents
-  sdpa.set_batch(ds5.data(), B, T, nullptr);
+  sdpa.set_batch(ds5.data(), B, T, host_meta.data(), nullptr);
   CHECK(sdpa.slots() == 5);
   CHECK(sdpa.padded_slots() == 8);
   std::vector<float> out5(dout.size()), lse5(size_t(R) * NH), dqkv5(qkv.size());

@@ -321,8 +321,13 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::printf("kiln: checkpoint %s\n", info.dir.c_str());
     };
     install_stop_handlers();
+    // A backend whose steps overlap (cuda) may be running the next step when after_step sees a signal: the trainer
+    // finishes that step first and calls after_step again with the state exact; wants_state makes every later step
+    // wait for the host once a signal is there.
+    trainer.wants_state = [](long, long) { return stop_signal().load() != 0; };
     trainer.after_step = [&](long step) {
       if (const int sig = stop_signal().load()) {
+        if (trainer.step_in_flight()) return true;
         save();
         std::printf("kiln: stopped by %s after step %ld; the same command with --resume auto continues from here\n",
                     sig == SIGTERM ? "SIGTERM" : "SIGINT", step);

@@ -2,7 +2,9 @@
 // the plan's programs (kiln/plan/program.hpp) and call one kernel per op.
 //
 //   cpu::State<M>               parameters, gradients, AdamW moments (flat fp32 buffers in the parameter table's
-//                               layout), the gradient norm's partial sums; init, zero-grad, norm, the fused AdamW
+//                               layout), the gradient norm's partial sums; init, zero-grad, norm, the fused AdamW;
+//                               the step's decision (kiln/core/step_rule.hpp: loss, guard, update) on its copy of
+//                               the loss guard's window
 //   cpu::Executor<M, B, T>      the activation arena of one phase shape; runs the training program (forward, loss,
 //                               backward of a micro-batch) and the evaluation program (forward and loss), and reads
 //                               the per-token losses and log-probabilities they leave in the arena
@@ -32,6 +34,7 @@
 #include "kiln/backend/init.hpp"
 #include "kiln/core/error.hpp"
 #include "kiln/core/memory.hpp"
+#include "kiln/core/step_rule.hpp"
 #include "kiln/plan/program.hpp"
 
 namespace kiln {
@@ -61,6 +64,37 @@ class State {
     kernels::adamw_flat(p_.data(), g_.data(), m_.data(), v_.data(), floats, ranges_.data(), int(ranges_.size()), a);
   }
 
+  // A training step (the trainer's calls): begin_step(); the executor's accumulate() for each micro-batch;
+  // end_step(args): the gradient norm, the decision of core/step_rule.hpp and, when it accepts, the update;
+  // step_record() returns what was decided. Here each call has finished when it returns; a device backend
+  // decides on the device and the record arrives later. set_step_state() gives it the loss guard's window and
+  // counters and the update count (a new phase, a loaded checkpoint).
+  void set_step_state(const GuardCounters& g, const double* ring, long updates) {
+    KILN_CHECK(g.window >= 2 && g.window <= kMaxSpikeWindow, "set_step_state: a spike window of ", g.window,
+               " (2 to ", kMaxSpikeWindow, " expected)");
+    guard_ = g;
+    ring_.assign(ring, ring + g.window);
+    updates_ = updates;
+  }
+  void begin_step() {
+    zero_grad();
+    loss_sum_ = 0;
+  }
+  void add_loss(double summed) { loss_sum_ += summed; }
+  void end_step(const StepArgs& a) {
+    KILN_CHECK(!ring_.empty(), "end_step: set_step_state was not called (the loss guard's window is not there)");
+    KILN_CHECK(!has_record_, "end_step: the previous step's record was not read (step_record)");
+    AdamWStep u{};
+    record_ = decide_step(a, loss_sum_, grad_norm(), ring_.data(), guard_, updates_, &u);
+    if (record_.verdict == int(Verdict::ok)) adamw(u);
+    has_record_ = true;
+  }
+  StepRecord step_record() {
+    KILN_CHECK(has_record_, "step_record: no step has ended since the last record was read");
+    has_record_ = false;
+    return record_;
+  }
+
   // Kernels' view (host memory here).
   const float* params() const { return p_.data(); }
   float* grads() { return g_.data(); }
@@ -84,6 +118,13 @@ class State {
   Buffer<float> p_, g_, m_, v_;  // the parameter table's layout, each
   Buffer<double> partials_;     // sum_squares chunk sums
   std::vector<plan::DecayRange> ranges_;
+  // the step's decision: the guard's window and counters, the update count, the loss summed so far, the record
+  std::vector<double> ring_;
+  GuardCounters guard_{};
+  long updates_ = 0;
+  double loss_sum_ = 0;
+  StepRecord record_{};
+  bool has_record_ = false;
 };
 
 // Runs one op of a program on the CPU (S = C = float). Shared by the executors below.
@@ -248,6 +289,12 @@ class Executor {
     return run<Train>(s.params(), s.grads(), b, grad_scale);
   }
 
+  // forward_backward, its loss added to the state's sum for end_step (a training step's micro-batch).
+  template <DecoderModel M0>
+  void accumulate(State<M0>& s, const Batch& b, float grad_scale) {
+    s.add_loss(forward_backward(s, b, grad_scale));
+  }
+
   // Forward and loss only (evaluation): the summed loss; per-token losses and log-probabilities stay readable.
   template <DecoderModel M0>
   double forward(const State<M0>& s, const Batch& b) {
@@ -352,8 +399,10 @@ class Decoder {
 }  // namespace cpu
 
 // The CPU backend as a trainer names it: Trainer<Recipe, backend::Cpu>.
+// Its steps run one after the other: the trainer reads each step's record before it starts the next.
 struct Cpu {
   static constexpr const char* name = "cpu";
+  static constexpr bool overlap_steps = false;
   using precision = plan::Fp32;
   template <DecoderModel M> using state = cpu::State<M>;
   template <DecoderModel M, int B, int T> using executor = cpu::Executor<M, B, T>;

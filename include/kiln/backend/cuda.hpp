@@ -19,13 +19,18 @@
 // Attention: with bf16 storage in an nvcc build with cuDNN (KILN_HAVE_CUDNN), cuDNN's SDPA (backend/cuda/sdpa.hpp,
 // each document of the packed batch one sequence of a ragged layout); KILN_ATTENTION=kiln, fp32 storage and the
 // SIMT build run Kiln's own kernel (kernels/attention.cuh). Both write the same buffers.
-// CUDA graphs (nvcc build): the executor's launches of one micro-batch (forward, loss, backward) run on its own
-// stream and are captured once per program and attention bucket (the second time that shape is run: the first is
-// eager, so that cuBLASLt's heuristics and cuDNN's kernels are set up outside the capture), then replayed; the
-// batch's inputs are uploaded into the same buffers before each replay. KILN_CUDA_GRAPHS=0 launches eagerly.
-// Not yet: the gradient norm, the guards' decision and AdamW inside the graph (they are separate launches, and the
-// host reads the norm and the losses, a synchronisation per micro-batch); the KV-cache decoder (generation runs on
-// the CPU's decoder from the host copy of the parameters).
+// A step never makes the host wait (trainer.hpp overlaps steps: it reads step s's record while step s + 1 runs):
+//   - every launch of a state and its executors goes to the state's stream, in order
+//   - a micro-batch's inputs are copied from page-locked slots (three, reused round-robin) with the attention's
+//     document metadata; its per-token losses are summed on the device into the state's loss sum
+//   - the step's end (gradient norm, the guard's decision, the update that runs only when it accepts the step:
+//     kernels/step.cuh) is one CUDA graph; its record comes back to page-locked memory behind an event
+// CUDA graphs (nvcc build): a micro-batch's launches (forward, loss, backward, loss sum) are captured once per
+// program and attention bucket (the second time that shape is run: the first is eager, so that cuBLASLt's
+// heuristics and cuDNN's kernels are set up outside the capture), then replayed; the step's end is captured at the
+// first step. A step is therefore grad_accum + 1 graph launches and the copies of its inputs.
+// KILN_CUDA_GRAPHS=0 launches eagerly. Not yet: the KV-cache decoder (generation runs on the CPU's decoder from
+// the host copy of the parameters).
 #pragma once
 #include <cmath>
 #include <cstddef>
@@ -45,6 +50,7 @@
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rope.hpp"
 #include "kernels/rope.cuh"
+#include "kernels/step.cuh"
 #include "kernels/swiglu.cuh"
 #include "kiln/backend/batch.hpp"
 #include "kiln/backend/cuda_names.hpp"
@@ -54,6 +60,7 @@
 #include "kiln/backend/cuda/sdpa.hpp"
 #include "kiln/core/bf16.hpp"
 #include "kiln/core/error.hpp"
+#include "kiln/core/step_rule.hpp"
 #include "kiln/plan/program.hpp"
 
 #if defined(__CUDACC__) && defined(KILN_HAVE_CUDNN)
@@ -93,6 +100,8 @@ using storage_t = std::conditional_t<Prec::storage == plan::DType::bf16, bf16, f
 template <DecoderModel M, class Prec = plan::Bf16Mixed>
 class State {
   static_assert(Prec::kernels == plan::Kernels::cuda, "cuda::State: the precision must name the CUDA kernels");
+  using DeviceStep = kernels::cuda::DeviceStep;
+  static_assert(sizeof(DeviceStep) <= plan::kStepBlockBytes, "cuda::State: DeviceStep outgrew plan::kStepBlockBytes");
 
  public:
   using S = storage_t<Prec>;
@@ -107,13 +116,27 @@ class State {
         m_(floats * 4, "AdamW's first moments"),
         v_(floats * 4, "AdamW's second moments"),
         partials_(kernels::cuda::sum_squares_partials(floats) * 8, "the gradient norm's partial sums"),
-        small_(256, "the norm and AdamW's constants"),
-        ranges_(kMaxRanges * sizeof(plan::DecayRange), "the decay ranges") {
-    for (DeviceBytes* b : {&g_, &m_, &v_}) fill_zero(b->as(), b->bytes(), nullptr);
+        step_(plan::kStepBlockBytes, "the step's decision (loss guard, update count, AdamW constants)"),
+        ranges_(kMaxRanges * sizeof(plan::DecayRange), "the decay ranges"),
+        args_(kInFlight * sizeof(StepArgs), "the steps' arguments"),
+        records_(kInFlight * sizeof(StepRecord), "the steps' records") {
+    for (DeviceBytes* b : {&g_, &m_, &v_, &step_}) fill_zero(b->as(), b->bytes(), stream());
     set_decay({{0, floats, true}});
   }
+#if defined(__CUDACC__)
+  ~State() {
+    if (tail_) cudaGraphExecDestroy(tail_);
+  }
+#endif
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
   // Ranges of one decay setting cover the tensors in order: at most one per tensor and one between each two.
   static constexpr size_t kMaxRanges = 2 * size_t(Params::count) + 1;
+  // Steps ended and not yet read (step_record): the trainer reads step s while step s + 1 runs.
+  static constexpr int kInFlight = 2;
+
+  // The stream every launch of this state and of its executors goes to, in order.
+  gpu::Stream stream() const { return stream_.get(); }
 
   // Seeded initialisation, the CPU backend's values (kiln::init_parameters), computed on the host and copied.
   void init(double std, uint64_t seed) {
@@ -121,30 +144,72 @@ class State {
     init_parameters<M>(h.data(), std, seed);
     upload_params(h.data());
   }
-  void zero_grad() { fill_zero(g_.as(), g_.bytes(), nullptr); }
+  void zero_grad() { fill_zero(g_.as(), g_.bytes(), stream()); }
   // The global L2 norm of the gradients: device reductions in a fixed order; the host reads one number.
   double grad_norm() {
-    kernels::cuda::grad_norm(g_.as<float>(), floats, partials_.as<double>(), 0.f, scalars(), nullptr);
+    kernels::cuda::grad_norm(g_.as<float>(), floats, partials_.as<double>(), 0.f, step()->norm_scale, stream());
     float ns[2];
-    to_host(ns, scalars(), sizeof ns, nullptr);
+    to_host(ns, step()->norm_scale, sizeof ns, stream());
     return double(ns[0]);
   }
   void set_decay(std::vector<plan::DecayRange> r) {
     KILN_CHECK(!r.empty() && r.size() <= kMaxRanges, "cuda::State::set_decay: ", r.size(), " ranges (1 to ",
                kMaxRanges, " expected: they cover the flat buffer tensor by tensor)");
     n_ranges_ = int(r.size());
-    to_device(ranges_.as(), r.data(), r.size() * sizeof(plan::DecayRange), nullptr);
-    synchronize(nullptr);  // r is freed on return
+    to_device(ranges_.as(), r.data(), r.size() * sizeof(plan::DecayRange), stream());
+    synchronize(stream());  // r is freed on return
+    drop_tail();            // the captured update read the old count of ranges
   }
   // One AdamW update (a.step 1-based, the clip folded into a.grad_scale), refreshing the storage copy.
   void adamw(const AdamWStep& a) {
     KILN_CHECK(a.step >= 1, "adamw: step is 1-based, got ", a.step);
     const kernels::cuda::AdamWConstants k = kernels::cuda::adamw_constants(a);
-    to_device(constants(), &k, sizeof k, nullptr);
-    kernels::cuda::adamw_flat<S>(p_.as<float>(), g_.as<float>(), m_.as<float>(), v_.as<float>(),
-                                 copy ? ps_.as<S>() : nullptr, floats, ranges_.as<plan::DecayRange>(), n_ranges_,
-                                 constants(), nullptr, nullptr);
+    to_device(&step()->adamw, &k, sizeof k, stream());
+    update();
   }
+
+  // A training step (the trainer's calls, as on the CPU backend): begin_step(); the executor's accumulate() for
+  // each micro-batch; end_step(args), which enqueues the gradient norm, the decision (kernels/step.cuh) and the
+  // update that runs only when the decision accepts the step, and returns at once; step_record() waits for the
+  // oldest step not yet read and returns what it decided. Up to kInFlight steps may be ended and unread. The norm,
+  // decision and update are one CUDA graph, captured at the first step and replayed (KILN_CUDA_GRAPHS=0: eager);
+  // its only input from the host is the step's arguments, copied from page-locked memory before it runs.
+  void set_step_state(const GuardCounters& g, const double* ring, long updates) {
+    KILN_CHECK(g.window >= 2 && g.window <= kMaxSpikeWindow, "set_step_state: a spike window of ", g.window,
+               " (2 to ", kMaxSpikeWindow, " expected)");
+    KILN_CHECK(in_flight_ == 0, "set_step_state: ", in_flight_, " steps are still running (read their records first)");
+    to_device(&step()->guard, &g, sizeof g, stream());
+    to_device(&step()->updates, &updates, sizeof updates, stream());
+    to_device(step()->ring, ring, size_t(g.window) * sizeof(double), stream());
+    synchronize(stream());  // the sources are the caller's
+    has_guard_ = true;
+  }
+  void begin_step() {
+    zero_grad();
+    fill_zero(&step()->loss_sum, sizeof(double), stream());
+  }
+  double* loss_sum() { return &step()->loss_sum; }  // where the executor's accumulate() adds (device memory)
+  void end_step(const StepArgs& a) {
+    KILN_CHECK(has_guard_, "end_step: set_step_state was not called (the loss guard's window is not there)");
+    KILN_CHECK(in_flight_ < kInFlight, "end_step: ", in_flight_, " steps ended and not read (step_record)");
+    // the slot of step issued_ - kInFlight, whose record was read: its copies have run
+    const int slot = int(issued_ % kInFlight);
+    args_.as<StepArgs>()[slot] = a;
+    to_device(&step()->args, args_.as<StepArgs>() + slot, sizeof a, stream());
+    tail();
+    to_host_async(records_.as<StepRecord>() + slot, &step()->record, sizeof(StepRecord), stream());
+    done_[slot].record(stream());
+    ++issued_;
+    ++in_flight_;
+  }
+  StepRecord step_record() {
+    KILN_CHECK(in_flight_ > 0, "step_record: no step has ended since the last record was read");
+    const int slot = int((issued_ - in_flight_) % kInFlight);
+    done_[slot].wait("the training step's kernels");
+    --in_flight_;
+    return records_.as<StepRecord>()[slot];
+  }
+  int tail_graphs() const { return tail_ != nullptr; }  // 1 once the step's end replays from a CUDA graph
 
   // Kernels' views (device memory).
   const S* params() const {
@@ -159,7 +224,7 @@ class State {
     auto& self = const_cast<State&>(*this);
     std::vector<float>& h = self.stage_[int(t)];
     h.resize(floats);
-    to_host(h.data(), self.buf(t).as(), floats * 4, nullptr);
+    to_host(h.data(), self.buf(t).as(), floats * 4, stream());
     return h.data();
   }
   float* host_mut(Tensor t) { return const_cast<float*>(host(t)); }
@@ -167,20 +232,62 @@ class State {
     std::vector<float>& h = stage_[int(t)];
     KILN_CHECK(h.size() == floats, "cuda::State::commit: host_mut was not called for this tensor");
     if (t == Tensor::params) upload_params(h.data());
-    else to_device(buf(t).as(), h.data(), floats * 4, nullptr);
+    else to_device(buf(t).as(), h.data(), floats * 4, stream());
+    synchronize(stream());
   }
 
  private:
+  DeviceStep* step() const { return step_.as<DeviceStep>(); }
+  void update() {
+    kernels::cuda::adamw_flat<S>(p_.as<float>(), g_.as<float>(), m_.as<float>(), v_.as<float>(),
+                                 copy ? ps_.as<S>() : nullptr, floats, ranges_.as<plan::DecayRange>(), n_ranges_,
+                                 &step()->adamw, nullptr, stream());
+  }
+  // The step's end on the device: the norm, the decision, the update (which reads the decision's constants).
+  void tail() {
+    auto launches = [&] {
+      kernels::cuda::grad_norm(g_.as<float>(), floats, partials_.as<double>(), 0.f, step()->norm_scale, stream());
+      kernels::cuda::decide(step(), stream());
+      update();
+    };
+#if defined(__CUDACC__)
+    if (!use_graphs_) return launches();
+    if (!tail_) {
+      cudaGraph_t g = nullptr;
+      check(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal), "begin capturing the step's end");
+      try {
+        launches();
+      } catch (...) {
+        cudaStreamEndCapture(stream(), &g);
+        if (g) cudaGraphDestroy(g);
+        throw;
+      }
+      check(cudaStreamEndCapture(stream(), &g), "capture the step's end as a CUDA graph");
+      const cudaError_t e = cudaGraphInstantiate(&tail_, g, 0);
+      cudaGraphDestroy(g);
+      check(e, "instantiate the step's end");
+    }
+    check(cudaGraphLaunch(tail_, stream()), "replay the step's end");
+#else
+    launches();
+#endif
+  }
+  void drop_tail() {
+#if defined(__CUDACC__)
+    if (tail_) cudaGraphExecDestroy(tail_);
+#endif
+    tail_ = nullptr;
+  }
   void upload_params(const float* h) {
-    to_device(p_.as(), h, floats * 4, nullptr);
+    to_device(p_.as(), h, floats * 4, stream());
     if constexpr (copy) {
       std::vector<S> s(floats);
       const std::ptrdiff_t n = std::ptrdiff_t(floats);
 #pragma omp parallel for schedule(static)
       for (std::ptrdiff_t i = 0; i < n; ++i) s[size_t(i)] = S(h[i]);
-      to_device(ps_.as(), s.data(), floats * sizeof(S), nullptr);
+      to_device(ps_.as(), s.data(), floats * sizeof(S), stream());
     }
-    synchronize(nullptr);
+    synchronize(stream());
   }
   DeviceBytes& buf(Tensor t) {
     switch (t) {
@@ -190,13 +297,21 @@ class State {
       default: return v_;
     }
   }
-  float* scalars() { return small_.as<float>(); }  // [norm, clip scale]
-  kernels::cuda::AdamWConstants* constants() {
-    return reinterpret_cast<kernels::cuda::AdamWConstants*>(small_.as<std::byte>() + 64);
-  }
 
-  DeviceBytes p_, ps_, g_, m_, v_, partials_, small_, ranges_;
+  OwnStream stream_;  // first: the buffers below are filled on it
+  DeviceBytes p_, ps_, g_, m_, v_, partials_, step_, ranges_;
+  PinnedBytes args_, records_;  // kInFlight slots each
+  Event done_[kInFlight];       // the record of the slot's step is on the host
+  long issued_ = 0;             // steps ended
+  int in_flight_ = 0;           // of them, not read
   int n_ranges_ = 0;
+  bool has_guard_ = false;
+#if defined(__CUDACC__)
+  cudaGraphExec_t tail_ = nullptr;
+  bool use_graphs_ = cuda_graphs_enabled();
+#else
+  void* tail_ = nullptr;
+#endif
   std::vector<float> stage_[4];
 };
 
@@ -231,8 +346,9 @@ class Executor {
 
   Executor()
       : arena_(arena_bytes, "the activation arena"), workspace_(plan::kGemmWorkspace, "cuBLASLt's workspace"),
-        small_(256, "the loss scale"), gemm_(workspace_.as(), workspace_.bytes()), seen_(size_t(V), 0),
-        loss_(R), logp_(R) {
+        small_(256, "the loss scale and the executor's loss sum"), gemm_(workspace_.as(), workspace_.bytes()),
+        seen_(size_t(V), 0), loss_(R), logp_(R) {
+    for (Upload& u : uploads_) u.host = PinnedBytes(Upload::bytes, "a micro-batch's inputs on their way to the device");
     if constexpr (M::positional::any_rope) {
       const kernels::RopeTable<float, HD> t(T, cuda_rope_theta<M>());  // the CPU's table: the same fp32 values
       rope_cos_ = DeviceBytes(t.cos.size() * 4, "RoPE's cos table");
@@ -251,13 +367,13 @@ class Executor {
 #endif
     }
   }
-#if defined(__CUDACC__)
   ~Executor() {
+    for (Upload& u : uploads_) u.done.wait("the last micro-batch's copies");  // they read the page-locked slots
+#if defined(__CUDACC__)
     for (auto& [key, r] : graphs_)
       if (r.exec) cudaGraphExecDestroy(r.exec);
-    if (stream_) cudaStreamDestroy(stream_);
-  }
 #endif
+  }
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
   // CUDA graphs captured so far (one per program and attention bucket run twice or more)
@@ -278,21 +394,28 @@ class Executor {
 #endif
   }
 
-  // Forward and backward of one micro-batch; gradients ADDED to the state's, scaled by grad_scale. Returns the
-  // summed loss of the micro-batch's targets (per-token losses summed in row order, in double, as the CPU does).
+  // Forward and backward of one micro-batch; gradients ADDED to the state's, scaled by grad_scale; its summed loss
+  // added to the state's loss_sum() on the device (a training step's micro-batch: trainer.hpp). Returns once the
+  // launches are enqueued: the host waits only when it is more than kUploads micro-batches ahead of the device.
+  template <DecoderModel M0>
+  void accumulate(State<M0, Prec>& s, const Batch& b, float grad_scale) {
+    static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
+    run<Train>(s.params(), s.grads(), b, grad_scale, s.loss_sum(), s.stream());
+  }
+  // The same, waiting for it: returns the summed loss of the micro-batch's targets (in double, on the device).
   template <DecoderModel M0>
   double forward_backward(State<M0, Prec>& s, const Batch& b, float grad_scale) {
     static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
-    return run<Train>(s.params(), s.grads(), b, grad_scale);
+    return summed([&](double* acc) { run<Train>(s.params(), s.grads(), b, grad_scale, acc, s.stream()); }, s.stream());
   }
   template <DecoderModel M0>
   double forward(const State<M0, Prec>& s, const Batch& b) {
     static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
-    return run<Eval>(s.params(), nullptr, b, 0.f);
+    return summed([&](double* acc) { run<Eval>(s.params(), nullptr, b, 0.f, acc, s.stream()); }, s.stream());
   }
-  // Per-token loss and log p(target) of the last run, (B, T), on the host.
-  const float* token_loss() const { return loss_.data(); }
-  const float* token_logp() const { return logp_.data(); }
+  // Per-token loss and log p(target) of the last run, (B, T), on the host (downloaded when asked for).
+  const float* token_loss() const { return download(loss_, token_loss_at_); }
+  const float* token_logp() const { return download(logp_, token_logp_at_); }
 
  private:
   template <class P>
@@ -313,6 +436,12 @@ class Executor {
       return grads + Params::table.entries[size_t(op.param + entry)].offset;
     }
     int blocks(const plan::Op& op, int k) const { return int(P::data.bufs[size_t(op.use[k].buf)].dims[0]); }
+    // After the program: its per-token losses summed into *acc.
+    void sum_loss(double* acc) const {
+      kernels::cuda::sum_losses(reinterpret_cast<const float*>(ex.arena_.template as<std::byte>() +
+                                                               P::data.bufs[size_t(P::data.token_loss)].offset),
+                                R, acc, stream);
+    }
 
     void operator()(const plan::Op& op) {
       namespace kc = kernels::cuda;
@@ -437,53 +566,90 @@ class Executor {
     }
   };
 
+  // The micro-batch's inputs in a page-locked slot: tokens, targets, positions, doc_start (R each), the embedding's
+  // row groups (3 R + 1), the loss scale, and the attention's document metadata (its device block's layout). Slots
+  // are reused round-robin once the copies out of them have run.
+  static constexpr int kUploads = 3;
+  struct Upload {
+    static constexpr size_t groups = 4 * size_t(R), scale = groups + 3 * size_t(R) + 1;  // in int32
+    static constexpr size_t sdpa = (scale * 4 + 4 + 255) / 256 * 256;                     // in bytes
+    static constexpr size_t bytes = sdpa + Mem::attention_metadata;
+    PinnedBytes host;
+    Event done;
+  };
+
+  template <class F>
+  double summed(F&& launch, gpu::Stream stream) {
+    double* acc = small_.template as<double>() + 1;  // the executor's own loss sum (after the loss scale)
+    fill_zero(acc, sizeof(double), stream);
+    launch(acc);
+    double loss = 0;
+    to_host(&loss, acc, sizeof loss, stream);
+    return loss;
+  }
+  const float* download(std::vector<float>& h, size_t at) const {
+    KILN_CHECK(at != size_t(-1), "executor: no program has run yet: per-token results are not there");
+    to_host(h.data(), arena_.template as<std::byte>() + at, sizeof(float) * R, last_stream_);
+    return h.data();
+  }
+
   template <class P>
-  double run(const S* params, float* grads, const Batch& b, float grad_scale) {
+  void run(const S* params, float* grads, const Batch& b, float grad_scale, double* acc, gpu::Stream stream) {
     validate_batch(b, B, T, M::vocab, T);
+    Upload& u = uploads_[size_t(next_upload_)];
+    next_upload_ = (next_upload_ + 1) % kUploads;
+    u.done.wait("a micro-batch's copies to the device");  // the slot's previous copies have read it
     std::byte* arena = arena_.as<std::byte>();
-    const auto copy_in = [&](int buf, const int32_t* src, size_t n) {
-      to_device(arena + P::data.bufs[size_t(buf)].offset, src, sizeof(int32_t) * n, nullptr);
+    int32_t* host = u.host.template as<int32_t>();
+    const auto copy_in = [&](int buf, const int32_t* src, int32_t* at, size_t n) {
+      if (src != at) std::memcpy(at, src, sizeof(int32_t) * n);
+      to_device(arena + P::data.bufs[size_t(buf)].offset, at, sizeof(int32_t) * n, stream);
     };
-    copy_in(P::data.tokens, b.tokens, R);
-    copy_in(P::data.targets, b.targets, R);
-    copy_in(P::data.positions, b.positions, R);
-    copy_in(P::data.doc_start, b.doc_start, R);
+    copy_in(P::data.tokens, b.tokens, host, R);
+    copy_in(P::data.targets, b.targets, host + R, R);
+    copy_in(P::data.positions, b.positions, host + 2 * R, R);
+    copy_in(P::data.doc_start, b.doc_start, host + 3 * R, R);
 #if defined(KILN_CUDA_SDPA)
-    if (sdpa_) sdpa_->set_batch(b.doc_start, B, T, nullptr);  // the documents as cuDNN's slots
+    if (sdpa_)  // the documents as cuDNN's slots
+      sdpa_->set_batch(b.doc_start, B, T, u.host.template as<std::byte>() + Upload::sdpa, stream);
 #endif
     if constexpr (P::mode == plan::Mode::train) {
       // the rows grouped by token for the embedding's backward, built here where the batch enters
-      kernels::cuda::EmbeddingGrad::build(b.tokens, R, seen_).pack(R, grouped_);  // fixed places: one launch
-      copy_in(P::data.embedding_grad, grouped_.data(), grouped_.size());
-      to_device(small_.as(), &grad_scale, sizeof grad_scale, nullptr);
+      int32_t* groups = host + Upload::groups;
+      kernels::cuda::EmbeddingGrad::build(b.tokens, R, seen_).pack(R, groups);  // fixed places: one launch
+      copy_in(P::data.embedding_grad, groups, groups, 3 * size_t(R) + 1);
+      float* scale = reinterpret_cast<float*>(host + Upload::scale);
+      *scale = grad_scale;
+      to_device(small_.as(), scale, sizeof grad_scale, stream);
     }
-    Runner<P> op{*this, params, grads};
+    u.done.record(stream);
+    Runner<P> op{*this, params, grads, stream};
 #if defined(__CUDACC__)
-    op.stream = stream_;
-    launch(op, int(P::mode), params, grads);
+    launch(op, int(P::mode), params, grads, acc);
 #else
     for (int i = 0; i < P::data.n_ops; ++i) op(P::data.ops[size_t(i)]);
+    op.sum_loss(acc);
 #endif
-    to_host(loss_.data(), arena + P::data.bufs[size_t(P::data.token_loss)].offset, sizeof(float) * R, nullptr);
-    to_host(logp_.data(), arena + P::data.bufs[size_t(P::data.token_logp)].offset, sizeof(float) * R, nullptr);
-    double loss = 0;
-    for (int r = 0; r < R; ++r) loss += double(loss_[size_t(r)]);
-    return loss;
+    token_loss_at_ = P::data.bufs[size_t(P::data.token_loss)].offset;
+    token_logp_at_ = P::data.bufs[size_t(P::data.token_logp)].offset;
+    last_stream_ = stream;
   }
 
 #if defined(__CUDACC__)
-  // The program's launches on stream_, eagerly or from a graph: see the header comment.
+  // The program's launches on the state's stream, eagerly or from a graph: see the header comment.
   template <class P>
-  void launch(Runner<P>& op, int mode, const S* params, const float* grads) {
+  void launch(Runner<P>& op, int mode, const S* params, const float* grads, double* acc) {
     auto eager = [&] {
       for (int i = 0; i < P::data.n_ops; ++i) op(P::data.ops[size_t(i)]);
+      op.sum_loss(acc);
     };
+    const cudaStream_t stream = op.stream;
     if (!use_graphs_) return eager();
     int bucket = 0;
 #if defined(KILN_CUDA_SDPA)
     if (sdpa_) bucket = sdpa_->padded_slots();
 #endif
-    const GraphKey key{mode, bucket, params, grads};
+    const GraphKey key{mode, bucket, params, grads, acc};
     Replay* r = nullptr;
     for (auto& [k, v] : graphs_)
       if (k == key) r = &v;
@@ -491,25 +657,26 @@ class Executor {
     if (!r->exec && r->runs++ == 0) return eager();  // the first run of this shape: set-up outside any capture
     if (!r->exec) {
       cudaGraph_t g = nullptr;
-      check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "begin capturing the step");
+      check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capturing the step");
       try {
         eager();
       } catch (...) {
-        cudaStreamEndCapture(stream_, &g);
+        cudaStreamEndCapture(stream, &g);
         if (g) cudaGraphDestroy(g);
         throw;
       }
-      check(cudaStreamEndCapture(stream_, &g), "capture the step's launches as a CUDA graph");
+      check(cudaStreamEndCapture(stream, &g), "capture the step's launches as a CUDA graph");
       const cudaError_t e = cudaGraphInstantiate(&r->exec, g, 0);
       cudaGraphDestroy(g);
       check(e, "instantiate the step's CUDA graph");
     }
-    check(cudaGraphLaunch(r->exec, stream_), "replay the step's CUDA graph");
+    check(cudaGraphLaunch(r->exec, stream), "replay the step's CUDA graph");
   }
   struct GraphKey {
     int mode, bucket;
     const void* params;
     const void* grads;
+    const void* acc;
     bool operator==(const GraphKey&) const = default;
   };
   struct Replay {
@@ -517,13 +684,7 @@ class Executor {
     int runs = 0;
   };
   std::vector<std::pair<GraphKey, Replay>> graphs_;
-  cudaStream_t stream_ = make_stream();
   bool use_graphs_ = cuda_graphs_enabled();
-  static cudaStream_t make_stream() {
-    cudaStream_t s = nullptr;
-    check(cudaStreamCreate(&s), "create the executor's stream");  // blocking: ordered with the legacy stream's copies
-    return s;
-  }
 #endif
 
   DeviceBytes arena_, workspace_, small_, rope_cos_, rope_sin_, sdpa_workspace_, sdpa_metadata_;
@@ -531,8 +692,12 @@ class Executor {
 #if defined(KILN_CUDA_SDPA)
   std::unique_ptr<Sdpa> sdpa_;
 #endif
-  std::vector<int32_t> seen_, grouped_;  // EmbeddingGrad's counters (V, zero between batches) and its upload
-  std::vector<float> loss_, logp_;
+  std::vector<int32_t> seen_;  // EmbeddingGrad's counters (V, zero between batches)
+  Upload uploads_[kUploads];
+  int next_upload_ = 0;
+  mutable std::vector<float> loss_, logp_;  // token_loss() / token_logp()'s host copies
+  size_t token_loss_at_ = size_t(-1), token_logp_at_ = size_t(-1);
+  gpu::Stream last_stream_ = nullptr;
 };
 
 // Where a CUDA trainer starts: one line each for no device, a device older than sm_90 (the build's target), and a
@@ -563,9 +728,11 @@ namespace kiln::backend {
 
 // The CUDA backend as a trainer names it: Trainer<Recipe, backend::Cuda>. Generation reads the parameters on the
 // host and runs the CPU's decoder (the CUDA decoder is not written yet).
+// Its steps overlap: the trainer starts step s + 1 before it reads step s's record.
 template <class Prec = plan::Bf16Mixed>
 struct CudaBackend {
   static constexpr const char* name = "cuda";
+  static constexpr bool overlap_steps = true;
   using precision = Prec;
   template <DecoderModel M> using state = cuda::State<M, Prec>;
   template <DecoderModel M, int B, int T> using executor = cuda::Executor<M, B, T, Prec>;

@@ -153,6 +153,9 @@ struct ProgramCapacity {
 inline constexpr size_t kArenaAlign = 256;
 // cuBLASLt's workspace on the CUDA backend (NVIDIA recommends 32 MiB on Hopper).
 inline constexpr size_t kGemmWorkspace = size_t(32) << 20;
+// The CUDA state's block for a step's decision on the device (kernels/step.cuh's DeviceStep: the step's arguments,
+// the loss guard's counters and window of up to kMaxSpikeWindow losses, the update count, the AdamW constants).
+inline constexpr size_t kStepBlockBytes = size_t(36) << 10;
 
 template <DecoderModel M, int B_, int T_, class Prec, Mode Mode_>
 struct Program {
@@ -606,11 +609,11 @@ struct MemoryPlan {
   // RoPE's cos and sin tables (fp32, T x head_dim / 2 each) where a layer uses RoPE
   static constexpr size_t rope_tables = M::positional::any_rope ? 2 * size_t(T) * size_t(M::head_dim / 2) * 4 : 0;
   // The CUDA kernels' own: cuBLASLt's workspace, the decay ranges (at most one per tensor and one between each
-  // two), and two 256-byte blocks of scalars (the state's norm, clip scale and AdamW constants; the executor's loss
-  // scale): what backend/cuda.hpp allocates besides the above
+  // two), the state's step block (kStepBlockBytes) and the executor's 256 bytes of scalars (the loss scale, its
+  // own loss sum): what backend/cuda.hpp allocates besides the above
   static constexpr bool cuda = Prec::kernels == Kernels::cuda;
   static constexpr size_t gemm_workspace = cuda ? kGemmWorkspace : 0;
-  static constexpr size_t device_small = cuda ? (2 * size_t(P::count) + 1) * sizeof(DecayRange) + 2 * 256 : 0;
+  static constexpr size_t device_small = cuda ? (2 * size_t(P::count) + 1) * sizeof(DecayRange) + kStepBlockBytes + 256 : 0;
   // cuDNN's attention (bf16 storage only; backend/cuda/sdpa.hpp): the block its workspace lives in, and the
   // documents' lengths and ragged offsets. Reserved whichever attention runs, so the total does not depend on it.
   static constexpr bool sdpa = cuda && Prec::storage == DType::bf16;

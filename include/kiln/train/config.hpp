@@ -99,7 +99,8 @@ inline void validate(const TrainConfig& c, const std::string& where) {
   KILN_CHECK(c.clip >= 0 && finite(c.clip), "--clip must be >= 0 (0: off), got ", c.clip, where);
   KILN_CHECK(c.grad_accum > 0 && c.grad_accum <= 1'000'000, "--grad-accum must lie in [1, 1e6], got ", c.grad_accum, where);
   KILN_CHECK(c.init_std > 0 && finite(c.init_std), "--init-std must be positive, got ", c.init_std, where);
-  KILN_CHECK(c.guard.spike_window >= 2, "--spike-window must be at least 2, got ", c.guard.spike_window, where);
+  KILN_CHECK(c.guard.spike_window >= 2 && c.guard.spike_window <= kMaxSpikeWindow, "--spike-window must lie in [2, ",
+             kMaxSpikeWindow, "], got ", c.guard.spike_window, where);
   KILN_CHECK(c.guard.max_bad_steps >= 1, "--max-bad-steps must be at least 1, got ", c.guard.max_bad_steps, where);
   KILN_CHECK(c.guard.spike_zscore >= 0, "--spike-zscore must be >= 0 (0: off), got ", c.guard.spike_zscore, where);
   KILN_CHECK(c.val_every >= 2, "--val-every must be at least 2 (every n-th document held out), got ", c.val_every, where);

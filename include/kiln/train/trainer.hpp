@@ -2,14 +2,22 @@
 //   per step: grad = 0; for each of grad_accum micro-batches: forward + backward (gradients accumulate, each
 //   scaled by 1 / targets in the global batch); the guard judges loss and gradient norm (a bad step is skipped,
 //   repeated bad steps roll back, guards.hpp); clip by global norm; AdamW with the schedule's learning rate.
-// The backend owns parameters, gradients, optimizer state and the activation arena; zero-grad, forward/backward,
-// the norm and the fused AdamW update are its calls, and the host reads the loss and the norm once per step. This
-// file includes no kernel and assumes nothing about where the backend keeps its memory. What does not depend on the
-// recipe (counters, settings, hooks, the buffers on the host) is TrainerBase (trainer_base.hpp), through which
-// checkpoints and the trainer program, compiled once, see any trainer. A Backend provides
-//   state<M>           init(std, seed), zero_grad(), grad_norm(), set_decay(ranges), adamw(AdamWStep),
-//                      host(Tensor) / host_mut(Tensor) / commit(Tensor) for checkpoints
-//   executor<M, B, T>  forward_backward(state, batch, grad_scale) -> summed loss; forward(state, batch) -> summed loss
+// The backend owns parameters, gradients, optimizer state and the activation arena, and takes the step's decision
+// itself (kiln/core/step_rule.hpp: the loss, the guard's verdict, the update) where the loss is, on its copy of
+// the guard's window; the trainer's guard adopts each verdict from the step's record. A backend whose steps overlap
+// (overlap_steps: the CUDA one) is given step s + 1 before the host reads step s's record, so the device never
+// waits for the host; the host still waits where it needs the state (evaluation, checkpoints, a phase's end, a stop
+// signal: must_sync). This file includes no kernel and assumes nothing about where the backend keeps its memory.
+// What does not depend on the recipe (counters, settings, hooks, the buffers on the host) is TrainerBase
+// (trainer_base.hpp), through which checkpoints and the trainer program, compiled once, see any trainer.
+// A Backend provides
+//   overlap_steps      whether end_step returns before the step has run
+//   state<M>           init(std, seed), set_decay(ranges), host(Tensor) / host_mut(Tensor) / commit(Tensor);
+//                      the step: set_step_state(guard counters, ring, updates), begin_step(), end_step(StepArgs),
+//                      step_record() -> StepRecord (the oldest unread); zero_grad(), grad_norm(), adamw(AdamWStep)
+//                      for tests and benchmarks
+//   executor<M, B, T>  accumulate(state, batch, grad_scale) (a step's micro-batch, its loss summed by the state);
+//                      forward_backward(state, batch, grad_scale) -> summed loss; forward(state, batch) -> summed loss
 //   decoder<M, MaxT>   step(state, token) -> logits (generation)
 // Console: step, loss, lr, grad norm, tokens/s, GFLOP/s (the work really done: document masking shortens the
 // attention), ETA; held-out loss at eval points and at the end.
@@ -26,6 +34,7 @@
 
 #include "kiln/backend/batch.hpp"
 #include "kiln/core/rng.hpp"
+#include "kiln/core/step_rule.hpp"
 #include "kiln/data/row_source.hpp"
 #include "kiln/plan/flops.hpp"
 #include "kiln/train/guards.hpp"
@@ -171,12 +180,61 @@ class Trainer final : public TrainerBase {
     std::apply([](auto&... e) { (e.reset(), ...); }, execs_);
   }
 
+  // One step from its start to the reading of its record. Its batches stay until then, so that a rollback can run
+  // them again from the restored state (the data goes on from where it was, as without overlap).
+  template <int B, int T>
+  struct StepWork {
+    long step = -1;  // its phase step (0-based); -1: none
+    double lr = 0, flops = 0;
+    long targets = 0;
+    std::vector<HostBatch<B, T>> micro;
+  };
+
+  // Starts step s of phase I: its batches (fresh unless `refill` is false), then every micro-batch's forward and
+  // backward and the step's end (norm, guard, update) on the backend, which may return before they have run.
+  template <int I, class W>
+  void start_step(W& w, long s, bool refill) {
+    using St = phase_stage<Recipe, I>;
+    constexpr int B = St::micro_batch, T = St::seq_len;
+    auto& exec = *std::get<I>(execs_);
+    const TrainConfig& c = config();
+    w.step = s;
+    if (refill) {
+      w.micro.resize(size_t(c.grad_accum));
+      w.targets = 0;
+      w.flops = 0;
+      for (auto& mb : w.micro) {
+        mb.fill(*data_.train);
+        w.targets += mb.count_targets();
+        w.flops += plan::Flops<phase_model<Recipe, I>, St>::train_flops(double(B) * T, mb.attention_context());
+      }
+    }
+    w.lr = learning_rate(c, s);
+    state_->begin_step();
+    const float scale = w.targets ? 1.0f / float(w.targets) : 0.0f;
+    for (auto& mb : w.micro) exec.accumulate(*state_, mb.view(), scale);
+    state_->end_step(StepArgs{w.lr, c.beta1, c.beta2, c.adam_eps, c.weight_decay, c.clip, double(w.targets)});
+  }
+
+  // Whether the host needs the state right after phase step s (0-based): then step s + 1 does not start early.
+  bool must_sync(const TrainConfig& c, long s) const {
+    const long done = s + 1;
+    return done >= c.steps || (c.eval_every > 0 && done % c.eval_every == 0) ||
+           (c.checkpoint_every > 0 && done % c.checkpoint_every == 0) || (wants_state && wants_state(run_step_ + 1, done));
+  }
+  void give_step_state() {
+    const auto g = guard_.state();
+    GuardCounters k = guard_.config().counters();
+    k.count = g.count, k.bad_in_a_row = g.bad_in_a_row;
+    state_->set_step_state(k, g.ring.data(), updates_);
+  }
+
+  // The phase's steps. On a backend whose steps overlap, step s + 1 starts before step s's record is read (unless
+  // must_sync): the device never waits for the host's bookkeeping, logging or next batches.
   template <int I>
   bool run_phase(bool quiet, const std::function<void(const Log&)>& on_log) {
     using St = phase_stage<Recipe, I>;
-    using PM = phase_model<Recipe, I>;
     constexpr int B = St::micro_batch, T = St::seq_len;
-    auto& exec = *std::get<I>(execs_);
     const TrainConfig& c = config();
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
@@ -185,44 +243,45 @@ class Trainer final : public TrainerBase {
     long tokens_since = 0;
     double flops_since = 0;
     last_step_time_ = t0;
-    std::vector<HostBatch<B, T>> micro(size_t(c.grad_accum));
-    while (step_ < c.steps) {
-      const long s = step_;
-      long targets = 0;
-      for (auto& mb : micro) {
-        mb.fill(*data_.train);
-        targets += mb.count_targets();
-        flops_since += plan::Flops<PM, St>::train_flops(double(B) * T, mb.attention_context());
-      }
-      state_->zero_grad();
-      double loss_sum = 0;
-      const float scale = targets ? 1.0f / float(targets) : 0.0f;
-      for (auto& mb : micro) loss_sum += exec.forward_backward(*state_, mb.view(), scale);
-      const double loss = targets ? loss_sum / double(targets) : 0.0;
-      const double norm = state_->grad_norm();
-      const double lr = learning_rate(c, s);
-      const double z = guard_.zscore(loss);
-      const auto verdict = guard_.judge(loss, norm);
-      const bool skipped = verdict != LossGuard::Verdict::ok;
-      if (!skipped) state_->adamw(adamw_step(c, lr, norm, ++updates_));
+    enum class Next { go, stop, rolled_back };
+    // Reads the record of `w` and does everything the host does after a step. ahead: the next step is running.
+    auto finish = [&](StepWork<B, T>& w, StepWork<B, T>* ahead) {
+      const StepRecord r = state_->step_record();
+      const long s = w.step;
+      const auto verdict = Verdict(r.verdict);
+      guard_.adopt(r.loss, verdict);
+      const bool skipped = verdict != Verdict::ok;
+      if (!skipped) ++updates_;
+      KILN_CHECK(r.updates == updates_ && r.bad_in_a_row == guard_.bad_in_a_row(), "trainer: the backend counts ",
+                 r.updates, " updates and ", r.bad_in_a_row, " bad steps in a row, the host ", updates_, " and ",
+                 guard_.bad_in_a_row(), " (a bug: the two copies of the step's state parted)");
+      const double loss = r.loss, norm = r.grad_norm, lr = r.lr;
       losses_.push_back(loss);
       ++step_;
       ++run_step_;
       tokens_since += long(B) * T * c.grad_accum;
       tokens_seen_ += long(B) * T * c.grad_accum;
+      flops_since += w.flops;
       if (skipped && !quiet) {
-        if (verdict == LossGuard::Verdict::not_finite)
+        if (verdict == Verdict::not_finite)
           std::printf("step %6ld: loss %g, grad norm %g not finite: step skipped (%d bad in a row)\n", run_step_, loss,
                       norm, guard_.bad_in_a_row());
         else
           std::printf("step %6ld: loss spike %.4f (z = %.1f over the last %d steps > %.1f): step skipped (%d bad in a row)\n",
-                      run_step_, loss, z, c.guard.spike_window, c.guard.spike_zscore, guard_.bad_in_a_row());
+                      run_step_, loss, r.zscore, c.guard.spike_window, c.guard.spike_zscore, guard_.bad_in_a_row());
       }
+      Next next = Next::go;
       if (guard_.must_roll_back()) {
+        if (ahead) {  // the step after it ran on the state being abandoned: it runs again once that is restored
+          state_->step_record();
+          in_flight_ = false;
+          next = Next::rolled_back;
+        }
         const int bad = guard_.bad_in_a_row();
         KILN_CHECK(rollback && rollback(), bad, " bad steps in a row up to step ", run_step_,
                    " and no checkpoint to roll back to: stopping (lower --lr, raise --spike-zscore, or check the data)");
         guard_.clear_bad();
+        give_step_state();
         if (!quiet)
           std::printf("step %6ld: %d bad steps in a row: rolled back to the checkpoint of step %ld; the data goes on "
                       "from here, so the offending batches are not replayed\n", s + 1, bad, run_step_);
@@ -239,7 +298,7 @@ class Trainer final : public TrainerBase {
         const double dt = std::chrono::duration<double>(now - last).count();
         const double tps = dt > 0 ? double(tokens_since) / dt : 0;
         const double elapsed = std::chrono::duration<double>(now - t0).count();
-        const double eta = elapsed / double(step_ - first) * double(c.steps - step_);
+        const double eta = step_ > first ? elapsed / double(step_ - first) * double(c.steps - step_) : 0.0;
         if (!quiet) {
           const double flops = dt > 0 ? flops_since / dt : 0.0;
           char mfu[32] = "", where[48] = "";
@@ -257,13 +316,41 @@ class Trainer final : public TrainerBase {
         tokens_since = 0;
         flops_since = 0;
       }
-      if (c.eval_every > 0 && step_ % c.eval_every == 0 && step_ < c.steps) {
+      if (c.eval_every > 0 && step_ % c.eval_every == 0 && step_ < c.steps) {  // must_sync: nothing is running
         const double v = evaluate();
         if (on_eval) on_eval(run_step_, v);
         if (!quiet)
           std::printf("  held-out loss %.4f at step %ld (training data: %s)\n", v, run_step_, data_.train->where().c_str());
       }
-      if (after_step && after_step(run_step_)) return false;
+      if (after_step && after_step(run_step_)) return Next::stop;
+      return next;
+    };
+
+    give_step_state();
+    StepWork<B, T> cur, ahead;
+    if (step_ < c.steps) start_step<I>(cur, step_, true);
+    bool stopping = false;
+    while (cur.step >= 0) {
+      const bool early = Backend::overlap_steps && !stopping && !must_sync(c, cur.step);
+      if (early) start_step<I>(ahead, cur.step + 1, true);
+      in_flight_ = early;
+      const Next n = finish(cur, early ? &ahead : nullptr);
+      const bool was_ahead = in_flight_;  // false again after a rollback drained the step ahead
+      in_flight_ = false;
+      if (n == Next::stop || stopping) {
+        if (!was_ahead) return false;
+        stopping = true;  // the running step is finished first (its after_step sees the state exact), then stop
+      }
+      if (n == Next::rolled_back) {
+        std::swap(cur, ahead);
+        start_step<I>(cur, step_, /*refill=*/false);
+      } else if (early) {
+        std::swap(cur, ahead);
+      } else if (step_ < c.steps) {
+        start_step<I>(cur, step_, true);
+      } else {
+        cur.step = -1;
+      }
     }
     return true;
   }

@@ -5,7 +5,7 @@
 //   counters      the phase, its step, the run's step, tokens seen, AdamW updates, the loss guard
 //   settings      one TrainConfig per phase; the phases' names and shapes; the parameter table (names, shapes,
 //                 offsets into the flat buffers)
-//   hooks         after_step, rollback, on_step, on_eval, on_phase_start / on_phase_end
+//   hooks         after_step, rollback, wants_state, on_step, on_eval, on_phase_start / on_phase_end
 //   virtual calls start_phase, run, evaluate, and the backend's buffers on the host (host / host_mut / commit)
 #pragma once
 #include <functional>
@@ -57,8 +57,15 @@ class TrainerBase {
 
   // Called after every step with the run's step number (1-based); returns true when the trainer must stop (a stop
   // signal). Checkpointing plugs in here; `rollback` restores the last checkpoint and returns false if none.
+  // On a backend whose steps overlap (backend::Cuda), the next step may already be running when after_step is
+  // called: step_in_flight() says so, and then the state is not this step's (no checkpoint can be taken, and
+  // stopping must wait). The trainer does not start the next step early after a phase's last step, an eval_every
+  // or checkpoint_every step, or a step for which wants_state(run step, phase step) returns true (a stop signal
+  // arrived): after_step of those sees the state exact. rollback is called with no step running.
   std::function<bool(long step)> after_step;
   std::function<bool()> rollback;
+  std::function<bool(long step, long phase_step)> wants_state;
+  bool step_in_flight() const { return in_flight_; }
   // Every step's record (metrics files), and every held-out evaluation.
   std::function<void(const Log&)> on_step;
   std::function<void(long step, double val_loss)> on_eval;
@@ -145,6 +152,7 @@ class TrainerBase {
   std::vector<double> losses_;  // every step's loss, skipped ones included
   int phase_ = 0, last_phase_;
   long step_ = 0, run_step_ = 0, tokens_seen_ = 0, updates_ = 0;
+  bool in_flight_ = false;  // a step after the one being finished is running (overlapping backends)
 };
 
 }  // namespace kiln

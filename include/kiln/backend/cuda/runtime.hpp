@@ -87,6 +87,113 @@ class DeviceBytes {
   size_t bytes_ = 0;
 };
 
+// Page-locked host memory, so that copies from and to it run while the host goes on (cudaMallocHost; in the SIMT
+// build plain host memory). Moved, never copied.
+class PinnedBytes {
+ public:
+  PinnedBytes() = default;
+  explicit PinnedBytes(size_t bytes, const char* what) : bytes_(bytes) {
+    if (bytes == 0) return;
+#if defined(__CUDACC__)
+    const cudaError_t e = cudaMallocHost(&p_, bytes);
+    KILN_CHECK(e == cudaSuccess, "CUDA: cannot allocate ", bytes, " bytes of page-locked host memory for ", what, ": ",
+               cudaGetErrorString(e));
+#else
+    p_ = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    KILN_CHECK(p_ != nullptr, "cannot allocate ", bytes, " bytes for ", what);
+#endif
+    std::memset(p_, 0, bytes);
+  }
+  ~PinnedBytes() { release(); }
+  PinnedBytes(PinnedBytes&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr, o.bytes_ = 0; }
+  PinnedBytes& operator=(PinnedBytes&& o) noexcept {
+    if (this != &o) {
+      release();
+      p_ = o.p_, bytes_ = o.bytes_;
+      o.p_ = nullptr, o.bytes_ = 0;
+    }
+    return *this;
+  }
+  template <class T = std::byte>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void release() {
+    if (!p_) return;
+#if defined(__CUDACC__)
+    cudaFreeHost(p_);
+#else
+    std::free(p_);
+#endif
+    p_ = nullptr;
+  }
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// A point in a stream the host can wait for (cudaEvent_t without timing; in the SIMT build every launch has
+// finished when it returns, so there is nothing to wait for).
+class Event {
+ public:
+  Event() {
+#if defined(__CUDACC__)
+    check(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming), "create an event");
+#endif
+  }
+  ~Event() {
+#if defined(__CUDACC__)
+    if (e_) cudaEventDestroy(e_);
+#endif
+  }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  void record(gpu::Stream stream) {
+#if defined(__CUDACC__)
+    check(cudaEventRecord(e_, stream), "record an event");
+#else
+    (void)stream;
+#endif
+  }
+  // Returns once the work before the last record() has run.
+  void wait(const char* what) const {
+#if defined(__CUDACC__)
+    check(cudaEventSynchronize(e_), what);
+#else
+    (void)what;
+#endif
+  }
+
+ private:
+#if defined(__CUDACC__)
+  cudaEvent_t e_ = nullptr;
+#endif
+};
+
+// A stream of its own (blocking: ordered with the legacy stream's copies); nullptr in the SIMT build.
+class OwnStream {
+ public:
+  OwnStream() {
+#if defined(__CUDACC__)
+    check(cudaStreamCreate(&s_), "create a stream");
+#endif
+  }
+  ~OwnStream() {
+#if defined(__CUDACC__)
+    if (s_) cudaStreamDestroy(s_);
+#endif
+  }
+  OwnStream(const OwnStream&) = delete;
+  OwnStream& operator=(const OwnStream&) = delete;
+  gpu::Stream get() const { return s_; }
+
+ private:
+  gpu::Stream s_ = nullptr;
+};
+
+// An async copy: from pageable host memory it returns once the source is read; from PinnedBytes at once.
 inline void to_device(void* dst, const void* src, size_t bytes, gpu::Stream stream) {
 #if defined(__CUDACC__)
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream), "copy to the device");
@@ -100,6 +207,15 @@ inline void to_host(void* dst, const void* src, size_t bytes, gpu::Stream stream
 #if defined(__CUDACC__)
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream), "copy to the host");
   check(cudaStreamSynchronize(stream), "the step's kernels");
+#else
+  (void)stream;
+  std::memcpy(dst, src, bytes);
+#endif
+}
+// An async copy to the host: the destination is written when the stream gets there (PinnedBytes and an Event).
+inline void to_host_async(void* dst, const void* src, size_t bytes, gpu::Stream stream) {
+#if defined(__CUDACC__)
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream), "copy to the host");
 #else
   (void)stream;
   std::memcpy(dst, src, bytes);

@@ -91,9 +91,11 @@ class Sdpa {
   Sdpa(const Sdpa&) = delete;
   Sdpa& operator=(const Sdpa&) = delete;
 
-  // The micro-batch's documents (host doc_start, B x T): finds the slots, uploads lengths and offsets on the
-  // stream, and builds (once per distinct slot count) the graphs. Call before forward / backward of the batch.
-  void set_batch(const int32_t* doc_start, int B, int T, void* stream);
+  // The micro-batch's documents (host doc_start, B x T): finds the slots, writes their lengths and offsets into
+  // host_metadata (page-locked host memory of the metadata block's size and layout) and copies them to the device
+  // block on the stream, and builds (once per distinct slot count) the graphs. Nothing waits: the caller keeps
+  // host_metadata unchanged until the stream has run the copies. Call before forward / backward of the batch.
+  void set_batch(const int32_t* doc_start, int B, int T, void* host_metadata, void* stream);
   // qkv (R + 1, QKV) -> out (R + 1, NH * HD), lse (R + 1, NH) fp32. Storage bf16. Row R is the dummies' scratch.
   void forward(const void* qkv, void* out, float* lse, void* stream);
   // qkv, out, lse, dout (R + 1, NH * HD) -> dqkv (R + 1, QKV), every element of the first R rows written.
