@@ -194,11 +194,18 @@ TEST_CASE("loss guard: non-finite and spiking steps are flagged, accepted ones f
   CHECK(copy.zscore(2.5) == guard.zscore(2.5));
 }
 
-TEST_CASE("a run whose loss turns NaN skips those steps, then stops with a clear error when it cannot roll back") {
+namespace {
+// The CPU backend with the CUDA backend's schedule: the trainer starts step s + 1 before it reads step s's record.
+struct CpuOverlapped : backend::Cpu {
+  static constexpr bool overlap_steps = true;
+};
+
+template <class Bk>
+void nan_case() {
   const data::Corpus corpus = synthetic();
   TrainConfig c = tiny::defaults();
   c.steps = 10;
-  Trainer<tiny> t(c, corpus);
+  Trainer<tiny, Bk> t(c, corpus);
   const long before = t.updates();
   t.state().host_mut(backend::Tensor::params)[plan::ParamPlan<tiny::model>::table.final_norm] = NAN;  // every logit
   t.state().commit(backend::Tensor::params);
@@ -216,16 +223,19 @@ TEST_CASE("a run whose loss turns NaN skips those steps, then stops with a clear
   CHECK(t.step() == 3);
 }
 
-TEST_CASE("repeated bad steps roll back to the last checkpoint, keep reading forward, and the run finishes") {
+template <class Bk>
+std::vector<double> rollback_case() {
   const data::Corpus corpus = synthetic();
   TrainConfig c = tiny::defaults();
   c.steps = 12;
-  Trainer<tiny> t(c, corpus);
+  Trainer<tiny, Bk> t(c, corpus);
   const std::string root = (std::filesystem::temp_directory_path() / ("kiln_rollback_" + std::to_string(getpid()))).string();
   std::filesystem::remove_all(root);
   bool poisoned = false;
   int rollbacks = 0;
+  t.wants_state = [](long step, long) { return step == 4 || step == 6; };  // after_step touches the state there
   t.after_step = [&](long step) {
+    if (step == 4 || step == 6) CHECK_FALSE(t.step_in_flight());
     if (step == 4) save_checkpoint(t, root, 2, "tiny");
     if (step == 6 && !poisoned) {  // a corrupted update: every later loss is NaN until the rollback
       t.state().host_mut(backend::Tensor::params)[plan::ParamPlan<tiny::model>::table.final_norm] = NAN;
@@ -251,7 +261,87 @@ TEST_CASE("repeated bad steps roll back to the last checkpoint, keep reading for
   CHECK(std::count(skipped.begin(), skipped.end(), true) == 3);
   CHECK(t.updates() == 4 + 8);  // 4 updates before the checkpoint, then steps 5..12 after the rollback
   std::filesystem::remove_all(root);
+  return t.losses();
 }
+}  // namespace
+
+TEST_CASE("a run whose loss turns NaN skips those steps, then stops with a clear error when it cannot roll back") {
+  nan_case<backend::Cpu>();
+  nan_case<CpuOverlapped>();
+}
+
+TEST_CASE("repeated bad steps roll back to the last checkpoint, keep reading forward, and the run finishes") {
+  const auto one_by_one = rollback_case<backend::Cpu>();
+  const auto overlapped = rollback_case<CpuOverlapped>();  // the step started early is run again after the rollback
+  REQUIRE(one_by_one.size() == overlapped.size());
+  CHECK(std::memcmp(one_by_one.data(), overlapped.data(), one_by_one.size() * sizeof(double)) == 0);
+}
+
+TEST_CASE("overlapped steps (the CUDA backend's schedule) take bitwise the same run as steps one after the other") {
+  const data::Corpus corpus = synthetic();
+  TrainConfig c = tiny::defaults();
+  c.steps = 14, c.grad_accum = 2, c.eval_every = 5, c.log_every = 1, c.warmup = 4;
+  Trainer<tiny> a(c, corpus);
+  Trainer<tiny, CpuOverlapped> b(c, corpus);
+  std::vector<double> evals_a, evals_b;
+  a.on_eval = [&](long, double v) { evals_a.push_back(v); };
+  b.on_eval = [&](long, double v) { evals_b.push_back(v); };
+  int early = 0, waited = 0;
+  b.on_step = [&](const StepLog& l) {  // step l.phase_step's record is read: was the next one started before it?
+    const long ended = b.state().steps_ended();
+    CHECK((ended == l.phase_step + 1 || ended == l.phase_step));
+    CHECK(b.step_in_flight() == (ended == l.phase_step + 1));
+    ++(ended == l.phase_step + 1 ? early : waited);
+  };
+  REQUIRE(a.run(true));
+  REQUIRE(b.run(true));
+  CHECK(waited == 3);  // steps 5 and 10 (evaluations) and 14 (the end) wait for the host
+  CHECK(early == 11);
+  REQUIRE(a.losses().size() == 14);
+  REQUIRE(b.losses().size() == 14);
+  CHECK(std::memcmp(a.losses().data(), b.losses().data(), 14 * sizeof(double)) == 0);
+  CHECK(evals_a == evals_b);
+  CHECK(evals_a.size() == 2);
+  CHECK(a.updates() == b.updates());
+  constexpr size_t n = plan::ParamPlan<tiny::model>::table.total;
+  CHECK(std::memcmp(a.state().host(backend::Tensor::params), b.state().host(backend::Tensor::params), n * 4) == 0);
+  CHECK(std::memcmp(a.state().host(backend::Tensor::adam_v), b.state().host(backend::Tensor::adam_v), n * 4) == 0);
+
+  // A checkpoint of the overlapped run (checkpoint_every: those steps wait) resumes bitwise.
+  const std::string root = (std::filesystem::temp_directory_path() / ("kiln_overlap_" + std::to_string(getpid()))).string();
+  std::filesystem::remove_all(root);
+  c.checkpoint_every = 4, c.eval_every = 0;
+  Trainer<tiny, CpuOverlapped> d(c, corpus);
+  d.after_step = [&](long) {
+    if (d.step() == 8) {
+      CHECK_FALSE(d.step_in_flight());
+      save_checkpoint(d, root, 2, "tiny");
+    }
+    return false;
+  };
+  REQUIRE(d.run(true));
+  Trainer<tiny, CpuOverlapped> e(c, corpus);
+  load_checkpoint(e, io::Checkpoint(*io::find_latest_valid(root)), "tiny");
+  CHECK(e.step() == 8);
+  REQUIRE(e.run(true));
+  REQUIRE(e.losses().size() == 6);
+  CHECK(std::memcmp(e.losses().data(), d.losses().data() + 8, 6 * sizeof(double)) == 0);
+  // a checkpoint cannot be taken while the next step runs
+  Trainer<tiny, CpuOverlapped> f(c, corpus);
+  bool refused = false;
+  f.after_step = [&](long step) {
+    if (step == 2) {
+      CHECK(f.step_in_flight());
+      CHECK_THROWS_WITH_AS(save_checkpoint(f, root, 2, "tiny"), doctest::Contains("is already running"), Error);
+      refused = true;
+    }
+    return false;
+  };
+  REQUIRE(f.run(true));
+  CHECK(refused);
+  std::filesystem::remove_all(root);
+}
+
 
 namespace {
 // Two phases: a short-context phase, then a long-context one with a new RoPE theta (the parameter table is kept).

@@ -72,6 +72,7 @@ class State {
   void set_step_state(const GuardCounters& g, const double* ring, long updates) {
     KILN_CHECK(g.window >= 2 && g.window <= kMaxSpikeWindow, "set_step_state: a spike window of ", g.window,
                " (2 to ", kMaxSpikeWindow, " expected)");
+    KILN_CHECK(unread_ == 0, "set_step_state: ", unread_, " steps ended and not read (step_record first)");
     guard_ = g;
     ring_.assign(ring, ring + g.window);
     updates_ = updates;
@@ -83,17 +84,21 @@ class State {
   void add_loss(double summed) { loss_sum_ += summed; }
   void end_step(const StepArgs& a) {
     KILN_CHECK(!ring_.empty(), "end_step: set_step_state was not called (the loss guard's window is not there)");
-    KILN_CHECK(!has_record_, "end_step: the previous step's record was not read (step_record)");
+    KILN_CHECK(unread_ < kInFlight, "end_step: ", unread_, " steps ended and not read (step_record)");
     AdamWStep u{};
-    record_ = decide_step(a, loss_sum_, grad_norm(), ring_.data(), guard_, updates_, &u);
-    if (record_.verdict == int(Verdict::ok)) adamw(u);
-    has_record_ = true;
+    StepRecord& r = records_[size_t((ended_ % kInFlight))];
+    r = decide_step(a, loss_sum_, grad_norm(), ring_.data(), guard_, updates_, &u);
+    if (r.verdict == int(Verdict::ok)) adamw(u);
+    ++ended_;
+    ++unread_;
   }
   StepRecord step_record() {
-    KILN_CHECK(has_record_, "step_record: no step has ended since the last record was read");
-    has_record_ = false;
-    return record_;
+    KILN_CHECK(unread_ > 0, "step_record: no step has ended since the last record was read");
+    return records_[size_t((ended_ - unread_--) % kInFlight)];
   }
+  // Steps ended and not yet read, at most (as on a device backend: the trainer reads step s after ending s + 1).
+  static constexpr int kInFlight = 2;
+  long steps_ended() const { return ended_; }
 
   // Kernels' view (host memory here).
   const float* params() const { return p_.data(); }
@@ -123,8 +128,9 @@ class State {
   GuardCounters guard_{};
   long updates_ = 0;
   double loss_sum_ = 0;
-  StepRecord record_{};
-  bool has_record_ = false;
+  StepRecord records_[kInFlight] = {};
+  long ended_ = 0;
+  int unread_ = 0;
 };
 
 // Runs one op of a program on the CPU (S = C = float). Shared by the executors below.
