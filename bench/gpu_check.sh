@@ -120,6 +120,14 @@ PY
   KILN_ATTENTION=kiln KILN_TEST_FIXTURES=$d/fixtures "$d/test_cuda_backend_gpu" 2>&1 \
     | tee "$out/test_cuda_backend_gpu_kiln_attention.log" | tail -3
   ((PIPESTATUS[0] == 0)) || status=1
+  if command -v compute-sanitizer >/dev/null && ! grep -q "skipped: no CUDA device" "$out/test_kernels_gpu.log"; then
+    echo "== compute-sanitizer memcheck: whole training steps of the tiny model (the trainer's step API)"
+    KILN_ATTENTION=kiln KILN_TEST_FIXTURES=$d/fixtures timeout 120 compute-sanitizer --tool memcheck \
+      --error-exitcode 3 "$d/test_cuda_backend_gpu" --test-case="*trainer's step*" >"$out/memcheck_step.log" 2>&1
+    local ms=$?
+    tail -3 "$out/memcheck_step.log"
+    ((ms == 0)) || status=1
+  fi
   if [[ -x $d/train_demo_cuda && -s $d/demo/cpu_heldout.txt ]]; then
     echo "== the demo on the GPU (train_demo_cuda, ${demo_steps} steps) against the CPU's held-out loss"
     (cd "$out" && "$d/train_demo_cuda" $(demo_args "$d/demo") --out "$out/demo-gpu") > "$out/demo-gpu.log" 2>&1

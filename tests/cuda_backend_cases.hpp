@@ -145,6 +145,69 @@ inline void adamw_case() {
   CHECK(rel_err(s.host(backend::Tensor::adam_v), v) < 1e-6);
 }
 
+// The step as the trainer runs it (set_step_state, begin_step, accumulate, end_step, step_record: the norm, the
+// decision and the update on the device, two steps in flight) gives the parameters and moments of the calls one
+// by one (forward_backward, grad_norm, adamw with the host's constants), and the records say what happened; a step
+// whose loss is NaN is skipped on the device and changes no moment.
+template <class Prec>
+void step_api_case() {
+  Fixture<> f;
+  using St = backend::cuda::State<TinyRnope, Prec>;
+  using Ex = backend::cuda::Executor<TinyRnope, B, T, Prec>;
+  constexpr size_t n = plan::ParamPlan<TinyRnope>::table.total;
+  const StepArgs args{1e-3, 0.9, 0.95, 1e-8, 0.1, 1e9, double(f.valid)};  // no clip: the scale is 1 both ways
+  auto one_by_one = std::make_unique<St>(), stepped = std::make_unique<St>();
+  f.load(*one_by_one);
+  f.load(*stepped);
+  auto e1 = std::make_unique<Ex>(), e2 = std::make_unique<Ex>();
+  std::vector<double> losses, norms;
+  for (long k = 1; k <= 3; ++k) {
+    one_by_one->zero_grad();
+    losses.push_back(e1->forward_backward(*one_by_one, f.batch(), 1.0f / float(f.valid)) / double(f.valid));
+    norms.push_back(one_by_one->grad_norm());
+    one_by_one->adamw(AdamWStep{args.lr, args.beta1, args.beta2, args.eps, args.weight_decay, k, 1.0});
+  }
+  const std::vector<double> ring(4, 0.0);
+  stepped->set_step_state(GuardCounters{0.0, 4, 0, 0}, ring.data(), 0);
+  std::vector<StepRecord> records;
+  for (int k = 0; k < 3; ++k) {
+    stepped->begin_step();
+    e2->accumulate(*stepped, f.batch(), 1.0f / float(f.valid));
+    stepped->end_step(args);
+    if (k > 0) records.push_back(stepped->step_record());  // step k - 1's, read while step k runs
+  }
+  records.push_back(stepped->step_record());
+  REQUIRE(records.size() == 3);
+  for (int k = 0; k < 3; ++k) {
+    CAPTURE(k);
+    CHECK(records[size_t(k)].verdict == int(Verdict::ok));
+    CHECK(records[size_t(k)].updates == k + 1);
+    CHECK(records[size_t(k)].loss == doctest::Approx(losses[size_t(k)]).epsilon(1e-12));
+    CHECK(records[size_t(k)].grad_norm == norms[size_t(k)]);
+  }
+  const std::vector<float> p1(one_by_one->host(backend::Tensor::params), one_by_one->host(backend::Tensor::params) + n);
+  CHECK(rel_err(stepped->host(backend::Tensor::params), p1) < 1e-7);
+  const std::vector<float> v1(one_by_one->host(backend::Tensor::adam_v), one_by_one->host(backend::Tensor::adam_v) + n);
+  CHECK(rel_err(stepped->host(backend::Tensor::adam_v), v1) < 1e-7);
+  // a NaN loss: skipped, no update (the moments are bit for bit as they were), the guard counts it
+  const std::vector<float> m_before(stepped->host(backend::Tensor::adam_m), stepped->host(backend::Tensor::adam_m) + n);
+  stepped->host_mut(backend::Tensor::params)[plan::ParamPlan<TinyRnope>::table.final_norm] = NAN;
+  stepped->commit(backend::Tensor::params);
+  stepped->begin_step();
+  e2->accumulate(*stepped, f.batch(), 1.0f / float(f.valid));
+  stepped->end_step(args);
+  const StepRecord bad = stepped->step_record();
+  CHECK(bad.verdict == int(Verdict::not_finite));
+  CHECK(bad.updates == 3);
+  CHECK(bad.bad_in_a_row == 1);
+  const float* m_after = stepped->host(backend::Tensor::adam_m);
+  CHECK(std::equal(m_before.begin(), m_before.end(), m_after));
+  CHECK_THROWS_WITH_AS(stepped->step_record(), doctest::Contains("no step has ended"), Error);
+#if defined(__CUDACC__)
+  CHECK(stepped->tail_graphs() == (backend::cuda::cuda_graphs_enabled() ? 1 : 0));
+#endif
+}
+
 // The same micro-batch run three times (eager, captured, replayed: the executor's CUDA graphs) gives the same
 // losses and gradients, bit for bit, as eager launches (KILN_CUDA_GRAPHS=0 is read at construction). Kiln's
 // attention kernel, whose bits do not depend on scheduling (cuDNN's backward accumulates dQ with atomics).
@@ -194,3 +257,7 @@ TEST_CASE(KC_WHERE ": the tiny QK-norm model (MQA, untied head, RoPE everywhere)
   kcb::fixture_case<kiln::plan::Bf16Mixed, kcb::TinyQk, 2, 20>(1e-2, 5e-2, 8e-2, "tiny_qknorm.safetensors");
 }
 TEST_CASE(KC_WHERE ": the gradient norm and one AdamW step equal the CPU's") { kcb::adamw_case(); }
+TEST_CASE(KC_WHERE ": the trainer's step (decided on the device, two in flight) equals the calls one by one") {
+  kcb::step_api_case<kiln::plan::CudaFp32>();
+  kcb::step_api_case<kiln::plan::Bf16Mixed>();
+}

@@ -26,6 +26,7 @@
 #include "kernels/rope.hpp"
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rmsnorm.hpp"
+#include "kernels/step.cuh"
 #include "kernels/swiglu.cuh"
 #include "kernels/swiglu.hpp"
 #include "kiln/core/bf16.hpp"
@@ -192,6 +193,81 @@ inline void adamw_case() {
   }
 }
 
+// The step's end on the device (kernels/step.cuh): the loss sum, and the decision (loss, guard verdict, update
+// count, AdamW constants) taking, step after step, exactly the host's decisions (core/step_rule.hpp) with the same
+// bits; a skipped step's AdamW launch changes nothing.
+inline void step_case() {
+  namespace kk = kiln::kernels::cuda;
+  const auto loss = random<float>(3001, 21, 4.0);
+  double ref = 0;
+  for (float x : loss) ref += double(x);
+  DevVec<float> d_loss(loss);
+  DevVec<double> d_acc(std::vector<double>{0.5});
+  kk::sum_losses(d_loss.data(), int(loss.size()), d_acc.data(), stream());
+  kk::sum_losses(d_loss.data(), int(loss.size()), d_acc.data(), stream());
+  CHECK(d_acc.host()[0] == doctest::Approx(0.5 + 2 * ref).epsilon(1e-12));
+
+  kk::DeviceStep dev{};
+  dev.guard = kiln::GuardCounters{3.0, 4, 0, 0};
+  std::vector<double> ring(4, 0.0);
+  kiln::GuardCounters g = dev.guard;
+  long updates = 0;
+  struct In {
+    double loss, norm;
+  };
+  const In steps[] = {{2.00, 1.0}, {2.02, 1.5}, {1.98, 0.7}, {2.01, 3.0}, {1.99, 0.9}, {9.0, 1.0},  // a spike
+                      {NAN, 1.0},  {2.0, INFINITY}, {2.0, 1.0}, {2.03, 5.0}};
+  const kiln::StepArgs args{1e-3, 0.9, 0.95, 1e-8, 0.1, 2.0, 100.0};
+  int skipped = 0;
+  kk::AdamWConstants skip_k{};
+  skip_k.apply = 1;
+  for (const In& in : steps) {
+    dev.args = args;
+    dev.loss_sum = in.loss * args.targets;
+    dev.norm_scale[0] = float(in.norm);
+    DevVec<kk::DeviceStep> d(std::vector<kk::DeviceStep>{dev});
+    kk::decide(d.data(), stream());
+    dev = d.host()[0];
+    kiln::AdamWStep u{};
+    const kiln::StepRecord want = kiln::decide_step(args, in.loss * args.targets, double(float(in.norm)), ring.data(),
+                                                    g, updates, &u);
+    CAPTURE(in.loss);
+    CAPTURE(in.norm);
+    const kiln::StepRecord& got = dev.record;
+    CHECK(got.verdict == want.verdict);
+    CHECK(got.updates == want.updates);
+    CHECK(got.bad_in_a_row == want.bad_in_a_row);
+    CHECK(std::memcmp(&got.zscore, &want.zscore, sizeof(double)) == 0);
+    if (std::isfinite(want.loss)) CHECK(got.loss == want.loss);
+    CHECK(std::memcmp(dev.ring, ring.data(), 4 * sizeof(double)) == 0);
+    if (want.verdict == int(kiln::Verdict::ok)) {
+      const auto k = kk::adamw_constants(u);
+      CHECK(std::memcmp(&dev.adamw, &k, sizeof k) == 0);
+      CHECK(dev.adamw.gs == doctest::Approx(in.norm > args.clip ? args.clip / in.norm : 1.0));
+    } else {
+      CHECK(dev.adamw.apply == 0);
+      skip_k = dev.adamw;
+      ++skipped;
+    }
+  }
+  CHECK(skipped == 3);  // the spike, the NaN loss and the infinite norm
+  CHECK(updates == 7);
+  // a skipped step's update leaves parameters and moments as they were, bit for bit
+  const size_t n = 3000;
+  auto p = random<float>(n, 31), gr = random<float>(n, 32), m = random<float>(n, 33), v = random<float>(n, 34);
+  for (auto& x : v) x = std::fabs(x);
+  DevVec<float> d_p(p), d_g(gr), d_m(m), d_v(v);
+  const std::vector<kiln::DecayRange> all{{0, n, true}};
+  DevVec<kiln::DecayRange> d_ranges(all);
+  REQUIRE(skip_k.apply == 0);  // what the decision wrote for the last skipped step
+  DevVec<kk::AdamWConstants> d_k(std::vector<kk::AdamWConstants>{skip_k});
+  kk::adamw_flat<float>(d_p.data(), d_g.data(), d_m.data(), d_v.data(), nullptr, n, d_ranges.data(), 1, d_k.data(),
+                        nullptr, stream());
+  CHECK(d_p.host() == p);
+  CHECK(d_m.host() == m);
+  CHECK(d_v.host() == v);
+}
+
 template <class S>
 void rope_case() {
   constexpr int NH = 4, NKV = 2, HD = 64, R = 23, C = (NH + 2 * NKV) * HD;
@@ -327,6 +403,9 @@ TEST_CASE(KC_WHERE ": rmsnorm with the residual add, forward and backward") {
   kc::rmsnorm_case<kiln::bf16, 2048>();
 }
 TEST_CASE(KC_WHERE ": gradient norm, clip scale and AdamW with decay ranges") { kc::adamw_case(); }
+TEST_CASE(KC_WHERE ": the step's end on the device: loss sum, the guard's decisions as the host's, a skip changes nothing") {
+  kc::step_case();
+}
 TEST_CASE(KC_WHERE ": rope on the q and k heads of the qkv row, forward and backward") {
   kc::rope_case<float>();
   kc::rope_case<kiln::bf16>();
