@@ -4,8 +4,10 @@
 //
 //   cuda::State<M, Prec>          in device memory: fp32 master weights, the storage-type copy the kernels read
 //                                 (refreshed by the fused AdamW pass), fp32 gradients and AdamW moments, the norm's
-//                                 partial sums, the decay ranges; init, zero-grad, norm, AdamW; host staging for
-//                                 checkpoints (host / host_mut / commit)
+//                                 partial sums, the decay ranges, the step's decision block (the loss guard's window
+//                                 and counters, the update count: kernels/step.cuh); the stream; init, zero-grad,
+//                                 norm, AdamW, the trainer's step; host staging for checkpoints (host / host_mut /
+//                                 commit)
 //   cuda::Executor<M, B, T, Prec> the phase's activation arena, RoPE tables and cuBLASLt workspace; the training
 //                                 program (forward, loss, backward of a micro-batch) and the evaluation program
 // Prec is plan::Bf16Mixed on the GPU; plan::CudaFp32 runs the same kernels with fp32 storage, which is how the
@@ -125,6 +127,7 @@ class State {
   }
 #if defined(__CUDACC__)
   ~State() {
+    cudaStreamSynchronize(stream());  // copies into the page-locked records may still be on their way
     if (tail_) cudaGraphExecDestroy(tail_);
   }
 #endif
