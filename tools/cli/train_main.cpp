@@ -12,12 +12,14 @@
 #include <iostream>
 #include <map>
 #include <sstream>
+#include <xxhash.h>
 
 #include "kiln/backend/blas.hpp"
 #include "kiln/data/bytes.hpp"
 #include "kiln/data/tokenizer.hpp"
 #include "kiln/io/jsonl.hpp"
 #include "kiln/io/tensorboard.hpp"
+#include "kiln/parallel/comm.hpp"
 #include "kiln/plan/print.hpp"
 #include "kiln/train/checkpointing.hpp"
 #include "kiln/train/run_data.hpp"
@@ -139,6 +141,9 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_flag("--allow-tokenizer-change", c.allow_tokenizer_change,
                "resume a checkpoint with another tokenizer than the one it was trained with, on purpose");
   app.add_option("--out", c.out, "run directory: metrics.jsonl, tb/, checkpoints/ (default runs/<recipe>)");
+  app.add_option("--comm-timeout", c.comm_timeout,
+                 "seconds a rank waits for the others in a collective before every rank stops, naming the late ones")
+      ->capture_default_str();
   app.add_option("--peak-tflops", c.peak_tflops, "the machine's peak TFLOP/s, to show MFU (0: not shown)")
       ->capture_default_str();
   app.add_option("--prompt", c.prompts, "prompts to continue after training (repeatable)");
@@ -146,6 +151,42 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--temperature", c.temperature, "sampling temperature (0: greedy)")->capture_default_str();
   app.add_option("--top-p", c.top_p, "nucleus sampling: keep the most likely tokens up to this mass")
       ->capture_default_str();
+}
+
+// Every rank must run the same recipe and binary (its plan: parameter table, phases, backend) with the same
+// settings: hashes of both are compared with rank 0's, and a difference is one error on every rank.
+void agree_on_run(parallel::Communicator& comm, const RecipeProgram& r, const std::vector<TrainConfig>& configs, int argc,
+                  char** argv) {
+  std::string plan = r.name + "|" + r.backend + "|" + std::to_string(r.table_floats);
+  for (const auto& e : r.table) plan += "|" + std::string(e.name.view()) + "@" + std::to_string(e.offset);
+  for (const auto& p : r.phases)
+    plan += "|" + std::string(p.shape.name) + ":" + std::to_string(p.shape.micro_batch) + "x" +
+            std::to_string(p.shape.seq_len) + ":" + p.positional + ":" + plan::value_text(p.theta);
+  std::string settings;
+  for (const auto& c : configs)
+    settings += plan::value_text(double(c.steps)) + "|" + std::to_string(c.grad_accum) + "|" + plan::value_text(c.lr) +
+                "|" + plan::value_text(c.min_lr) + "|" + std::to_string(c.warmup) + "|" + std::to_string(c.seed) + "|" +
+                c.data + "|" + c.tokenizer + "|" + plan::value_text(c.clip) + "|" + plan::value_text(c.weight_decay) +
+                "|" + std::to_string(c.eval_every) + "|" + std::to_string(c.checkpoint_every) + "|" + c.resume + "|" +
+                c.out + ";";
+  const int64_t mine[2] = {int64_t(XXH64(plan.data(), plan.size(), 0)), int64_t(XXH64(settings.data(), settings.size(), 0))};
+  int64_t first[2] = {mine[0], mine[1]};
+  comm.broadcast(first, sizeof first, 0, "comparing the ranks' plans with rank 0's");
+  int64_t differ[2] = {mine[0] != first[0], mine[1] != first[1]};
+  comm.allreduce_max(differ, 2, "comparing the ranks' plans with rank 0's");
+  const auto hex = [](int64_t v) {
+    char b[20];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+    return std::string(b);
+  };
+  KILN_CHECK(!differ[0], "the ranks were started with different recipes or binaries: ",
+             mine[0] != first[0] ? "this rank's plan (recipe " + r.name + ", hash " + hex(mine[0]) + ") is not rank 0's (" + hex(first[0]) + ")"
+                                 : "another rank's plan differs from rank 0's (recipe " + r.name + ", hash " + hex(first[0]) + ")",
+             ": start every rank with the same trainer");
+  KILN_CHECK(!differ[1], "the ranks were started with different settings (", argv[0], argc > 1 ? " ..." : "", "): ",
+             mine[1] != first[1] ? "this rank's differ from rank 0's" : "another rank's differ from rank 0's",
+             " (steps, grad-accum, lr, schedule, seed, data, tokenizer, clip, weight decay, eval / checkpoint cadence, "
+             "resume, out): start every rank with the same command line");
 }
 
 int trainer_main(int argc, char** argv, const RecipeProgram& r) {
@@ -179,6 +220,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     }
   }
   TrainConfig& c = configs[0];  // settings that belong to the run, not a phase (threads, out, resume, prompts)
+  std::unique_ptr<parallel::Communicator> comm;  // outside the try: an error on one rank ends every rank
   try {
     if (show_plan) {
       r.print(std::cout, true);
@@ -198,6 +240,17 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     }
     for (int i = 0; i < phase_count; ++i)  // every option, before any work (the trainer checks again, for its users)
       validate(configs[size_t(i)], phase_count > 1 ? " (phase " + phase_name(i) + ")" : "");
+    // Ranks (data parallelism): from mpirun's / srun's environment; rank 0 alone writes the console, metrics and
+    // checkpoints, and every rank checks that all run the same recipe, binary and settings.
+    comm = parallel::make_communicator(parallel::discover_launch(), c.comm_timeout);
+    const int rank = comm->rank(), world = comm->world();
+    KILN_CHECK(world == 1 || r.backend == "cpu", "this CUDA trainer was started as ", world, " ranks: data "
+               "parallelism on GPUs needs NCCL, which Kiln does not use yet (the CPU trainer runs under mpirun)");
+    if (rank > 0) {
+      std::fflush(stdout);
+      KILN_CHECK(std::freopen("/dev/null", "w", stdout), "rank ", rank, ": cannot silence its console");
+    }
+    if (world > 1) agree_on_run(*comm, r, configs, argc, argv);
     std::printf("kiln: recipe %s | %s parameters | %d layers, hidden %d, %d/%d heads, vocab %d | %d phase%s:",
                 name, plan::with_commas(r.parameters).c_str(), r.layers, r.hidden, r.heads, r.kv_heads, r.vocab,
                 phase_count, phase_count == 1 ? "" : "s");
@@ -217,7 +270,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     std::string tokenizer_path;
     auto data_for = [&](int phase, const TrainConfig& pc) -> PhaseData {
       const PhaseShape& shape = r.phases[size_t(phase)].shape;
-      const long tokens_per_step = long(shape.micro_batch) * shape.seq_len * pc.grad_accum;
+      const long tokens_per_step = long(shape.micro_batch) * shape.seq_len * pc.grad_accum * world;  // global
       auto d = std::make_shared<RunData>(open_run_data(pc, r.vocab, tokens_per_step, [&](const std::string& e) {
         if (e.find("starts epoch ") != std::string::npos && shown_repeats++ >= 3) {
           ++quiet_repeats;
@@ -250,8 +303,16 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     if (c.out.empty()) c.out = std::string("runs/") + name;
     for (auto& pc : configs) pc.out = c.out;
     std::filesystem::create_directories(c.out);
+    // rank 0 opens the data first (it may tokenize and cache it), the others then read the cache
+    if (rank > 0) comm->barrier("waiting for rank 0 to open (and prepare) the data");
     const std::unique_ptr<TrainerBase> owned = r.make_trainer(configs, data_for);
+    if (rank == 0) comm->barrier("waiting for the other ranks to open the data");
     TrainerBase& trainer = *owned;
+    trainer.set_communicator(comm.get());
+    if (world > 1)
+      std::printf("kiln: data parallel over %d ranks (%s): each step's global batch is %d x %d micro-batches of "
+                  "%d x %d; every rank reads the global stream and runs its share\n", world, comm->name(), world,
+                  c.grad_accum, r.phases[0].shape.micro_batch, r.phases[0].shape.seq_len);
     // Checkpoints: <out>/checkpoints/step_N, every --checkpoint-every steps, at each phase's end, and on SIGTERM /
     // SIGINT.
     const std::string ckpt_root = c.out + "/checkpoints";
@@ -259,11 +320,12 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     bool resumed = false;
     if (c.resume == "none") {
       // Starting over in this run directory: its old checkpoints would mix with the new run's, so they go.
-      if (const auto old = io::list_checkpoints(ckpt_root); !old.empty()) {
+      if (const auto old = io::list_checkpoints(ckpt_root); !old.empty() && rank == 0) {
         std::filesystem::remove_all(ckpt_root);
         std::printf("kiln: --resume none: starting over; removed the %zu checkpoints of the previous run in %s "
                     "(--out <dir> keeps runs apart)\n", old.size(), ckpt_root.c_str());
       }
+      comm->barrier("waiting for rank 0 to clear the old checkpoints");
     } else {
       std::optional<io::CheckpointInfo> found;
       if (c.resume == "auto") {
@@ -315,10 +377,13 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     auto save = [&] {
       if (saved_at == trainer.run_step()) return;  // a phase that ended where the run resumed: it is saved already
       saved_at = trainer.run_step();
-      const auto info = save_checkpoint(trainer, ckpt_root, c.keep_checkpoints, name, warn,
-                                        {{"tokenizer", data->tokenizer_path}, {"end_of_document", data->end_of_document},
-                                         {"vocab_used", data->vocab_used}});
-      std::printf("kiln: checkpoint %s\n", info.dir.c_str());
+      if (rank == 0) {  // every rank holds the same state: rank 0 writes it, the others wait until it is there
+        const auto info = save_checkpoint(trainer, ckpt_root, c.keep_checkpoints, name, warn,
+                                          {{"tokenizer", data->tokenizer_path}, {"end_of_document", data->end_of_document},
+                                           {"vocab_used", data->vocab_used}});
+        std::printf("kiln: checkpoint %s\n", info.dir.c_str());
+      }
+      comm->barrier("waiting for rank 0's checkpoint");
     };
     install_stop_handlers();
     // A backend whose steps overlap (cuda) may be running the next step when after_step sees a signal: the trainer
@@ -326,7 +391,11 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     // wait for the host once a signal is there.
     trainer.wants_state = [](long, long) { return stop_signal().load() != 0; };
     trainer.after_step = [&](long step) {
-      if (const int sig = stop_signal().load()) {
+      // a signal on any rank stops every rank after the same step (one small all-reduce a step)
+      const bool stop = world > 1 ? comm->any(stop_signal().load() != 0, "agreeing on a stop signal")
+                                  : stop_signal().load() != 0;
+      if (stop) {
+        const int sig = stop_signal().load() ? stop_signal().load() : SIGTERM;
         if (trainer.step_in_flight()) return true;
         save();
         std::printf("kiln: stopped by %s after step %ld; the same command with --resume auto continues from here\n",
@@ -357,16 +426,24 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     // Metrics: one JSON line per step and per evaluation, and TensorBoard scalars (tools/kiln plot <run> draws them).
     // A fresh run never truncates an older run's metrics: they are kept beside it as metrics.<k>.jsonl.
     const std::string metrics = c.out + "/metrics.jsonl";
-    if (!resumed && std::filesystem::exists(metrics) && std::filesystem::file_size(metrics) > 0) {
+    if (rank == 0 && !resumed && std::filesystem::exists(metrics) && std::filesystem::file_size(metrics) > 0) {
       int k = 1;
       while (std::filesystem::exists(c.out + "/metrics." + std::to_string(k) + ".jsonl")) ++k;
       const std::string kept = c.out + "/metrics." + std::to_string(k) + ".jsonl";
       std::filesystem::rename(metrics, kept);
       std::printf("kiln: the previous run's metrics are kept as %s\n", kept.c_str());
     }
-    io::JsonlWriter jsonl(metrics, /*append=*/true);
-    io::TensorBoardWriter tb(c.out + "/tb");
+    // rank 0's files only: the other ranks write nothing
+    std::unique_ptr<io::JsonlWriter> jsonl_file;
+    std::unique_ptr<io::TensorBoardWriter> tb_file;
+    if (rank == 0) {
+      jsonl_file = std::make_unique<io::JsonlWriter>(metrics, /*append=*/true);
+      tb_file = std::make_unique<io::TensorBoardWriter>(c.out + "/tb");
+    }
     trainer.on_step = [&](const StepLog& l) {
+      if (!jsonl_file) return;
+      io::JsonlWriter& jsonl = *jsonl_file;
+      io::TensorBoardWriter& tb = *tb_file;
       nlohmann::json rec = {{"step", l.step}, {"loss", l.loss}, {"lr", l.lr}, {"grad_norm", l.grad_norm},
                             {"tokens_per_s", l.tokens_per_s}, {"skipped", l.skipped}, {"time", io::unix_now()}};
       if (phase_count > 1) rec["phase"] = phase_name(l.phase), rec["phase_step"] = l.phase_step;
@@ -376,6 +453,9 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       if (l.step % trainer.config().log_every == 0) tb.flush();
     };
     trainer.on_eval = [&](long step, double v) {
+      if (!jsonl_file) return;
+      io::JsonlWriter& jsonl = *jsonl_file;
+      io::TensorBoardWriter& tb = *tb_file;
       jsonl.write({{"step", step}, {"val_loss", v}, {"time", io::unix_now()}});
       tb.scalar("eval/loss", step, float(v));
       tb.flush();
@@ -404,6 +484,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::snprintf(bpb, sizeof bpb, " = %.3f bits/byte", after / std::log(2.0) / data->bytes_per_token);
     std::printf("\nkiln: held-out loss %.4f nats/token%s (from %.4f before training: %.0f%% lower)\n", after, bpb, before,
                 100.0 * (1.0 - after / before));
+    if (rank > 0) return 0;  // the continuations: rank 0's console
     if (!c.prompts.empty())
       std::printf("\nWhat it learned: continuations (temperature %.2f, top-p %.2f)\n", c.temperature, c.top_p);
     for (size_t i = 0; i < c.prompts.size(); ++i) {
@@ -421,6 +502,10 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     }
     return 0;
   } catch (const std::exception& e) {  // kiln::Error and anything a library throws (filesystem, JSON): a message, not a crash
+    if (comm && comm->world() > 1) {
+      std::fprintf(stderr, "kiln: rank %d of %d: error: %s\n", comm->rank(), comm->world(), e.what());
+      comm->abort(1);  // the other ranks would wait for this one until --comm-timeout
+    }
     std::fprintf(stderr, "kiln: error: %s\n", e.what());
     return 1;
   }

@@ -35,6 +35,7 @@
 #include "kiln/core/error.hpp"
 #include "kiln/core/memory.hpp"
 #include "kiln/core/step_rule.hpp"
+#include "kiln/parallel/comm.hpp"
 #include "kiln/plan/program.hpp"
 
 namespace kiln {
@@ -82,6 +83,11 @@ class State {
     loss_sum_ = 0;
   }
   void add_loss(double summed) { loss_sum_ += summed; }
+  // Data parallelism: the gradients and the loss summed over the ranks (before end_step).
+  void all_reduce(parallel::Communicator& comm) {
+    comm.allreduce_sum(g_.data(), floats, "the all-reduce of the gradients");
+    comm.allreduce_sum(&loss_sum_, 1, "the all-reduce of the loss");
+  }
   void end_step(const StepArgs& a) {
     KILN_CHECK(!ring_.empty(), "end_step: set_step_state was not called (the loss guard's window is not there)");
     KILN_CHECK(unread_ < kInFlight, "end_step: ", unread_, " steps ended and not read (step_record)");

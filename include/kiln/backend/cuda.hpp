@@ -63,6 +63,7 @@
 #include "kiln/core/bf16.hpp"
 #include "kiln/core/error.hpp"
 #include "kiln/core/step_rule.hpp"
+#include "kiln/parallel/comm.hpp"
 #include "kiln/plan/program.hpp"
 
 #if defined(__CUDACC__) && defined(KILN_HAVE_CUDNN)
@@ -192,6 +193,11 @@ class State {
     fill_zero(&step()->loss_sum, sizeof(double), stream());
   }
   double* loss_sum() { return &step()->loss_sum; }  // where the executor's accumulate() adds (device memory)
+  // Data parallelism over GPUs needs NCCL on the device buffers: not built yet.
+  void all_reduce(parallel::Communicator& comm) {
+    KILN_FAIL("data parallelism on the CUDA backend (", comm.world(), " ranks) needs NCCL, which Kiln does not use "
+              "yet: run one process per recipe on the GPU, or the CPU trainer under mpirun");
+  }
   void end_step(const StepArgs& a) {
     KILN_CHECK(has_guard_, "end_step: set_step_state was not called (the loss guard's window is not there)");
     KILN_CHECK(in_flight_ < kInFlight, "end_step: ", in_flight_, " steps ended and not read (step_record)");

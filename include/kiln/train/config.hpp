@@ -51,6 +51,7 @@ struct TrainConfig {
   int eval_batches = 8;
   int threads = 0;              // 0: all cores
   double peak_tflops = 0;       // the machine's peak, for MFU in the console (0: unknown, not shown)
+  double comm_timeout = 600;    // seconds a rank waits in a collective before the job stops (kiln/parallel)
   std::string out;              // run directory (metrics.jsonl, tb/, checkpoints/); "" = runs/<recipe>
   long checkpoint_every = 0;    // steps between checkpoints (0: at the end and on a stop signal only)
   int keep_checkpoints = 3;
@@ -108,6 +109,8 @@ inline void validate(const TrainConfig& c, const std::string& where) {
   KILN_CHECK(c.eval_every >= 0, "--eval-every must be >= 0 (0: at the end only), got ", c.eval_every, where);
   KILN_CHECK(c.eval_batches >= 1, "--eval-batches must be at least 1, got ", c.eval_batches, where);
   KILN_CHECK(c.threads >= 0, "--threads must be >= 0 (0: all cores), got ", c.threads, where);
+  KILN_CHECK(c.comm_timeout > 0 && finite(c.comm_timeout), "--comm-timeout must be positive seconds, got ",
+             c.comm_timeout, where);
   KILN_CHECK(c.peak_tflops >= 0, "--peak-tflops must be >= 0 (0: unknown), got ", c.peak_tflops, where);
   KILN_CHECK(c.checkpoint_every >= 0, "--checkpoint-every must be >= 0 (0: at the end only), got ", c.checkpoint_every,
              where);

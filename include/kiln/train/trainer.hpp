@@ -186,33 +186,40 @@ class Trainer final : public TrainerBase {
   struct StepWork {
     long step = -1;  // its phase step (0-based); -1: none
     double lr = 0, flops = 0;
-    long targets = 0;
-    std::vector<HostBatch<B, T>> micro;
+    long targets = 0;                     // of the global batch
+    std::vector<HostBatch<B, T>> micro;   // this rank's micro-batches
+    std::unique_ptr<HostBatch<B, T>> other;  // the other ranks' micro-batches pass through here (data parallelism)
   };
 
   // Starts step s of phase I: its batches (fresh unless `refill` is false), then every micro-batch's forward and
-  // backward and the step's end (norm, guard, update) on the backend, which may return before they have run.
+  // backward, the sums over the ranks, and the step's end (norm, guard, update) on the backend, which may return
+  // before they have run.
   template <int I, class W>
   void start_step(W& w, long s, bool refill) {
     using St = phase_stage<Recipe, I>;
     constexpr int B = St::micro_batch, T = St::seq_len;
     auto& exec = *std::get<I>(execs_);
     const TrainConfig& c = config();
+    const int N = world(), me = rank();
     w.step = s;
     if (refill) {
       w.micro.resize(size_t(c.grad_accum));
+      if (N > 1 && !w.other) w.other = std::make_unique<HostBatch<B, T>>();
       w.targets = 0;
       w.flops = 0;
-      for (auto& mb : w.micro) {
+      for (long m = 0; m < long(c.grad_accum) * N; ++m) {  // the global batch, in the same order on every rank
+        auto& mb = m % N == me ? w.micro[size_t(m / N)] : *w.other;
         mb.fill(*data_.train);
         w.targets += mb.count_targets();
         w.flops += plan::Flops<phase_model<Recipe, I>, St>::train_flops(double(B) * T, mb.attention_context());
       }
     }
+    if (comm_) comm_->arrive(run_step_ + 1);
     w.lr = learning_rate(c, s);
     state_->begin_step();
     const float scale = w.targets ? 1.0f / float(w.targets) : 0.0f;
     for (auto& mb : w.micro) exec.accumulate(*state_, mb.view(), scale);
+    if (N > 1) state_->all_reduce(*comm_);
     state_->end_step(StepArgs{w.lr, c.beta1, c.beta2, c.adam_eps, c.weight_decay, c.clip, double(w.targets)});
   }
 
@@ -259,8 +266,8 @@ class Trainer final : public TrainerBase {
       losses_.push_back(loss);
       ++step_;
       ++run_step_;
-      tokens_since += long(B) * T * c.grad_accum;
-      tokens_seen_ += long(B) * T * c.grad_accum;
+      tokens_since += long(B) * T * c.grad_accum * world();
+      tokens_seen_ += long(B) * T * c.grad_accum * world();
       flops_since += w.flops;
       if (skipped && !quiet) {
         if (verdict == Verdict::not_finite)
@@ -289,7 +296,8 @@ class Trainer final : public TrainerBase {
       const auto now_step = clock::now();
       if (on_step) {
         const double dt = std::chrono::duration<double>(now_step - last_step_time_).count();
-        on_step({run_step_, loss, lr, norm, dt > 0 ? double(B) * T * c.grad_accum / dt : 0, skipped, phase_, step_});
+        on_step({run_step_, loss, lr, norm, dt > 0 ? double(B) * T * c.grad_accum * world() / dt : 0, skipped, phase_,
+                 step_});
       }
       last_step_time_ = now_step;
       const bool log_now = step_ % c.log_every == 0 || s == first || step_ == c.steps;

@@ -18,6 +18,7 @@
 #include "kiln/backend/batch.hpp"
 #include "kiln/core/error.hpp"
 #include "kiln/data/row_source.hpp"
+#include "kiln/parallel/comm.hpp"
 #include "kiln/plan/params.hpp"
 #include "kiln/train/config.hpp"
 #include "kiln/train/guards.hpp"
@@ -66,6 +67,15 @@ class TrainerBase {
   std::function<bool()> rollback;
   std::function<bool(long step, long phase_step)> wants_state;
   bool step_in_flight() const { return in_flight_; }
+
+  // Data parallelism: the ranks of `comm` (world N) share every step's global batch of N x grad_accum micro-batches.
+  // Each rank reads the whole global stream (the same on every rank, whatever N: the data order does not depend on
+  // the layout, so a checkpoint resumes under another one) and runs micro-batches r, r + N, r + 2N, ... of it; the
+  // backend sums gradients and losses over the ranks before the step's decision, which every rank then takes alike.
+  // Default: one process. The communicator must outlive the run.
+  void set_communicator(parallel::Communicator* comm) { comm_ = comm; }
+  int rank() const { return comm_ ? comm_->rank() : 0; }
+  int world() const { return comm_ ? comm_->world() : 1; }
   // Every step's record (metrics files), and every held-out evaluation.
   std::function<void(const Log&)> on_step;
   std::function<void(long step, double val_loss)> on_eval;
@@ -153,6 +163,7 @@ class TrainerBase {
   int phase_ = 0, last_phase_;
   long step_ = 0, run_step_ = 0, tokens_seen_ = 0, updates_ = 0;
   bool in_flight_ = false;  // a step after the one being finished is running (overlapping backends)
+  parallel::Communicator* comm_ = nullptr;
 };
 
 }  // namespace kiln

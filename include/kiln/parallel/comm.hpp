@@ -1,0 +1,75 @@
+// kiln/parallel/comm.hpp: the collectives a layout needs, behind one interface, so that the trainer and the
+// backends (which reduce their own buffers) do not know which library carries them:
+//   Single   one process: every collective returns its input (the default)
+//   MPI      CPU ranks (src/parallel/mpi.cpp, Open MPI): host buffers
+//   NCCL     GPU ranks: not built yet (the CUDA backend refuses a world of more than one, saying so)
+// Every call names what it is for, and a collective that waits longer than the communicator's timeout for the other
+// ranks ends the process with a message naming the call, the step and the ranks that did not arrive at it, instead
+// of hanging (a rank that dies is reported the same way, or sooner by mpirun itself).
+// Sums are taken in a fixed order for a given world size, so every rank gets the same bits, run after run.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "kiln/parallel/launch.hpp"
+
+namespace kiln::parallel {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual const char* name() const = 0;
+  virtual int rank() const = 0;
+  virtual int world() const = 0;
+  // In place: data on every rank becomes the sum over the ranks.
+  virtual void allreduce_sum(float* data, size_t n, const char* what) = 0;
+  virtual void allreduce_sum(double* data, size_t n, const char* what) = 0;
+  // In place: the largest value over the ranks (flags: a stop signal on any rank; hashes that must agree).
+  virtual void allreduce_max(int64_t* data, size_t n, const char* what) = 0;
+  virtual void broadcast(void* data, size_t bytes, int root, const char* what) = 0;
+  virtual void barrier(const char* what) = 0;
+  // The step the ranks are at, for the messages of a collective that times out (which ranks reached this step).
+  virtual void arrive(long step) = 0;
+  // Ends every rank now, with this exit code (an error on one rank: the others would wait for it).
+  [[noreturn]] virtual void abort(int code) = 0;
+
+  bool any(bool local, const char* what) {
+    int64_t v = local ? 1 : 0;
+    allreduce_max(&v, 1, what);
+    return v != 0;
+  }
+};
+
+class Single final : public Communicator {
+ public:
+  const char* name() const override { return "single process"; }
+  int rank() const override { return 0; }
+  int world() const override { return 1; }
+  void allreduce_sum(float*, size_t, const char*) override {}
+  void allreduce_sum(double*, size_t, const char*) override {}
+  void allreduce_max(int64_t*, size_t, const char*) override {}
+  void broadcast(void*, size_t, int, const char*) override {}
+  void barrier(const char*) override {}
+  void arrive(long) override {}
+  [[noreturn]] void abort(int code) override { std::exit(code); }
+};
+
+// Whether this build has MPI (src/parallel/mpi.cpp compiled in: CMake found Open MPI).
+bool have_mpi();
+// The MPI communicator of an mpirun / srun launch (MPI_Init here, MPI_Finalize when it is destroyed); a collective
+// waiting longer than timeout_s ends the job. Refused, saying why, in a build without MPI.
+std::unique_ptr<Communicator> make_mpi(const Launch& launch, double timeout_s);
+
+// The communicator for this launch: Single when the world is one process, MPI for more (torchrun without MPI needs
+// NCCL's TCP bootstrap, which is not built yet: refused, saying so).
+inline std::unique_ptr<Communicator> make_communicator(const Launch& launch, double timeout_s) {
+  if (launch.world == 1) return std::make_unique<Single>();
+  KILN_CHECK(launch.launcher != "torchrun", "launch: torchrun started ", launch.world, " ranks; Kiln's CPU ranks talk "
+             "over MPI, so start them with mpirun or srun (torchrun's TCP rendezvous for NCCL is not built yet)");
+  return make_mpi(launch, timeout_s);
+}
+
+}  // namespace kiln::parallel

@@ -1,0 +1,179 @@
+// src/parallel/mpi.cpp: the MPI communicator (kiln/parallel/comm.hpp) over Open MPI, compiled once into kiln_mpi.
+// Every collective is started non-blocking and waited for with a deadline: past it, the rank prints what it was
+// waiting in, at which step, and which ranks have not reached that step (each rank tells every other one the step
+// it arrives at: world - 1 small messages a step), then MPI_Abort ends the job on every rank.
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kiln/core/error.hpp"
+#include "kiln/parallel/comm.hpp"
+
+namespace kiln::parallel {
+
+bool have_mpi() { return true; }
+
+namespace {
+
+constexpr int kArriveTag = 7301;
+
+class Mpi final : public Communicator {
+ public:
+  Mpi(const Launch& l, double timeout_s) : timeout_s_(timeout_s) {
+    KILN_CHECK(timeout_s > 0, "--comm-timeout must be positive, got ", timeout_s);
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited) {
+      int provided = 0;
+      KILN_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) == MPI_SUCCESS,
+                 "MPI: MPI_Init_thread failed (started by ", l.launcher, " as rank ", l.rank, " of ", l.world, ")");
+      owns_ = true;
+    }
+    MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &world_);
+    KILN_CHECK(rank_ == l.rank && world_ == l.world, "MPI: this process is rank ", rank_, " of ", world_, " but ",
+               l.launcher, "'s environment says rank ", l.rank, " of ", l.world);
+    seen_.assign(size_t(world_), -1);
+    in_.assign(size_t(world_), 0);
+    recv_.assign(size_t(world_), MPI_REQUEST_NULL);
+    send_.assign(size_t(world_), MPI_REQUEST_NULL);
+    for (int r = 0; r < world_; ++r)
+      if (r != rank_) post(r);
+  }
+  ~Mpi() override {
+    for (auto* reqs : {&recv_, &send_})
+      for (MPI_Request& q : *reqs)
+        if (q != MPI_REQUEST_NULL) {
+          MPI_Cancel(&q);
+          MPI_Request_free(&q);
+        }
+    MPI_Comm_free(&comm_);
+    if (owns_) MPI_Finalize();
+  }
+
+  const char* name() const override { return "MPI"; }
+  int rank() const override { return rank_; }
+  int world() const override { return world_; }
+
+  void allreduce_sum(float* data, size_t n, const char* what) override { reduce(data, n, MPI_FLOAT, MPI_SUM, what); }
+  void allreduce_sum(double* data, size_t n, const char* what) override { reduce(data, n, MPI_DOUBLE, MPI_SUM, what); }
+  void allreduce_max(int64_t* data, size_t n, const char* what) override {
+    reduce(data, n, MPI_INT64_T, MPI_MAX, what);
+  }
+  void broadcast(void* data, size_t bytes, int root, const char* what) override {
+    auto* p = static_cast<char*>(data);
+    for (size_t at = 0; at < bytes; at += kChunk) {
+      MPI_Request q;
+      ok(MPI_Ibcast(p + at, int(std::min(kChunk, bytes - at)), MPI_BYTE, root, comm_, &q), what);
+      wait(q, what);
+    }
+  }
+  void barrier(const char* what) override {
+    MPI_Request q;
+    ok(MPI_Ibarrier(comm_, &q), what);
+    wait(q, what);
+  }
+  [[noreturn]] void abort(int code) override {
+    std::fflush(stdout);
+    std::fflush(stderr);
+    MPI_Abort(comm_, code);
+    std::_Exit(code);
+  }
+  void arrive(long step) override {
+    for (MPI_Request& q : send_) wait(q, "telling the other ranks the step this one is at");  // eager: done
+    step_ = step;
+    out_ = step;  // read by the sends below until they complete
+    for (int r = 0; r < world_; ++r)
+      if (r != rank_) ok(MPI_Isend(&out_, 1, MPI_LONG, r, kArriveTag, comm_, &send_[size_t(r)]), "MPI_Isend of the step");
+  }
+
+ private:
+  static constexpr size_t kChunk = size_t(1) << 30;  // elements per call: MPI counts are int
+
+  template <class T>
+  void reduce(T* data, size_t n, MPI_Datatype type, MPI_Op op, const char* what) {
+    for (size_t at = 0; at < n; at += kChunk) {
+      MPI_Request q;
+      ok(MPI_Iallreduce(MPI_IN_PLACE, data + at, int(std::min(kChunk, n - at)), type, op, comm_, &q), what);
+      wait(q, what);
+    }
+  }
+  void ok(int e, const char* what) const {
+    if (e == MPI_SUCCESS) return;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(e, msg, &len);
+    KILN_FAIL("MPI (rank ", rank_, " of ", world_, "): ", what, ": ", std::string(msg, size_t(len)));
+  }
+  void post(int r) {
+    ok(MPI_Irecv(&in_[size_t(r)], 1, MPI_LONG, r, kArriveTag, comm_, &recv_[size_t(r)]), "MPI_Irecv of a step");
+  }
+  void poll_arrivals() {
+    for (int r = 0; r < world_; ++r) {
+      if (r == rank_) continue;
+      for (;;) {
+        int done = 0;
+        MPI_Test(&recv_[size_t(r)], &done, MPI_STATUS_IGNORE);
+        if (!done) break;
+        seen_[size_t(r)] = in_[size_t(r)];
+        post(r);
+      }
+    }
+  }
+  // Waits for q, polling (the host sleeps between polls, up to a millisecond); past the timeout, ends the job.
+  void wait(MPI_Request& q, const char* what) {
+    if (q == MPI_REQUEST_NULL) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    int spins = 0;
+    for (;;) {
+      int done = 0;
+      ok(MPI_Test(&q, &done, MPI_STATUS_IGNORE), what);
+      if (done) return;
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (waited > timeout_s_) timed_out(what, waited);
+      if (++spins > 100) std::this_thread::sleep_for(std::chrono::microseconds(std::min(1000, spins)));
+    }
+  }
+  [[noreturn]] void timed_out(const char* what, double waited) {
+    poll_arrivals();
+    std::string missing;
+    for (int r = 0; r < world_; ++r)
+      if (r != rank_ && seen_[size_t(r)] < step_)
+        missing += (missing.empty() ? "" : ", ") + std::to_string(r) +
+                   (seen_[size_t(r)] < 0 ? " (never arrived at a step)"
+                                         : " (last at step " + std::to_string(seen_[size_t(r)]) + ")");
+    std::fprintf(stderr,
+                 "kiln: rank %d of %d: %s has waited %.0f s (--comm-timeout) for the other ranks at step %ld; %s: a "
+                 "rank died or hangs, so every rank stops now\n",
+                 rank_, world_, what, waited, step_,
+                 missing.empty() ? "every rank reached this step (one hangs inside it)"
+                                 : ("ranks that did not reach it: " + missing).c_str());
+    std::fflush(stderr);
+    MPI_Abort(comm_, 3);
+    std::_Exit(3);
+  }
+
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, world_ = 1;
+  bool owns_ = false;
+  double timeout_s_;
+  long step_ = -1, out_ = -1;
+  std::vector<long> seen_, in_;  // the newest step each rank said it is at; the receive buffers
+  std::vector<MPI_Request> recv_, send_;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_mpi(const Launch& launch, double timeout_s) {
+  return std::make_unique<Mpi>(launch, timeout_s);
+}
+
+}  // namespace kiln::parallel
