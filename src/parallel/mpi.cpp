@@ -1,7 +1,8 @@
 // src/parallel/mpi.cpp: the MPI communicator (kiln/parallel/comm.hpp) over Open MPI, compiled once into kiln_mpi.
 // Every collective is started non-blocking and waited for with a deadline: past it, the rank prints what it was
-// waiting in, at which step, and which ranks have not reached that step (each rank tells every other one the step
-// it arrives at: world - 1 small messages a step), then MPI_Abort ends the job on every rank.
+// waiting in, at which step, and which ranks have not reached that collective (before each one, a rank tells every
+// other one how many collectives it has entered: world - 1 small messages each), then MPI_Abort ends the job on
+// every rank.
 #include <mpi.h>
 
 #include <algorithm>
@@ -69,6 +70,7 @@ class Mpi final : public Communicator {
     reduce(data, n, MPI_INT64_T, MPI_MAX, what);
   }
   void broadcast(void* data, size_t bytes, int root, const char* what) override {
+    announce();
     auto* p = static_cast<char*>(data);
     for (size_t at = 0; at < bytes; at += kChunk) {
       MPI_Request q;
@@ -77,6 +79,7 @@ class Mpi final : public Communicator {
     }
   }
   void barrier(const char* what) override {
+    announce();
     MPI_Request q;
     ok(MPI_Ibarrier(comm_, &q), what);
     wait(q, what);
@@ -87,19 +90,21 @@ class Mpi final : public Communicator {
     MPI_Abort(comm_, code);
     std::_Exit(code);
   }
-  void arrive(long step) override {
-    for (MPI_Request& q : send_) wait(q, "telling the other ranks the step this one is at");  // eager: done
-    step_ = step;
-    out_ = step;  // read by the sends below until they complete
-    for (int r = 0; r < world_; ++r)
-      if (r != rank_) ok(MPI_Isend(&out_, 1, MPI_LONG, r, kArriveTag, comm_, &send_[size_t(r)]), "MPI_Isend of the step");
-  }
+  void arrive(long step) override { step_ = step; }
 
  private:
   static constexpr size_t kChunk = size_t(1) << 30;  // elements per call: MPI counts are int
 
+  // Tells the other ranks that this one enters its next collective.
+  void announce() {
+    for (MPI_Request& q : send_) wait(q, "telling the other ranks which collective this one is in");  // eager: done
+    out_ = ++entered_;  // read by the sends below until they complete
+    for (int r = 0; r < world_; ++r)
+      if (r != rank_) ok(MPI_Isend(&out_, 1, MPI_LONG, r, kArriveTag, comm_, &send_[size_t(r)]), "MPI_Isend");
+  }
   template <class T>
   void reduce(T* data, size_t n, MPI_Datatype type, MPI_Op op, const char* what) {
+    announce();
     for (size_t at = 0; at < n; at += kChunk) {
       MPI_Request q;
       ok(MPI_Iallreduce(MPI_IN_PLACE, data + at, int(std::min(kChunk, n - at)), type, op, comm_, &q), what);
@@ -146,15 +151,12 @@ class Mpi final : public Communicator {
     poll_arrivals();
     std::string missing;
     for (int r = 0; r < world_; ++r)
-      if (r != rank_ && seen_[size_t(r)] < step_)
-        missing += (missing.empty() ? "" : ", ") + std::to_string(r) +
-                   (seen_[size_t(r)] < 0 ? " (never arrived at a step)"
-                                         : " (last at step " + std::to_string(seen_[size_t(r)]) + ")");
+      if (r != rank_ && seen_[size_t(r)] < entered_) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
     std::fprintf(stderr,
                  "kiln: rank %d of %d: %s has waited %.0f s (--comm-timeout) for the other ranks at step %ld; %s: a "
                  "rank died or hangs, so every rank stops now\n",
                  rank_, world_, what, waited, step_,
-                 missing.empty() ? "every rank reached this step (one hangs inside it)"
+                 missing.empty() ? "every rank entered this collective (one hangs inside it)"
                                  : ("ranks that did not reach it: " + missing).c_str());
     std::fflush(stderr);
     MPI_Abort(comm_, 3);
@@ -165,8 +167,8 @@ class Mpi final : public Communicator {
   int rank_ = 0, world_ = 1;
   bool owns_ = false;
   double timeout_s_;
-  long step_ = -1, out_ = -1;
-  std::vector<long> seen_, in_;  // the newest step each rank said it is at; the receive buffers
+  long step_ = -1, out_ = -1, entered_ = 0;  // the step (for messages); collectives this rank has entered
+  std::vector<long> seen_, in_;  // collectives each rank said it has entered; the receive buffers
   std::vector<MPI_Request> recv_, send_;
 };
 
