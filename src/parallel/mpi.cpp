@@ -133,18 +133,19 @@ class Mpi final : public Communicator {
       }
     }
   }
-  // Waits for q, polling (the host sleeps between polls, up to a millisecond); past the timeout, ends the job.
+  // Waits for q, polling: MPI_Test drives the collective (Open MPI progresses non-blocking collectives inside MPI
+  // calls), so the first 2 ms spin; a longer wait (another rank still computing) tests every 50 us. Past the
+  // timeout, ends the job.
   void wait(MPI_Request& q, const char* what) {
     if (q == MPI_REQUEST_NULL) return;
     const auto t0 = std::chrono::steady_clock::now();
-    int spins = 0;
     for (;;) {
       int done = 0;
       ok(MPI_Test(&q, &done, MPI_STATUS_IGNORE), what);
       if (done) return;
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (waited > timeout_s_) timed_out(what, waited);
-      if (++spins > 100) std::this_thread::sleep_for(std::chrono::microseconds(std::min(1000, spins)));
+      if (waited > 2e-3) std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
   [[noreturn]] void timed_out(const char* what, double waited) {
