@@ -441,3 +441,77 @@ TEST_CASE("phases: phase 2 starts from phase 1's checkpoint at its own shape and
   for (size_t i = 0; i < 5; ++i) CHECK(std::memcmp(&whole.losses()[6 + i], &logs[i].loss, sizeof(double)) == 0);
   std::filesystem::remove_all(root);
 }
+
+namespace {
+// A communicator of two ranks whose other rank holds the same gradients: every sum doubles its input. It records
+// where each bucket starts, and how many backward ops had run by then.
+struct Doubling final : parallel::Communicator {
+  std::vector<std::pair<size_t, size_t>> started;  // (offset in the buffer, floats)
+  std::vector<int> at_op;
+  int ops = 0;
+  float* base = nullptr;
+  std::vector<std::pair<float*, size_t>> open;
+  const char* name() const override { return "test"; }
+  int rank() const override { return 0; }
+  int world() const override { return 2; }
+  void allreduce_sum(float* d, size_t n, const char*) override { for (size_t i = 0; i < n; ++i) d[i] *= 2; }
+  void allreduce_sum(double* d, size_t n, const char*) override { for (size_t i = 0; i < n; ++i) d[i] *= 2; }
+  void allreduce_max(int64_t*, size_t, const char*) override {}
+  void start_allreduce_sum(float* d, size_t n, const char*) override {
+    started.push_back({size_t(d - base), n});
+    at_op.push_back(ops);
+    open.push_back({d, n});
+  }
+  void progress() override { ++ops; }
+  void finish_all(const char*) override {
+    for (auto [d, n] : open) allreduce_sum(d, n, "");
+    open.clear();
+  }
+  void broadcast(void*, size_t, int, const char*) override {}
+  void barrier(const char*) override {}
+  void arrive(long) override {}
+  [[noreturn]] void abort(int code) override { std::exit(code); }
+};
+}  // namespace
+
+TEST_CASE("data parallelism: gradient buckets start while the backward runs, and cover every gradient once") {
+  using M = tiny::model;
+  using P = plan::ParamPlan<M>;
+  const data::Corpus corpus = synthetic();
+  data::PackedBytes rows(&corpus.train, 1, true);
+  HostBatch<8, 128> mb;
+  mb.fill(rows);
+  backend::cpu::State<M> s, ref;
+  s.init(0.02, 3);
+  ref.init(0.02, 3);
+  backend::cpu::Executor<M, 8, 128> exec;
+  Doubling comm;
+  comm.base = s.grads();
+  s.begin_step();
+  exec.accumulate(s, mb.view(), 0.01f, &comm);
+  s.all_reduce(comm);
+  ref.begin_step();
+  exec.accumulate(ref, mb.view(), 0.01f);
+  // every float of the buffer summed exactly once, most of it in buckets started before the backward ended
+  auto ranges = comm.started;
+  std::sort(ranges.begin(), ranges.end());
+  size_t at = 0, early = 0;
+  for (size_t k = 0; k < ranges.size(); ++k) {
+    CHECK(ranges[k].first == at);
+    at = ranges[k].first + ranges[k].second;
+  }
+  CHECK(at == P::table.total);
+  const int n_ops = backend::cpu::Executor<M, 8, 128>::Train::data.n_ops;
+  for (size_t k = 0; k < comm.started.size(); ++k)
+    if (comm.at_op[k] < n_ops - 1) early += comm.started[k].second;
+  MESSAGE(comm.started.size() << " buckets; " << early << " of " << P::table.total
+                              << " gradient floats started before the program's last op");
+  CHECK(comm.started.size() >= 2);
+  CHECK(early * 2 > P::table.total);
+  // the sum over the two ranks: twice the one-rank gradients, bit for bit
+  const float* g = s.host(backend::Tensor::grads);
+  const float* g1 = ref.host(backend::Tensor::grads);
+  size_t wrong = 0;
+  for (size_t i = 0; i < P::table.total; ++i) wrong += g[i] != 2 * g1[i];
+  CHECK(wrong == 0);
+}

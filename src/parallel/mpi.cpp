@@ -69,6 +69,25 @@ class Mpi final : public Communicator {
   void allreduce_max(int64_t* data, size_t n, const char* what) override {
     reduce(data, n, MPI_INT64_T, MPI_MAX, what);
   }
+  void start_allreduce_sum(float* data, size_t n, const char* what) override {
+    announce();
+    for (size_t at = 0; at < n; at += kChunk) {
+      MPI_Request q;
+      ok(MPI_Iallreduce(MPI_IN_PLACE, data + at, int(std::min(kChunk, n - at)), MPI_FLOAT, MPI_SUM, comm_, &q), what);
+      pending_.push_back(q);
+    }
+    pending_what_ = what;
+  }
+  void progress() override {
+    for (MPI_Request& q : pending_) {
+      int done = 0;
+      if (q != MPI_REQUEST_NULL) ok(MPI_Test(&q, &done, MPI_STATUS_IGNORE), pending_what_);
+    }
+  }
+  void finish_all(const char* what) override {
+    for (MPI_Request& q : pending_) wait(q, what);
+    pending_.clear();
+  }
   void broadcast(void* data, size_t bytes, int root, const char* what) override {
     announce();
     auto* p = static_cast<char*>(data);
@@ -171,6 +190,8 @@ class Mpi final : public Communicator {
   long step_ = -1, out_ = -1, entered_ = 0;  // the step (for messages); collectives this rank has entered
   std::vector<long> seen_, in_;  // collectives each rank said it has entered; the receive buffers
   std::vector<MPI_Request> recv_, send_;
+  std::vector<MPI_Request> pending_;  // started by start_allreduce_sum, not yet finished
+  const char* pending_what_ = "";
 };
 
 }  // namespace

@@ -83,9 +83,30 @@ class State {
     loss_sum_ = 0;
   }
   void add_loss(double summed) { loss_sum_ += summed; }
-  // Data parallelism: the gradients and the loss summed over the ranks (before end_step).
+  // Data parallelism: the gradients and the loss summed over the ranks, before end_step. During the step's last
+  // micro-batch the executor reports each parameter's gradient as it becomes final (gradient_ready): runs of them
+  // next to each other (kBucketFloats at least) start their sums while the backward goes on; all_reduce starts
+  // the rest, waits for all of them and sums the loss. Sums of the same values in buckets or whole are the same
+  // bits (a bucket is a slice of the one sum).
+  static constexpr size_t kBucketFloats = size_t(1) << 20, kGap = 256;  // 4 MiB; the table's padding is smaller
+  void gradient_ready(size_t begin, size_t end, parallel::Communicator& comm) {
+    // not next to the run (padding between two tensors is next to them: its zeros are summed alike)
+    if (run_end_ > run_begin_ && (end + kGap < run_begin_ || begin > run_end_ + kGap)) flush(comm);
+    if (run_end_ == run_begin_) run_begin_ = begin, run_end_ = end;
+    run_begin_ = std::min(run_begin_, begin);
+    run_end_ = std::max(run_end_, end);
+    if (run_end_ - run_begin_ >= kBucketFloats) flush(comm);
+  }
   void all_reduce(parallel::Communicator& comm) {
-    comm.allreduce_sum(g_.data(), floats, "the all-reduce of the gradients");
+    flush(comm);
+    size_t at = 0;  // what no bucket covered (nothing, when the executor reported every tensor)
+    for (const auto& [b, e] : reduced_) {
+      if (b > at) comm.start_allreduce_sum(g_.data() + at, b - at, "the all-reduce of the gradients");
+      at = std::max(at, e);
+    }
+    if (at < floats) comm.start_allreduce_sum(g_.data() + at, floats - at, "the all-reduce of the gradients");
+    comm.finish_all("the all-reduce of the gradients");
+    reduced_.clear();
     comm.allreduce_sum(&loss_sum_, 1, "the all-reduce of the loss");
   }
   void end_step(const StepArgs& a) {
@@ -129,6 +150,16 @@ class State {
   Buffer<float> p_, g_, m_, v_;  // the parameter table's layout, each
   Buffer<double> partials_;     // sum_squares chunk sums
   std::vector<plan::DecayRange> ranges_;
+  // data parallelism: the run of ready gradients not yet started, and the ranges started this step (sorted)
+  void flush(parallel::Communicator& comm) {
+    if (run_end_ <= run_begin_) return;
+    comm.start_allreduce_sum(g_.data() + run_begin_, run_end_ - run_begin_, "the all-reduce of a gradient bucket");
+    reduced_.insert(std::upper_bound(reduced_.begin(), reduced_.end(), std::pair{run_begin_, run_end_}),
+                    {run_begin_, run_end_});
+    run_begin_ = run_end_ = 0;
+  }
+  size_t run_begin_ = 0, run_end_ = 0;
+  std::vector<std::pair<size_t, size_t>> reduced_;
   // the step's decision: the guard's window and counters, the update count, the loss summed so far, the record
   std::vector<double> ring_;
   GuardCounters guard_{};
@@ -301,10 +332,20 @@ class Executor {
     return run<Train>(s.params(), s.grads(), b, grad_scale);
   }
 
-  // forward_backward, its loss added to the state's sum for end_step (a training step's micro-batch).
+  // forward_backward, its loss added to the state's sum for end_step (a training step's micro-batch). With `comm`
+  // (data parallelism, the step's last micro-batch) each parameter's gradient is handed to the state's bucketed
+  // all-reduce as soon as the program's last op that adds to it has run.
   template <DecoderModel M0>
-  void accumulate(State<M0>& s, const Batch& b, float grad_scale) {
-    s.add_loss(forward_backward(s, b, grad_scale));
+  void accumulate(State<M0>& s, const Batch& b, float grad_scale, parallel::Communicator* comm = nullptr) {
+    if (!comm) return s.add_loss(forward_backward(s, b, grad_scale));
+    static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
+    s.add_loss(run<Train>(s.params(), s.grads(), b, grad_scale, [&](int i) {
+      for (int e : final_after_[size_t(i)]) {
+        const auto& en = plan::ParamPlan<M>::table.entries[size_t(e)];
+        s.gradient_ready(en.offset, en.offset + en.count(), *comm);
+      }
+      comm->progress();
+    }));
   }
 
   // Forward and loss only (evaluation): the summed loss; per-token losses and log-probabilities stay readable.
@@ -341,8 +382,22 @@ class Executor {
   }
 
  private:
-  template <class P>
-  double run(const float* params, float* grads, const Batch& b, float grad_scale) {
+  // The training program's entries whose gradient its op i adds to last, for each op i.
+  static std::vector<std::vector<int>> final_gradients() {
+    constexpr int entries = plan::ParamPlan<M>::count;
+    std::vector<int> last(size_t(entries), -1);
+    for (int i = 0; i < Train::data.n_ops; ++i) {
+      const plan::Op& op = Train::data.ops[size_t(i)];
+      if (op.grad && op.param >= 0)
+        for (int e = op.param; e < op.param + std::max<int>(op.param_entries, 1); ++e) last[size_t(e)] = i;
+    }
+    std::vector<std::vector<int>> after(size_t(Train::data.n_ops));
+    for (int e = 0; e < entries; ++e)
+      if (last[size_t(e)] >= 0) after[size_t(last[size_t(e)])].push_back(e);
+    return after;
+  }
+  template <class P, class AfterOp = void (*)(int)>
+  double run(const float* params, float* grads, const Batch& b, float grad_scale, AfterOp after = [](int) {}) {
     validate_batch(b, B, T, M::vocab, T);
     const auto copy_in = [&](int buf, const int32_t* src) {
       std::memcpy(arena_.data() + P::data.bufs[size_t(buf)].offset, src, sizeof(int32_t) * R);
@@ -353,7 +408,10 @@ class Executor {
     copy_in(P::data.doc_start, b.doc_start);
     OpRunner<M, P> op{arena_.data(), params, grads, grad_scale, &rope_};
     op.logits_out = logits_out_;
-    for (int i = 0; i < P::data.n_ops; ++i) op(P::data.ops[size_t(i)]);
+    for (int i = 0; i < P::data.n_ops; ++i) {
+      op(P::data.ops[size_t(i)]);
+      after(i);
+    }
     last_loss_ = P::data.bufs[size_t(P::data.token_loss)].offset;
     last_logp_ = P::data.bufs[size_t(P::data.token_logp)].offset;
     return op.loss;
@@ -365,6 +423,7 @@ class Executor {
 
   Buffer<std::byte> arena_;  // every activation of the step, at the programs' offsets
   kernels::RopeTable<float, M::head_dim> rope_;
+  std::vector<std::vector<int>> final_after_ = final_gradients();
   float* logits_out_ = nullptr;
   size_t last_loss_ = size_t(-1), last_logp_ = size_t(-1);
 };

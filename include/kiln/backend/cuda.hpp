@@ -407,8 +407,9 @@ class Executor {
   // added to the state's loss_sum() on the device (a training step's micro-batch: trainer.hpp). Returns once the
   // launches are enqueued: the host waits only when it is more than kUploads micro-batches ahead of the device.
   template <DecoderModel M0>
-  void accumulate(State<M0, Prec>& s, const Batch& b, float grad_scale) {
+  void accumulate(State<M0, Prec>& s, const Batch& b, float grad_scale, parallel::Communicator* comm = nullptr) {
     static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
+    if (comm) s.all_reduce(*comm);  // refuses: data parallelism on GPUs (NCCL) is not built
     run<Train>(s.params(), s.grads(), b, grad_scale, s.loss_sum(), s.stream());
   }
   // The same, waiting for it: returns the summed loss of the micro-batch's targets (in double, on the device).

@@ -27,6 +27,12 @@ class Communicator {
   // In place: data on every rank becomes the sum over the ranks.
   virtual void allreduce_sum(float* data, size_t n, const char* what) = 0;
   virtual void allreduce_sum(double* data, size_t n, const char* what) = 0;
+  // Non-blocking sums for buckets of gradients reduced while the backward still runs: start_allreduce_sum begins
+  // one (data untouched until finish_all returns), progress() lets the started ones advance (call it between the
+  // backward's ops), finish_all() waits for every one started.
+  virtual void start_allreduce_sum(float* data, size_t n, const char* what) = 0;
+  virtual void progress() = 0;
+  virtual void finish_all(const char* what) = 0;
   // In place: the largest value over the ranks (flags: a stop signal on any rank; hashes that must agree).
   virtual void allreduce_max(int64_t* data, size_t n, const char* what) = 0;
   virtual void broadcast(void* data, size_t bytes, int root, const char* what) = 0;
@@ -51,6 +57,9 @@ class Single final : public Communicator {
   void allreduce_sum(float*, size_t, const char*) override {}
   void allreduce_sum(double*, size_t, const char*) override {}
   void allreduce_max(int64_t*, size_t, const char*) override {}
+  void start_allreduce_sum(float*, size_t, const char*) override {}
+  void progress() override {}
+  void finish_all(const char*) override {}
   void broadcast(void*, size_t, int, const char*) override {}
   void barrier(const char*) override {}
   void arrive(long) override {}

@@ -218,7 +218,8 @@ class Trainer final : public TrainerBase {
     w.lr = learning_rate(c, s);
     state_->begin_step();
     const float scale = w.targets ? 1.0f / float(w.targets) : 0.0f;
-    for (auto& mb : w.micro) exec.accumulate(*state_, mb.view(), scale);
+    for (size_t k = 0; k < w.micro.size(); ++k)  // the last one hands its gradients to the all-reduce as they finish
+      exec.accumulate(*state_, w.micro[k].view(), scale, N > 1 && k + 1 == w.micro.size() ? comm_ : nullptr);
     if (N > 1) state_->all_reduce(*comm_);
     state_->end_step(StepArgs{w.lr, c.beta1, c.beta2, c.adam_eps, c.weight_decay, c.clip, double(w.targets)});
   }
