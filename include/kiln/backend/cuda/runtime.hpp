@@ -38,101 +38,90 @@ inline std::atomic<size_t>& allocated_bytes() {
   return n;
 }
 
-// Bytes of device memory, 256-byte aligned; moved, never copied.
-class DeviceBytes {
+// An owned block of bytes whose Kind allocates and frees it; moved, never copied.
+template <class Kind>
+class OwnedBytes {
  public:
-  DeviceBytes() = default;
-  explicit DeviceBytes(size_t bytes, const char* what) : bytes_(bytes) {
-    if (bytes == 0) return;
+  OwnedBytes() = default;
+  explicit OwnedBytes(size_t bytes, const char* what) : p_(bytes ? Kind::allocate(bytes, what) : nullptr), bytes_(bytes) {}
+  ~OwnedBytes() { release(); }
+  OwnedBytes(OwnedBytes&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr, o.bytes_ = 0; }
+  OwnedBytes& operator=(OwnedBytes&& o) noexcept {
+    if (this != &o) {
+      release();
+      p_ = o.p_, bytes_ = o.bytes_;
+      o.p_ = nullptr, o.bytes_ = 0;
+    }
+    return *this;
+  }
+  template <class T = std::byte>
+  T* as() const {
+    return static_cast<T*>(p_);
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void release() {
+    if (p_) Kind::release(p_, bytes_);
+    p_ = nullptr;
+  }
+  void* p_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Device memory, 256-byte aligned (cudaMalloc; in the SIMT build host memory), counted in allocated_bytes().
+struct DeviceMemory {
+  static void* allocate(size_t bytes, const char* what) {
+    void* p = nullptr;
 #if defined(__CUDACC__)
     size_t free = 0, total = 0;
     cudaMemGetInfo(&free, &total);
-    const cudaError_t e = cudaMalloc(&p_, bytes);
+    const cudaError_t e = cudaMalloc(&p, bytes);
     KILN_CHECK(e == cudaSuccess, "CUDA: cannot allocate ", bytes, " bytes for ", what, " (", free, " of ", total,
                " bytes free): ", cudaGetErrorString(e));
 #else
-    p_ = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-    KILN_CHECK(p_ != nullptr, "cannot allocate ", bytes, " bytes for ", what);
+    p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    KILN_CHECK(p != nullptr, "cannot allocate ", bytes, " bytes for ", what);
 #endif
     allocated_bytes() += bytes;
+    return p;
   }
-  ~DeviceBytes() { release(); }
-  DeviceBytes(DeviceBytes&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr, o.bytes_ = 0; }
-  DeviceBytes& operator=(DeviceBytes&& o) noexcept {
-    if (this != &o) {
-      release();
-      p_ = o.p_, bytes_ = o.bytes_;
-      o.p_ = nullptr, o.bytes_ = 0;
-    }
-    return *this;
-  }
-  template <class T = std::byte>
-  T* as() const {
-    return static_cast<T*>(p_);
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void release() {
-    if (!p_) return;
+  static void release(void* p, size_t bytes) {
 #if defined(__CUDACC__)
-    cudaFree(p_);
+    cudaFree(p);
 #else
-    std::free(p_);
+    std::free(p);
 #endif
-    allocated_bytes() -= bytes_;
-    p_ = nullptr;
+    allocated_bytes() -= bytes;
   }
-  void* p_ = nullptr;
-  size_t bytes_ = 0;
 };
+using DeviceBytes = OwnedBytes<DeviceMemory>;
 
-// Page-locked host memory, so that copies from and to it run while the host goes on (cudaMallocHost; in the SIMT
-// build plain host memory). Moved, never copied.
-class PinnedBytes {
- public:
-  PinnedBytes() = default;
-  explicit PinnedBytes(size_t bytes, const char* what) : bytes_(bytes) {
-    if (bytes == 0) return;
+// Page-locked host memory, zeroed, so that copies from and to it run while the host goes on (cudaMallocHost; in
+// the SIMT build plain host memory).
+struct PinnedMemory {
+  static void* allocate(size_t bytes, const char* what) {
+    void* p = nullptr;
 #if defined(__CUDACC__)
-    const cudaError_t e = cudaMallocHost(&p_, bytes);
+    const cudaError_t e = cudaMallocHost(&p, bytes);
     KILN_CHECK(e == cudaSuccess, "CUDA: cannot allocate ", bytes, " bytes of page-locked host memory for ", what, ": ",
                cudaGetErrorString(e));
 #else
-    p_ = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-    KILN_CHECK(p_ != nullptr, "cannot allocate ", bytes, " bytes for ", what);
+    p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    KILN_CHECK(p != nullptr, "cannot allocate ", bytes, " bytes for ", what);
 #endif
-    std::memset(p_, 0, bytes);
+    std::memset(p, 0, bytes);
+    return p;
   }
-  ~PinnedBytes() { release(); }
-  PinnedBytes(PinnedBytes&& o) noexcept : p_(o.p_), bytes_(o.bytes_) { o.p_ = nullptr, o.bytes_ = 0; }
-  PinnedBytes& operator=(PinnedBytes&& o) noexcept {
-    if (this != &o) {
-      release();
-      p_ = o.p_, bytes_ = o.bytes_;
-      o.p_ = nullptr, o.bytes_ = 0;
-    }
-    return *this;
-  }
-  template <class T = std::byte>
-  T* as() const {
-    return static_cast<T*>(p_);
-  }
-  size_t bytes() const { return bytes_; }
-
- private:
-  void release() {
-    if (!p_) return;
+  static void release(void* p, size_t) {
 #if defined(__CUDACC__)
-    cudaFreeHost(p_);
+    cudaFreeHost(p);
 #else
-    std::free(p_);
+    std::free(p);
 #endif
-    p_ = nullptr;
   }
-  void* p_ = nullptr;
-  size_t bytes_ = 0;
 };
+using PinnedBytes = OwnedBytes<PinnedMemory>;
 
 // A point in a stream the host can wait for (cudaEvent_t without timing; in the SIMT build every launch has
 // finished when it returns, so there is nothing to wait for).
