@@ -27,10 +27,10 @@ prepare() {
   local b=$here/build-gpu
   cmake -S "$here" -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_TESTS=ON -DKILN_BENCH=ON \
     >"$b.configure.log" 2>&1 || { cat "$b.configure.log"; echo "gpu_check: configure failed" >&2; exit 1; }
-  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu bench_gpu bench_gpu_step train_demo train_demo_cuda kiln_fryer \
+  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu test_nccl_gpu bench_gpu bench_gpu_step train_demo train_demo_cuda kiln_fryer \
     || { echo "gpu_check: build failed" >&2; exit 1; }
   rm -rf "$b/carry" && mkdir -p "$b/carry/lib" "$b/carry/fixtures" "$b/carry/demo"
-  cp "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" "$b/bench/bench_gpu" "$b/bench/bench_gpu_step" \
+  cp "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" "$b/tests/test_nccl_gpu" "$b/bench/bench_gpu" "$b/bench/bench_gpu_step" \
     "$b/train_demo_cuda" "$b/kiln_fryer" "$b/carry/"
   strip "$b/carry/"*_gpu "$b/carry/bench_gpu" "$b/carry/bench_gpu_step" "$b/carry/train_demo_cuda" "$b/carry/kiln_fryer"
   cp "$here/tests/fixtures/tiny_rnope.safetensors" "$b/carry/fixtures/"
@@ -45,9 +45,10 @@ prepare() {
   cp "$here/bench/gpu_check.sh" "$b/carry/"
   # Debian libraries the GPU machine does not have (CUDA's own come from the machine: cuBLAS is 0.6 GB)
   for lib in $(ldd "$b/bench/bench_gpu" "$b/bench/bench_gpu_step" "$b/tests/test_kernels_gpu" \
-                   "$b/tests/test_cuda_backend_gpu" "$b/train_demo_cuda" | awk '/=> \// {print $3}' | sort -u); do
+                   "$b/tests/test_cuda_backend_gpu" "$b/tests/test_nccl_gpu" "$b/train_demo_cuda" | awk '/=> \// {print $3}' | sort -u); do
     case $lib in
-      */libbenchmark* | */libopenblas* | */libgfortran* | */libquadmath* | */libpcre2* | */libxxhash* | */libgomp*)
+      */libbenchmark* | */libopenblas* | */libgfortran* | */libquadmath* | */libpcre2* | */libxxhash* | */libgomp* | \
+      */libmpi* | */libopen-pal* | */libopen-rte* | */libhwloc* | */libevent* | */libudev*)  # Open MPI: one rank loads it
         cp -L "$lib" "$b/carry/lib/" ;;
     esac
   done
@@ -115,6 +116,9 @@ PY
   echo "== test_cuda_backend_gpu"
   # the fixture's path compiled in is this checkout's: the carried copy is named instead
   KILN_TEST_FIXTURES=$d/fixtures "$d/test_cuda_backend_gpu" 2>&1 | tee "$out/test_cuda_backend_gpu.log"
+  ((PIPESTATUS[0] == 0)) || status=1
+  echo "== test_nccl_gpu (NCCL loaded from the machine's CUDA or PyTorch libraries)"
+  "$d/test_nccl_gpu" 2>&1 | tee "$out/test_nccl_gpu.log" | tail -3
   ((PIPESTATUS[0] == 0)) || status=1
   echo "== test_cuda_backend_gpu with Kiln's attention kernel (KILN_ATTENTION=kiln) instead of cuDNN's"
   KILN_ATTENTION=kiln KILN_TEST_FIXTURES=$d/fixtures "$d/test_cuda_backend_gpu" 2>&1 \

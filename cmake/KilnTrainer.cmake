@@ -49,6 +49,9 @@ function(kiln_add_trainer name)
     if(TARGET kiln_cudnn)  # cuDNN's attention (cmake/KilnCudnn.cmake); without it Kiln's attention kernel runs
       target_link_libraries(${name} PRIVATE kiln_cudnn)
     endif()
+    if(TARGET kiln_nccl)  # GPU ranks (data parallelism over NCCL)
+      target_link_libraries(${name} PRIVATE kiln_nccl)
+    endif()
     target_compile_options(${name} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wno-aggressive-loop-optimizations>)
   elseif(arg_BACKEND STREQUAL "simt")
     # the CUDA backend's code compiled by g++ over the SIMT layer: a CPU program, for testing the CUDA trainer

@@ -24,6 +24,13 @@ if(KILN_HAVE_CUDA)
   add_test(NAME test_cuda_backend_gpu COMMAND test_cuda_backend_gpu)
   set_tests_properties(test_cuda_backend_gpu PROPERTIES LABELS gpu SKIP_REGULAR_EXPRESSION "skipped: no CUDA device")
 
+  # NCCL's device collectives on one rank (src/parallel/nccl.cpp; NCCL loaded at run time)
+  if(TARGET kiln_nccl)
+    kiln_add_test(test_nccl_gpu gpu/test_nccl_gpu.cpp LABELS gpu)
+    target_link_libraries(test_nccl_gpu PRIVATE kiln_nccl)
+    set_tests_properties(test_nccl_gpu PROPERTIES SKIP_REGULAR_EXPRESSION "skipped: no CUDA device")
+  endif()
+
   # ptxas -v on the hot kernels at SmolLM3's shapes: a register spill fails the test (it names the kernel).
   add_test(NAME cuda.no_spills
            COMMAND ${CMAKE_CUDA_COMPILER} -std=c++20 --expt-relaxed-constexpr -arch=sm_${KILN_CUDA_ARCHITECTURES}

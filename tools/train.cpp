@@ -71,6 +71,9 @@ kiln::RecipeProgram program() {
   r.vocab = M::vocab;
   r.defaults = &defaults;
   r.make_trainer = &make_trainer;
+#if defined(KILN_BACKEND_CUDA) && defined(KILN_HAVE_NCCL) && defined(__CUDACC__)
+  r.make_device_comm = &kiln::parallel::make_nccl;
+#endif
   kiln::fill_recipe_tools(r);
   return r;
 }

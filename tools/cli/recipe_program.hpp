@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kiln/eval/generate.hpp"  // SamplingConfig (the sampler itself is a template on the model)
+#include "kiln/parallel/comm.hpp"
 #include "kiln/plan/params.hpp"
 #include "kiln/train/config.hpp"
 #include "kiln/train/trainer_base.hpp"
@@ -44,6 +45,10 @@ struct RecipeProgram {
   int layers, hidden, heads, kv_heads, vocab;
   TrainConfig (*defaults)(int phase);
   std::unique_ptr<TrainerBase> (*make_trainer)(std::vector<TrainConfig> configs, TrainerBase::DataFor data_for);
+  // GPU ranks' collectives (NCCL) over the host communicator, on this node's GPU local_rank: set in CUDA trainers
+  // built with NCCL, else nullptr (more than one rank is then refused).
+  std::unique_ptr<parallel::DeviceCollectives> (*make_device_comm)(parallel::Communicator& host, int local_rank) =
+      nullptr;
 
   // ---- tools/train_tools.cpp
   // Up to n new tokens after `prompt` with the parameters `params` (host, table layout), at phase `phase`'s model.

@@ -242,10 +242,14 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       validate(configs[size_t(i)], phase_count > 1 ? " (phase " + phase_name(i) + ")" : "");
     // Ranks (data parallelism): from mpirun's / srun's environment; rank 0 alone writes the console, metrics and
     // checkpoints, and every rank checks that all run the same recipe, binary and settings.
-    comm = parallel::make_communicator(parallel::discover_launch(), c.comm_timeout);
+    const parallel::Launch launch = parallel::discover_launch();
+    comm = parallel::make_communicator(launch, c.comm_timeout);
     const int rank = comm->rank(), world = comm->world();
-    KILN_CHECK(world == 1 || r.backend == "cpu", "this CUDA trainer was started as ", world, " ranks: data "
-               "parallelism on GPUs needs NCCL, which Kiln does not use yet (the CPU trainer runs under mpirun)");
+    if (world > 1 && r.backend != "cpu") {  // GPU ranks: NCCL on this node's GPU local_rank, its id sent over MPI
+      KILN_CHECK(r.make_device_comm, "this ", r.backend, " trainer was started as ", world, " ranks but was built "
+                 "without NCCL (CMake found no nccl.h in the CUDA toolkit): it runs one rank only");
+      comm->attach(r.make_device_comm(*comm, launch.local_rank));
+    }
     if (rank > 0) {
       std::fflush(stdout);
       KILN_CHECK(std::freopen("/dev/null", "w", stdout), "rank ", rank, ": cannot silence its console");

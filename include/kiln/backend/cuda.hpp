@@ -193,10 +193,15 @@ class State {
     fill_zero(&step()->loss_sum, sizeof(double), stream());
   }
   double* loss_sum() { return &step()->loss_sum; }  // where the executor's accumulate() adds (device memory)
-  // Data parallelism over GPUs needs NCCL on the device buffers: not built yet.
+  // Data parallelism: the gradients and the loss summed over the GPU ranks by the communicator's device collectives
+  // (NCCL), on this state's stream after the backward: nothing waits on the host. Not yet in buckets during the
+  // backward (the CPU backend's are).
   void all_reduce(parallel::Communicator& comm) {
-    KILN_FAIL("data parallelism on the CUDA backend (", comm.world(), " ranks) needs NCCL, which Kiln does not use "
-              "yet: run one process per recipe on the GPU, or the CPU trainer under mpirun");
+    parallel::DeviceCollectives* d = comm.device();
+    KILN_CHECK(d, "the CUDA backend's ", comm.world(), " ranks have no device collectives (NCCL): the trainer attaches "
+               "them when it is built with NCCL");
+    d->allreduce_sum(g_.as<float>(), floats, const_cast<void*>(static_cast<const void*>(stream())), "the gradients");
+    d->allreduce_sum(&step()->loss_sum, 1, const_cast<void*>(static_cast<const void*>(stream())), "the loss");
   }
   void end_step(const StepArgs& a) {
     KILN_CHECK(has_guard_, "end_step: set_step_state was not called (the loss guard's window is not there)");
@@ -409,7 +414,7 @@ class Executor {
   template <DecoderModel M0>
   void accumulate(State<M0, Prec>& s, const Batch& b, float grad_scale, parallel::Communicator* comm = nullptr) {
     static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
-    if (comm) s.all_reduce(*comm);  // refuses: data parallelism on GPUs (NCCL) is not built
+    (void)comm;  // the state's all_reduce sums the finished gradients (not yet in buckets during the backward)
     run<Train>(s.params(), s.grads(), b, grad_scale, s.loss_sum(), s.stream());
   }
   // The same, waiting for it: returns the summed loss of the micro-batch's targets (in double, on the device).
@@ -718,9 +723,11 @@ inline void require_device(size_t plan_bytes, const char* what) {
   const cudaError_t e = cudaGetDeviceCount(&n);
   KILN_CHECK(e == cudaSuccess && n > 0, "no CUDA device: ", e != cudaSuccess ? cudaGetErrorString(e) : "none found",
              " (the CUDA trainer needs an H100 / H200; the CPU trainer is the one without --backend cuda)");
+  int dev = 0;  // the one this rank uses (NCCL selected it by local rank)
+  check(cudaGetDevice(&dev), "read the current device");
   cudaDeviceProp p{};
-  check(cudaGetDeviceProperties(&p, 0), "read the device's properties");
-  KILN_CHECK(p.major >= 9, "CUDA device 0 is ", p.name, " (sm_", p.major, p.minor,
+  check(cudaGetDeviceProperties(&p, dev), "read the device's properties");
+  KILN_CHECK(p.major >= 9, "CUDA device ", dev, " is ", p.name, " (sm_", p.major, p.minor,
              "); this build is for sm_90a (H100 / H200): set KILN_CUDA_ARCHITECTURES for another GPU");
   size_t free = 0, total = 0;
   check(cudaMemGetInfo(&free, &total), "read the free device memory");

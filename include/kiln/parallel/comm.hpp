@@ -2,7 +2,8 @@
 // backends (which reduce their own buffers) do not know which library carries them:
 //   Single   one process: every collective returns its input (the default)
 //   MPI      CPU ranks (src/parallel/mpi.cpp, Open MPI): host buffers
-//   NCCL     GPU ranks: not built yet (the CUDA backend refuses a world of more than one, saying so)
+//   NCCL     GPU ranks: DeviceCollectives on device memory, enqueued on a stream (src/parallel/nccl.cpp), attached
+//            to the MPI communicator that bootstraps them (the unique id is broadcast over MPI)
 // Every call names what it is for, and a collective that waits longer than the communicator's timeout for the other
 // ranks ends the process with a message naming the call, the step and the ranks that did not arrive at it, instead
 // of hanging (a rank that dies is reported the same way, or sooner by mpirun itself).
@@ -12,15 +13,30 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <utility>
 #include <string>
 
 #include "kiln/parallel/launch.hpp"
 
 namespace kiln::parallel {
 
+// Sums over the ranks of device memory, enqueued on a CUDA stream (NCCL): they return before they have run, and the
+// stream orders them with the kernels around them.
+class DeviceCollectives {
+ public:
+  virtual ~DeviceCollectives() = default;
+  virtual const char* name() const = 0;
+  virtual void allreduce_sum(float* data, size_t n, void* stream, const char* what) = 0;
+  virtual void allreduce_sum(double* data, size_t n, void* stream, const char* what) = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
+  // The device collectives of these ranks (GPU ranks: NCCL), or nullptr.
+  DeviceCollectives* device() const { return device_.get(); }
+  void attach(std::unique_ptr<DeviceCollectives> d) { device_ = std::move(d); }
+
   virtual const char* name() const = 0;
   virtual int rank() const = 0;
   virtual int world() const = 0;
@@ -47,6 +63,9 @@ class Communicator {
     allreduce_max(&v, 1, what);
     return v != 0;
   }
+
+ private:
+  std::unique_ptr<DeviceCollectives> device_;
 };
 
 class Single final : public Communicator {
@@ -71,6 +90,12 @@ bool have_mpi();
 // The MPI communicator of an mpirun / srun launch (MPI_Init here, MPI_Finalize when it is destroyed); a collective
 // waiting longer than timeout_s ends the job. Refused, saying why, in a build without MPI.
 std::unique_ptr<Communicator> make_mpi(const Launch& launch, double timeout_s);
+
+// NCCL over the ranks of `host` (which broadcasts NCCL's unique id), on GPU local_rank of this node. NCCL is
+// loaded at run time (libnccl.so.2, from the CUDA toolkit or PyTorch's nvidia-nccl), so a trainer that runs one
+// rank needs no NCCL; refused, saying why, when it cannot be loaded. Defined in kiln_nccl (src/parallel/nccl.cpp),
+// which CMake builds where the CUDA toolkit has nccl.h and the CUDA trainers link.
+std::unique_ptr<DeviceCollectives> make_nccl(Communicator& host, int local_rank);
 
 // The communicator for this launch: Single when the world is one process, MPI for more (torchrun without MPI needs
 // NCCL's TCP bootstrap, which is not built yet: refused, saying so).

@@ -214,7 +214,7 @@ class Trainer final : public TrainerBase {
         w.flops += plan::Flops<phase_model<Recipe, I>, St>::train_flops(double(B) * T, mb.attention_context());
       }
     }
-    if (comm_) comm_->arrive(run_step_ + 1);
+    if (comm_) comm_->arrive(run_step_ - step_ + s + 1);  // this step's number in the run, for timeout messages
     w.lr = learning_rate(c, s);
     state_->begin_step();
     const float scale = w.targets ? 1.0f / float(w.targets) : 0.0f;
