@@ -10,7 +10,7 @@
 #   3. A checkpoint of DP 2 resumes in one process (--grad-accum 2), and one of one process resumes under DP 2, each
 #      continuing with the other's losses (within 1e-6).
 #   4. A rank killed (SIGKILL) ends the job non-zero, naming the rank, within seconds; a rank that hangs (SIGSTOP)
-#      makes the others stop after --comm-timeout, naming it.
+#      makes the others stop after --comm-timeout (20 s here: a loaded CI machine must not trip it before), naming it.
 #   5. Ranks started with different settings stop at once, each with the error.
 set -euo pipefail
 trainer=$1
@@ -70,7 +70,7 @@ rank_pid() {  # the pid of rank $2 of the run writing to $1
 }
 fault() {  # fault <name> <signal>: starts a long DP 2 run, sends the signal to rank 1 after step 2, waits
   local out=$work/$1 sig=$2
-  "${mpi[@]}" -np 2 "$trainer" --steps 500 "${base[@]}" --resume none --comm-timeout 5 --out "$out" > "$out.log" 2>&1 &
+  "${mpi[@]}" -np 2 "$trainer" --steps 500 "${base[@]}" --resume none --comm-timeout 20 --out "$out" > "$out.log" 2>&1 &
   local job=$! pid=""
   for _ in $(seq 1 600); do
     if [ -f "$out/metrics.jsonl" ] && grep -q '"step":2,' "$out/metrics.jsonl"; then pid=$(rank_pid "$out" 1); fi
