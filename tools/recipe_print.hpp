@@ -82,6 +82,35 @@ void print_phase(std::ostream& os, const char* name, bool program, bool cuda) {
   os << "\n";
 }
 
+// Data parallelism over `ranks` ranks (train_main.cpp, kiln/parallel): what each rank holds and sends per step.
+// Every rank holds the whole state (the plan above); the step's global batch is ranks x grad_accum micro-batches;
+// a rank sends and receives 2 (ranks - 1) / ranks of the fp32 gradient buffer in a ring all-reduce (MPI, NCCL),
+// plus small messages (the loss, the stop flag, and 8 bytes per collective to each other rank for the timeout's
+// messages).
+template <RecipeType Recipe>
+void print_data_parallel(std::ostream& os, int ranks, bool cuda) {
+  using Phs = phases_of<Recipe>;
+  const double grads = double(plan::ParamPlan<typename Recipe::model>::table.total) * 4;
+  const double ring = grads * 2.0 * double(ranks - 1) / double(ranks);
+  os << "Data parallel over " << ranks << " ranks (" << (cuda ? "NCCL" : "MPI")
+     << "): every rank holds the plan above (parameters, gradients, optimizer state, activations)\n";
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (([&] {
+       using S = phase_stage<Recipe, I>;
+       const TrainConfig c = phase_defaults<Recipe>(I);
+       const double tokens = double(ranks) * double(c.grad_accum) * S::micro_batch * S::seq_len;
+       os << "  " << (Phs::count > 1 ? std::string(Phs::names[I]) + ": " : std::string()) << "global batch "
+          << ranks << " x " << c.grad_accum << " micro-batches of " << S::micro_batch << " x " << S::seq_len << " = "
+          << plan::with_commas(size_t(tokens)) << " tokens a step (--grad-accum is per rank)\n";
+     }()),
+     ...);
+  }(std::make_integer_sequence<int, Phs::count>{});
+  os << "  per rank and step: the all-reduce of the fp32 gradients (" << plan::human_bytes(grads)
+     << "): a ring sends and receives " << plan::human_bytes(ring) << " each way, in buckets during the backward"
+     << (cuda ? " (NCCL: after it, on the stream)" : "")
+     << "; small messages besides: the loss, the stop flag, 8 B per collective to each other rank\n\n";
+}
+
 // Every phase: its shape and model, memory and (program) its training op program with the CPU kernels (cuda: the
 // CUDA backend's program, bf16, with its kernels).
 template <RecipeType Recipe>
