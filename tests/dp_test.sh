@@ -6,6 +6,7 @@
 #      bitwise: one process adds the second micro-batch's gradients into the first's inside its kernels, DP adds two
 #      finished gradients in the all-reduce; fp32 rounds the two orders differently (about 1e-7 of a gradient), and
 #      20 steps of AdamW keep the losses within ~1e-8 relative (measured: printed below).
+#      The held-out loss (its batches shared out among the ranks) is the same to the 4 decimals printed.
 #   2. DP 2 twice: bitwise the same losses (the all-reduce's order is fixed).
 #   3. A checkpoint of DP 2 resumes in one process (--grad-accum 2), and one of one process resumes under DP 2, each
 #      continuing with the other's losses (within 1e-6).
@@ -22,7 +23,7 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=none  # containers: no ptrace-ba
 export OMP_WAIT_POLICY=passive
 mpi=("$mpirun" --oversubscribe --bind-to none)
 (($(id -u) == 0)) && mpi+=(--allow-run-as-root)
-base=(--log-every 5 --eval-every 0 --eval-batches 1 --sample-tokens 0 --threads 1)
+base=(--log-every 5 --eval-every 0 --eval-batches 2 --sample-tokens 0 --threads 1)
 args=(--steps 20 "${base[@]}" --checkpoint-every 10 --resume none)
 losses() { awk 'match($0, /"loss":[^,}]*/) { l = substr($0, RSTART + 7, RLENGTH - 7);
                  match($0, /"step":[0-9]+/); s = substr($0, RSTART + 7, RLENGTH - 7); if (l != "null") print s, l }' \
@@ -45,6 +46,11 @@ losses "$work/one" > "$work/one.losses"
 losses "$work/dp" > "$work/dp.losses"
 [ "$(wc -l < "$work/dp.losses")" -eq 20 ] || { echo "FAIL: expected 20 logged steps"; exit 1; }
 compare "$work/one.losses" "$work/dp.losses" 1e-6 "DP 2 vs one process with --grad-accum 2"
+# the held-out loss: its batches shared out among the ranks, the same mean (to the 4 decimals printed)
+heldout() { grep -o "held-out loss [0-9.]* nats" "$1"; }
+[ "$(heldout "$work/one.log")" = "$(heldout "$work/dp.log")" ] && [ -n "$(heldout "$work/dp.log")" ] \
+  || { echo "FAIL: held-out loss: one process '$(heldout "$work/one.log")', DP 2 '$(heldout "$work/dp.log")'"; exit 1; }
+echo "held-out: $(heldout "$work/dp.log") in both"
 
 run "$work/dp_again" "${mpi[@]}" -np 2 "$trainer" "${args[@]}" --grad-accum 1
 losses "$work/dp_again" > "$work/dp_again.losses"

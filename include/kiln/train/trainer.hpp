@@ -154,10 +154,17 @@ class Trainer final : public TrainerBase {
       HostBatch<St::micro_batch, St::seq_len> mb;
       double sum = 0;
       long n = 0;
-      for (int i = 0; i < config().eval_batches; ++i) {
+      const int N = world(), me = rank();
+      for (int i = 0; i < config().eval_batches; ++i) {  // data parallel: batch i on rank i % N, the sums reduced
         mb.fill(*val);
+        if (i % N != me) continue;
         sum += std::get<I>(execs_)->forward(*state_, mb.view());
         n += mb.count_targets();
+      }
+      if (N > 1) {
+        double v[2] = {sum, double(n)};
+        comm_->allreduce_sum(v, 2, "the all-reduce of the held-out loss");
+        sum = v[0], n = long(v[1]);
       }
       return n ? sum / double(n) : 0.0;
     });

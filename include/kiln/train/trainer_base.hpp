@@ -91,7 +91,7 @@ class TrainerBase {
   // logged step, `quiet` silences the console. Returns false when stopped early by after_step.
   virtual bool run(bool quiet = false, const std::function<void(const Log&)>& on_log = {}) = 0;
   // Mean loss over the first eval_batches micro-batches of this phase's held-out documents, in a fixed order, at
-  // this phase's shape and model.
+  // this phase's shape and model (data parallel: the batches shared out among the ranks, every rank gets the mean).
   virtual double evaluate() = 0;
 
   // The backend's flat buffers (ParameterTable floats each) on the host: host() stays valid until the state changes;
