@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -12,6 +13,7 @@
 
 #include "kiln/core/json.hpp"
 #include "kiln/io/checkpoint.hpp"
+#include "kiln/io/optimizer_shards.hpp"
 #include "kiln/io/safetensors_sharded.hpp"  // param_views, load_params
 #include "kiln/model/model.hpp"
 
@@ -299,5 +301,55 @@ TEST_CASE("checkpoint: keep the newest K, prune only after the new one is in pla
   all = list_checkpoints(root.string());
   REQUIRE(all.size() == 2);
   CHECK(all[0].step == 560);
+  fs::remove_all(root);
+}
+
+// ZeRO-1's optimizer shards (kiln/io/optimizer_shards.hpp): written by 3 ranks (cut inside tensors), read back whole,
+// by 2 ranks and by 5; and the whole form read by shards. Bad shard sets are errors naming the file.
+TEST_CASE("checkpoint: optimizer shards written by n ranks read back under any other sharding") {
+  const fs::path root = scratch("shards");
+  const Run a(11);
+  const size_t floats = Plan::table.total;
+  const std::span<const kiln::plan::ParamEntry> table = Plan::table.entries;
+  const auto write_sharded = [&](int n, int keep_ranks, int64_t step) {
+    std::vector<std::vector<float>> parts;
+    std::vector<CheckpointBlob> blobs = {{"parameters", param_views<Tiny>(a.params.data())}};
+    for (int r = 0; r < keep_ranks; ++r) {
+      const auto s = kiln::parallel::shard_of(floats, r, n, 64);
+      parts.emplace_back(a.m.begin() + long(s.begin), a.m.begin() + long(s.end));
+    }
+    for (int r = 0; r < keep_ranks; ++r)
+      blobs.push_back(shard_blob(table, floats, "adam_m", parts[size_t(r)].data(), kiln::parallel::shard_of(floats, r, n, 64), r, n));
+    return write_checkpoint(root.string(), state_at(step), blobs, 5);
+  };
+  const Checkpoint ck(write_sharded(3, 3, 1).dir);
+  CHECK(ck.has_blob("adam_m-shard-00001-of-00003"));
+  const auto s1 = kiln::parallel::shard_of(floats, 1, 3, 64);
+  CHECK((s1.begin % 64 == 0 && s1.begin > 0 && s1.end > s1.begin));
+  bool cut_inside = false;  // some tensor is split between two ranks
+  for (const auto& e : Plan::table.entries) cut_inside |= e.offset < s1.begin && s1.begin < e.offset + e.count();
+  CHECK(cut_inside);
+  for (int n : {1, 2, 5}) {
+    std::vector<float> got(floats, -1.0f);
+    for (int r = 0; r < n; ++r) {
+      const auto s = kiln::parallel::shard_of(floats, r, n, 64);
+      std::vector<float> part(s.size());
+      load_sharded(table, floats, ck, "adam_m", part.data(), s);
+      std::copy(part.begin(), part.end(), got.begin() + long(s.begin));
+    }
+    CHECK(std::memcmp(got.data(), a.m.data(), floats * 4) == 0);
+  }
+  // the whole form, read in shards
+  const Checkpoint whole(write_checkpoint(root.string(), state_at(2), a.blobs(), 5).dir);
+  const auto s = kiln::parallel::shard_of(floats, 1, 2, 64);
+  std::vector<float> part(s.size());
+  load_sharded(table, floats, whole, "adam_m", part.data(), s);
+  CHECK(std::memcmp(part.data(), a.m.data() + s.begin, s.size() * 4) == 0);
+  // a rank's shard missing
+  const Checkpoint two(write_sharded(3, 2, 3).dir);
+  CHECK_THROWS_WITH_AS(load_sharded(table, floats, two, "adam_m", part.data(), s),
+                       doctest::Contains("2 shards of adam_m where 3 ranks wrote one each"), kiln::Error);
+  CHECK_THROWS_WITH_AS(load_sharded(table, floats, two, "adam_v", part.data(), s),
+                       doctest::Contains("no blob adam_v"), kiln::Error);
   fs::remove_all(root);
 }

@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
   app.add_option("--sm", sm, "the GPU generation --check-attention validates for (90: H100 / H200)")
       ->check(CLI::Range(80, 130))->capture_default_str();
   int ranks = 1;
-  app.add_option("--ranks", ranks, "data-parallel ranks: what each holds and sends per step (1: one process)")
+  app.add_option("--ranks", ranks, "ranks of the recipe's layout: what each holds and sends per step (1: one process)")
       ->check(CLI::Range(1, 1 << 20))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
@@ -110,7 +110,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     kiln::print_recipe<KILN_RECIPE>(std::cout, KILN_RECIPE_NAME, !no_program, backend == "cuda");
-    if (ranks > 1) kiln::print_data_parallel<KILN_RECIPE>(std::cout, ranks, backend == "cuda");
+    if (ranks > 1) kiln::print_layout<KILN_RECIPE>(std::cout, ranks, backend == "cuda");
   } catch (const std::exception& e) {  // kiln::Error and anything a library throws (JSON, filesystem)
     std::cerr << "kiln plan: error: " << e.what() << "\n";
     return 1;

@@ -2,6 +2,7 @@
 // (kiln/plan/print.hpp), its op program with the CPU backend's kernels, and the run-time defaults of its
 // TrainConfig; and the flat `key value` summary that `tools/kiln plan a.hpp b.hpp` compares.
 #pragma once
+#include <cmath>
 #include <cstdio>
 #include <ostream>
 #include <string>
@@ -82,33 +83,58 @@ void print_phase(std::ostream& os, const char* name, bool program, bool cuda) {
   os << "\n";
 }
 
-// Data parallelism over `ranks` ranks (train_main.cpp, kiln/parallel): what each rank holds and sends per step.
-// Every rank holds the whole state (the plan above); the step's global batch is ranks x grad_accum micro-batches;
-// a rank sends and receives 2 (ranks - 1) / ranks of the fp32 gradient buffer in a ring all-reduce (MPI, NCCL),
-// plus small messages (the loss, the stop flag, and 8 bytes per collective to each other rank for the timeout's
-// messages).
+// The recipe's layout over `ranks` ranks (train_main.cpp, kiln/parallel): what each rank holds and sends per step.
+// DP: every rank holds the whole state (the plan above); the step's global batch is ranks x grad_accum
+// micro-batches; a rank sends and receives 2 (ranks - 1) / ranks of the fp32 gradient buffer in a ring all-reduce
+// (MPI, NCCL). ZeRO-1: each rank holds 1 / ranks of the AdamW moments and of the reduced gradients they are
+// updated from; it sends and receives (ranks - 1) / ranks of the gradients in the reduce-scatter and of the fp32
+// weights in the all-gather (the all-reduce's volume, in two halves). Small messages besides: the loss, the norm's
+// chunk sums (ZeRO-1), the stop flag, and 8 bytes per collective to each other rank for the timeout's messages.
 template <RecipeType Recipe>
-void print_data_parallel(std::ostream& os, int ranks, bool cuda) {
+void print_layout(std::ostream& os, int ranks, bool cuda) {
+  using L = layout_of<Recipe>;
   using Phs = phases_of<Recipe>;
-  const double grads = double(plan::ParamPlan<typename Recipe::model>::table.total) * 4;
-  const double ring = grads * 2.0 * double(ranks - 1) / double(ranks);
-  os << "Data parallel over " << ranks << " ranks (" << (cuda ? "NCCL" : "MPI")
-     << "): every rank holds the plan above (parameters, gradients, optimizer state, activations)\n";
+  using P = plan::ParamPlan<typename Recipe::model>;
+  const LayoutShape shape = resolve_layout<L>(ranks);
+  const int n = shape.dp;
+  const bool zero = L::zero == 1 && n > 1;
+  const double floats = double(P::table.total), grads = floats * 4;
+  os << L::text() << " over " << ranks << " ranks (" << (cuda ? "NCCL" : "MPI") << "): data parallel over "
+     << n << (zero ? ", the optimizer state sharded over them (ZeRO-1)" : ", every rank holding the plan above") << "\n";
+  const auto mib = [](double b) { return plan::human_bytes(b); };
   [&]<int... I>(std::integer_sequence<int, I...>) {
     (([&] {
        using S = phase_stage<Recipe, I>;
+       using Mem = plan::MemoryPlan<phase_model<Recipe, I>, S::micro_batch, S::seq_len, plan::Fp32>;
        const TrainConfig c = phase_defaults<Recipe>(I);
-       const double tokens = double(ranks) * double(c.grad_accum) * S::micro_batch * S::seq_len;
-       os << "  " << (Phs::count > 1 ? std::string(Phs::names[I]) + ": " : std::string()) << "global batch "
-          << ranks << " x " << c.grad_accum << " micro-batches of " << S::micro_batch << " x " << S::seq_len << " = "
+       const double tokens = double(n) * double(c.grad_accum) * S::micro_batch * S::seq_len;
+       os << "  " << (Phs::count > 1 ? std::string(Phs::names[I]) + ": " : std::string()) << "global batch " << n << " x "
+          << c.grad_accum << " micro-batches of " << S::micro_batch << " x " << S::seq_len << " = "
           << plan::with_commas(size_t(tokens)) << " tokens a step (--grad-accum is per rank)\n";
+       if (I == 0 && !cuda) {  // the CPU backend's memory per rank (fp32): what ZeRO-1 changes
+         const double shard = std::ceil(floats / double(n)) * 4;
+         const double adam = zero ? 2 * shard : double(Mem::adam), reduced = zero ? shard : 0.0;
+         const double total = double(Mem::total) - double(Mem::adam) + adam + reduced;
+         os << "  per rank (CPU, fp32" << (Phs::count > 1 ? ", phase " + std::string(Phs::names[I]) : std::string())
+            << "): parameters " << mib(double(Mem::params)) << ", gradients " << mib(double(Mem::grads))
+            << (zero ? " + their reduced shard " + mib(reduced) : std::string()) << ", AdamW moments " << mib(adam)
+            << (zero ? " (1/" + std::to_string(n) + ")" : std::string()) << ", activations " << mib(double(Mem::arena))
+            << ": " << mib(total) << " in all (one process: " << mib(double(Mem::total)) << ")\n";
+       }
      }()),
      ...);
   }(std::make_integer_sequence<int, Phs::count>{});
-  os << "  per rank and step: the all-reduce of the fp32 gradients (" << plan::human_bytes(grads)
-     << "): a ring sends and receives " << plan::human_bytes(ring) << " each way, in buckets during the backward"
-     << (cuda ? " (NCCL: after it, on the stream)" : "")
-     << "; small messages besides: the loss, the stop flag, 8 B per collective to each other rank\n\n";
+  if (!zero) {
+    const double ring = grads * 2.0 * double(n - 1) / double(n);
+    os << "  per rank and step: the all-reduce of the fp32 gradients (" << mib(grads) << "): a ring sends and receives "
+       << mib(ring) << " each way, in buckets during the backward" << (cuda ? " (NCCL: after it, on the stream)" : "")
+       << "; small messages besides: the loss, the stop flag, 8 B per collective to each other rank\n\n";
+  } else {
+    const double half = grads * double(n - 1) / double(n);
+    os << "  per rank and step: the reduce-scatter of the fp32 gradients (" << mib(grads) << ") sends and receives "
+       << mib(half) << " each way, in buckets during the backward; the all-gather of the updated fp32 weights "
+       << mib(half) << "; small messages besides: the loss, the norm's chunk sums, the stop flag\n\n";
+  }
 }
 
 // Every phase: its shape and model, memory and (program) its training op program with the CPU kernels (cuda: the

@@ -4,6 +4,7 @@
 //   using phases = kiln::Phases<kiln::Phase<"name", kiln::Stage<...>, changes...>, ...>;  // a program of phases
 //   static kiln::TrainConfig defaults();                       // run-time: lr, steps, schedule, data, ...
 //   static kiln::TrainConfig defaults(std::string_view phase); // (with phases, optional) one phase's settings
+//   using layout = kiln::Layout<kiln::DP<kiln::rest>, kiln::ZeRO<1>>;  // (optional) the parallel layout
 // A variant derives from its base and changes one thing: using model = kiln::with<base::model, kiln::kv_heads<1>>;
 #pragma once
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <utility>
 
 #include "kiln/model/model.hpp"
+#include "kiln/parallel/layout.hpp"
 #include "kiln/plan/phase.hpp"
 #include "kiln/train/config.hpp"
 

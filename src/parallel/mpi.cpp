@@ -9,6 +9,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdio>
+#include <deque>
 #include <string>
 #include <thread>
 #include <vector>
@@ -87,6 +88,29 @@ class Mpi final : public Communicator {
   void finish_all(const char* what) override {
     for (MPI_Request& q : pending_) wait(q, what);
     pending_.clear();
+    pending_counts_.clear();
+  }
+  void start_reduce_scatter_sum(const float* send, float* recv, const size_t* counts, const char* what) override {
+    announce();
+    std::vector<int>& c = pending_counts_.emplace_back(size_t(world_));  // must outlive the operation
+    for (int r = 0; r < world_; ++r) c[size_t(r)] = count(counts[r], what);
+    MPI_Request q;
+    ok(MPI_Ireduce_scatter(send, recv, c.data(), MPI_FLOAT, MPI_SUM, comm_, &q), what);
+    pending_.push_back(q);
+    pending_what_ = what;
+  }
+  void allgather(float* data, const size_t* counts, const char* what) override {
+    announce();
+    std::vector<int> c(size_t(world_), 0), at(size_t(world_), 0);
+    size_t offset = 0;
+    for (int r = 0; r < world_; ++r) {
+      c[size_t(r)] = count(counts[r], what);
+      at[size_t(r)] = count(offset, what);
+      offset += counts[r];
+    }
+    MPI_Request q;
+    ok(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, c.data(), at.data(), MPI_FLOAT, comm_, &q), what);
+    wait(q, what);
   }
   void broadcast(void* data, size_t bytes, int root, const char* what) override {
     announce();
@@ -129,6 +153,11 @@ class Mpi final : public Communicator {
       ok(MPI_Iallreduce(MPI_IN_PLACE, data + at, int(std::min(kChunk, n - at)), type, op, comm_, &q), what);
       wait(q, what);
     }
+  }
+  int count(size_t n, const char* what) const {
+    KILN_CHECK(n <= size_t(INT_MAX), "MPI (rank ", rank_, " of ", world_, "): ", what, ": ", n, " floats is beyond MPI's "
+               "int counts and offsets (2^31 - 1): ZeRO-1 over MPI takes flat buffers of up to 2^31 floats");
+    return int(n);
   }
   void ok(int e, const char* what) const {
     if (e == MPI_SUCCESS) return;
@@ -190,7 +219,8 @@ class Mpi final : public Communicator {
   long step_ = -1, out_ = -1, entered_ = 0;  // the step (for messages); collectives this rank has entered
   std::vector<long> seen_, in_;  // collectives each rank said it has entered; the receive buffers
   std::vector<MPI_Request> recv_, send_;
-  std::vector<MPI_Request> pending_;  // started by start_allreduce_sum, not yet finished
+  std::vector<MPI_Request> pending_;  // started by start_allreduce_sum / start_reduce_scatter_sum, not yet finished
+  std::deque<std::vector<int>> pending_counts_;  // the reduce-scatters' counts, alive until they finish
   const char* pending_what_ = "";
 };
 

@@ -1,6 +1,9 @@
 // src/train/checkpointing.cpp: kiln/train/checkpointing.hpp, compiled once for every trainer.
 #include "kiln/train/checkpointing.hpp"
 
+#include <cstring>
+
+#include "kiln/io/optimizer_shards.hpp"
 #include "kiln/io/safetensors_sharded.hpp"
 #include "kiln/train/schedule.hpp"
 
@@ -17,6 +20,8 @@ io::CheckpointInfo save_checkpoint(TrainerBase& t, const std::string& root, int 
   st.data_state = t.data().state();
   const auto g = t.guard().state();
   st.extra = {{"recipe", recipe},
+              {"program", program_fingerprint(t)},
+              {"layout", {{"text", t.layout()}, {"ranks", t.world()}, {"optimizer_sharded", t.optimizer_sharded()}}},
               {"phase", std::string(t.phase_name(t.phase()))},
               {"phase_index", t.phase()},
               {"phase_step", t.step()},
@@ -30,10 +35,31 @@ io::CheckpointInfo save_checkpoint(TrainerBase& t, const std::string& root, int 
                {"data", c.data}, {"micro_batch", shape.micro_batch}, {"seq_len", shape.seq_len}};
   using backend::Tensor;
   const auto table = t.parameter_table();
-  const std::vector<io::CheckpointBlob> blobs = {{"parameters", io::param_views(table, t.host(Tensor::params))},
-                                                 {"adam_m", io::param_views(table, t.host(Tensor::adam_m))},
-                                                 {"adam_v", io::param_views(table, t.host(Tensor::adam_v))}};
-  return io::write_checkpoint(root, st, blobs, keep, warn);
+  if (!t.optimizer_sharded()) {  // every rank holds the whole state: rank 0 writes it
+    if (t.rank() != 0) return {std::filesystem::path(root) / io::detail::checkpoint_dir_name(st.step), st.step};
+    const std::vector<io::CheckpointBlob> blobs = {{"parameters", io::param_views(table, t.host(Tensor::params))},
+                                                   {"adam_m", io::param_views(table, t.host(Tensor::adam_m))},
+                                                   {"adam_v", io::param_views(table, t.host(Tensor::adam_v))}};
+    return io::write_checkpoint(root, st, blobs, keep, warn);
+  }
+  // ZeRO-1: rank 0 makes the directory and writes the parameters; every rank writes its shard of the moments; once
+  // all are there, rank 0 writes the manifest and moves the directory into place.
+  parallel::Communicator& comm = *t.communicator();
+  const int me = t.rank(), n = t.world();
+  char tmp[4096] = {};
+  if (me == 0) {
+    const std::string d = io::begin_checkpoint(root, st.step, warn).string();
+    KILN_CHECK(d.size() < sizeof tmp, d, ": a checkpoint path longer than ", sizeof tmp - 1, " bytes");
+    std::memcpy(tmp, d.data(), d.size());
+  }
+  comm.broadcast(tmp, sizeof tmp, 0, "sharing the checkpoint's temporary directory");
+  const std::filesystem::path dir(tmp);
+  if (me == 0) io::write_blob(dir, {"parameters", io::param_views(table, t.host(Tensor::params))}, st.step);
+  for (const auto& [blob, k] : {std::pair{"adam_m", Tensor::adam_m}, std::pair{"adam_v", Tensor::adam_v}})
+    io::write_blob(dir, io::shard_blob(table, t.parameter_floats(), blob, t.host(k), t.optimizer_shard(), me, n), st.step);
+  comm.barrier("waiting for every rank's shard of the checkpoint");
+  if (me != 0) return {std::filesystem::path(root) / io::detail::checkpoint_dir_name(st.step), st.step};
+  return io::finish_checkpoint(root, dir, st, keep, warn);
 }
 
 int checkpoint_phase(const io::Checkpoint& ck, std::span<const PhaseShape> phases) {
@@ -66,23 +92,41 @@ std::filesystem::path resolve_checkpoint(const std::string& path, const io::Chec
   return found->dir;
 }
 
-void check_checkpoint_recipe(const io::Checkpoint& ck, std::string_view recipe) {
+std::string program_fingerprint(const TrainerBase& t) {
+  io::Xxh64 h;
+  const auto add = [&](const std::string& s) { h.update(s.data(), s.size() + 1); };
+  add(std::to_string(t.parameter_floats()));
+  for (const plan::ParamEntry& e : t.parameter_table())
+    add(std::string(e.name.view()) + "@" + std::to_string(e.offset) + ":" + std::to_string(e.rows) + "x" +
+        std::to_string(e.cols));
+  for (const PhaseShape& p : t.phases())
+    add(std::string(p.name) + ":" + std::to_string(p.micro_batch) + "x" + std::to_string(p.seq_len));
+  return io::hex64(h.digest());
+}
+
+bool check_checkpoint_recipe(const io::Checkpoint& ck, std::string_view recipe, std::string_view fingerprint) {
   const auto& extra = ck.state().extra;
   const std::string theirs = extra.contains("recipe") && extra["recipe"].is_string() ? extra["recipe"].get<std::string>()
                                                                                     : std::string();
-  KILN_CHECK(theirs == recipe, ck.dir().string(), ": field extra.recipe is \"", theirs,
-             "\", but this trainer is for recipe \"", recipe, "\"");
+  if (theirs == recipe) return true;
+  const std::string program = extra.contains("program") && extra["program"].is_string() ? extra["program"].get<std::string>()
+                                                                                       : std::string();
+  if (!fingerprint.empty() && program == fingerprint) return false;
+  KILN_FAIL(ck.dir().string(), ": field extra.recipe is \"", theirs, "\", but this trainer is for recipe \"", recipe, "\"",
+            fingerprint.empty() ? "" : " (and its model and phases differ: extra.program " +
+                                           (program.empty() ? std::string("is not there") : program) + ", this recipe's " +
+                                           std::string(fingerprint) + ")");
 }
 
 void load_checkpoint(TrainerBase& t, const io::Checkpoint& ck, const std::string& recipe, bool keep_data) {
   const std::string origin = ck.dir().string();
   const auto& st = ck.state();
-  check_checkpoint_recipe(ck, recipe);
+  check_checkpoint_recipe(ck, recipe, program_fingerprint(t));
   using backend::Tensor;
   const auto table = t.parameter_table();
   io::load_params(table, ck.blob("parameters"), t.host_mut(Tensor::params), origin + "/parameters.safetensors");
-  io::load_params(table, ck.blob("adam_m"), t.host_mut(Tensor::adam_m), origin + "/adam_m.safetensors");
-  io::load_params(table, ck.blob("adam_v"), t.host_mut(Tensor::adam_v), origin + "/adam_v.safetensors");
+  for (const auto& [blob, k] : {std::pair{"adam_m", Tensor::adam_m}, std::pair{"adam_v", Tensor::adam_v}})
+    io::load_sharded(table, t.parameter_floats(), ck, blob, t.host_mut(k), t.optimizer_shard());
   for (Tensor k : {Tensor::params, Tensor::adam_m, Tensor::adam_v}) t.commit(k);
   KILN_CHECK(st.extra.contains("adam_updates") && st.extra.contains("guard"), origin,
              "/state.json: field extra needs adam_updates and guard (written by Kiln's trainer)");

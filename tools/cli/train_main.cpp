@@ -313,10 +313,15 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     if (rank == 0) comm->barrier("waiting for the other ranks to open the data");
     TrainerBase& trainer = *owned;
     trainer.set_communicator(comm.get());
-    if (world > 1)
+    if (world > 1) {
       std::printf("kiln: data parallel over %d ranks (%s): each step's global batch is %d x %d micro-batches of "
                   "%d x %d; every rank reads the global stream and runs its share\n", world, comm->name(), world,
                   c.grad_accum, r.phases[0].shape.micro_batch, r.phases[0].shape.seq_len);
+      if (trainer.optimizer_sharded())
+        std::printf("kiln: layout %s: each rank holds 1/%d of the AdamW moments (rank 0: floats %zu to %zu of %zu); "
+                    "gradients are reduce-scattered, weights all-gathered\n", trainer.layout().c_str(), world,
+                    trainer.optimizer_shard().begin, trainer.optimizer_shard().end, trainer.parameter_floats());
+    }
     // Checkpoints: <out>/checkpoints/step_N, every --checkpoint-every steps, at each phase's end, and on SIGTERM /
     // SIGINT.
     const std::string ckpt_root = c.out + "/checkpoints";
@@ -360,6 +365,12 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                    "--allow-tokenizer-change to train on with the new one on purpose");
         load_checkpoint(trainer, ck, name);
         resumed = true;
+        const auto& extra = ck.state().extra;
+        if (extra.value("recipe", std::string()) != name)  // load_checkpoint found the same program
+          std::printf("kiln: the checkpoint is of recipe %s: the same model and phases, written under %s on %d "
+                      "rank(s); this run's layout is %s\n", extra.value("recipe", std::string()).c_str(),
+                      extra.value("layout", nlohmann::json::object()).value("text", std::string("?")).c_str(),
+                      extra.value("layout", nlohmann::json::object()).value("ranks", 1), trainer.layout().c_str());
         std::printf("kiln: resumed from %s at step %ld (phase %s, step %ld of it; %s)\n", found->dir.c_str(),
                     trainer.run_step(), phase_name(trainer.phase()).c_str(), trainer.step(),
                     trainer.data().where().c_str());
@@ -381,12 +392,11 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     auto save = [&] {
       if (saved_at == trainer.run_step()) return;  // a phase that ended where the run resumed: it is saved already
       saved_at = trainer.run_step();
-      if (rank == 0) {  // every rank holds the same state: rank 0 writes it, the others wait until it is there
-        const auto info = save_checkpoint(trainer, ckpt_root, c.keep_checkpoints, name, warn,
-                                          {{"tokenizer", data->tokenizer_path}, {"end_of_document", data->end_of_document},
-                                           {"vocab_used", data->vocab_used}});
-        std::printf("kiln: checkpoint %s\n", info.dir.c_str());
-      }
+      // every rank calls it: rank 0 writes what every rank holds, each rank its shard of a sharded optimizer
+      const auto info = save_checkpoint(trainer, ckpt_root, c.keep_checkpoints, name, warn,
+                                        {{"tokenizer", data->tokenizer_path}, {"end_of_document", data->end_of_document},
+                                         {"vocab_used", data->vocab_used}});
+      std::printf("kiln: checkpoint %s\n", info.dir.c_str());
       comm->barrier("waiting for rank 0's checkpoint");
     };
     install_stop_handlers();

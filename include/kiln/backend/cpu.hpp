@@ -36,6 +36,7 @@
 #include "kiln/core/memory.hpp"
 #include "kiln/core/step_rule.hpp"
 #include "kiln/parallel/comm.hpp"
+#include "kiln/parallel/layout.hpp"
 #include "kiln/plan/program.hpp"
 
 namespace kiln {
@@ -56,14 +57,55 @@ class State {
 
   void init(double std, uint64_t seed) { init_parameters<M>(p_.data(), std, seed); }
   void zero_grad() { g_.zero(); }
-  // Global L2 norm of the gradients, deterministic.
-  double grad_norm() { return std::sqrt(kernels::sum_squares(g_.data(), floats, partials_.data())); }
-  // The no-decay mask: sorted ranges covering the flat buffer (train/optimizer.hpp computes them from the table).
-  void set_decay(std::vector<plan::DecayRange> r) { ranges_ = std::move(r); }
-  // One AdamW update (a.step is 1-based), the clip folded into a.grad_scale.
-  void adamw(const AdamWStep& a) {
-    kernels::adamw_flat(p_.data(), g_.data(), m_.data(), v_.data(), floats, ranges_.data(), int(ranges_.size()), a);
+  // Global L2 norm of the gradients, deterministic (ZeRO-1: of the reduced gradients, every rank's shard).
+  double grad_norm() {
+    if (!zero_) return std::sqrt(kernels::sum_squares(g_.data(), floats, partials_.data()));
+    std::fill(partials_.data(), partials_.data() + partials_.size(), 0.0);
+    kernels::sum_squares(gs_.data(), shard_.size(), partials_.data() + shard_.begin / kernels::kSumChunk);
+    zero_->allreduce_sum(partials_.data(), partials_.size(), "the all-reduce of the gradient norm's chunk sums (ZeRO-1)");
+    double total = 0;  // as sum_squares adds them
+    for (size_t c = 0; c < partials_.size(); ++c) total += partials_[c];
+    return std::sqrt(total);
   }
+  // The no-decay mask: sorted ranges covering the flat buffer (train/optimizer.hpp computes them from the table).
+  void set_decay(std::vector<plan::DecayRange> r) {
+    ranges_ = std::move(r);
+    shard_ranges_ = clip_ranges(ranges_, shard_);
+  }
+  // One AdamW update (a.step is 1-based), the clip folded into a.grad_scale. ZeRO-1: of this rank's shard, from
+  // its reduced gradients; the weights are then all-gathered.
+  void adamw(const AdamWStep& a) {
+    if (!zero_)
+      return kernels::adamw_flat(p_.data(), g_.data(), m_.data(), v_.data(), floats, ranges_.data(), int(ranges_.size()), a);
+    kernels::adamw_flat(p_.data() + shard_.begin, gs_.data(), m_.data(), v_.data(), shard_.size(), shard_ranges_.data(),
+                        int(shard_ranges_.size()), a);
+    zero_->allgather(p_.data(), counts_.data(), "the all-gather of the updated weights (ZeRO-1)");
+  }
+
+  // ZeRO-1 (Layout<..., ZeRO<1>>) over the ranks of `comm`: this rank keeps the AdamW moments of its shard only
+  // (parallel::shard_of: contiguous, in rank order, cut at the gradient norm's chunks). Each step the gradients
+  // are reduce-scattered, in the buckets DP all-reduces, into the shard's reduced gradients; the norm adds every
+  // rank's chunk sums in the order of one process (the same bits); the update runs on the shard and the weights
+  // are all-gathered. So a ZeRO-1 step takes the bits of a DP step wherever the reduce-scatter sums as the
+  // all-reduce does (two ranks: a + b either way). Call before the moments are read or written; they are zero.
+  // With one rank nothing changes.
+  void shard(parallel::Communicator& comm) {
+    const int n = comm.world(), me = comm.rank();
+    if (n == 1) return;
+    zero_ = &comm;
+    cuts_.resize(size_t(n) + 1);
+    counts_.resize(size_t(n));
+    for (int r = 0; r < n; ++r) cuts_[size_t(r)] = parallel::shard_of(floats, r, n, kernels::kSumChunk).begin;
+    cuts_[size_t(n)] = floats;
+    for (int r = 0; r < n; ++r) counts_[size_t(r)] = cuts_[size_t(r) + 1] - cuts_[size_t(r)];
+    shard_ = {cuts_[size_t(me)], cuts_[size_t(me) + 1]};
+    m_ = Buffer<float>(shard_.size());
+    v_ = Buffer<float>(shard_.size());
+    gs_ = Buffer<float>(shard_.size());
+    shard_ranges_ = clip_ranges(ranges_, shard_);
+  }
+  // The flat buffer's range whose moments this state holds (all of it unless sharded).
+  parallel::Shard optimizer_shard() const { return shard_; }
 
   // A training step (the trainer's calls): begin_step(); the executor's accumulate() for each micro-batch;
   // end_step(args): the gradient norm, the decision of core/step_rule.hpp and, when it accepts, the update;
@@ -83,7 +125,8 @@ class State {
     loss_sum_ = 0;
   }
   void add_loss(double summed) { loss_sum_ += summed; }
-  // Data parallelism: the gradients and the loss summed over the ranks, before end_step. During the step's last
+  // Data parallelism: the gradients and the loss summed over the ranks, before end_step (ZeRO-1: each rank's shard
+  // of the gradients, into its reduced gradients; the full buffer's other floats are then left as they were). During the step's last
   // micro-batch the executor reports each parameter's gradient as it becomes final (gradient_ready): runs of them
   // next to each other (kBucketFloats at least) start their sums while the backward goes on; all_reduce starts
   // the rest, waits for all of them and sums the loss. Sums of the same values in buckets or whole are the same
@@ -101,10 +144,10 @@ class State {
     flush(comm);
     size_t at = 0;  // what no bucket covered (nothing, when the executor reported every tensor)
     for (const auto& [b, e] : reduced_) {
-      if (b > at) comm.start_allreduce_sum(g_.data() + at, b - at, "the all-reduce of the gradients");
+      if (b > at) start_sum(comm, at, b, "the all-reduce of the gradients");
       at = std::max(at, e);
     }
-    if (at < floats) comm.start_allreduce_sum(g_.data() + at, floats - at, "the all-reduce of the gradients");
+    if (at < floats) start_sum(comm, at, floats, "the all-reduce of the gradients");
     comm.finish_all("the all-reduce of the gradients");
     reduced_.clear();
     comm.allreduce_sum(&loss_sum_, 1, "the all-reduce of the loss");
@@ -131,7 +174,8 @@ class State {
   const float* params() const { return p_.data(); }
   float* grads() { return g_.data(); }
 
-  // Host access for checkpoints, export and tests: host() stays valid until the state changes; after writing through
+  // Host access for checkpoints, export and tests (adam_m and adam_v: the optimizer_shard()'s floats, from its
+  // begin; grads: the local gradients, not summed where ZeRO-1 reduced them elsewhere): host() stays valid until the state changes; after writing through
   // host_mut(), commit() makes the change visible to the kernels (here the same memory: nothing to copy; a device
   // backend downloads into and uploads from staging buffers).
   const float* host(Tensor t) const { return const_cast<State*>(this)->buf(t).data(); }
@@ -147,19 +191,50 @@ class State {
       default: return v_;
     }
   }
-  Buffer<float> p_, g_, m_, v_;  // the parameter table's layout, each
+  Buffer<float> p_, g_, m_, v_;  // the parameter table's layout, each (ZeRO-1: m_ and v_ the shard's)
   Buffer<double> partials_;     // sum_squares chunk sums
   std::vector<plan::DecayRange> ranges_;
   // data parallelism: the run of ready gradients not yet started, and the ranges started this step (sorted)
   void flush(parallel::Communicator& comm) {
     if (run_end_ <= run_begin_) return;
-    comm.start_allreduce_sum(g_.data() + run_begin_, run_end_ - run_begin_, "the all-reduce of a gradient bucket");
+    start_sum(comm, run_begin_, run_end_, "the all-reduce of a gradient bucket");
     reduced_.insert(std::upper_bound(reduced_.begin(), reduced_.end(), std::pair{run_begin_, run_end_}),
                     {run_begin_, run_end_});
     run_begin_ = run_end_ = 0;
   }
+  // Starts the sum over the ranks of the gradients [b, e): an all-reduce in place, or (ZeRO-1) a reduce-scatter
+  // of it into the reduced gradients of this rank's part of it, in slices of at most 2^28 floats (MPI's int counts).
+  void start_sum(parallel::Communicator& comm, size_t b, size_t e, const char* what) {
+    if (!zero_) return comm.start_allreduce_sum(g_.data() + b, e - b, what);
+    constexpr size_t kSlice = size_t(1) << 28;
+    for (size_t at = b; at < e; at += kSlice) {
+      const size_t end = std::min(e, at + kSlice);
+      std::vector<size_t> c(counts_.size());
+      for (size_t r = 0; r < c.size(); ++r)
+        c[r] = std::max(at, std::min(end, cuts_[r + 1])) - std::max(at, std::min(end, cuts_[r]));
+      const size_t mine = std::clamp(at, shard_.begin, shard_.end) - shard_.begin;
+      comm.start_reduce_scatter_sum(g_.data() + at, gs_.data() + mine, c.data(),
+                                    "the reduce-scatter of the gradients (ZeRO-1)");
+    }
+  }
+  // The decay ranges of the shard, relative to its start.
+  static std::vector<plan::DecayRange> clip_ranges(const std::vector<plan::DecayRange>& all, parallel::Shard s) {
+    std::vector<plan::DecayRange> out;
+    for (const auto& r : all)
+      if (std::max(r.begin, s.begin) < std::min(r.end, s.end))
+        out.push_back({std::max(r.begin, s.begin) - s.begin, std::min(r.end, s.end) - s.begin, r.decay});
+    if (out.empty()) out.push_back({0, s.size(), true});
+    return out;
+  }
   size_t run_begin_ = 0, run_end_ = 0;
   std::vector<std::pair<size_t, size_t>> reduced_;
+  // ZeRO-1: the communicator, the shards' bounds (world + 1 cuts) and sizes, this rank's shard, its reduced
+  // gradients and its decay ranges
+  parallel::Communicator* zero_ = nullptr;
+  std::vector<size_t> cuts_, counts_;
+  parallel::Shard shard_{0, floats};
+  Buffer<float> gs_;
+  std::vector<plan::DecayRange> shard_ranges_ = clip_ranges(ranges_, shard_);
   // the step's decision: the guard's window and counters, the update count, the loss summed so far, the record
   std::vector<double> ring_;
   GuardCounters guard_{};

@@ -150,6 +150,7 @@ struct CheckpointState {
 struct CheckpointBlob {
   std::string name;
   std::vector<TensorView> tensors;
+  std::map<std::string, std::string> metadata = {};  // the file's __metadata__ (kiln_checkpoint_step is added)
 };
 
 struct CheckpointInfo {
@@ -336,23 +337,14 @@ inline std::optional<CheckpointInfo> find_latest_valid(const std::string& root, 
   return std::nullopt;
 }
 
-// Writes a checkpoint of `state` (directory step_<state.step>) and prunes older ones to the newest `keep_last`.
-// Replaces an existing step_<n> of the same step (renamed aside first, removed after the new one is in place).
-inline CheckpointInfo write_checkpoint(const std::string& root, const CheckpointState& state,
-                                       const std::vector<CheckpointBlob>& blobs, int keep_last,
-                                       const CheckpointWarning& warn = {}) {
+// Writing in three parts, so that several processes can write one checkpoint (ZeRO-1: each rank its shard of the
+// optimizer state): begin_checkpoint makes the temporary directory (one process: a checkpoint root has one
+// writer); any process then writes blobs into it (write_blob); once all are written, finish_checkpoint writes
+// state.json and the manifest of every file there (read back from the file system), renames the directory into
+// place and prunes. write_checkpoint does the three in one process.
+inline std::filesystem::path begin_checkpoint(const std::string& root, int64_t step, const CheckpointWarning& warn = {}) {
   namespace fs = std::filesystem;
-  KILN_CHECK(keep_last >= 1, root, ": keep_last = ", keep_last, ", expected at least 1");
-  KILN_CHECK(state.step >= 0, root, ": checkpoint step ", state.step, " is negative");
-  for (size_t i = 0; i < blobs.size(); ++i) {
-    KILN_CHECK(detail::valid_blob_name(blobs[i].name), root, ": checkpoint blob name \"", blobs[i].name,
-               "\" must be 1-100 characters of [A-Za-z0-9_-] and not state/manifest");
-    for (size_t k = 0; k < i; ++k)
-      KILN_CHECK(blobs[k].name != blobs[i].name, root, ": checkpoint blob \"", blobs[i].name, "\" given twice");
-  }
-  auto say = [&](const std::string& s) {
-    if (warn) warn(s);
-  };
+  KILN_CHECK(step >= 0, root, ": checkpoint step ", step, " is negative");
   std::error_code ec;
   fs::create_directories(root, ec);
   KILN_CHECK(!ec, root, ": cannot create checkpoint root: ", ec.message());
@@ -361,25 +353,43 @@ inline CheckpointInfo write_checkpoint(const std::string& root, const Checkpoint
   for (fs::directory_iterator it(r, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string n = it->path().filename().string();
     if (n.rfind(".tmp.step_", 0) == 0 || n.rfind(".old.step_", 0) == 0) {
-      say("removing " + it->path().string() + ": partial checkpoint left by an interrupted write");
+      if (warn) warn("removing " + it->path().string() + ": partial checkpoint left by an interrupted write");
       fs::remove_all(it->path(), ec);
     }
   }
-
-  const std::string name = detail::checkpoint_dir_name(state.step);
-  const fs::path tmp = r / (".tmp." + name + "." + std::to_string(::getpid()));
-  const fs::path final_dir = r / name;
+  const fs::path tmp = r / (".tmp." + detail::checkpoint_dir_name(step) + "." + std::to_string(::getpid()));
   fs::remove_all(tmp, ec);
   fs::create_directory(tmp, ec);
   KILN_CHECK(!ec, tmp.string(), ": cannot create: ", ec.message());
+  return tmp;
+}
+
+inline void write_blob(const std::filesystem::path& tmp, const CheckpointBlob& b, int64_t step) {
+  KILN_CHECK(detail::valid_blob_name(b.name), tmp.string(), ": checkpoint blob name \"", b.name,
+             "\" must be 1-100 characters of [A-Za-z0-9_-] and not state/manifest");
+  std::map<std::string, std::string> meta = b.metadata;
+  meta["kiln_checkpoint_step"] = std::to_string(step);
+  write_safetensors((tmp / (b.name + ".safetensors")).string(), b.tensors, meta);
+}
+
+inline CheckpointInfo finish_checkpoint(const std::string& root, const std::filesystem::path& tmp,
+                                        const CheckpointState& state, int keep_last, const CheckpointWarning& warn = {}) {
+  namespace fs = std::filesystem;
+  KILN_CHECK(keep_last >= 1, root, ": keep_last = ", keep_last, ", expected at least 1");
+  auto say = [&](const std::string& s) {
+    if (warn) warn(s);
+  };
+  std::error_code ec;
+  const fs::path r(root);
+  const std::string name = detail::checkpoint_dir_name(state.step);
+  const fs::path final_dir = r / name;
   try {
-    std::vector<std::string> files;
-    for (const CheckpointBlob& b : blobs) {
-      write_safetensors((tmp / (b.name + ".safetensors")).string(), b.tensors,
-                        {{"kiln_checkpoint_step", std::to_string(state.step)}});
-      files.push_back(b.name + ".safetensors");
-    }
     core::write_text_atomic((tmp / "state.json").string(), detail::state_json(state).dump(2) + "\n");
+    std::vector<std::string> files;  // every blob written here, by whichever process, and state.json
+    for (fs::directory_iterator it(tmp, ec), end; !ec && it != end; it.increment(ec))
+      if (it->path().extension() == ".safetensors") files.push_back(it->path().filename().string());
+    KILN_CHECK(!ec, tmp.string(), ": cannot list: ", ec.message());
+    std::sort(files.begin(), files.end());
     files.push_back("state.json");
     nlohmann::ordered_json m;
     m["format"] = kCheckpointFormat;
@@ -425,6 +435,29 @@ inline CheckpointInfo write_checkpoint(const std::string& root, const Checkpoint
     }
   }
   return {final_dir, state.step};
+}
+
+// Writes a checkpoint of `state` (directory step_<state.step>) and prunes older ones to the newest `keep_last`.
+// Replaces an existing step_<n> of the same step (renamed aside first, removed after the new one is in place).
+inline CheckpointInfo write_checkpoint(const std::string& root, const CheckpointState& state,
+                                       const std::vector<CheckpointBlob>& blobs, int keep_last,
+                                       const CheckpointWarning& warn = {}) {
+  KILN_CHECK(keep_last >= 1, root, ": keep_last = ", keep_last, ", expected at least 1");
+  for (size_t i = 0; i < blobs.size(); ++i) {
+    KILN_CHECK(detail::valid_blob_name(blobs[i].name), root, ": checkpoint blob name \"", blobs[i].name,
+               "\" must be 1-100 characters of [A-Za-z0-9_-] and not state/manifest");
+    for (size_t k = 0; k < i; ++k)
+      KILN_CHECK(blobs[k].name != blobs[i].name, root, ": checkpoint blob \"", blobs[i].name, "\" given twice");
+  }
+  const std::filesystem::path tmp = begin_checkpoint(root, state.step, warn);
+  try {
+    for (const CheckpointBlob& b : blobs) write_blob(tmp, b, state.step);
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove_all(tmp, ec);
+    throw;
+  }
+  return finish_checkpoint(root, tmp, state, keep_last, warn);
 }
 
 // A verified checkpoint, opened for reading. Throws kiln::Error naming the problem when it does not verify.

@@ -2,6 +2,7 @@
 // backends (which reduce their own buffers) do not know which library carries them:
 //   Single   one process: every collective returns its input (the default)
 //   MPI      CPU ranks (src/parallel/mpi.cpp, Open MPI): host buffers
+//   TCP      torchrun's ranks without MPI (src/parallel/tcp.cpp): host buffers through rank 0, for small messages
 //   NCCL     GPU ranks: DeviceCollectives on device memory, enqueued on a stream (src/parallel/nccl.cpp), attached
 //            to the MPI communicator that bootstraps them (the unique id is broadcast over MPI)
 // Every call names what it is for, and a collective that waits longer than the communicator's timeout for the other
@@ -9,6 +10,7 @@
 // of hanging (a rank that dies is reported the same way, or sooner by mpirun itself).
 // Sums are taken in a fixed order for a given world size, so every rank gets the same bits, run after run.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -49,6 +51,13 @@ class Communicator {
   virtual void start_allreduce_sum(float* data, size_t n, const char* what) = 0;
   virtual void progress() = 0;
   virtual void finish_all(const char* what) = 0;
+  // ZeRO-1: a non-blocking reduce-scatter, waited for by finish_all. send holds counts[0] + ... + counts[world-1]
+  // floats, the ranks' pieces in rank order; recv (counts[rank] floats, not overlapping send) receives the sum over
+  // the ranks of this rank's piece. counts is copied; every count must be below 2^31.
+  virtual void start_reduce_scatter_sum(const float* send, float* recv, const size_t* counts, const char* what) = 0;
+  // In place: data holds the ranks' pieces (counts[r] floats each, in rank order); each rank's piece is sent to
+  // every other rank (ZeRO-1's updated weights). Offsets and counts must be below 2^31 floats (MPI's int counts).
+  virtual void allgather(float* data, const size_t* counts, const char* what) = 0;
   // In place: the largest value over the ranks (flags: a stop signal on any rank; hashes that must agree).
   virtual void allreduce_max(int64_t* data, size_t n, const char* what) = 0;
   virtual void broadcast(void* data, size_t bytes, int root, const char* what) = 0;
@@ -79,6 +88,10 @@ class Single final : public Communicator {
   void start_allreduce_sum(float*, size_t, const char*) override {}
   void progress() override {}
   void finish_all(const char*) override {}
+  void start_reduce_scatter_sum(const float* send, float* recv, const size_t* counts, const char*) override {
+    std::copy(send, send + counts[0], recv);
+  }
+  void allgather(float*, const size_t*, const char*) override {}
   void broadcast(void*, size_t, int, const char*) override {}
   void barrier(const char*) override {}
   void arrive(long) override {}
@@ -97,12 +110,16 @@ std::unique_ptr<Communicator> make_mpi(const Launch& launch, double timeout_s);
 // which CMake builds where the CUDA toolkit has nccl.h and the CUDA trainers link.
 std::unique_ptr<DeviceCollectives> make_nccl(Communicator& host, int local_rank);
 
-// The communicator for this launch: Single when the world is one process, MPI for more (torchrun without MPI needs
-// NCCL's TCP bootstrap, which is not built yet: refused, saying so).
+// The TCP communicator of torchrun's ranks (src/parallel/tcp.cpp): every rank connected to rank 0 at
+// MASTER_ADDR:MASTER_PORT (+ 1 when torchrun's agent holds that port), which reduces in rank order. For the host
+// side of GPU ranks (NCCL's id, flags, hashes); CPU ranks train over it, but slowly: mpirun is their launcher.
+std::unique_ptr<Communicator> make_tcp(const Launch& launch, double timeout_s);
+
+// The communicator for this launch: Single when the world is one process, TCP for torchrun's ranks, MPI for
+// mpirun's and srun's.
 inline std::unique_ptr<Communicator> make_communicator(const Launch& launch, double timeout_s) {
   if (launch.world == 1) return std::make_unique<Single>();
-  KILN_CHECK(launch.launcher != "torchrun", "launch: torchrun started ", launch.world, " ranks; Kiln's CPU ranks talk "
-             "over MPI, so start them with mpirun or srun (torchrun's TCP rendezvous for NCCL is not built yet)");
+  if (launch.launcher == "torchrun") return make_tcp(launch, timeout_s);
   return make_mpi(launch, timeout_s);
 }
 

@@ -15,7 +15,9 @@
 //   state<M>           init(std, seed), set_decay(ranges), host(Tensor) / host_mut(Tensor) / commit(Tensor);
 //                      the step: set_step_state(guard counters, ring, updates), begin_step(), end_step(StepArgs),
 //                      step_record() -> StepRecord (the oldest unread); zero_grad(), grad_norm(), adamw(AdamWStep)
-//                      for tests and benchmarks
+//                      for tests and benchmarks; data parallelism: all_reduce(comm); ZeRO-1 (optional: a recipe
+//                      whose layout has ZeRO<1> is refused on more than one rank without them): shard(comm),
+//                      optimizer_shard()
 //   executor<M, B, T>  accumulate(state, batch, grad_scale) (a step's micro-batch, its loss summed by the state);
 //                      forward_backward(state, batch, grad_scale) -> summed loss; forward(state, batch) -> summed loss
 //   decoder<M, MaxT>   step(state, token) -> logits (generation)
@@ -99,7 +101,12 @@ class Trainer final : public TrainerBase {
   template <int I>
   using PhaseExecutor = typename Backend::template executor<phase_model<Recipe, I>, phase_stage<Recipe, I>::micro_batch,
                                                             phase_stage<Recipe, I>::seq_len>;
+  using Layout = layout_of<Recipe>;
   static_assert(check_phases<Recipe>());
+  static_assert(check_layout<M, Layout>());
+  static_assert(Layout::tp == 1, "Layout<..., TP<t>>: the model divides by t and `tools/kiln plan` prints each rank's "
+                                 "share, but the trainer's tensor-parallel kernels and collectives are not built yet: "
+                                 "train with TP<1> (data parallelism, ZeRO<1>)");
 
   // One TrainConfig per phase; data_for(phase, its config) opens a phase's data when the phase starts. The run
   // starts at phase 0 (a checkpoint or start_phase() moves it).
@@ -170,6 +177,24 @@ class Trainer final : public TrainerBase {
     });
   }
 
+  void set_communicator(parallel::Communicator* comm) override {
+    const int n = comm ? comm->world() : 1;
+    resolve_layout<Layout>(n);  // the world fits the layout, or an error naming both
+    TrainerBase::set_communicator(comm);
+    if constexpr (Layout::zero == 1) {
+      if (n > 1) {
+        if constexpr (requires { state_->shard(*comm); }) state_->shard(*comm);
+        else KILN_FAIL(Layout::text(), ": the ", Backend::name, " backend does not shard its optimizer state yet (ZeRO-1 "
+                       "is built for CPU ranks): run this recipe's layout without ZeRO<1>, or on one rank");
+      }
+    }
+  }
+  std::string layout() const override { return Layout::text(); }
+  bool optimizer_sharded() const override { return Layout::zero == 1 && world() > 1; }
+  parallel::Shard optimizer_shard() const override {
+    if constexpr (requires { state_->optimizer_shard(); }) return state_->optimizer_shard();
+    else return {0, plan::ParamPlan<M>::table.total};
+  }
   const float* host(backend::Tensor t) const override { return state_->host(t); }
   float* host_mut(backend::Tensor t) override { return state_->host_mut(t); }
   void commit(backend::Tensor t) override { state_->commit(t); }

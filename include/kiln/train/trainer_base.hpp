@@ -19,6 +19,7 @@
 #include "kiln/core/error.hpp"
 #include "kiln/data/row_source.hpp"
 #include "kiln/parallel/comm.hpp"
+#include "kiln/parallel/layout.hpp"
 #include "kiln/plan/params.hpp"
 #include "kiln/train/config.hpp"
 #include "kiln/train/guards.hpp"
@@ -73,9 +74,17 @@ class TrainerBase {
   // the layout, so a checkpoint resumes under another one) and runs micro-batches r, r + N, r + 2N, ... of it; the
   // backend sums gradients and losses over the ranks before the step's decision, which every rank then takes alike.
   // Default: one process. The communicator must outlive the run.
-  void set_communicator(parallel::Communicator* comm) { comm_ = comm; }
+  // The recipe's layout (kiln/parallel/layout.hpp) is checked against the world here, and ZeRO-1 shards the
+  // optimizer state: call it before loading a checkpoint.
+  virtual void set_communicator(parallel::Communicator* comm) { comm_ = comm; }
+  parallel::Communicator* communicator() const { return comm_; }
   int rank() const { return comm_ ? comm_->rank() : 0; }
   int world() const { return comm_ ? comm_->world() : 1; }
+  // The layout as written in the recipe ("Layout<DP<rest>>"), and the range of the flat buffers whose AdamW
+  // moments this rank holds: host(adam_m) / host(adam_v) are its floats (the whole buffer but under ZeRO-1).
+  virtual std::string layout() const = 0;
+  virtual parallel::Shard optimizer_shard() const = 0;
+  virtual bool optimizer_sharded() const = 0;  // ZeRO-1 over more than one rank
   // Every step's record (metrics files), and every held-out evaluation.
   std::function<void(const Log&)> on_step;
   std::function<void(long step, double val_loss)> on_eval;
@@ -94,7 +103,8 @@ class TrainerBase {
   // this phase's shape and model (data parallel: the batches shared out among the ranks, every rank gets the mean).
   virtual double evaluate() = 0;
 
-  // The backend's flat buffers (ParameterTable floats each) on the host: host() stays valid until the state changes;
+  // The backend's flat buffers (ParameterTable floats each; the moments: optimizer_shard()'s) on the host: host()
+  // stays valid until the state changes;
   // after writing through host_mut(), commit() makes the change visible to the backend.
   virtual const float* host(backend::Tensor t) const = 0;
   virtual float* host_mut(backend::Tensor t) = 0;
