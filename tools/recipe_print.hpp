@@ -94,37 +94,66 @@ template <RecipeType Recipe>
 void print_layout(std::ostream& os, int ranks, bool cuda) {
   using L = layout_of<Recipe>;
   using Phs = phases_of<Recipe>;
-  using P = plan::ParamPlan<typename Recipe::model>;
+  using M0 = typename Recipe::model;
+  using P = plan::ParamPlan<M0>;
   const LayoutShape shape = resolve_layout<L>(ranks);
-  const int n = shape.dp;
+  const int n = shape.dp, t = shape.tp;
   const bool zero = L::zero == 1 && n > 1;
-  const double floats = double(P::table.total), grads = floats * 4;
-  os << L::text() << " over " << ranks << " ranks (" << (cuda ? "NCCL" : "MPI") << "): data parallel over "
-     << n << (zero ? ", the optimizer state sharded over them (ZeRO-1)" : ", every rank holding the plan above") << "\n";
+  // TP (Megatron's split): the matrices, the embedding and the LM head are cut t ways; the norms are replicated
+  double split = 0, whole = 0;
+  for (const plan::ParamEntry& e : P::table.entries) (e.role == plan::Role::norm ? whole : split) += double(e.count());
+  const double floats = t > 1 ? std::ceil(split / t) + whole : double(P::table.total);  // per rank
+  const double grads = floats * 4;
+  os << L::text() << " over " << ranks << " ranks (" << (cuda ? "NCCL" : "MPI") << "): data parallel over " << n;
+  if (t > 1) os << " x tensor parallel over " << t << " (each rank 1/" << t << " of every matrix, the embedding and the LM head)";
+  os << (zero ? ", the optimizer state sharded over the " + std::to_string(n) + " data-parallel ranks (ZeRO-1)"
+              : t > 1 ? "" : ", every rank holding the plan above")
+     << "\n";
   const auto mib = [](double b) { return plan::human_bytes(b); };
+  const auto rank_line = [&]<class Mem>(Mem, const char* what) {
+    const double dp_share = zero ? std::ceil(floats / double(n)) : floats;
+    const double params = floats * double(Mem::params) / double(Mem::floats), master = Mem::master ? floats * 4 : 0.0;
+    const double adam = 2 * dp_share * 4, reduced = zero ? dp_share * 4 : 0.0;
+    const double fixed = double(Mem::total) - double(Mem::params) - double(Mem::master) - double(Mem::grads) -
+                         double(Mem::adam);  // activations and the kernels' own: not split in this plan
+    os << "  per rank (" << what << "): parameters " << mib(params + master) << ", gradients " << mib(grads)
+       << (zero ? " + their reduced shard " + mib(reduced) : std::string()) << ", AdamW moments " << mib(adam)
+       << (zero ? " (1/" + std::to_string(n) + ")" : std::string()) << ", activations " << mib(double(Mem::arena))
+       << (t > 1 ? " (one process's: TP's split of them is not planned yet, an upper bound)" : "") << ": "
+       << mib(params + master + grads + reduced + adam + fixed) << " in all (one process: " << mib(double(Mem::total))
+       << ")\n";
+  };
   [&]<int... I>(std::integer_sequence<int, I...>) {
     (([&] {
        using S = phase_stage<Recipe, I>;
-       using Mem = plan::MemoryPlan<phase_model<Recipe, I>, S::micro_batch, S::seq_len, plan::Fp32>;
+       using Mi = phase_model<Recipe, I>;
        const TrainConfig c = phase_defaults<Recipe>(I);
        const double tokens = double(n) * double(c.grad_accum) * S::micro_batch * S::seq_len;
-       os << "  " << (Phs::count > 1 ? std::string(Phs::names[I]) + ": " : std::string()) << "global batch " << n << " x "
-          << c.grad_accum << " micro-batches of " << S::micro_batch << " x " << S::seq_len << " = "
-          << plan::with_commas(size_t(tokens)) << " tokens a step (--grad-accum is per rank)\n";
-       if (I == 0 && !cuda) {  // the CPU backend's memory per rank (fp32): what ZeRO-1 changes
-         const double shard = std::ceil(floats / double(n)) * 4;
-         const double adam = zero ? 2 * shard : double(Mem::adam), reduced = zero ? shard : 0.0;
-         const double total = double(Mem::total) - double(Mem::adam) + adam + reduced;
-         os << "  per rank (CPU, fp32" << (Phs::count > 1 ? ", phase " + std::string(Phs::names[I]) : std::string())
-            << "): parameters " << mib(double(Mem::params)) << ", gradients " << mib(double(Mem::grads))
-            << (zero ? " + their reduced shard " + mib(reduced) : std::string()) << ", AdamW moments " << mib(adam)
-            << (zero ? " (1/" + std::to_string(n) + ")" : std::string()) << ", activations " << mib(double(Mem::arena))
-            << ": " << mib(total) << " in all (one process: " << mib(double(Mem::total)) << ")\n";
+       const std::string ph = Phs::count > 1 ? std::string(Phs::names[I]) + ": " : std::string();
+       os << "  " << ph << "global batch " << n << " x " << c.grad_accum << " micro-batches of " << S::micro_batch
+          << " x " << S::seq_len << " = " << plan::with_commas(size_t(tokens)) << " tokens a step (--grad-accum is per "
+          << (t > 1 ? "data-parallel group" : "rank") << ")\n";
+       if (I == 0) {
+         if (cuda) rank_line(plan::MemoryPlan<Mi, S::micro_batch, S::seq_len, plan::Bf16Mixed>{}, "CUDA, bf16 + fp32 master");
+         else rank_line(plan::MemoryPlan<Mi, S::micro_batch, S::seq_len, plan::Fp32>{}, "CPU, fp32");
+       }
+       if (t > 1) {  // per micro-batch: two all-reduces of the layer's (rows, hidden) output forward and two of its
+                     // input gradient backward, the embedding's output, the LM head's input gradient; the
+                     // vocabulary-parallel loss's max, sum and target logit per row
+         const double rows = double(S::micro_batch) * S::seq_len, bytes = cuda ? 2.0 : 4.0;
+         const double per_micro = (4.0 * Mi::layers + 2.0) * rows * Mi::hidden * bytes + 3.0 * rows * 4.0;
+         const double volume = per_micro * c.grad_accum * 2.0 * double(t - 1) / double(t);
+         os << "  " << ph << "per rank and step, inside its tensor-parallel group: " << 4 * Mi::layers + 2
+            << " all-reduces of a (" << plan::with_commas(size_t(rows)) << ", " << Mi::hidden << ") activation per "
+            << "micro-batch, and the loss's max and sums: " << mib(per_micro) << " a micro-batch; a ring sends and "
+            << "receives " << mib(volume) << " each way a step\n";
        }
      }()),
      ...);
   }(std::make_integer_sequence<int, Phs::count>{});
-  if (!zero) {
+  if (n == 1) {
+    os << "\n";
+  } else if (!zero) {
     const double ring = grads * 2.0 * double(n - 1) / double(n);
     os << "  per rank and step: the all-reduce of the fp32 gradients (" << mib(grads) << "): a ring sends and receives "
        << mib(ring) << " each way, in buckets during the backward" << (cuda ? " (NCCL: after it, on the stream)" : "")
