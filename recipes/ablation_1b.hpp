@@ -28,7 +28,7 @@ struct ablation_1b {
     c.weight_decay = 0.1;
     c.no_decay = {"embed_tokens", "norm"};
     c.clip = 1.0;
-    c.grad_accum = 96;
+    c.global_batch = 96;  // micro-batches a step over all data-parallel ranks
     c.log_every = 1;
     return c;
   }

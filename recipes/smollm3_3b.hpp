@@ -2,8 +2,8 @@
 // 3,075,098,624 parameters: vocab 128256, hidden 2048, 36 layers, 16 heads / 4 KV heads, head_dim 128, ffn 11008,
 // RMSNorm 1e-6, tied embeddings, NoPE on every 4th layer (0-indexed 3, 7, ..., 35), RoPE theta 50,000 (4k stages).
 // Pretraining: AdamW 0.9/0.95/1e-8, wd 0.1 (not on embeddings), clip 1.0, peak LR 2e-4, WSD with 2000 warmup steps
-// and the last ~11% (522k of 4.72M steps) decaying to 0; global batch 2,359,296 tokens = 192 x 3 x 4096
-// (here as 192 micro-batches accumulated on one rank until the data-parallel layout lands).
+// and the last ~11% (522k of 4.72M steps) decaying to 0; global batch 2,359,296 tokens = 192 x 3 x 4096 (192
+// micro-batches shared among the data-parallel ranks: one each on SmolLM3's DP 192, all 192 on one GPU).
 #pragma once
 #include "kiln/recipe.hpp"
 
@@ -30,7 +30,7 @@ struct smollm3_3b {
     c.weight_decay = 0.1;
     c.no_decay = {"embed_tokens", "norm"};
     c.clip = 1.0;
-    c.grad_accum = 192;
+    c.global_batch = 192;
     c.init_std = 0.02;
     c.log_every = 1;
     // Data: token shards made with the Llama-3.2 tokenizer (tools/kiln tokenize) in <data>/{web,code,math,heldout}.ds.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/dp_test.sh <trainer> <work dir> <mpirun>: data parallelism on CPU ranks (kiln/parallel, Open MPI), the demo
 # recipe's trainer as a user starts it with mpirun:
-#   1. DP 2 (micro-batches of one each, all-reduced) takes the steps of one process with --grad-accum 2: the same
+#   1. DP 2 (micro-batches of one each, all-reduced) takes the steps of one process with --grad-accum 2 (both given
+#      --global-batch 2, which each shares out among its ranks; a global batch of 3 is refused on 2): the same
 #      global batches (every rank reads the one global stream), losses equal within 1e-6 relative over 20 steps. Not
 #      bitwise: one process adds the second micro-batch's gradients into the first's inside its kernels, DP adds two
 #      finished gradients in the all-reduce; fp32 rounds the two orders differently (about 1e-7 of a gradient), and
@@ -38,8 +39,9 @@ compare() {
 }
 run() { local out=$1; shift; "$@" --out "$out" > "$out.log" 2>&1 || { cat "$out.log"; echo "FAIL: $out"; exit 1; }; }
 
-run "$work/one" "$trainer" "${args[@]}" --grad-accum 2
-run "$work/dp" "${mpi[@]}" -np 2 "$trainer" "${args[@]}" --grad-accum 1
+run "$work/one" "$trainer" "${args[@]}" --global-batch 2  # --grad-accum 2 here,
+run "$work/dp" "${mpi[@]}" -np 2 "$trainer" "${args[@]}" --global-batch 2  # and 1 on each of the 2 ranks
+grep -q "1 micro-batches of 8 x 256" "$work/dp.log" || { echo "FAIL: --global-batch 2 on 2 ranks is not 1 each"; exit 1; }
 grep -q "data parallel over 2 ranks" "$work/dp.log" || { echo "FAIL: the DP run did not say it ran 2 ranks"; exit 1; }
 [ "$(grep -c '^step' "$work/dp.log")" -eq 5 ] || { echo "FAIL: rank 0 alone should print the 5 step lines"; exit 1; }
 losses "$work/one" > "$work/one.losses"
@@ -99,6 +101,12 @@ fault hung STOP
 grep -q "rank 0 of 2: .* has waited [0-9]* s (--comm-timeout) .* ranks that did not reach it: 1" "$work/hung.log" \
   || { cat "$work/hung.log"; echo "FAIL: the hung rank was not named"; exit 1; }
 grep -m1 "has waited" "$work/hung.log"
+
+# a global batch that does not split among the ranks
+rc=0
+"${mpi[@]}" -np 2 "$trainer" "${args[@]}" --global-batch 3 --out "$work/odd" > "$work/odd.log" 2>&1 || rc=$?
+((rc != 0)) && grep -q -- "--global-batch 3: 3 micro-batches do not split among 2 data-parallel ranks" "$work/odd.log" \
+  || { cat "$work/odd.log"; echo "FAIL: --global-batch 3 on 2 ranks was not refused"; exit 1; }
 
 # different settings on the two ranks: every rank says so and the job fails
 rc=0

@@ -31,8 +31,10 @@ std::vector<std::pair<std::string, std::string>> train_summary() {
       {"train.schedule", schedule_name(c.schedule)},
       {"train.warmup", str(c.warmup)},
       {"train.steps", str(c.steps)},
-      {"train.grad_accum", str(c.grad_accum)},
-      {"train.tokens_per_step", str(long(S::micro_batch) * S::seq_len * c.grad_accum)},
+      {"train.grad_accum", c.global_batch > 0 ? "global_batch / ranks" : str(c.grad_accum)},
+      {"train.global_batch", c.global_batch > 0 ? str(c.global_batch) : "grad_accum x ranks"},
+      {"train.tokens_per_step", str(long(S::micro_batch) * S::seq_len * (c.global_batch > 0 ? c.global_batch : c.grad_accum)) +
+                                    (c.global_batch > 0 ? "" : " per rank")},
       {"train.weight_decay", str(c.weight_decay)},
       {"train.clip", str(c.clip)},
       {"train.betas", str(c.beta1) + "," + str(c.beta2)},
@@ -128,11 +130,16 @@ void print_layout(std::ostream& os, int ranks, bool cuda) {
        using S = phase_stage<Recipe, I>;
        using Mi = phase_model<Recipe, I>;
        const TrainConfig c = phase_defaults<Recipe>(I);
-       const double tokens = double(n) * double(c.grad_accum) * S::micro_batch * S::seq_len;
        const std::string ph = Phs::count > 1 ? std::string(Phs::names[I]) + ": " : std::string();
-       os << "  " << ph << "global batch " << n << " x " << c.grad_accum << " micro-batches of " << S::micro_batch
-          << " x " << S::seq_len << " = " << plan::with_commas(size_t(tokens)) << " tokens a step (--grad-accum is per "
-          << (t > 1 ? "data-parallel group" : "rank") << ")\n";
+       KILN_CHECK(c.global_batch % n == 0, ph, "the recipe's global batch of ", c.global_batch, " micro-batches does not "
+                  "split among ", n, " data-parallel ranks");
+       const int accum = c.global_batch > 0 ? c.global_batch / n : c.grad_accum;
+       const double tokens = double(n) * double(accum) * S::micro_batch * S::seq_len;
+       os << "  " << ph << "global batch " << n << " x " << accum << " micro-batches of " << S::micro_batch << " x "
+          << S::seq_len << " = " << plan::with_commas(size_t(tokens)) << " tokens a step ("
+          << (c.global_batch > 0 ? "the recipe's global batch of " + std::to_string(c.global_batch) + ", shared out"
+                                 : std::string("--grad-accum is per ") + (t > 1 ? "data-parallel group" : "rank"))
+          << ")\n";
        if (I == 0) {
          if (cuda) rank_line(plan::MemoryPlan<Mi, S::micro_batch, S::seq_len, plan::Bf16Mixed>{}, "CUDA, bf16 + fp32 master");
          else rank_line(plan::MemoryPlan<Mi, S::micro_batch, S::seq_len, plan::Fp32>{}, "CPU, fp32");
@@ -142,7 +149,7 @@ void print_layout(std::ostream& os, int ranks, bool cuda) {
                      // vocabulary-parallel loss's max, sum and target logit per row
          const double rows = double(S::micro_batch) * S::seq_len, bytes = cuda ? 2.0 : 4.0;
          const double per_micro = (4.0 * Mi::layers + 2.0) * rows * Mi::hidden * bytes + 3.0 * rows * 4.0;
-         const double volume = per_micro * c.grad_accum * 2.0 * double(t - 1) / double(t);
+         const double volume = per_micro * accum * 2.0 * double(t - 1) / double(t);
          os << "  " << ph << "per rank and step, inside its tensor-parallel group: " << 4 * Mi::layers + 2
             << " all-reduces of a (" << plan::with_commas(size_t(rows)) << ", " << Mi::hidden << ") activation per "
             << "micro-batch, and the loss's max and sums: " << mib(per_micro) << " a micro-batch; a ring sends and "

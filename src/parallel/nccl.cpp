@@ -1,12 +1,20 @@
 // src/parallel/nccl.cpp: NCCL's all-reduce for GPU ranks (kiln/parallel/comm.hpp's DeviceCollectives), compiled once
 // into kiln_nccl when the CUDA toolkit has nccl.h. NCCL itself is loaded with dlopen when a run has more than one
 // rank: its library is large (200 MiB) and a one-rank trainer, or a machine without it, must not need it.
+// NCCL waits for a dead or hung rank forever: a watchdog thread follows each collective by an event and, past the
+// timeout or on an error NCCL reports, names it and ends the process (PyTorch's NCCL watchdog does the same).
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 #include <nccl.h>
 
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <type_traits>
+#include <vector>
 
 #include "kiln/core/error.hpp"
 #include "kiln/parallel/comm.hpp"
@@ -22,6 +30,8 @@ struct NcclApi {
   decltype(&ncclAllReduce) all_reduce = nullptr;
   decltype(&ncclCommDestroy) destroy = nullptr;
   decltype(&ncclGetErrorString) error_string = nullptr;
+  decltype(&ncclCommAbort) abort = nullptr;
+  decltype(&ncclCommGetAsyncError) async_error = nullptr;
 
   static const NcclApi& get() {
     static const NcclApi api = load();
@@ -43,13 +53,18 @@ struct NcclApi {
     sym(a.all_reduce, "ncclAllReduce");
     sym(a.destroy, "ncclCommDestroy");
     sym(a.error_string, "ncclGetErrorString");
+    sym(a.abort, "ncclCommAbort");
+    sym(a.async_error, "ncclCommGetAsyncError");
     return a;
   }
 };
 
 class Nccl final : public DeviceCollectives {
  public:
-  Nccl(Communicator& host, int local_rank) : api_(NcclApi::get()) {
+  Nccl(Communicator& host, int local_rank, double timeout_s, HangHandler on_hang)
+      : api_(NcclApi::get()), rank_(host.rank()), world_(host.world()), device_(local_rank), timeout_s_(timeout_s),
+        on_hang_(std::move(on_hang)) {
+    KILN_CHECK(timeout_s > 0, "NCCL: the collectives' timeout must be positive, got ", timeout_s);
     int gpus = 0;
     const cudaError_t e = cudaGetDeviceCount(&gpus);
     KILN_CHECK(e == cudaSuccess && gpus > 0, "NCCL: rank ", host.rank(), " finds no CUDA device (",
@@ -61,30 +76,114 @@ class Nccl final : public DeviceCollectives {
     if (host.rank() == 0) ok(api_.get_unique_id(&id), "ncclGetUniqueId");
     host.broadcast(&id, sizeof id, 0, "sending NCCL's unique id to every rank");
     ok(api_.init_rank(&comm_, host.world(), id, host.rank()), "ncclCommInitRank");
+    watchdog_ = std::thread([this] { watch(); });
   }
   ~Nccl() override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    watchdog_.join();
+    for (auto& p : pending_) cudaEventDestroy(p.done);
+    for (cudaEvent_t e : spare_) cudaEventDestroy(e);
     if (comm_) api_.destroy(comm_);
   }
   const char* name() const override { return "NCCL"; }
   void allreduce_sum(float* data, size_t n, void* stream, const char* what) override {
     ok(api_.all_reduce(data, data, n, ncclFloat32, ncclSum, comm_, static_cast<cudaStream_t>(stream)), what);
+    follow(stream, what);
   }
   void allreduce_sum(double* data, size_t n, void* stream, const char* what) override {
     ok(api_.all_reduce(data, data, n, ncclFloat64, ncclSum, comm_, static_cast<cudaStream_t>(stream)), what);
+    follow(stream, what);
   }
 
  private:
   void ok(ncclResult_t r, const char* what) const {
     KILN_CHECK(r == ncclSuccess, "NCCL: ", what, ": ", api_.error_string(r));
   }
+  // The watchdog: an event after each collective, polled every 20 ms from its own thread.
+  struct Pending {
+    cudaEvent_t done;
+    std::chrono::steady_clock::time_point enqueued;
+    const char* what;
+    long number;
+  };
+  void follow(void* stream, const char* what) {
+    std::lock_guard<std::mutex> l(mu_);
+    cudaEvent_t e = nullptr;
+    if (!spare_.empty()) {
+      e = spare_.back();
+      spare_.pop_back();
+    } else {
+      KILN_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming) == cudaSuccess, "NCCL: cannot make an event");
+    }
+    KILN_CHECK(cudaEventRecord(e, static_cast<cudaStream_t>(stream)) == cudaSuccess, "NCCL: ", what,
+               ": cannot record its event");
+    pending_.push_back({e, std::chrono::steady_clock::now(), what, ++enqueued_});
+  }
+  void watch() {
+    cudaSetDevice(device_);
+    for (;;) {
+      std::string hang;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (stop_) return;
+        while (!pending_.empty() && cudaEventQuery(pending_.front().done) == cudaSuccess) {
+          spare_.push_back(pending_.front().done);
+          pending_.pop_front();
+        }
+        ncclResult_t async = ncclSuccess;
+        api_.async_error(comm_, &async);
+        char b[512];
+        if (async != ncclSuccess && async != ncclInProgress) {
+          std::snprintf(b, sizeof b, "kiln: rank %d of %d: NCCL reports an error (%s)%s%s: a rank died or the "
+                        "network failed; every rank stops now", rank_, world_, api_.error_string(async),
+                        pending_.empty() ? "" : " in ", pending_.empty() ? "" : pending_.front().what);
+          hang = b;
+        } else if (!pending_.empty()) {
+          Pending& p = pending_.front();
+          const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - p.enqueued).count();
+          if (waited > timeout_s_) {
+            std::snprintf(b, sizeof b, "kiln: rank %d of %d: NCCL's %s (collective %ld of this rank) has not finished "
+                          "%.0f s after it was enqueued (--comm-timeout): a rank died or hangs, and NCCL waits for "
+                          "it; every rank stops now", rank_, world_, p.what, p.number, waited);
+            hang = b;
+            p.enqueued = std::chrono::steady_clock::time_point::max();  // said once
+          }
+        }
+      }
+      if (!hang.empty()) {
+        if (on_hang_) {
+          on_hang_(hang);
+        } else {
+          std::fprintf(stderr, "%s\n", hang.c_str());
+          std::fflush(stderr);
+          api_.abort(comm_);
+          std::_Exit(3);
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
   const NcclApi& api_;
   ncclComm_t comm_ = nullptr;
+  int rank_, world_, device_;
+  double timeout_s_;
+  HangHandler on_hang_;
+  std::mutex mu_;
+  std::deque<Pending> pending_;  // in the order enqueued (one stream: they finish in that order)
+  std::vector<cudaEvent_t> spare_;
+  long enqueued_ = 0;
+  bool stop_ = false;
+  std::thread watchdog_;  // last: started once the rest is there
 };
 
 }  // namespace
 
-std::unique_ptr<DeviceCollectives> make_nccl(Communicator& host, int local_rank) {
-  return std::make_unique<Nccl>(host, local_rank);
+std::unique_ptr<DeviceCollectives> make_nccl(Communicator& host, int local_rank, double timeout_s, HangHandler on_hang) {
+  return std::make_unique<Nccl>(host, local_rank, timeout_s, std::move(on_hang));
 }
 
 }  // namespace kiln::parallel

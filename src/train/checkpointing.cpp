@@ -31,8 +31,8 @@ io::CheckpointInfo save_checkpoint(TrainerBase& t, const std::string& root, int 
   const TrainConfig& c = t.config();
   const PhaseShape& shape = t.phase_shape(t.phase());
   st.config = {{"lr", c.lr}, {"min_lr", c.min_lr}, {"warmup", c.warmup}, {"steps", c.steps},
-               {"schedule", schedule_name(c.schedule)}, {"grad_accum", c.grad_accum}, {"seed", c.seed},
-               {"data", c.data}, {"micro_batch", shape.micro_batch}, {"seq_len", shape.seq_len}};
+               {"schedule", schedule_name(c.schedule)}, {"grad_accum", c.grad_accum}, {"global_batch", c.global_batch},
+               {"seed", c.seed}, {"data", c.data}, {"micro_batch", shape.micro_batch}, {"seq_len", shape.seq_len}};
   using backend::Tensor;
   const auto table = t.parameter_table();
   if (!t.optimizer_sharded()) {  // every rank holds the whole state: rank 0 writes it

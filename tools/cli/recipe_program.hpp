@@ -47,7 +47,8 @@ struct RecipeProgram {
   std::unique_ptr<TrainerBase> (*make_trainer)(std::vector<TrainConfig> configs, TrainerBase::DataFor data_for);
   // GPU ranks' collectives (NCCL) over the host communicator, on this node's GPU local_rank: set in CUDA trainers
   // built with NCCL, else nullptr (more than one rank is then refused).
-  std::unique_ptr<parallel::DeviceCollectives> (*make_device_comm)(parallel::Communicator& host, int local_rank) =
+  std::unique_ptr<parallel::DeviceCollectives> (*make_device_comm)(parallel::Communicator& host, int local_rank,
+                                                                   double timeout_s, parallel::HangHandler on_hang) =
       nullptr;
 
   // ---- tools/train_tools.cpp

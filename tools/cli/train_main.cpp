@@ -95,7 +95,14 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--weight-decay", c.weight_decay, "decoupled weight decay")->capture_default_str();
   app.add_option("--no-decay", c.no_decay, "regexes of parameter names without weight decay")->capture_default_str();
   app.add_option("--clip", c.clip, "global gradient-norm clip (0: off)")->capture_default_str();
-  app.add_option("--grad-accum", c.grad_accum, "micro-batches per optimizer step")->capture_default_str();
+  app.add_option_function<int>(
+         "--grad-accum", [&c](int n) { c.grad_accum = n, c.global_batch = 0; },
+         "micro-batches per optimizer step on each rank (replaces the recipe's global batch)")
+      ->default_str(std::to_string(c.grad_accum));
+  app.add_option("--global-batch", c.global_batch,
+                 "micro-batches per optimizer step over all data-parallel ranks (0: --grad-accum on each); each rank "
+                 "accumulates global / ranks of them")
+      ->capture_default_str();
   app.add_option("--spike-zscore", c.guard.spike_zscore, "skip a step whose loss is this many std above the window (0: off)")
       ->capture_default_str();
   app.add_option("--spike-window", c.guard.spike_window, "steps in the loss-spike window")->capture_default_str();
@@ -248,11 +255,20 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     if (world > 1 && r.backend != "cpu") {  // GPU ranks: NCCL on this node's GPU local_rank, its id sent over MPI
       KILN_CHECK(r.make_device_comm, "this ", r.backend, " trainer was started as ", world, " ranks but was built "
                  "without NCCL (CMake found no nccl.h in the CUDA toolkit): it runs one rank only");
-      comm->attach(r.make_device_comm(*comm, launch.local_rank));
+      comm->attach(r.make_device_comm(*comm, launch.local_rank, c.comm_timeout, {}));
     }
     if (rank > 0) {
       std::fflush(stdout);
       KILN_CHECK(std::freopen("/dev/null", "w", stdout), "rank ", rank, ": cannot silence its console");
+    }
+    for (int i = 0; i < phase_count; ++i) {  // a global batch shared among the ranks
+      TrainConfig& pc = configs[size_t(i)];
+      if (pc.global_batch <= 0) continue;
+      KILN_CHECK(pc.global_batch % world == 0, "--global-batch ", pc.global_batch,
+                 phase_count > 1 ? " (phase " + phase_name(i) + ")" : std::string(), ": ", pc.global_batch,
+                 " micro-batches do not split among ", world, " data-parallel ranks (give a multiple of ", world,
+                 ", or --grad-accum for each rank's share)");
+      pc.grad_accum = pc.global_batch / world;
     }
     if (world > 1) agree_on_run(*comm, r, configs, argc, argv);
     std::printf("kiln: recipe %s | %s parameters | %d layers, hidden %d, %d/%d heads, vocab %d | %d phase%s:",

@@ -126,11 +126,11 @@ class State {
   }
   void add_loss(double summed) { loss_sum_ += summed; }
   // Data parallelism: the gradients and the loss summed over the ranks, before end_step (ZeRO-1: each rank's shard
-  // of the gradients, into its reduced gradients; the full buffer's other floats are then left as they were). During the step's last
-  // micro-batch the executor reports each parameter's gradient as it becomes final (gradient_ready): runs of them
-  // next to each other (kBucketFloats at least) start their sums while the backward goes on; all_reduce starts
-  // the rest, waits for all of them and sums the loss. Sums of the same values in buckets or whole are the same
-  // bits (a bucket is a slice of the one sum).
+  // of the gradients, into its reduced gradients; the full buffer's other floats are then left as they were).
+  // During the step's last micro-batch the executor reports each parameter's gradient as it becomes final
+  // (gradient_ready): runs of them next to each other (kBucketFloats at least) start their sums while the backward
+  // goes on; all_reduce starts the rest, waits for all of them and sums the loss. Sums of the same values in
+  // buckets or whole are the same bits (a bucket is a slice of the one sum).
   static constexpr size_t kBucketFloats = size_t(1) << 20, kGap = 256;  // 4 MiB; the table's padding is smaller
   void gradient_ready(size_t begin, size_t end, parallel::Communicator& comm) {
     // not next to the run (padding between two tensors is next to them: its zeros are summed alike)
@@ -175,9 +175,9 @@ class State {
   float* grads() { return g_.data(); }
 
   // Host access for checkpoints, export and tests (adam_m and adam_v: the optimizer_shard()'s floats, from its
-  // begin; grads: the local gradients, not summed where ZeRO-1 reduced them elsewhere): host() stays valid until the state changes; after writing through
-  // host_mut(), commit() makes the change visible to the kernels (here the same memory: nothing to copy; a device
-  // backend downloads into and uploads from staging buffers).
+  // begin; grads: the local gradients, not summed where ZeRO-1 reduced them elsewhere): host() stays valid until
+  // the state changes; after writing through host_mut(), commit() makes the change visible to the kernels (here the
+  // same memory: nothing to copy; a device backend downloads into and uploads from staging buffers).
   const float* host(Tensor t) const { return const_cast<State*>(this)->buf(t).data(); }
   float* host_mut(Tensor t) { return buf(t).data(); }
   void commit(Tensor) {}

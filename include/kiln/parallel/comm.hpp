@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <string>
@@ -108,7 +109,13 @@ std::unique_ptr<Communicator> make_mpi(const Launch& launch, double timeout_s);
 // loaded at run time (libnccl.so.2, from the CUDA toolkit or PyTorch's nvidia-nccl), so a trainer that runs one
 // rank needs no NCCL; refused, saying why, when it cannot be loaded. Defined in kiln_nccl (src/parallel/nccl.cpp),
 // which CMake builds where the CUDA toolkit has nccl.h and the CUDA trainers link.
-std::unique_ptr<DeviceCollectives> make_nccl(Communicator& host, int local_rank);
+// A watchdog thread follows every collective enqueued: one not finished timeout_s after it was enqueued (a rank
+// died or hangs, and NCCL waits for it), or an error NCCL reports, calls on_hang with a message naming it; by
+// default that prints the message, aborts the NCCL communicator and ends the process (exit 3), which ends the
+// job (mpirun, torchrun) instead of a silent hang.
+using HangHandler = std::function<void(const std::string& message)>;
+std::unique_ptr<DeviceCollectives> make_nccl(Communicator& host, int local_rank, double timeout_s,
+                                             HangHandler on_hang = {});
 
 // The TCP communicator of torchrun's ranks (src/parallel/tcp.cpp): every rank connected to rank 0 at
 // MASTER_ADDR:MASTER_PORT (+ 1 when torchrun's agent holds that port), which reduces in rank order. For the host

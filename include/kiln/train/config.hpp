@@ -24,7 +24,10 @@ struct TrainConfig {
   // Parameters whose HF name matches one of these (ECMAScript regex, searched) get no weight decay.
   std::vector<std::string> no_decay = {"norm"};
   double clip = 1.0;            // global gradient-norm clip; 0 disables
-  int grad_accum = 1;           // micro-batches per optimizer step
+  int grad_accum = 1;           // micro-batches per optimizer step on each data-parallel rank
+  // > 0: the step's micro-batches over all data-parallel ranks (Megatron's global batch); grad_accum is then
+  // global_batch / ranks, set when the ranks are known (train_main), so a recipe keeps its batch on any world
+  int global_batch = 0;
   double init_std = 0.02;       // normal init of matrices and embeddings; norms start at 1
   uint64_t seed = 1234;
   GuardConfig guard;            // NaN / Inf and loss-spike detection
@@ -99,6 +102,8 @@ inline void validate(const TrainConfig& c, const std::string& where) {
   KILN_CHECK(c.weight_decay >= 0 && finite(c.weight_decay), "--weight-decay must be >= 0, got ", c.weight_decay, where);
   KILN_CHECK(c.clip >= 0 && finite(c.clip), "--clip must be >= 0 (0: off), got ", c.clip, where);
   KILN_CHECK(c.grad_accum > 0 && c.grad_accum <= 1'000'000, "--grad-accum must lie in [1, 1e6], got ", c.grad_accum, where);
+  KILN_CHECK(c.global_batch >= 0 && c.global_batch <= 1'000'000'000, "--global-batch must lie in [0, 1e9] (0: off), got ",
+             c.global_batch, where);
   KILN_CHECK(c.init_std > 0 && finite(c.init_std), "--init-std must be positive, got ", c.init_std, where);
   KILN_CHECK(c.guard.spike_window >= 2 && c.guard.spike_window <= kMaxSpikeWindow, "--spike-window must lie in [2, ",
              kMaxSpikeWindow, "], got ", c.guard.spike_window, where);
