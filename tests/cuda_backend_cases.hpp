@@ -21,6 +21,7 @@
 #include "kiln/backend/cuda.hpp"
 #include "kiln/io/safetensors.hpp"
 #include "kiln/model/model.hpp"
+#include "kiln/parallel/comm.hpp"
 
 namespace kcb {
 
@@ -208,6 +209,83 @@ void step_api_case() {
 #endif
 }
 
+// Data parallelism on the CUDA state (the trainer's calls on GPU ranks): two ranks whose micro-batches are the same,
+// so the device collectives' sum doubles each buffer (here through the host, after the state's stream). Each rank
+// scales its gradients by 1 / the global batch's targets (twice one rank's), so the sum is exactly one process's
+// gradient (halves doubled: powers of two round alike), and the steps take its losses, norms and parameters.
+struct Doubling final : parallel::DeviceCollectives {
+  int calls = 0;
+  const char* name() const override { return "doubling"; }
+  template <class T>
+  void twice(T* d, size_t n, void* stream) {
+    std::vector<T> h(n);
+    backend::cuda::to_host(h.data(), d, n * sizeof(T), static_cast<gpu::Stream>(stream));
+    for (T& x : h) x *= 2;
+    backend::cuda::to_device(d, h.data(), n * sizeof(T), static_cast<gpu::Stream>(stream));
+    backend::cuda::to_host(h.data(), d, 0, static_cast<gpu::Stream>(stream));  // waits for the copy
+    ++calls;
+  }
+  void allreduce_sum(float* d, size_t n, void* s, const char*) override { twice(d, n, s); }
+  void allreduce_sum(double* d, size_t n, void* s, const char*) override { twice(d, n, s); }
+};
+struct TwoRanks final : parallel::Communicator {
+  const char* name() const override { return "two ranks"; }
+  int rank() const override { return 0; }
+  int world() const override { return 2; }
+  void allreduce_sum(float*, size_t, const char*) override {}
+  void allreduce_sum(double*, size_t, const char*) override {}
+  void start_allreduce_sum(float*, size_t, const char*) override {}
+  void progress() override {}
+  void finish_all(const char*) override {}
+  void start_reduce_scatter_sum(const float*, float*, const size_t*, const char*) override {}
+  void allgather(float*, const size_t*, const char*) override {}
+  void allreduce_max(int64_t*, size_t, const char*) override {}
+  void broadcast(void*, size_t, int, const char*) override {}
+  void barrier(const char*) override {}
+  void arrive(long) override {}
+  [[noreturn]] void abort(int code) override { std::exit(code); }
+};
+
+template <class Prec>
+void data_parallel_case() {
+  Fixture<> f;
+  using St = backend::cuda::State<TinyRnope, Prec>;
+  using Ex = backend::cuda::Executor<TinyRnope, B, T, Prec>;
+  constexpr size_t n = plan::ParamPlan<TinyRnope>::table.total;
+  auto one = std::make_unique<St>(), dp = std::make_unique<St>();
+  f.load(*one);
+  f.load(*dp);
+  auto e1 = std::make_unique<Ex>(), e2 = std::make_unique<Ex>();
+  TwoRanks comm;
+  auto owned = std::make_unique<Doubling>();
+  Doubling* sums = owned.get();
+  comm.attach(std::move(owned));
+  const std::vector<double> ring(4, 0.0);
+  one->set_step_state(GuardCounters{0.0, 4, 0, 0}, ring.data(), 0);
+  dp->set_step_state(GuardCounters{0.0, 4, 0, 0}, ring.data(), 0);
+  const double v = double(f.valid);
+  for (int k = 0; k < 3; ++k) {
+    CAPTURE(k);
+    one->begin_step();
+    e1->accumulate(*one, f.batch(), 1.0f / float(v));
+    one->end_step(StepArgs{1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0, v});
+    dp->begin_step();
+    e2->accumulate(*dp, f.batch(), 1.0f / float(2 * v));
+    dp->all_reduce(comm);
+    dp->end_step(StepArgs{1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0, 2 * v});
+    const StepRecord a = one->step_record(), b = dp->step_record();
+    CHECK(b.verdict == int(Verdict::ok));
+    CHECK(b.loss == doctest::Approx(a.loss).epsilon(1e-12));
+    CHECK(b.grad_norm == doctest::Approx(a.grad_norm).epsilon(1e-6));
+  }
+  CHECK(sums->calls == 6);  // the gradients and the loss, each step
+  const std::vector<float> p1(one->host(backend::Tensor::params), one->host(backend::Tensor::params) + n);
+  CHECK(rel_err(dp->host(backend::Tensor::params), p1) < 1e-6);
+#if !defined(__CUDACC__)
+  CHECK(std::equal(p1.begin(), p1.end(), dp->host(backend::Tensor::params)));  // the SIMT layer's order is fixed
+#endif
+}
+
 // The same micro-batch run three times (eager, captured, replayed: the executor's CUDA graphs) gives the same
 // losses and gradients, bit for bit, as eager launches (KILN_CUDA_GRAPHS=0 is read at construction). Kiln's
 // attention kernel, whose bits do not depend on scheduling (cuDNN's backward accumulates dQ with atomics).
@@ -257,6 +335,10 @@ TEST_CASE(KC_WHERE ": the tiny QK-norm model (MQA, untied head, RoPE everywhere)
   kcb::fixture_case<kiln::plan::Bf16Mixed, kcb::TinyQk, 2, 20>(1e-2, 5e-2, 8e-2, "tiny_qknorm.safetensors");
 }
 TEST_CASE(KC_WHERE ": the gradient norm and one AdamW step equal the CPU's") { kcb::adamw_case(); }
+TEST_CASE(KC_WHERE ": data parallelism: the state's sums over two ranks take one process's steps") {
+  kcb::data_parallel_case<kiln::plan::CudaFp32>();
+  kcb::data_parallel_case<kiln::plan::Bf16Mixed>();
+}
 TEST_CASE(KC_WHERE ": the trainer's step (decided on the device, two in flight) equals the calls one by one") {
   kcb::step_api_case<kiln::plan::CudaFp32>();
   kcb::step_api_case<kiln::plan::Bf16Mixed>();
