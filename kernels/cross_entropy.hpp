@@ -24,6 +24,7 @@
 
 #include "kernels/exp.hpp"
 #include "kernels/gemm.hpp"
+#include "kiln/core/error.hpp"
 
 namespace kiln::kernels {
 
@@ -88,6 +89,76 @@ double lm_head_cross_entropy(const T* x, const T* W, const int32_t* targets, int
                     token_logp + r0);
     if (dx) gemm<T>(false, false, n, H, V, T(1), scratch, V, W, H, T(0), dx + size_t(r0) * H, H);
     if (dW) gemm<T>(true, false, V, H, n, T(1), scratch, V, xc, H, T(1), dW, H);
+  }
+  double total = 0;
+  for (int r = 0; r < R; ++r) total += double(token_loss[r]);
+  return total;
+}
+
+// The vocabulary-parallel form (tensor parallelism, Megatron's cross-entropy): this rank holds W's rows
+// [vocab_begin, vocab_begin + Vl) and computes their logits only; the softmax's statistics come from every rank of
+// the tensor-parallel group through `reduce` (reduce.max(p, n) and reduce.sum(p, n): in place over the group):
+//   per row: m = max over the group of the local maxima; S = sum over the group of sum_j exp(l_j - m); the target's
+//   logit l_t from the rank that holds it (the others add 0); lse = m + log S; loss and log p as above
+//   backward: dl_j = grad_scale ((1 + 2 z_coef lse) exp(l_j - m) / S - [j == t]) on the local logits; dW += dl^T x
+//   (this rank's rows); dx = sum over the group of dl W (each rank's part, summed by reduce.sum)
+// Every rank gets every row's loss, log-probability and dx. Per chunk of rows: three reductions of `chunk` rows
+// (the max, then the sums and target logits together) and one of the (chunk, H) dx. scratch: (chunk, Vl) and
+// 3 * chunk more values of T. Returns the summed loss of the rows (every rank the same).
+template <class T, int Vl, int H, class Reduce>
+double lm_head_cross_entropy_vocab_parallel(const T* x, const T* W, const int32_t* targets, int R, int vocab_begin,
+                                            T z_coef, T grad_scale, T* dx, T* dW, T* scratch, int chunk,
+                                            T* token_loss, T* token_logp, Reduce&& reduce) {
+  static_assert(H > 0 && Vl > 0, "cross_entropy (vocabulary parallel): H and the local vocabulary must be positive");
+  KILN_CHECK(chunk > 0, "cross_entropy: chunk (rows per pass) must be positive, got ", chunk);
+  const bool grads = dx != nullptr || dW != nullptr;
+  T* stats = scratch + size_t(chunk) * Vl;  // max (n values), then the sums (n) and the target logits (n)
+  for (int r0 = 0; r0 < R; r0 += chunk) {
+    const int n = R - r0 < chunk ? R - r0 : chunk;
+    const T* xc = x + size_t(r0) * H;
+    T *mx = stats, *sum = stats + chunk;  // sum[n + i]: row i's target logit
+    gemm<T>(false, true, n, Vl, H, T(1), xc, H, W, H, T(0), scratch, Vl);  // local logits (n, Vl)
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; ++i) {
+      const T* l = scratch + size_t(i) * Vl;
+      T m = l[0];
+      for (int j = 1; j < Vl; ++j) m = l[j] > m ? l[j] : m;
+      mx[i] = m;
+    }
+    reduce.max(mx, size_t(n));
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; ++i) {
+      T* l = scratch + size_t(i) * Vl;
+      const int t = targets ? targets[r0 + i] : -1, tl = t - vocab_begin;
+      sum[n + i] = tl >= 0 && tl < Vl ? l[tl] : T(0);
+      T s = 0;
+      for (int j = 0; j < Vl; ++j) s += (l[j] = exp_vec(l[j] - mx[i]));
+      sum[i] = s;
+    }
+    reduce.sum(sum, 2 * size_t(n));  // the sums and the target logits in one reduction
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; ++i) {
+      T* l = scratch + size_t(i) * Vl;
+      const int t = targets ? targets[r0 + i] : -1, tl = t - vocab_begin;
+      if (t < 0) {
+        token_loss[r0 + i] = T(0), token_logp[r0 + i] = T(0);
+        if (grads) std::memset(l, 0, sizeof(T) * Vl);
+        continue;
+      }
+      const T S = sum[i], target = sum[n + i], lse = mx[i] + std::log(S);
+      token_loss[r0 + i] = T(double(lse - target) + double(z_coef) * double(lse) * double(lse));
+      token_logp[r0 + i] = target - lse;
+      if (grads) {
+        const T coef = grad_scale * (T(1) + T(2) * z_coef * lse) / S;
+        for (int j = 0; j < Vl; ++j) l[j] *= coef;
+        if (tl >= 0 && tl < Vl) l[tl] -= grad_scale;
+      }
+    }
+    if (dx) {
+      gemm<T>(false, false, n, H, Vl, T(1), scratch, Vl, W, H, T(0), dx + size_t(r0) * H, H);
+      reduce.sum(dx + size_t(r0) * H, size_t(n) * H);
+    }
+    if (dW) gemm<T>(true, false, Vl, H, n, T(1), scratch, Vl, xc, H, T(1), dW, H);
   }
   double total = 0;
   for (int r = 0; r < R; ++r) total += double(token_loss[r]);

@@ -2,13 +2,17 @@
 // as Megatron cuts it; a rank's initial slices are bitwise one process's (so TP and one process start equal);
 // gather undoes scatter; and the cut computes the full layer's math: the column-parallel gate/up with the
 // row-parallel down, and the rank's heads through the row-parallel o_proj, summed over the ranks (the all-reduce
-// the TP executor will do), give one process's outputs; the vocabulary-parallel embedding likewise.
+// the TP executor will do), give one process's outputs; the vocabulary-parallel embedding likewise; and the
+// vocabulary-parallel cross-entropy on 4 threads as a TP group gives the full kernel's losses and gradients.
 #include <doctest/doctest.h>
 
+#include <barrier>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
+#include "kernels/cross_entropy.hpp"
 #include "kernels/gemm.hpp"
 #include "kernels/swiglu.hpp"
 #include "kiln/backend/init.hpp"
@@ -109,4 +113,73 @@ TEST_CASE("tensor parallelism: the cut MLP, o_proj and embedding summed over the
   }
   CHECK(max_rel(ysum, y) < 1e-5);  // the sums' order differs: fp32 rounding
   CHECK(max_rel(osum, o) < 1e-5);
+}
+
+namespace {
+// t threads as a tensor-parallel group: a reduction over their buffers, in rank order, in place on each
+struct ThreadGroup {
+  int t;
+  std::barrier<> bar;
+  std::vector<float*> bufs;
+  explicit ThreadGroup(int n) : t(n), bar(n), bufs(size_t(n)) {}
+  struct Rank {
+    ThreadGroup& g;
+    int r;
+    template <class Op>
+    void reduce(float* d, size_t n, Op op) {
+      g.bufs[size_t(r)] = d;
+      g.bar.arrive_and_wait();
+      std::vector<float> out(g.bufs[0], g.bufs[0] + n);
+      for (int k = 1; k < g.t; ++k)
+        for (size_t i = 0; i < n; ++i) out[i] = op(out[i], g.bufs[size_t(k)][i]);
+      g.bar.arrive_and_wait();  // every rank has read every buffer
+      std::copy(out.begin(), out.end(), d);
+      g.bar.arrive_and_wait();
+    }
+    void max(float* d, size_t n) { reduce(d, n, [](float a, float b) { return a > b ? a : b; }); }
+    void sum(float* d, size_t n) { reduce(d, n, [](float a, float b) { return a + b; }); }
+  };
+};
+}  // namespace
+
+TEST_CASE("tensor parallelism: the vocabulary-parallel cross-entropy over 4 ranks is the full one's") {
+  constexpr int V = 96, H = 40, t = 4, Vl = V / t, R = 13, chunk = 5;
+  std::vector<float> x(size_t(R) * H), W(size_t(V) * H);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(std::sin(0.7 * double(i)));
+  for (size_t i = 0; i < W.size(); ++i) W[i] = float(0.3 * std::cos(0.13 * double(i) + 0.5));
+  std::vector<int32_t> targets(R);
+  for (int r = 0; r < R; ++r) targets[size_t(r)] = r == 4 ? -1 : (r * 37) % V;  // one ignored row
+  const float z = 1e-4f, gs = 1.0f / 12;
+  // one process
+  std::vector<float> dx(size_t(R) * H), dW(W.size(), 0.0f), scratch(size_t(chunk) * V), loss(R), logp(R);
+  const double total = kernels::lm_head_cross_entropy<float, V, H>(x.data(), W.data(), targets.data(), R, z, gs,
+                                                                   dx.data(), dW.data(), scratch.data(), chunk,
+                                                                   loss.data(), logp.data());
+  // four ranks, each its vocabulary rows
+  ThreadGroup group(t);
+  std::vector<std::vector<float>> rdx(t, std::vector<float>(dx.size())), rdW(t, std::vector<float>(size_t(Vl) * H)),
+      rloss(t, std::vector<float>(R)), rlogp(t, std::vector<float>(R));
+  std::vector<double> totals(t);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < t; ++r)
+    threads.emplace_back([&, r] {
+      ThreadGroup::Rank me{group, r};
+      std::vector<float> s(size_t(chunk) * Vl + 3 * chunk);
+      totals[size_t(r)] = kernels::lm_head_cross_entropy_vocab_parallel<float, Vl, H>(
+          x.data(), W.data() + size_t(r) * Vl * H, targets.data(), R, r * Vl, z, gs, rdx[size_t(r)].data(),
+          rdW[size_t(r)].data(), s.data(), chunk, rloss[size_t(r)].data(), rlogp[size_t(r)].data(), me);
+    });
+  for (auto& th : threads) th.join();
+  for (int r = 0; r < t; ++r) {
+    CAPTURE(r);
+    CHECK(totals[size_t(r)] == doctest::Approx(total).epsilon(1e-6));
+    for (int i = 0; i < R; ++i) {
+      CHECK(rloss[size_t(r)][size_t(i)] == doctest::Approx(loss[size_t(i)]).epsilon(1e-5));
+      CHECK(rlogp[size_t(r)][size_t(i)] == doctest::Approx(logp[size_t(i)]).epsilon(1e-5));
+    }
+    CHECK(max_rel(rdx[size_t(r)], dx) < 1e-5);  // every rank the whole dx
+    const std::vector<float> mine(dW.begin() + long(r) * Vl * H, dW.begin() + long(r + 1) * Vl * H);
+    CHECK(max_rel(rdW[size_t(r)], mine) < 1e-5);
+  }
+  CHECK(rloss[0][4] == 0.0f);
 }
