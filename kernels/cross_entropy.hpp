@@ -103,16 +103,16 @@ double lm_head_cross_entropy(const T* x, const T* W, const int32_t* targets, int
 //   backward: dl_j = grad_scale ((1 + 2 z_coef lse) exp(l_j - m) / S - [j == t]) on the local logits; dW += dl^T x
 //   (this rank's rows); dx = sum over the group of dl W (each rank's part, summed by reduce.sum)
 // Every rank gets every row's loss, log-probability and dx. Per chunk of rows: three reductions of `chunk` rows
-// (the max, then the sums and target logits together) and one of the (chunk, H) dx. scratch: (chunk, Vl) and
-// 3 * chunk more values of T. Returns the summed loss of the rows (every rank the same).
+// (the max, then the sums and target logits together) and one of the (chunk, H) dx. scratch: (chunk, Vl); stats:
+// 3 * chunk values. Returns the summed loss of the rows (every rank the same).
 template <class T, int Vl, int H, class Reduce>
 double lm_head_cross_entropy_vocab_parallel(const T* x, const T* W, const int32_t* targets, int R, int vocab_begin,
-                                            T z_coef, T grad_scale, T* dx, T* dW, T* scratch, int chunk,
+                                            T z_coef, T grad_scale, T* dx, T* dW, T* scratch, T* stats, int chunk,
                                             T* token_loss, T* token_logp, Reduce&& reduce) {
   static_assert(H > 0 && Vl > 0, "cross_entropy (vocabulary parallel): H and the local vocabulary must be positive");
   KILN_CHECK(chunk > 0, "cross_entropy: chunk (rows per pass) must be positive, got ", chunk);
   const bool grads = dx != nullptr || dW != nullptr;
-  T* stats = scratch + size_t(chunk) * Vl;  // max (n values), then the sums (n) and the target logits (n)
+  // stats: the max (n values), then the sums (n) and the target logits (n)
   for (int r0 = 0; r0 < R; r0 += chunk) {
     const int n = R - r0 < chunk ? R - r0 : chunk;
     const T* xc = x + size_t(r0) * H;

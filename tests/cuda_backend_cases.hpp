@@ -240,6 +240,8 @@ struct TwoRanks final : parallel::Communicator {
   void start_reduce_scatter_sum(const float*, float*, const size_t*, const char*) override {}
   void allgather(float*, const size_t*, const char*) override {}
   void allreduce_max(int64_t*, size_t, const char*) override {}
+  void allreduce_max(float*, size_t, const char*) override {}
+  std::unique_ptr<parallel::Communicator> split(int, int, const char*) override { return nullptr; }
   void broadcast(void*, size_t, int, const char*) override {}
   void barrier(const char*) override {}
   void arrive(long) override {}

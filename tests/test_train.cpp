@@ -457,6 +457,8 @@ struct Doubling final : parallel::Communicator {
   void allreduce_sum(float* d, size_t n, const char*) override { for (size_t i = 0; i < n; ++i) d[i] *= 2; }
   void allreduce_sum(double* d, size_t n, const char*) override { for (size_t i = 0; i < n; ++i) d[i] *= 2; }
   void allreduce_max(int64_t*, size_t, const char*) override {}
+  void allreduce_max(float*, size_t, const char*) override {}
+  std::unique_ptr<parallel::Communicator> split(int, int, const char*) override { return nullptr; }
   void start_allreduce_sum(float* d, size_t n, const char*) override {
     started.push_back({size_t(d - base), n});
     at_op.push_back(ops);

@@ -71,6 +71,7 @@ kiln::RecipeProgram program() {
   r.vocab = M::vocab;
   r.defaults = &defaults;
   r.make_trainer = &make_trainer;
+  r.tp = kiln::layout_of<Recipe>::tp;
 #if defined(KILN_BACKEND_CUDA) && defined(KILN_HAVE_NCCL) && defined(__CUDACC__)
   r.make_device_comm = &kiln::parallel::make_nccl;
 #endif

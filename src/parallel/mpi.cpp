@@ -50,6 +50,18 @@ class Mpi final : public Communicator {
     for (int r = 0; r < world_; ++r)
       if (r != rank_) post(r);
   }
+  // A communicator of part of the world (split): this object owns `c`, not MPI itself.
+  Mpi(MPI_Comm c, double timeout_s) : comm_(c), timeout_s_(timeout_s) {
+    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &world_);
+    seen_.assign(size_t(world_), -1);
+    in_.assign(size_t(world_), 0);
+    recv_.assign(size_t(world_), MPI_REQUEST_NULL);
+    send_.assign(size_t(world_), MPI_REQUEST_NULL);
+    for (int r = 0; r < world_; ++r)
+      if (r != rank_) post(r);
+  }
   ~Mpi() override {
     for (auto* reqs : {&recv_, &send_})
       for (MPI_Request& q : *reqs)
@@ -69,6 +81,13 @@ class Mpi final : public Communicator {
   void allreduce_sum(double* data, size_t n, const char* what) override { reduce(data, n, MPI_DOUBLE, MPI_SUM, what); }
   void allreduce_max(int64_t* data, size_t n, const char* what) override {
     reduce(data, n, MPI_INT64_T, MPI_MAX, what);
+  }
+  void allreduce_max(float* data, size_t n, const char* what) override { reduce(data, n, MPI_FLOAT, MPI_MAX, what); }
+  std::unique_ptr<Communicator> split(int color, int key, const char* what) override {
+    announce();
+    MPI_Comm c = MPI_COMM_NULL;
+    ok(MPI_Comm_split(comm_, color, key, &c), what);  // blocking: every rank is at this point of its start-up
+    return std::unique_ptr<Communicator>(new Mpi(c, timeout_s_));
   }
   void start_allreduce_sum(float* data, size_t n, const char* what) override {
     announce();

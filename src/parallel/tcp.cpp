@@ -38,12 +38,12 @@ constexpr uint64_t kMagic = 0x6b696c6e74637031;  // "kilntcp1"
 struct Header {
   uint64_t seq, kind, bytes;
 };
-enum Kind : uint64_t { k_hello = 1, k_sum_f, k_sum_d, k_max_i, k_scatter, k_gather, k_bcast, k_barrier };
+enum Kind : uint64_t { k_hello = 1, k_sum_f, k_sum_d, k_max_i, k_scatter, k_gather, k_bcast, k_barrier, k_max_f };
 
 const char* kind_name(uint64_t k) {
   switch (k) {
     case k_sum_f: case k_sum_d: return "a sum";
-    case k_max_i: return "a maximum";
+    case k_max_i: case k_max_f: return "a maximum";
     case k_scatter: return "a reduce-scatter";
     case k_gather: return "an all-gather";
     case k_bcast: return "a broadcast";
@@ -76,6 +76,11 @@ class Tcp final : public Communicator {
   void allreduce_sum(float* d, size_t n, const char* what) override { reduce(k_sum_f, d, n, what); }
   void allreduce_sum(double* d, size_t n, const char* what) override { reduce(k_sum_d, d, n, what); }
   void allreduce_max(int64_t* d, size_t n, const char* what) override { reduce(k_max_i, d, n, what); }
+  void allreduce_max(float* d, size_t n, const char* what) override { reduce(k_max_f, d, n, what); }
+  std::unique_ptr<Communicator> split(int, int, const char* what) override {
+    KILN_FAIL("TCP (torchrun's ranks without MPI): ", what, ": groups of ranks (tensor parallelism) need MPI: start "
+              "the ranks with mpirun or srun");
+  }
   // No overlap: the sums started run at finish_all, in the order started.
   void start_allreduce_sum(float* d, size_t n, const char* what) override { pending_.push_back({d, n, what}); }
   void progress() override {}
@@ -150,7 +155,7 @@ class Tcp final : public Communicator {
     std::vector<T> in(n);
     for (int r = 1; r < world_; ++r) {
       recv_msg(r, h, in.data(), what);
-      for (size_t i = 0; i < n; ++i) d[i] = kind == k_max_i ? std::max(d[i], in[i]) : T(d[i] + in[i]);
+      for (size_t i = 0; i < n; ++i) d[i] = kind == k_max_i || kind == k_max_f ? std::max(d[i], in[i]) : T(d[i] + in[i]);
     }
     for (int r = 1; r < world_; ++r) send_msg(r, h, d, what);
   }

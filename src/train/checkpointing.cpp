@@ -13,6 +13,7 @@ io::CheckpointInfo save_checkpoint(TrainerBase& t, const std::string& root, int 
                                    const io::CheckpointWarning& warn, const nlohmann::json& data_info) {
   KILN_CHECK(!t.step_in_flight(), "checkpoint: step ", t.run_step() + 1, " is already running, so the state is not "
              "that of step ", t.run_step(), " (save from after_step only where step_in_flight() is false: trainer_base.hpp)");
+  t.sync_host();  // tensor parallelism: every rank gathers the full model (collective)
   io::CheckpointState st;
   st.step = t.run_step();
   st.schedule_step = t.step();

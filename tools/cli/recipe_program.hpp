@@ -43,6 +43,7 @@ struct RecipeProgram {
   std::span<const plan::ParamEntry> table;  // the parameter table every phase shares
   size_t table_floats, parameters;          // floats per flat buffer (padding included); parameters a user counts
   int layers, hidden, heads, kv_heads, vocab;
+  int tp = 1;  // the layout's tensor-parallel degree (the data-parallel degree is the world / tp)
   TrainConfig (*defaults)(int phase);
   std::unique_ptr<TrainerBase> (*make_trainer)(std::vector<TrainConfig> configs, TrainerBase::DataFor data_for);
   // GPU ranks' collectives (NCCL) over the host communicator, on this node's GPU local_rank: set in CUDA trainers

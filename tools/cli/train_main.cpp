@@ -252,6 +252,9 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     const parallel::Launch launch = parallel::discover_launch();
     comm = parallel::make_communicator(launch, c.comm_timeout);
     const int rank = comm->rank(), world = comm->world();
+    KILN_CHECK(world % r.tp == 0, "the recipe's layout has TP<", r.tp, ">: ", world, " ranks were started, not a "
+               "multiple of ", r.tp);
+    const int dp = world / r.tp;  // data-parallel ranks (the ranks of a tensor-parallel group share micro-batches)
     if (world > 1 && r.backend != "cpu") {  // GPU ranks: NCCL on this node's GPU local_rank, its id sent over MPI
       KILN_CHECK(r.make_device_comm, "this ", r.backend, " trainer was started as ", world, " ranks but was built "
                  "without NCCL (CMake found no nccl.h in the CUDA toolkit): it runs one rank only");
@@ -264,11 +267,11 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     for (int i = 0; i < phase_count; ++i) {  // a global batch shared among the ranks
       TrainConfig& pc = configs[size_t(i)];
       if (pc.global_batch <= 0) continue;
-      KILN_CHECK(pc.global_batch % world == 0, "--global-batch ", pc.global_batch,
+      KILN_CHECK(pc.global_batch % dp == 0, "--global-batch ", pc.global_batch,
                  phase_count > 1 ? " (phase " + phase_name(i) + ")" : std::string(), ": ", pc.global_batch,
-                 " micro-batches do not split among ", world, " data-parallel ranks (give a multiple of ", world,
+                 " micro-batches do not split among ", dp, " data-parallel ranks (give a multiple of ", dp,
                  ", or --grad-accum for each rank's share)");
-      pc.grad_accum = pc.global_batch / world;
+      pc.grad_accum = pc.global_batch / dp;
     }
     if (world > 1) agree_on_run(*comm, r, configs, argc, argv);
     std::printf("kiln: recipe %s | %s parameters | %d layers, hidden %d, %d/%d heads, vocab %d | %d phase%s:",
@@ -290,7 +293,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     std::string tokenizer_path;
     auto data_for = [&](int phase, const TrainConfig& pc) -> PhaseData {
       const PhaseShape& shape = r.phases[size_t(phase)].shape;
-      const long tokens_per_step = long(shape.micro_batch) * shape.seq_len * pc.grad_accum * world;  // global
+      const long tokens_per_step = long(shape.micro_batch) * shape.seq_len * pc.grad_accum * dp;  // global
       auto d = std::make_shared<RunData>(open_run_data(pc, r.vocab, tokens_per_step, [&](const std::string& e) {
         if (e.find("starts epoch ") != std::string::npos && shown_repeats++ >= 3) {
           ++quiet_repeats;
@@ -329,9 +332,12 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     if (rank == 0) comm->barrier("waiting for the other ranks to open the data");
     TrainerBase& trainer = *owned;
     trainer.set_communicator(comm.get());
-    if (world > 1) {
+    if (r.tp > 1)
+      std::printf("kiln: layout %s: tensor parallel over %d ranks (each its heads, ffn columns and vocabulary rows; "
+                  "%s), data parallel over %d\n", trainer.layout().c_str(), r.tp, comm->name(), dp);
+    if (dp > 1) {
       std::printf("kiln: data parallel over %d ranks (%s): each step's global batch is %d x %d micro-batches of "
-                  "%d x %d; every rank reads the global stream and runs its share\n", world, comm->name(), world,
+                  "%d x %d; every rank reads the global stream and runs its share\n", dp, comm->name(), dp,
                   c.grad_accum, r.phases[0].shape.micro_batch, r.phases[0].shape.seq_len);
       if (trainer.optimizer_sharded())
         std::printf("kiln: layout %s: each rank holds 1/%d of the AdamW moments (rank 0: floats %zu to %zu of %zu); "
@@ -514,6 +520,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::snprintf(bpb, sizeof bpb, " = %.3f bits/byte", after / std::log(2.0) / data->bytes_per_token);
     std::printf("\nkiln: held-out loss %.4f nats/token%s (from %.4f before training: %.0f%% lower)\n", after, bpb, before,
                 100.0 * (1.0 - after / before));
+    trainer.sync_host();  // tensor parallelism: the full parameters, for the continuations
     if (rank > 0) return 0;  // the continuations: rank 0's console
     if (!c.prompts.empty())
       std::printf("\nWhat it learned: continuations (temperature %.2f, top-p %.2f)\n", c.temperature, c.top_p);

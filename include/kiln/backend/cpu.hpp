@@ -37,6 +37,7 @@
 #include "kiln/core/step_rule.hpp"
 #include "kiln/parallel/comm.hpp"
 #include "kiln/parallel/layout.hpp"
+#include "kiln/parallel/tensor_parallel.hpp"
 #include "kiln/plan/program.hpp"
 
 namespace kiln {
@@ -59,6 +60,14 @@ class State {
   void zero_grad() { g_.zero(); }
   // Global L2 norm of the gradients, deterministic (ZeRO-1: of the reduced gradients, every rank's shard).
   double grad_norm() {
+    if (tp_) {  // tensor parallelism: this rank's slices summed over the group, the replicated norms once
+      double split = 0, whole = 0;
+      for (const auto& e : Params::table.entries)
+        (tp_split(e) == TpSplit::whole ? whole : split) +=
+            kernels::sum_squares(g_.data() + e.offset, e.count(), partials_.data());
+      tp_->allreduce_sum(&split, 1, "the tensor-parallel sum of the gradient norm");
+      return std::sqrt(split + whole);
+    }
     if (!zero_) return std::sqrt(kernels::sum_squares(g_.data(), floats, partials_.data()));
     std::fill(partials_.data(), partials_.data() + partials_.size(), 0.0);
     kernels::sum_squares(gs_.data(), shard_.size(), partials_.data() + shard_.begin / kernels::kSumChunk);
@@ -103,6 +112,11 @@ class State {
     v_ = Buffer<float>(shard_.size());
     gs_ = Buffer<float>(shard_.size());
     shard_ranges_ = clip_ranges(ranges_, shard_);
+  }
+  // Tensor parallelism (a TP rank's state, of tp_local<M, t>): the group the gradient norm sums over.
+  void set_tensor_parallel(parallel::Communicator* group) {
+    KILN_CHECK(!zero_, "ZeRO-1 with tensor parallelism is not built");
+    tp_ = group;
   }
   // The flat buffer's range whose moments this state holds (all of it unless sharded).
   parallel::Shard optimizer_shard() const { return shard_; }
@@ -231,6 +245,7 @@ class State {
   // ZeRO-1: the communicator, the shards' bounds (world + 1 cuts) and sizes, this rank's shard, its reduced
   // gradients and its decay ranges
   parallel::Communicator* zero_ = nullptr;
+  parallel::Communicator* tp_ = nullptr;  // tensor parallelism: the group
   std::vector<size_t> cuts_, counts_;
   parallel::Shard shard_{0, floats};
   Buffer<float> gs_;
@@ -262,6 +277,12 @@ struct OpRunner {
   int len = 0;                  // decode: tokens already in the cache
   float* logits_out = nullptr;  // eval: all logits (tests)
   double loss = 0;
+  // Tensor parallelism (M is then a TP rank's tp_local model): the group's sums after the row-parallel products
+  // (o_proj, down_proj) forward and the column-parallel ones' input gradients (q/k/v, gate/up) backward; the
+  // vocabulary-parallel embedding and loss. stats: the loss's 3 x loss_chunk row statistics.
+  parallel::Communicator* tp = nullptr;
+  int vocab_begin = 0;
+  float* stats = nullptr;
 
   template <class T = float>
   T* at(int k, const plan::Op& op) const {
@@ -281,6 +302,7 @@ struct OpRunner {
     const int R = int(op.rows);
     switch (op.kind) {
       case OpKind::embedding:
+        if (tp) return embedding_tp(op, fwd, R);
         if (fwd) kernels::embedding_forward<float, H>(at<int32_t>(0, op), R, w(op), at(1, op));
         else kernels::embedding_backward<float, float, H>(at<int32_t>(0, op), R, at(1, op), gw(op));
         return;
@@ -294,6 +316,13 @@ struct OpRunner {
       case OpKind::gemm:
         if (fwd) kernels::linear_forward<float>(at(0, op), w(op), at(1, op), R, int(op.in), int(op.out));
         else kernels::linear_backward<float>(at(0, op), w(op), at(1, op), at(2, op), gw(op), R, int(op.in), int(op.out), false);
+        if (tp) {
+          const bool row_parallel = tp_split(Params::table.entries[size_t(op.param)]) == TpSplit::cols;
+          if (fwd && row_parallel)  // each rank's heads' (or ffn columns') share of the output
+            tp->allreduce_sum(at(1, op), size_t(R) * size_t(op.out), "the tensor-parallel sum of a layer's output");
+          else if (!fwd && !row_parallel)  // each rank's share of the input gradient
+            tp->allreduce_sum(at(2, op), size_t(R) * size_t(op.in), "the tensor-parallel sum of an input gradient");
+        }
         return;
       case OpKind::rope:
         if (fwd) kernels::rope_forward<float, float, NH + NKV, HD>(at(1, op), QKV, at<int32_t>(0, op), R, *rope);
@@ -321,6 +350,19 @@ struct OpRunner {
         return;
       case OpKind::lm_head_loss: {
         const bool train = op.grad;
+        if (tp) {
+          struct Group {
+            parallel::Communicator* c;
+            void max(float* p, size_t n) { c->allreduce_max(p, n, "the vocabulary-parallel loss's row maxima"); }
+            void sum(float* p, size_t n) { c->allreduce_sum(p, n, "the vocabulary-parallel loss's sums"); }
+          } group{tp};
+          KILN_CHECK(!logits_out, "logits of every position are not gathered under tensor parallelism");
+          loss = kernels::lm_head_cross_entropy_vocab_parallel<float, V, H>(
+              at(0, op), w(op), at<int32_t>(1, op), R, vocab_begin, float(M::z_loss), grad_scale,
+              train ? at(5, op) : nullptr, train ? gw(op) : nullptr, at(4, op), stats, int(P::loss_chunk), at(2, op),
+              at(3, op), group);
+          return;
+        }
         loss = kernels::lm_head_cross_entropy<float, V, H>(at(0, op), w(op), at<int32_t>(1, op), R, float(M::z_loss),
                                                            grad_scale, train ? at(5, op) : nullptr,
                                                            train ? gw(op) : nullptr, at(4, op), int(P::loss_chunk),
@@ -344,6 +386,32 @@ struct OpRunner {
       case OpKind::lm_head_logits:
         kernels::linear_forward<float>(at(0, op), w(op), at(1, op), 1, H, V);
         return;
+    }
+  }
+
+  // The vocabulary-parallel embedding: this rank's rows [vocab_begin, vocab_begin + V); a token elsewhere gives 0
+  // here, and the sum over the group is its row. Backward: this rank's rows only.
+  void embedding_tp(const plan::Op& op, bool fwd, int R) {
+    const int32_t* tokens = at<int32_t>(0, op);
+    float* x = at(1, op);
+    if (fwd) {
+#pragma omp parallel for schedule(static)
+      for (int r = 0; r < R; ++r) {
+        const int k = tokens[r] - vocab_begin;
+        float* row = x + size_t(r) * H;
+        if (k >= 0 && k < V) std::memcpy(row, w(op) + size_t(k) * H, sizeof(float) * H);
+        else std::memset(row, 0, sizeof(float) * H);
+      }
+      tp->allreduce_sum(x, size_t(R) * H, "the vocabulary-parallel embedding's sum");
+      return;
+    }
+    float* g = gw(op);
+    for (int r = 0; r < R; ++r) {  // in row order: the same sums as embedding_backward's
+      const int k = tokens[r] - vocab_begin;
+      if (k < 0 || k >= V) continue;
+      const float* d = x + size_t(r) * H;
+      float* gr = g + size_t(k) * H;
+      for (int j = 0; j < H; ++j) gr[j] += d[j];
     }
   }
 
@@ -385,9 +453,14 @@ constexpr double rope_theta() {
 }
 
 // The programs of one phase shape, (B, T) micro-batches.
-template <DecoderModel M, int B, int T>
+// TPd > 1: a tensor-parallel rank's programs, of tp_local<Full, TPd> (its heads, ffn columns and vocabulary rows),
+// summing with its group (set_tensor_parallel) where the cut requires; batches are checked against the full vocabulary.
+template <DecoderModel Full, int B, int T, int TPd = 1>
 class Executor {
+  using M = std::conditional_t<(TPd > 1), tp_local<Full, TPd>, Full>;
   static_assert(check<M>());
+  static_assert(TPd == 1 || !M::qk_norm, "TP<t>: QK-norm under tensor parallelism (its weights' gradients summed over "
+                                         "the group) is not built");
 
  public:
   using Train = plan::TrainProgram<M, B, T, plan::Fp32>;
@@ -421,6 +494,13 @@ class Executor {
       }
       comm->progress();
     }));
+  }
+
+  // Tensor parallelism: the group of TPd ranks this one shares its layers with (it outlives the executor).
+  void set_tensor_parallel(parallel::Communicator* group) {
+    KILN_CHECK(group && group->world() == TPd, "executor: a tensor-parallel group of ", group ? group->world() : 0,
+               " ranks for TP<", TPd, ">");
+    tp_ = group;
   }
 
   // Forward and loss only (evaluation): the summed loss; per-token losses and log-probabilities stay readable.
@@ -473,7 +553,8 @@ class Executor {
   }
   template <class P, class AfterOp = void (*)(int)>
   double run(const float* params, float* grads, const Batch& b, float grad_scale, AfterOp after = [](int) {}) {
-    validate_batch(b, B, T, M::vocab, T);
+    validate_batch(b, B, T, Full::vocab, T);
+    KILN_CHECK(TPd == 1 || tp_, "executor: a tensor-parallel rank's programs need its group (set_tensor_parallel)");
     const auto copy_in = [&](int buf, const int32_t* src) {
       std::memcpy(arena_.data() + P::data.bufs[size_t(buf)].offset, src, sizeof(int32_t) * R);
     };
@@ -483,6 +564,11 @@ class Executor {
     copy_in(P::data.doc_start, b.doc_start);
     OpRunner<M, P> op{arena_.data(), params, grads, grad_scale, &rope_};
     op.logits_out = logits_out_;
+    if constexpr (TPd > 1) {
+      op.tp = tp_;
+      op.vocab_begin = tp_->rank() * M::vocab;
+      op.stats = stats_.data();
+    }
     for (int i = 0; i < P::data.n_ops; ++i) {
       op(P::data.ops[size_t(i)]);
       after(i);
@@ -499,6 +585,9 @@ class Executor {
   Buffer<std::byte> arena_;  // every activation of the step, at the programs' offsets
   kernels::RopeTable<float, M::head_dim> rope_;
   std::vector<std::vector<int>> final_after_ = final_gradients();
+  parallel::Communicator* tp_ = nullptr;  // tensor parallelism: the group
+  std::vector<float> stats_ = std::vector<float>(TPd > 1 ? 3 * size_t(P_chunk()) : 0);
+  static constexpr int P_chunk() { return int(Train::loss_chunk > Eval::loss_chunk ? Train::loss_chunk : Eval::loss_chunk); }
   float* logits_out_ = nullptr;
   size_t last_loss_ = size_t(-1), last_logp_ = size_t(-1);
 };
@@ -551,7 +640,8 @@ struct Cpu {
   static constexpr bool overlap_steps = false;
   using precision = plan::Fp32;
   template <DecoderModel M> using state = cpu::State<M>;
-  template <DecoderModel M, int B, int T> using executor = cpu::Executor<M, B, T>;
+  template <DecoderModel M, int B, int T, int TPd = 1> using executor = cpu::Executor<M, B, T, TPd>;
+  static constexpr bool tensor_parallel = true;
   template <DecoderModel M, int MaxT> using decoder = cpu::Decoder<M, MaxT>;
 };
 

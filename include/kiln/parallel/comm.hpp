@@ -59,8 +59,13 @@ class Communicator {
   // In place: data holds the ranks' pieces (counts[r] floats each, in rank order); each rank's piece is sent to
   // every other rank (ZeRO-1's updated weights). Offsets and counts must be below 2^31 floats (MPI's int counts).
   virtual void allgather(float* data, const size_t* counts, const char* what) = 0;
-  // In place: the largest value over the ranks (flags: a stop signal on any rank; hashes that must agree).
+  // In place: the largest value over the ranks (flags: a stop signal on any rank; hashes that must agree; the
+  // vocabulary-parallel loss's row maxima).
   virtual void allreduce_max(int64_t* data, size_t n, const char* what) = 0;
+  virtual void allreduce_max(float* data, size_t n, const char* what) = 0;
+  // The ranks with the same color, as a communicator of their own, ranked by key (a layout's tensor- and
+  // data-parallel groups). Collective: every rank calls it.
+  virtual std::unique_ptr<Communicator> split(int color, int key, const char* what) = 0;
   virtual void broadcast(void* data, size_t bytes, int root, const char* what) = 0;
   virtual void barrier(const char* what) = 0;
   // The step the ranks are at, for the messages of a collective that times out (which ranks reached this step).
@@ -86,6 +91,8 @@ class Single final : public Communicator {
   void allreduce_sum(float*, size_t, const char*) override {}
   void allreduce_sum(double*, size_t, const char*) override {}
   void allreduce_max(int64_t*, size_t, const char*) override {}
+  void allreduce_max(float*, size_t, const char*) override {}
+  std::unique_ptr<Communicator> split(int, int, const char*) override { return std::make_unique<Single>(); }
   void start_allreduce_sum(float*, size_t, const char*) override {}
   void progress() override {}
   void finish_all(const char*) override {}

@@ -43,6 +43,7 @@
 #include "kiln/train/optimizer.hpp"
 #include "kiln/train/schedule.hpp"
 #include "kiln/train/trainer_base.hpp"
+#include "kiln/parallel/tensor_parallel.hpp"
 #include "kiln/recipe.hpp"
 
 namespace kiln {
@@ -91,22 +92,37 @@ inline std::string format_duration(double s) {
   return b;
 }
 
+namespace detail {
+template <class Backend, class PM, int B, int T, int t>
+struct executor_of {
+  using type = typename Backend::template executor<PM, B, T>;
+};
+template <class Backend, class PM, int B, int T, int t>
+  requires(t > 1)
+struct executor_of<Backend, PM, B, T, t> {
+  using type = typename Backend::template executor<PM, B, T, t>;
+};
+}  // namespace detail
+
 template <class Recipe, class Backend = backend::Cpu>
 class Trainer final : public TrainerBase {
  public:
   using M = typename Recipe::model;  // the parameter table every phase shares
   using Phs = phases_of<Recipe>;
   static constexpr int phase_count = Phs::count;
-  using State = typename Backend::template state<M>;
-  template <int I>
-  using PhaseExecutor = typename Backend::template executor<phase_model<Recipe, I>, phase_stage<Recipe, I>::micro_batch,
-                                                            phase_stage<Recipe, I>::seq_len>;
   using Layout = layout_of<Recipe>;
+  static constexpr int tp = Layout::tp;
+  // What this rank holds: the model, or under TP<t> its tp_local cut (checkpoints and host() keep the full model's)
+  using Local = std::conditional_t<(tp > 1), tp_local<M, tp>, M>;
+  using State = typename Backend::template state<Local>;
+  template <int I>
+  using PhaseExecutor = typename detail::executor_of<Backend, phase_model<Recipe, I>, phase_stage<Recipe, I>::micro_batch,
+                                                     phase_stage<Recipe, I>::seq_len, tp>::type;
   static_assert(check_phases<Recipe>());
   static_assert(check_layout<M, Layout>());
-  static_assert(Layout::tp == 1, "Layout<..., TP<t>>: the model divides by t and `tools/kiln plan` prints each rank's "
-                                 "share, but the trainer's tensor-parallel kernels and collectives are not built yet: "
-                                 "train with TP<1> (data parallelism, ZeRO<1>)");
+  static_assert(tp == 1 || requires { Backend::tensor_parallel; }, "Layout<..., TP<t>>: tensor parallelism is built "
+                "for the CPU backend only (CPU ranks over MPI); the CUDA backend's is not built yet");
+  static_assert(tp == 1 || Layout::zero == 0, "Layout<..., TP<t>, ZeRO<1>>: ZeRO-1 with tensor parallelism is not built");
 
   // One TrainConfig per phase; data_for(phase, its config) opens a phase's data when the phase starts. The run
   // starts at phase 0 (a checkpoint or start_phase() moves it).
@@ -140,8 +156,10 @@ class Trainer final : public TrainerBase {
     with_phase<Recipe>(i, [&]<int I>() {
       destroy_executors();
       std::get<I>(execs_) = std::make_unique<PhaseExecutor<I>>();
+      if constexpr (tp > 1)
+        if (tp_comm_) std::get<I>(execs_)->set_tensor_parallel(tp_comm_.get());
     });
-    state_->set_decay(decay_ranges<M>(configs_[size_t(i)].no_decay));
+    state_->set_decay(decay_ranges<Local>(configs_[size_t(i)].no_decay));  // the table this rank holds
   }
   bool run(bool quiet = false, const std::function<void(const Log&)>& on_log = {}) override {
     for (;;) {
@@ -161,7 +179,7 @@ class Trainer final : public TrainerBase {
       HostBatch<St::micro_batch, St::seq_len> mb;
       double sum = 0;
       long n = 0;
-      const int N = world(), me = rank();
+      const int N = dp_world(), me = dp_rank();
       for (int i = 0; i < config().eval_batches; ++i) {  // data parallel: batch i on rank i % N, the sums reduced
         mb.fill(*val);
         if (i % N != me) continue;
@@ -170,7 +188,7 @@ class Trainer final : public TrainerBase {
       }
       if (N > 1) {
         double v[2] = {sum, double(n)};
-        comm_->allreduce_sum(v, 2, "the all-reduce of the held-out loss");
+        dp_comm()->allreduce_sum(v, 2, "the all-reduce of the held-out loss");
         sum = v[0], n = long(v[1]);
       }
       return n ? sum / double(n) : 0.0;
@@ -179,8 +197,21 @@ class Trainer final : public TrainerBase {
 
   void set_communicator(parallel::Communicator* comm) override {
     const int n = comm ? comm->world() : 1;
-    resolve_layout<Layout>(n);  // the world fits the layout, or an error naming both
+    const LayoutShape shape = resolve_layout<Layout>(n);  // the world fits the layout, or an error naming both
     TrainerBase::set_communicator(comm);
+    if constexpr (tp > 1) {  // TP groups of neighbouring ranks: rank = dp_rank * t + tp_rank
+      const int r = comm->rank();
+      tp_comm_ = comm->split(r / tp, r % tp, "forming the tensor-parallel groups");
+      dp_comm_ = comm->split(r % tp, r / tp, "forming the data-parallel groups");
+      dp_world_ = shape.dp, dp_rank_ = r / tp;
+      state_->set_tensor_parallel(tp_comm_.get());
+      init_parameters_tp<M, tp>(state_->host_mut(backend::Tensor::params), configs_[0].init_std, configs_[0].seed,
+                                tp_comm_->rank());  // one process's values, this rank's slices
+      state_->commit(backend::Tensor::params);
+      with_phase<Recipe>(phase_, [&]<int I>() {
+        if (std::get<I>(execs_)) std::get<I>(execs_)->set_tensor_parallel(tp_comm_.get());
+      });
+    }
     if constexpr (Layout::zero == 1) {
       if (n > 1) {
         if constexpr (requires { state_->shard(*comm); }) state_->shard(*comm);
@@ -190,14 +221,52 @@ class Trainer final : public TrainerBase {
     }
   }
   std::string layout() const override { return Layout::text(); }
+  int dp_world() const override { return tp > 1 ? dp_world_ : world(); }
+  int dp_rank() const override { return tp > 1 ? dp_rank_ : rank(); }
+  void sync_host() override {
+    if constexpr (tp > 1) {
+      KILN_CHECK(tp_comm_, "sync_host: a tensor-parallel trainer needs its communicator (set_communicator)");
+      constexpr size_t local = plan::ParamPlan<Local>::table.total;
+      std::vector<float> all(local * tp);
+      const std::vector<size_t> counts(size_t(tp), local);
+      for (int k = 0; k < 3; ++k) {
+        const auto t = backend::Tensor(k == 0 ? int(backend::Tensor::params) : k == 1 ? int(backend::Tensor::adam_m)
+                                                                                       : int(backend::Tensor::adam_v));
+        std::copy(state_->host(t), state_->host(t) + local, all.begin() + long(local) * tp_comm_->rank());
+        tp_comm_->allgather(all.data(), counts.data(), "gathering the tensor-parallel slices");
+        std::vector<const float*> parts;
+        for (int r = 0; r < tp; ++r) parts.push_back(all.data() + size_t(r) * local);
+        full_[k].assign(plan::ParamPlan<M>::table.total, 0.0f);
+        tp_gather<M, tp>(parts.data(), full_[k].data());
+      }
+    }
+  }
   bool optimizer_sharded() const override { return Layout::zero == 1 && world() > 1; }
   parallel::Shard optimizer_shard() const override {
-    if constexpr (requires { state_->optimizer_shard(); }) return state_->optimizer_shard();
+    if constexpr (tp > 1) return {0, plan::ParamPlan<M>::table.total};  // host() shows the full model's moments
+    else if constexpr (requires { state_->optimizer_shard(); }) return state_->optimizer_shard();
     else return {0, plan::ParamPlan<M>::table.total};
   }
-  const float* host(backend::Tensor t) const override { return state_->host(t); }
-  float* host_mut(backend::Tensor t) override { return state_->host_mut(t); }
-  void commit(backend::Tensor t) override { state_->commit(t); }
+  const float* host(backend::Tensor t) const override {
+    if constexpr (tp > 1)
+      if (t != backend::Tensor::grads) return full(t).data();
+    return state_->host(t);  // (under TP the gradients are this rank's slices)
+  }
+  float* host_mut(backend::Tensor t) override {
+    if constexpr (tp > 1) {
+      KILN_CHECK(t != backend::Tensor::grads, "host_mut: a tensor-parallel rank's gradients are not gathered");
+      auto& f = const_cast<std::vector<float>&>(full(t));
+      f.resize(plan::ParamPlan<M>::table.total);
+      return f.data();
+    }
+    return state_->host_mut(t);
+  }
+  void commit(backend::Tensor t) override {
+    if constexpr (tp > 1) {  // this rank's slices of the full buffer written through host_mut
+      tp_scatter<M, tp>(full(t).data(), state_->host_mut(t), tp_comm_->rank());
+    }
+    state_->commit(t);
+  }
   State& state() { return *state_; }
   const State& state() const { return *state_; }
 
@@ -232,7 +301,7 @@ class Trainer final : public TrainerBase {
     constexpr int B = St::micro_batch, T = St::seq_len;
     auto& exec = *std::get<I>(execs_);
     const TrainConfig& c = config();
-    const int N = world(), me = rank();
+    const int N = dp_world(), me = dp_rank();
     w.step = s;
     if (refill) {
       w.micro.resize(size_t(c.grad_accum));
@@ -251,8 +320,8 @@ class Trainer final : public TrainerBase {
     state_->begin_step();
     const float scale = w.targets ? 1.0f / float(w.targets) : 0.0f;
     for (size_t k = 0; k < w.micro.size(); ++k)  // the last one hands its gradients to the all-reduce as they finish
-      exec.accumulate(*state_, w.micro[k].view(), scale, N > 1 && k + 1 == w.micro.size() ? comm_ : nullptr);
-    if (N > 1) state_->all_reduce(*comm_);
+      exec.accumulate(*state_, w.micro[k].view(), scale, N > 1 && k + 1 == w.micro.size() ? dp_comm() : nullptr);
+    if (N > 1) state_->all_reduce(*dp_comm());
     state_->end_step(StepArgs{w.lr, c.beta1, c.beta2, c.adam_eps, c.weight_decay, c.clip, double(w.targets)});
   }
 
@@ -299,8 +368,8 @@ class Trainer final : public TrainerBase {
       losses_.push_back(loss);
       ++step_;
       ++run_step_;
-      tokens_since += long(B) * T * c.grad_accum * world();
-      tokens_seen_ += long(B) * T * c.grad_accum * world();
+      tokens_since += long(B) * T * c.grad_accum * dp_world();
+      tokens_seen_ += long(B) * T * c.grad_accum * dp_world();
       flops_since += w.flops;
       if (skipped && !quiet) {
         if (verdict == Verdict::not_finite)
@@ -329,7 +398,7 @@ class Trainer final : public TrainerBase {
       const auto now_step = clock::now();
       if (on_step) {
         const double dt = std::chrono::duration<double>(now_step - last_step_time_).count();
-        on_step({run_step_, loss, lr, norm, dt > 0 ? double(B) * T * c.grad_accum * world() / dt : 0, skipped, phase_,
+        on_step({run_step_, loss, lr, norm, dt > 0 ? double(B) * T * c.grad_accum * dp_world() / dt : 0, skipped, phase_,
                  step_});
       }
       last_step_time_ = now_step;
@@ -399,7 +468,17 @@ class Trainer final : public TrainerBase {
   template <int... I>
   static auto executor_tuple(std::integer_sequence<int, I...>) -> std::tuple<std::unique_ptr<PhaseExecutor<I>>...>;
 
+  parallel::Communicator* dp_comm() const { return tp > 1 ? dp_comm_.get() : comm_; }
+  const std::vector<float>& full(backend::Tensor t) const {
+    return full_[t == backend::Tensor::params ? 0 : t == backend::Tensor::adam_m ? 1 : 2];
+  }
+
   std::unique_ptr<State> state_;
+  // tensor parallelism: the group's and the data-parallel group's communicators, this rank's place, the full
+  // buffers host() shows (params, adam_m, adam_v: gathered by sync_host, scattered by commit)
+  std::unique_ptr<parallel::Communicator> tp_comm_, dp_comm_;
+  int dp_world_ = 1, dp_rank_ = 0;
+  std::vector<float> full_[3];
   decltype(executor_tuple(std::make_integer_sequence<int, phase_count>{})) execs_;  // the current phase's only
   std::chrono::steady_clock::time_point last_step_time_ = std::chrono::steady_clock::now();
 };

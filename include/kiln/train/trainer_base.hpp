@@ -78,6 +78,13 @@ class TrainerBase {
   // optimizer state: call it before loading a checkpoint.
   virtual void set_communicator(parallel::Communicator* comm) { comm_ = comm; }
   parallel::Communicator* communicator() const { return comm_; }
+  // The data-parallel degree and this rank's place in it (with TP<t>: world / t; the ranks of one TP group share
+  // their micro-batches).
+  virtual int dp_world() const { return world(); }
+  virtual int dp_rank() const { return rank(); }
+  // Tensor parallelism: gathers the model's full buffers from the group, for host() (collective: every rank calls
+  // it before a checkpoint or anything else that reads host()); a no-op otherwise.
+  virtual void sync_host() {}
   int rank() const { return comm_ ? comm_->rank() : 0; }
   int world() const { return comm_ ? comm_->world() : 1; }
   // The layout as written in the recipe ("Layout<DP<rest>>"), and the range of the flat buffers whose AdamW
