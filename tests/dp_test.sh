@@ -20,24 +20,9 @@ work=$2
 mpirun=$3
 rm -rf "$work"
 mkdir -p "$work"
-export OMPI_MCA_btl_vader_single_copy_mechanism=none  # containers: no ptrace-based copies between ranks
-export OMP_WAIT_POLICY=passive
-mpi=("$mpirun" --oversubscribe --bind-to none)
-(($(id -u) == 0)) && mpi+=(--allow-run-as-root)
+source "$(dirname "$0")/parallel_lib.sh"
 base=(--log-every 5 --eval-every 0 --eval-batches 2 --sample-tokens 0 --threads 1)
 args=(--steps 20 "${base[@]}" --checkpoint-every 10 --resume none)
-losses() { awk 'match($0, /"loss":[^,}]*/) { l = substr($0, RSTART + 7, RLENGTH - 7);
-                 match($0, /"step":[0-9]+/); s = substr($0, RSTART + 7, RLENGTH - 7); if (l != "null") print s, l }' \
-               "$1/metrics.jsonl" | sort -n; }
-# compare <a> <b> <tolerance> <what>: the same steps, losses within the relative tolerance (0: bitwise)
-compare() {
-  paste "$1" "$2" | awk -v tol="$3" -v what="$4" '
-    { n++; d = $4 - $2; if (d < 0) d = -d; r = d / $2; if (r > worst) worst = r
-      if ($1 != $3 || (tol == 0 ? $2 != $4 : r > tol)) { bad = 1; print "FAIL: " what ": step " $1 ": " $2 " vs " $4 } }
-    END { if (n == 0) { print "FAIL: " what ": no steps"; exit 1 }
-          printf "%s: %d steps, largest relative difference %.2e\n", what, n, worst; exit bad }'
-}
-run() { local out=$1; shift; "$@" --out "$out" > "$out.log" 2>&1 || { cat "$out.log"; echo "FAIL: $out"; exit 1; }; }
 
 run "$work/one" "$trainer" "${args[@]}" --global-batch 2  # --grad-accum 2 here,
 run "$work/dp" "${mpi[@]}" -np 2 "$trainer" "${args[@]}" --global-batch 2  # and 1 on each of the 2 ranks

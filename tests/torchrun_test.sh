@@ -10,14 +10,9 @@ work=$2
 mpirun=$3
 rm -rf "$work"
 mkdir -p "$work"
-export OMPI_MCA_btl_vader_single_copy_mechanism=none
-export OMP_WAIT_POLICY=passive
-mpi=("$mpirun" --oversubscribe --bind-to none -np 2)
-(($(id -u) == 0)) && mpi+=(--allow-run-as-root)
+source "$(dirname "$0")/parallel_lib.sh"
+mpi+=(-np 2)
 args=(--log-every 5 --eval-every 0 --eval-batches 2 --sample-tokens 0 --threads 1 --resume none)
-losses() { awk 'match($0, /"loss":[^,}]*/) { l = substr($0, RSTART + 7, RLENGTH - 7);
-                 match($0, /"step":[0-9]+/); s = substr($0, RSTART + 7, RLENGTH - 7); if (l != "null") print s, l }' \
-               "$1/metrics.jsonl" | sort -n; }
 port=$((20000 + RANDOM % 30000))  # free, most likely: rank 0 says so when it is not
 # torchrun_like <out> <extra args...>: starts the two ranks as torchrun would (pids in p0 and p1)
 torchrun_like() {
@@ -66,7 +61,7 @@ grep -q "rank 0 of 2 (TCP via 127.0.0.1:[0-9]*): .* rank 1 closed its connection
   || { cat "$work/killed.rank0.log"; echo "FAIL: the killed rank was not named"; exit 1; }
 grep -m1 "closed its connection" "$work/killed.rank0.log"
 fault hung STOP
-grep -q "rank 0 of 2 (TCP via 127.0.0.1:[0-9]*): .* rank 1 has not answered for [0-9]* s (--comm-timeout)" "$work/hung.rank0.log" \
+grep -q "rank 0 of 2 (TCP via 127.0.0.1:[0-9]*): .* rank 1 has not sent anything for [0-9]* s (--comm-timeout)" "$work/hung.rank0.log" \
   || { cat "$work/hung.rank0.log"; echo "FAIL: the hung rank was not named"; exit 1; }
-grep -m1 "has not answered" "$work/hung.rank0.log"
+grep -m1 "has not sent anything" "$work/hung.rank0.log"
 echo "PASS: torchrun's ranks over TCP"

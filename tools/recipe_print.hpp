@@ -10,6 +10,7 @@
 
 #include "kiln/backend/cpu_names.hpp"
 #include "kiln/backend/cuda_names.hpp"
+#include "kiln/parallel/tensor_parallel.hpp"
 #include "kiln/plan/print.hpp"
 #include "kiln/recipe.hpp"
 #include "kiln/train/config.hpp"
@@ -97,14 +98,13 @@ void print_layout(std::ostream& os, int ranks, bool cuda) {
   using L = layout_of<Recipe>;
   using Phs = phases_of<Recipe>;
   using M0 = typename Recipe::model;
-  using P = plan::ParamPlan<M0>;
   const LayoutShape shape = resolve_layout<L>(ranks);
   const int n = shape.dp, t = shape.tp;
   const bool zero = L::zero == 1 && n > 1;
-  // TP (Megatron's split): the matrices, the embedding and the LM head are cut t ways; the norms are replicated
-  double split = 0, whole = 0;
-  for (const plan::ParamEntry& e : P::table.entries) (e.role == plan::Role::norm ? whole : split) += double(e.count());
-  const double floats = t > 1 ? std::ceil(split / t) + whole : double(P::table.total);  // per rank
+  // TP (Megatron's split): the matrices, the embedding and the LM head are cut t ways; the norms are replicated.
+  // A rank holds tp_local's table (kiln/parallel/tensor_parallel.hpp) and runs its programs: its plan is exact.
+  using Local0 = std::conditional_t<(L::tp > 1), tp_local<M0, L::tp>, M0>;
+  const double floats = double(plan::ParamPlan<Local0>::table.total);  // per rank
   const double grads = floats * 4;
   os << L::text() << " over " << ranks << " ranks (" << (cuda ? "NCCL" : "MPI") << "): data parallel over " << n;
   if (t > 1) os << " x tensor parallel over " << t << " (each rank 1/" << t << " of every matrix, the embedding and the LM head)";
@@ -112,18 +112,14 @@ void print_layout(std::ostream& os, int ranks, bool cuda) {
               : t > 1 ? "" : ", every rank holding the plan above")
      << "\n";
   const auto mib = [](double b) { return plan::human_bytes(b); };
-  const auto rank_line = [&]<class Mem>(Mem, const char* what) {
+  const auto rank_line = [&]<class Mem>(Mem, const char* what) {  // Mem: the rank's model's plan
     const double dp_share = zero ? std::ceil(floats / double(n)) : floats;
-    const double params = floats * double(Mem::params) / double(Mem::floats), master = Mem::master ? floats * 4 : 0.0;
     const double adam = 2 * dp_share * 4, reduced = zero ? dp_share * 4 : 0.0;
-    const double fixed = double(Mem::total) - double(Mem::params) - double(Mem::master) - double(Mem::grads) -
-                         double(Mem::adam);  // activations and the kernels' own: not split in this plan
-    os << "  per rank (" << what << "): parameters " << mib(params + master) << ", gradients " << mib(grads)
-       << (zero ? " + their reduced shard " + mib(reduced) : std::string()) << ", AdamW moments " << mib(adam)
-       << (zero ? " (1/" + std::to_string(n) + ")" : std::string()) << ", activations " << mib(double(Mem::arena))
-       << (t > 1 ? " (one process's: TP's split of them is not planned yet, an upper bound)" : "") << ": "
-       << mib(params + master + grads + reduced + adam + fixed) << " in all (one process: " << mib(double(Mem::total))
-       << ")\n";
+    const double total = double(Mem::total) - double(Mem::adam) + adam + reduced;
+    os << "  per rank (" << what << "): parameters " << mib(double(Mem::params + Mem::master)) << ", gradients "
+       << mib(double(Mem::grads)) << (zero ? " + their reduced shard " + mib(reduced) : std::string())
+       << ", AdamW moments " << mib(adam) << (zero ? " (1/" + std::to_string(n) + ")" : std::string())
+       << ", activations " << mib(double(Mem::arena)) << ": " << mib(total) << " in all";
   };
   [&]<int... I>(std::integer_sequence<int, I...>) {
     (([&] {
@@ -141,8 +137,16 @@ void print_layout(std::ostream& os, int ranks, bool cuda) {
                                  : std::string("--grad-accum is per ") + (t > 1 ? "data-parallel group" : "rank"))
           << ")\n";
        if (I == 0) {
-         if (cuda) rank_line(plan::MemoryPlan<Mi, S::micro_batch, S::seq_len, plan::Bf16Mixed>{}, "CUDA, bf16 + fp32 master");
-         else rank_line(plan::MemoryPlan<Mi, S::micro_batch, S::seq_len, plan::Fp32>{}, "CPU, fp32");
+         using Li = std::conditional_t<(L::tp > 1), tp_local<Mi, L::tp>, Mi>;
+         if (cuda) {
+           rank_line(plan::MemoryPlan<Li, S::micro_batch, S::seq_len, plan::Bf16Mixed>{}, "CUDA, bf16 + fp32 master");
+           os << " (one process: " << mib(double(plan::MemoryPlan<Mi, S::micro_batch, S::seq_len, plan::Bf16Mixed>::total))
+              << ")\n";
+         } else {
+           rank_line(plan::MemoryPlan<Li, S::micro_batch, S::seq_len, plan::Fp32>{}, "CPU, fp32");
+           os << " (one process: " << mib(double(plan::MemoryPlan<Mi, S::micro_batch, S::seq_len, plan::Fp32>::total))
+              << ")\n";
+         }
        }
        if (t > 1) {  // per micro-batch: two all-reduces of the layer's (rows, hidden) output forward and two of its
                      // input gradient backward, the embedding's output, the LM head's input gradient; the

@@ -129,14 +129,21 @@ class Nccl final : public DeviceCollectives {
       {
         std::lock_guard<std::mutex> l(mu_);
         if (stop_) return;
-        while (!pending_.empty() && cudaEventQuery(pending_.front().done) == cudaSuccess) {
+        cudaError_t q = cudaSuccess;
+        while (!pending_.empty() && (q = cudaEventQuery(pending_.front().done)) == cudaSuccess) {
           spare_.push_back(pending_.front().done);
           pending_.pop_front();
         }
         ncclResult_t async = ncclSuccess;
         api_.async_error(comm_, &async);
         char b[512];
-        if (async != ncclSuccess && async != ncclInProgress) {
+        if (fired_) {
+          // said once: the handler (or the abort) has it
+        } else if (!pending_.empty() && q != cudaSuccess && q != cudaErrorNotReady) {
+          std::snprintf(b, sizeof b, "kiln: rank %d of %d: the device failed during NCCL's %s (%s); every rank stops "
+                        "now", rank_, world_, pending_.front().what, cudaGetErrorString(q));
+          hang = b;
+        } else if (async != ncclSuccess && async != ncclInProgress) {
           std::snprintf(b, sizeof b, "kiln: rank %d of %d: NCCL reports an error (%s)%s%s: a rank died or the "
                         "network failed; every rank stops now", rank_, world_, api_.error_string(async),
                         pending_.empty() ? "" : " in ", pending_.empty() ? "" : pending_.front().what);
@@ -149,9 +156,9 @@ class Nccl final : public DeviceCollectives {
                           "%.0f s after it was enqueued (--comm-timeout): a rank died or hangs, and NCCL waits for "
                           "it; every rank stops now", rank_, world_, p.what, p.number, waited);
             hang = b;
-            p.enqueued = std::chrono::steady_clock::time_point::max();  // said once
           }
         }
+        if (!hang.empty()) fired_ = true;
       }
       if (!hang.empty()) {
         if (on_hang_) {
@@ -176,7 +183,7 @@ class Nccl final : public DeviceCollectives {
   std::deque<Pending> pending_;  // in the order enqueued (one stream: they finish in that order)
   std::vector<cudaEvent_t> spare_;
   long enqueued_ = 0;
-  bool stop_ = false;
+  bool stop_ = false, fired_ = false;
   std::thread watchdog_;  // last: started once the rest is there
 };
 

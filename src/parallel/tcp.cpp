@@ -198,11 +198,12 @@ class Tcp final : public Communicator {
   void read_all(int peer, void* p, size_t n, const char* what) { read_fd(fd(peer), peer, p, n, what); }
   void write_fd(int sock, int peer, const void* p, size_t n, const char* what) {
     const char* b = static_cast<const char*>(p);
-    const auto t0 = std::chrono::steady_clock::now();
+    auto t0 = std::chrono::steady_clock::now();
     while (n > 0) {
       const ssize_t w = ::send(sock, b, n, MSG_NOSIGNAL);
       if (w > 0) {
         b += w, n -= size_t(w);
+        t0 = std::chrono::steady_clock::now();  // the deadline runs from the last progress
         continue;
       }
       if (w < 0 && errno == EINTR) continue;
@@ -216,11 +217,12 @@ class Tcp final : public Communicator {
   }
   void read_fd(int sock, int peer, void* p, size_t n, const char* what) {
     char* b = static_cast<char*>(p);
-    const auto t0 = std::chrono::steady_clock::now();
+    auto t0 = std::chrono::steady_clock::now();
     while (n > 0) {
       const ssize_t r = ::recv(sock, b, n, 0);
       if (r > 0) {
         b += r, n -= size_t(r);
+        t0 = std::chrono::steady_clock::now();
         continue;
       }
       if (r == 0) fail(peer, what, who(peer) + " closed its connection: it died or stopped");
@@ -235,7 +237,7 @@ class Tcp final : public Communicator {
   void wait_fd(int sock, int peer, short events, std::chrono::steady_clock::time_point t0, const char* what) {
     const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (waited > timeout_s_)
-      fail(peer, what, who(peer) + " has not " + (events == POLLIN ? "answered" : "read") +
+      fail(peer, what, who(peer) + " has not " + (events == POLLIN ? "sent anything" : "read anything") +
                            " for " + std::to_string(int(waited)) + " s (--comm-timeout): it hangs");
     pollfd q{sock, events, 0};
     const int wait_ms = int(std::min(100.0, (timeout_s_ - waited) * 1000) + 1);
@@ -291,15 +293,39 @@ class Tcp final : public Communicator {
       nonblocking(c);
       no_delay(c);
       uint64_t hello[3] = {};
-      read_fd(c, -1, hello, sizeof hello, "the greeting of a rank that connected");
+      if (!read_greeting(c, hello) || hello[0] != kMagic) {  // not a Kiln rank (a port scan, a stray client)
+        std::fprintf(stderr, "kiln: rank 0 (TCP at %s): ignoring a connection that did not greet as a Kiln rank\n",
+                     where_.c_str());
+        ::close(c);
+        continue;
+      }
       const int r = int(hello[1]);
-      KILN_CHECK(hello[0] == kMagic && hello[2] == uint64_t(world_) && r > 0 && r < world_ && peers_[size_t(r)] < 0,
-                 "TCP: rank 0 at ", where_, ": a connection that is not a Kiln rank of this world (rank ", hello[1],
-                 " of ", hello[2], "; this world has ", world_, ")");
+      KILN_CHECK(hello[2] == uint64_t(world_) && r > 0 && r < world_ && peers_[size_t(r)] < 0, "TCP: rank 0 at ",
+                 where_, ": a Kiln rank ", hello[1], " of a world of ", hello[2], " connected; this world has ", world_,
+                 " ranks", r > 0 && r < world_ && peers_[size_t(r)] >= 0 ? " and that rank is here already" : "",
+                 " (two jobs on one MASTER_PORT?)");
       peers_[size_t(r)] = c;
       ++joined;
     }
     ::close(s);
+  }
+  // A connecting rank's 24-byte greeting within 10 s; false when it closes, stalls or fails first.
+  static bool read_greeting(int c, uint64_t* hello) {
+    char* b = reinterpret_cast<char*>(hello);
+    size_t n = 3 * sizeof(uint64_t);
+    const auto t0 = std::chrono::steady_clock::now();
+    while (n > 0) {
+      const ssize_t r = ::recv(c, b, n, 0);
+      if (r > 0) {
+        b += r, n -= size_t(r);
+        continue;
+      }
+      if (r == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)) return false;
+      if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(10)) return false;
+      pollfd q{c, POLLIN, 0};
+      ::poll(&q, 1, 100);
+    }
+    return true;
   }
   void connect_to_root(const Launch& l) {
     addrinfo hints{}, *res = nullptr;
@@ -309,9 +335,19 @@ class Tcp final : public Communicator {
     KILN_CHECK(e == 0 && res, "TCP: MASTER_ADDR ", l.master_addr, ": ", ::gai_strerror(e));
     const auto t0 = std::chrono::steady_clock::now();
     int s = -1;
-    for (;;) {  // rank 0 may not listen yet
+    for (;;) {  // rank 0 may not listen yet; each try waits at most 1 s (an unreachable host would block minutes)
       s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (s >= 0 && ::connect(s, res->ai_addr, res->ai_addrlen) == 0) break;
+      if (s >= 0) {
+        nonblocking(s);
+        int e = ::connect(s, res->ai_addr, res->ai_addrlen) == 0 ? 0 : errno;
+        if (e == EINPROGRESS) {
+          pollfd q{s, POLLOUT, 0};
+          socklen_t len = sizeof e;
+          e = ::poll(&q, 1, 1000) == 1 && ::getsockopt(s, SOL_SOCKET, SO_ERROR, &e, &len) == 0 ? e : ETIMEDOUT;
+        }
+        if (e == 0) break;
+        errno = e;
+      }
       const std::string why = std::strerror(errno);
       if (s >= 0) ::close(s);
       const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

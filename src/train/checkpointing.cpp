@@ -60,7 +60,10 @@ io::CheckpointInfo save_checkpoint(TrainerBase& t, const std::string& root, int 
     io::write_blob(dir, io::shard_blob(table, t.parameter_floats(), blob, t.host(k), t.optimizer_shard(), me, n), st.step);
   comm.barrier("waiting for every rank's shard of the checkpoint");
   if (me != 0) return {std::filesystem::path(root) / io::detail::checkpoint_dir_name(st.step), st.step};
-  return io::finish_checkpoint(root, dir, st, keep, warn);
+  std::vector<std::string> expect;  // every rank's shards
+  for (const char* blob : {"adam_m", "adam_v"})
+    for (int r = 0; r < n; ++r) expect.push_back(io::shard_blob_name(blob, r, n) + ".safetensors");
+  return io::finish_checkpoint(root, dir, st, keep, warn, expect);
 }
 
 int checkpoint_phase(const io::Checkpoint& ck, std::span<const PhaseShape> phases) {
@@ -102,6 +105,7 @@ std::string program_fingerprint(const TrainerBase& t) {
         std::to_string(e.cols));
   for (const PhaseShape& p : t.phases())
     add(std::string(p.name) + ":" + std::to_string(p.micro_batch) + "x" + std::to_string(p.seq_len));
+  add(t.model_text());
   return io::hex64(h.digest());
 }
 

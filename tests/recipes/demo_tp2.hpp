@@ -1,5 +1,5 @@
-// tests/recipes/demo_tp2.hpp: the demo recipe with a tensor-parallel degree of 2, for the per-rank plan only
-// (tests: plan.ranks_tp2): the trainer's tensor parallelism is not built, so no trainer is made of it.
+// tests/recipes/demo_tp2.hpp: the demo recipe with a tensor-parallel degree of 2 (tests: parallel.tp2 trains it on
+// 2 MPI ranks against the demo in one process; plan.ranks_tp2 prints its per-rank plan).
 #pragma once
 #include "recipes/demo.hpp"
 

@@ -272,6 +272,8 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                  " micro-batches do not split among ", dp, " data-parallel ranks (give a multiple of ", dp,
                  ", or --grad-accum for each rank's share)");
       pc.grad_accum = pc.global_batch / dp;
+      KILN_CHECK(pc.grad_accum <= 1'000'000, "--global-batch ", pc.global_batch, ": ", pc.grad_accum, " micro-batches "
+                 "a rank (over ", dp, " ranks) is beyond 1e6");
     }
     if (world > 1) agree_on_run(*comm, r, configs, argc, argv);
     std::printf("kiln: recipe %s | %s parameters | %d layers, hidden %d, %d/%d heads, vocab %d | %d phase%s:",

@@ -53,7 +53,7 @@ class State {
   static constexpr size_t floats = Params::table.total;
 
   State()
-      : p_(floats), g_(floats), m_(floats), v_(floats), partials_(kernels::sum_squares_partials(floats)),
+      : p_(floats), g_(floats), partials_(kernels::sum_squares_partials(floats)),
         ranges_{{0, floats, true}} {}
 
   void init(double std, uint64_t seed) { init_parameters<M>(p_.data(), std, seed); }
@@ -84,6 +84,7 @@ class State {
   // One AdamW update (a.step is 1-based), the clip folded into a.grad_scale. ZeRO-1: of this rank's shard, from
   // its reduced gradients; the weights are then all-gathered.
   void adamw(const AdamWStep& a) {
+    moments();
     if (!zero_)
       return kernels::adamw_flat(p_.data(), g_.data(), m_.data(), v_.data(), floats, ranges_.data(), int(ranges_.size()), a);
     kernels::adamw_flat(p_.data() + shard_.begin, gs_.data(), m_.data(), v_.data(), shard_.size(), shard_ranges_.data(),
@@ -107,9 +108,10 @@ class State {
     for (int r = 0; r < n; ++r) cuts_[size_t(r)] = parallel::shard_of(floats, r, n, kernels::kSumChunk).begin;
     cuts_[size_t(n)] = floats;
     for (int r = 0; r < n; ++r) counts_[size_t(r)] = cuts_[size_t(r) + 1] - cuts_[size_t(r)];
+    KILN_CHECK(floats <= size_t(INT32_MAX), "ZeRO-1 over ", comm.name(), ": a flat buffer of ", floats, " floats is "
+               "beyond the all-gather's int offsets (2^31 - 1)");
     shard_ = {cuts_[size_t(me)], cuts_[size_t(me) + 1]};
-    m_ = Buffer<float>(shard_.size());
-    v_ = Buffer<float>(shard_.size());
+    KILN_CHECK(m_.size() == 0, "shard: call it before the moments are used");
     gs_ = Buffer<float>(shard_.size());
     shard_ranges_ = clip_ranges(ranges_, shard_);
   }
@@ -201,11 +203,15 @@ class State {
     switch (t) {
       case Tensor::params: return p_;
       case Tensor::grads: return g_;
-      case Tensor::adam_m: return m_;
-      default: return v_;
+      case Tensor::adam_m: return moments(), m_;
+      default: return moments(), v_;
     }
   }
   Buffer<float> p_, g_, m_, v_;  // the parameter table's layout, each (ZeRO-1: m_ and v_ the shard's)
+  // The moments are allocated at their first use, so that ZeRO-1's shard (shard(), before it) is all a rank holds.
+  void moments() {
+    if (m_.size() == 0 && shard_.size() > 0) m_ = Buffer<float>(shard_.size()), v_ = Buffer<float>(shard_.size());
+  }
   Buffer<double> partials_;     // sum_squares chunk sums
   std::vector<plan::DecayRange> ranges_;
   // data parallelism: the run of ready gradients not yet started, and the ranges started this step (sorted)

@@ -372,8 +372,10 @@ inline void write_blob(const std::filesystem::path& tmp, const CheckpointBlob& b
   write_safetensors((tmp / (b.name + ".safetensors")).string(), b.tensors, meta);
 }
 
+// `expect`: blob files other processes wrote, which must be there (a listing of a network file system may lag).
 inline CheckpointInfo finish_checkpoint(const std::string& root, const std::filesystem::path& tmp,
-                                        const CheckpointState& state, int keep_last, const CheckpointWarning& warn = {}) {
+                                        const CheckpointState& state, int keep_last, const CheckpointWarning& warn = {},
+                                        const std::vector<std::string>& expect = {}) {
   namespace fs = std::filesystem;
   KILN_CHECK(keep_last >= 1, root, ": keep_last = ", keep_last, ", expected at least 1");
   auto say = [&](const std::string& s) {
@@ -389,6 +391,11 @@ inline CheckpointInfo finish_checkpoint(const std::string& root, const std::file
     for (fs::directory_iterator it(tmp, ec), end; !ec && it != end; it.increment(ec))
       if (it->path().extension() == ".safetensors") files.push_back(it->path().filename().string());
     KILN_CHECK(!ec, tmp.string(), ": cannot list: ", ec.message());
+    for (const std::string& f : expect)
+      if (std::find(files.begin(), files.end(), f) == files.end()) {
+        KILN_CHECK(fs::is_regular_file(tmp / f, ec), (tmp / f).string(), ": missing (another rank was to write it)");
+        files.push_back(f);
+      }
     std::sort(files.begin(), files.end());
     files.push_back("state.json");
     nlohmann::ordered_json m;

@@ -75,7 +75,12 @@ inline void load_sharded(std::span<const plan::ParamEntry> table, size_t floats,
     return;
   }
   // sharded: the files' ranges must tile [0, floats)
-  std::vector<std::pair<std::string, parallel::Shard>> shards;
+  struct Part {
+    size_t rank;
+    std::string origin;
+    parallel::Shard range;
+  };
+  std::vector<Part> shards;
   int ranks = -1;
   for (const std::string& name : ck.blob_names()) {
     if (name.rfind(blob + "-shard-", 0) != 0) continue;
@@ -98,20 +103,20 @@ inline void load_sharded(std::span<const plan::ParamEntry> table, size_t floats,
     KILN_CHECK(b <= e && e <= floats, origin, ": __metadata__.kiln_shard range [", b, ", ", e, ") is not inside [0, ",
                floats, ")");
     ranks = int(n);
-    shards.push_back({origin, {b, e}});
+    shards.push_back({r, origin, {b, e}});
   }
   KILN_CHECK(ranks > 0, dir, ": no blob ", blob, " (neither ", blob, ".safetensors nor ", blob, "-shard-*.safetensors)");
   KILN_CHECK(shards.size() == size_t(ranks), dir, ": ", shards.size(), " shards of ", blob, " where ", ranks,
              " ranks wrote one each (a shard file is missing)");
-  std::sort(shards.begin(), shards.end(), [](const auto& a, const auto& b) { return a.second.begin < b.second.begin; });
+  std::sort(shards.begin(), shards.end(), [](const Part& a, const Part& b) { return a.rank < b.rank; });  // rank order
   size_t at = 0;
-  for (const auto& [origin, sh] : shards) {
+  for (const auto& [rank, origin, sh] : shards) {
     KILN_CHECK(sh.begin == at, origin, ": holds [", sh.begin, ", ", sh.end, ") where [", at, ", ...) was expected "
                "(the shards do not tile the buffer)");
     at = sh.end;
   }
   KILN_CHECK(at == floats, dir, ": the shards of ", blob, " end at float ", at, " of ", floats);
-  for (const auto& [origin, sh] : shards) {
+  for (const auto& [rank, origin, sh] : shards) {
     if (std::max(sh.begin, s.begin) >= std::min(sh.end, s.end)) continue;
     const Safetensors& f = ck.blob(std::filesystem::path(origin).stem().string());
     for (const plan::ParamEntry& e : table) {

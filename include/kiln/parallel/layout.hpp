@@ -9,8 +9,9 @@
 // Parameters not named take their defaults (DP<rest>, TP<1>, ZeRO<0>); a recipe without `layout` is Layout<>: plain
 // data parallelism over whatever world it is started in, one process included.
 // The run-time half: resolve_layout() checks the launcher's world against the layout, naming both.
-// Built: DP and ZeRO<1> (CPU ranks over MPI; GPU ranks DP over NCCL). TP > 1 is checked and planned, but the
-// trainer refuses it at compile time (its split kernels and collectives are not built yet); ZeRO<2>/<3> are refused.
+// Built: DP (CPU ranks over MPI or TCP; GPU ranks over NCCL), ZeRO<1> and TP<t> on CPU ranks over MPI
+// (kiln/parallel/tensor_parallel.hpp; not with ZeRO<1>, not on the CUDA backend, no sequence parallelism: the
+// trainer refuses those at compile time, saying so); ZeRO<2>/<3> are refused.
 #pragma once
 #include <algorithm>
 #include <cstddef>

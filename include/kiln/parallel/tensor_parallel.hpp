@@ -1,6 +1,7 @@
 // kiln/parallel/tensor_parallel.hpp: how TP<t> (Megatron's split) cuts a model's parameters among t ranks, as types
-// and index maps: the ground the tensor-parallel trainer stands on (its collectives and executor are not built yet:
-// Trainer refuses TP > 1, saying so).
+// and index maps. A TP rank's CPU executor (backend/cpu.hpp, Executor<M, B, T, t>) runs tp_local's programs and sums
+// with its group where the cut requires; the trainer keeps host() the full model's (gathered), so checkpoints are
+// the full model's tensors.
 //   tp_local<M, t>   the model one TP rank holds: heads / t, kv_heads / t, ffn / t, vocab / t, the same hidden,
 //                    head_dim and layers. Its parameter table has the full model's entries, in the same order and
 //                    with the same names, each a slice:

@@ -39,7 +39,8 @@ std::filesystem::path resolve_checkpoint(const std::string& path, const io::Chec
 // program_fingerprint) a recipe of the same program: the same parameter table and phases, another layout (a recipe
 // and its variant that trains it on ZeRO-1 ranks). Returns true when the names agree; the error names both.
 bool check_checkpoint_recipe(const io::Checkpoint& ck, std::string_view recipe, std::string_view fingerprint = {});
-// XXH64 of the parameter table (names, offsets, shapes) and the phases (names, shapes), in hex: extra.program.
+// XXH64 of the parameter table (names, offsets, shapes), the phases (names, shapes) and their models in words
+// (TrainerBase::model_text: sizes, norm, z-loss, positions and theta), in hex: extra.program.
 std::string program_fingerprint(const TrainerBase& t);
 
 // Restores parameters, optimizer, guard, phase and step; the data position too unless `keep_data` (a rollback keeps

@@ -221,6 +221,20 @@ class Trainer final : public TrainerBase {
     }
   }
   std::string layout() const override { return Layout::text(); }
+  std::string model_text() const override {
+    std::string s;
+    [&]<int... I>(std::integer_sequence<int, I...>) {
+      ((s += [] {
+         using P = phase_model<Recipe, I>;
+         char b[256];
+         std::snprintf(b, sizeof b, "%d:%d:%d/%d:%d:%d:%d:%d:%d:%.17g:%.17g:%s:%d:%.17g;", P::layers, P::hidden,
+                       P::heads, P::kv_heads, P::head_dim, P::ffn, P::vocab, int(P::tied), int(P::qk_norm), P::eps,
+                       P::z_loss, P::positional::name, P::positional::interval, P::positional::theta);
+         return std::string(b);
+       }()), ...);
+    }(std::make_integer_sequence<int, phase_count>{});
+    return s;
+  }
   int dp_world() const override { return tp > 1 ? dp_world_ : world(); }
   int dp_rank() const override { return tp > 1 ? dp_rank_ : rank(); }
   void sync_host() override {

@@ -85,6 +85,9 @@ class TrainerBase {
   // Tensor parallelism: gathers the model's full buffers from the group, for host() (collective: every rank calls
   // it before a checkpoint or anything else that reads host()); a no-op otherwise.
   virtual void sync_host() {}
+  // Every phase's model in words (sizes, norm, z-loss, the positional policy and its theta): with the table and
+  // the phases' shapes, what a checkpoint's program fingerprint covers.
+  virtual std::string model_text() const = 0;
   int rank() const { return comm_ ? comm_->rank() : 0; }
   int world() const { return comm_ ? comm_->world() : 1; }
   // The layout as written in the recipe ("Layout<DP<rest>>"), and the range of the flat buffers whose AdamW
