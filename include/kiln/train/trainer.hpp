@@ -17,8 +17,10 @@
 //                      step_record() -> StepRecord (the oldest unread); zero_grad(), grad_norm(), adamw(AdamWStep)
 //                      for tests and benchmarks; data parallelism: all_reduce(comm); ZeRO-1 (optional: a recipe
 //                      whose layout has ZeRO<1> is refused on more than one rank without them): shard(comm),
-//                      optimizer_shard()
-//   executor<M, B, T>  accumulate(state, batch, grad_scale) (a step's micro-batch, its loss summed by the state);
+//                      optimizer_shard(); tensor parallelism (optional, Backend::tensor_parallel: a recipe with
+//                      TP<t> does not compile a trainer without it): set_tensor_parallel(group), of tp_local<M, t>
+//   executor<M, B, T>  (TP: executor<M, B, T, t>, with set_tensor_parallel(group))
+//                      accumulate(state, batch, grad_scale) (a step's micro-batch, its loss summed by the state);
 //                      forward_backward(state, batch, grad_scale) -> summed loss; forward(state, batch) -> summed loss
 //   decoder<M, MaxT>   step(state, token) -> logits (generation)
 // Console: step, loss, lr, grad norm, tokens/s, GFLOP/s (the work really done: document masking shortens the
