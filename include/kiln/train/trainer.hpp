@@ -245,9 +245,10 @@ class Trainer final : public TrainerBase {
       constexpr size_t local = plan::ParamPlan<Local>::table.total;
       std::vector<float> all(local * tp);
       const std::vector<size_t> counts(size_t(tp), local);
+      using backend::Tensor;
+      const Tensor kinds[3] = {Tensor::params, Tensor::adam_m, Tensor::adam_v};  // full_'s order
       for (int k = 0; k < 3; ++k) {
-        const auto t = backend::Tensor(k == 0 ? int(backend::Tensor::params) : k == 1 ? int(backend::Tensor::adam_m)
-                                                                                       : int(backend::Tensor::adam_v));
+        const Tensor t = kinds[k];
         std::copy(state_->host(t), state_->host(t) + local, all.begin() + long(local) * tp_comm_->rank());
         tp_comm_->allgather(all.data(), counts.data(), "gathering the tensor-parallel slices");
         std::vector<const float*> parts;
