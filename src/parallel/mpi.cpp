@@ -38,20 +38,14 @@ class Mpi final : public Communicator {
       owns_ = true;
     }
     MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
-    MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(comm_, &rank_);
-    MPI_Comm_size(comm_, &world_);
+    start();
     KILN_CHECK(rank_ == l.rank && world_ == l.world, "MPI: this process is rank ", rank_, " of ", world_, " but ",
                l.launcher, "'s environment says rank ", l.rank, " of ", l.world);
-    seen_.assign(size_t(world_), -1);
-    in_.assign(size_t(world_), 0);
-    recv_.assign(size_t(world_), MPI_REQUEST_NULL);
-    send_.assign(size_t(world_), MPI_REQUEST_NULL);
-    for (int r = 0; r < world_; ++r)
-      if (r != rank_) post(r);
   }
   // A communicator of part of the world (split): this object owns `c`, not MPI itself.
-  Mpi(MPI_Comm c, double timeout_s) : comm_(c), timeout_s_(timeout_s) {
+  Mpi(MPI_Comm c, double timeout_s) : comm_(c), timeout_s_(timeout_s) { start(); }
+  // Errors returned, rank and size, and the receives of the other ranks' arrivals (timeout messages).
+  void start() {
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &world_);
