@@ -6,12 +6,18 @@
 //   update:  every value as adamw.hpp, with g multiplied by *scale (device memory, written by the norm: the host
 //            never waits for it) and by the constants' grad_scale; wd from the decay range holding the value; the
 //            bf16 compute copy of the parameters (`pb`) written in the same pass when given.
+//   norm under tensor parallelism: the buffer cut into pieces (at most kSumChunk values, each within one tensor,
+//            marked split or whole: a rank's slice, or a replicated norm's weights); one block per piece, then one
+//            block adds the split pieces and the whole ones apart, in piece order (norm_pieces_sum: sums[0], sums[1]);
+//            the caller sums sums[0] over the group (its device collectives); norm_from_sums writes
+//            norm = sqrt(sums[0] + sums[1]) and the clip scale, so the replicated weights count once.
 // The constants (AdamWConstants: lr, betas, bias corrections, whether to update at all) are a device struct that
 // the host updates before a step or the step's decision writes on the device (kernels/step.cuh), so a captured
 // CUDA graph replays with the step's values, and a skipped step leaves every value as it was.
 #pragma once
 #include <cmath>
 #include <cstddef>
+#include <vector>
 
 #include "kernels/device.hpp"
 #include "kiln/core/adamw_step.hpp"
@@ -106,7 +112,66 @@ KILN_GLOBAL void norm_finish_kernel(const Acc* partials, int chunks, float clip,
   }
 }
 
+struct NormPiece {
+  size_t begin, end;
+  int whole;  // 1: a replicated tensor (counted once over the group), 0: this rank's slice
+};
+
+template <class T>
+KILN_GLOBAL void sum_squares_pieces_kernel(const T* x, const NormPiece* pieces, double* partials) {
+  const NormPiece p = pieces[blockIdx.x];
+  float s = 0.f;
+  for (size_t i = p.begin + threadIdx.x; i < p.end; i += kSumThreads) {
+    const float xi = dev::ld(x[i]);
+    s += xi * xi;
+  }
+  const double t = dev::block_sum(double(s));
+  if (threadIdx.x == 0) partials[blockIdx.x] = t;
+}
+
+template <class Acc>  // double
+KILN_GLOBAL void norm_pieces_sum_kernel(const Acc* partials, const NormPiece* pieces, int n, Acc* sums) {
+  Acc split = 0, whole = 0;
+  for (int c = int(threadIdx.x); c < n; c += int(kSumThreads)) (pieces[c].whole ? whole : split) += partials[c];
+  split = dev::block_sum(split);
+  whole = dev::block_sum(whole);
+  if (threadIdx.x == 0) sums[0] = split, sums[1] = whole;
+}
+
+template <class Acc>  // double
+KILN_GLOBAL void norm_from_sums_kernel(const Acc* sums, float clip, float* norm_scale) {
+  if (threadIdx.x != 0) return;
+  const float norm = float(sqrt(sums[0] + sums[1]));
+  norm_scale[0] = norm;
+  norm_scale[1] = clip > 0.f && norm > clip ? clip / norm : 1.f;
+}
+
 }  // namespace detail
+
+using detail::NormPiece;
+
+// The pieces of a buffer for norm_pieces_sum: tensors [begin, end) with their kind, each cut at kSumChunk values.
+template <class Tensors>
+std::vector<NormPiece> norm_pieces(const Tensors& tensors) {
+  std::vector<NormPiece> out;
+  for (const auto& [begin, end, whole] : tensors)
+    for (size_t b = begin; b < end; b += kSumChunk) out.push_back({b, end - b > kSumChunk ? b + kSumChunk : end, int(whole)});
+  return out;
+}
+
+// g's sums of squares over the pieces (device, n of them): sums[0] of the split ones, sums[1] of the whole ones.
+// partials: n doubles of scratch.
+template <class T>
+void norm_pieces_sum(const T* g, const NormPiece* pieces, int n, double* partials, double* sums, gpu::Stream stream) {
+  auto* sum = &detail::sum_squares_pieces_kernel<T>;
+  KILN_LAUNCH(sum, dim3(unsigned(n)), dim3(detail::kSumThreads), 0, stream)(g, pieces, partials);
+  auto* finish = &detail::norm_pieces_sum_kernel<double>;
+  KILN_LAUNCH(finish, dim3(1), dim3(detail::kSumThreads), 0, stream)(partials, pieces, n, sums);
+}
+inline void norm_from_sums(const double* sums, float clip, float* norm_scale, gpu::Stream stream) {
+  auto* kernel = &detail::norm_from_sums_kernel<double>;
+  KILN_LAUNCH(kernel, dim3(1), dim3(32), 0, stream)(sums, clip, norm_scale);
+}
 
 // g (n) fp32 gradients -> norm_scale[0] = ||g||, norm_scale[1] = the clip scale (1 when clip <= 0 or the norm is
 // within it). partials: sum_squares_partials(n) doubles of scratch.

@@ -7,9 +7,13 @@
 // A group with no rows (begin[u] == begin[u + 1]) writes nothing: EmbeddingGrad::pack lays the groups out at fixed
 // places for R groups, the ones past the batch's distinct tokens empty, so that the launch (R blocks) is the same
 // for every batch, as a CUDA graph replays it.
+// Vocabulary-parallel (tensor parallelism: this rank holds E's rows [first, first + held)): the forward writes a
+// held token's row and zeros for the others (the group's sum is then every row); the backward's groups hold the
+// held tokens only, by local row (EmbeddingGrad::build(..., first)).
 #pragma once
 #include <cstddef>
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <vector>
 
@@ -21,12 +25,15 @@ namespace kiln::kernels::cuda {
 struct EmbeddingGrad {
   std::vector<int32_t> token, begin, rows;
 
-  // tokens (R) < V (checked where the batch enters). O(R + distinct) after one pass over the ids; `seen` is V
-  // counters of scratch the caller keeps between batches (all zero between calls).
-  static EmbeddingGrad build(const int32_t* tokens, int R, std::vector<int32_t>& seen) {
+  // tokens (R) < V (checked where the batch enters). O(R + distinct) after one pass over the ids; `seen` is one
+  // counter per row of E held (V, or a vocabulary-parallel rank's share), scratch the caller keeps between batches
+  // (all zero between calls). The rows held are [first, first + seen.size()): a token outside them is left out and
+  // the groups name local rows (token - first).
+  static EmbeddingGrad build(const int32_t* tokens, int R, std::vector<int32_t>& seen, int32_t first = 0) {
     EmbeddingGrad g;
+    const auto held = [&](int r) { return uint32_t(tokens[r] - first) < uint32_t(seen.size()); };
     for (int r = 0; r < R; ++r)
-      if (seen[size_t(tokens[r])]++ == 0) g.token.push_back(tokens[r]);
+      if (held(r) && seen[size_t(tokens[r] - first)]++ == 0) g.token.push_back(tokens[r] - first);
     g.begin.resize(g.token.size() + 1);
     int at = 0;
     for (size_t u = 0; u < g.token.size(); ++u) {  // tokens in order of first appearance; any order is fine
@@ -35,18 +42,19 @@ struct EmbeddingGrad {
       seen[size_t(g.token[u])] = g.begin[u];  // now: the next free slot of this token
     }
     g.begin.back() = at;
-    g.rows.resize(size_t(R));
-    for (int r = 0; r < R; ++r) g.rows[size_t(seen[size_t(tokens[r])]++)] = r;
+    g.rows.resize(size_t(at));
+    for (int r = 0; r < R; ++r)
+      if (held(r)) g.rows[size_t(seen[size_t(tokens[r] - first)]++)] = r;
     for (int32_t t : g.token) seen[size_t(t)] = 0;
     return g;
   }
   // The groups at fixed places for a batch of R rows: token (R) | begin (R + 1) | rows (R), 3 R + 1 values; the
-  // groups past token.size() are empty (token 0, begin R) and their blocks write nothing.
+  // groups past token.size() are empty (token 0, begin at the last row grouped) and their blocks write nothing.
   void pack(int R, int32_t* out) const {
-    std::fill(out, out + R, 0);
+    std::fill(out, out + 3 * std::ptrdiff_t(R) + 1, 0);
     std::copy(token.begin(), token.end(), out);
     std::copy(begin.begin(), begin.end(), out + R);
-    std::fill(out + R + std::ptrdiff_t(begin.size()), out + 2 * R + 1, R);
+    std::fill(out + R + std::ptrdiff_t(begin.size()), out + 2 * R + 1, begin.back());
     std::copy(rows.begin(), rows.end(), out + 2 * R + 1);
   }
   void pack(int R, std::vector<int32_t>& out) const {
@@ -58,7 +66,7 @@ struct EmbeddingGrad {
 namespace detail {
 
 template <class S, int H>
-KILN_GLOBAL void embedding_forward_kernel(const int32_t* tokens, int R, const S* E, S* out) {
+KILN_GLOBAL void embedding_forward_kernel(const int32_t* tokens, int R, const S* E, int first, int held, S* out) {
   constexpr int V = 16 / int(sizeof(S));
   static_assert(H % V == 0, "embedding (CUDA): the hidden size must be a multiple of 16 bytes");
   struct alignas(16) P {
@@ -67,7 +75,10 @@ KILN_GLOBAL void embedding_forward_kernel(const int32_t* tokens, int R, const S*
   const size_t packs = size_t(R) * (H / V);
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < packs; i += size_t(gridDim.x) * blockDim.x) {
     const size_t r = i / (H / V), c = i % (H / V);
-    reinterpret_cast<P*>(out + r * H)[c] = reinterpret_cast<const P*>(E + size_t(tokens[r]) * H)[c];
+    const unsigned k = unsigned(tokens[r] - first);  // the row held, or >= held: another rank's token
+    P p{};
+    if (k < unsigned(held)) p = reinterpret_cast<const P*>(E + size_t(k) * H)[c];
+    reinterpret_cast<P*>(out + r * H)[c] = p;
   }
 }
 
@@ -87,14 +98,16 @@ KILN_GLOBAL void embedding_backward_kernel(const int32_t* token, const int32_t* 
 
 }  // namespace detail
 
+// E holds rows [first, first + held) of the embedding (all V of them: first 0, held V); a token outside gets zeros.
 template <class S, int H>
-void embedding_forward(const int32_t* tokens, int R, const S* E, S* out, gpu::Stream stream) {
+void embedding_forward(const int32_t* tokens, int R, const S* E, S* out, gpu::Stream stream, int first = 0,
+                       int held = INT32_MAX) {
   constexpr unsigned kThreads = 256;
   const size_t packs = size_t(R) * (H / (16 / sizeof(S)));
   const size_t blocks = (packs + kThreads - 1) / kThreads;
   auto* kernel = &detail::embedding_forward_kernel<S, H>;
   KILN_LAUNCH(kernel, dim3(unsigned(blocks < 8192 ? (blocks ? blocks : 1) : 8192)), dim3(kThreads), 0, stream)(
-      tokens, R, E, out);
+      tokens, R, E, first, held, out);
 }
 
 // token, begin, rows: an EmbeddingGrad on the device (distinct = token.size()).

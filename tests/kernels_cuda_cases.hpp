@@ -8,9 +8,11 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -52,6 +54,9 @@ struct DevVec {
   ~DevVec() { cudaFree(p); }
   DevVec(const DevVec&) = delete;
   T* data() { return p; }
+  void upload(const std::vector<T>& h) {
+    check_cuda(cudaMemcpy(p, h.data(), sizeof(T) * n, cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
   std::vector<T> host() const {
     std::vector<T> h(n);
     check_cuda(cudaDeviceSynchronize(), "kernel");
@@ -67,6 +72,7 @@ struct DevVec {
   explicit DevVec(size_t count) : v(count) {}
   explicit DevVec(const std::vector<T>& h) : v(h) {}
   T* data() { return v.data(); }
+  void upload(const std::vector<T>& h) { v = h; }
   std::vector<T> host() const { return v; }
 };
 inline kiln::gpu::Stream stream() { return nullptr; }
@@ -323,6 +329,40 @@ void embedding_case() {
   kiln::kernels::cuda::embedding_backward<S, H>(d_packed.data(), d_packed.data() + R, d_packed.data() + 2 * R + 1, R,
                                                 d_dout.data(), d_dE2.data(), stream());
   check_close(d_dE2.host(), dE_ref, "embedding backward (fixed places)", 1e-6);
+  // vocabulary-parallel (TP 2): each rank holds 25 rows; its forward gives its tokens' rows and zeros elsewhere, so
+  // the two outputs sum to the full one; its backward's groups (local rows) give its rows of the full gradient
+  constexpr int Vl = V / 2;
+  std::vector<float> sum(out_ref.size(), 0.0f);
+  for (int r = 0; r < 2; ++r) {
+    CAPTURE(r);
+    const std::vector<S> El(E.begin() + long(r) * Vl * H, E.begin() + long(r + 1) * Vl * H);
+    std::vector<int32_t> seen_l(Vl, 0);
+    const auto gl = kiln::kernels::cuda::EmbeddingGrad::build(tok.data(), R, seen_l, r * Vl);
+    for (int32_t c : seen_l) CHECK(c == 0);
+    for (int32_t t : gl.token) CHECK((t >= 0 && t < Vl));
+    std::vector<int32_t> packed_l;
+    gl.pack(R, packed_l);
+    DevVec<S> d_El(El), d_outl(out_ref.size());
+    DevVec<int32_t> d_pl(packed_l);
+    DevVec<float> d_dEl(std::vector<float>(size_t(Vl) * H, 0.5f));
+    kiln::kernels::cuda::embedding_forward<S, H>(d_tok.data(), R, d_El.data(), d_outl.data(), stream(), r * Vl, Vl);
+    kiln::kernels::cuda::embedding_backward<S, H>(d_pl.data(), d_pl.data() + R, d_pl.data() + 2 * R + 1, R,
+                                                  d_dout.data(), d_dEl.data(), stream());
+    const std::vector<S> outl = d_outl.host();
+    for (int i = 0; i < R; ++i) {
+      const bool mine = tok[size_t(i)] / Vl == r;
+      for (int j = 0; j < H; ++j) {
+        const float v = float(outl[size_t(i) * H + j]);
+        if (!mine) CHECK(v == 0.0f);
+        sum[size_t(i) * H + j] += v;
+      }
+    }
+    const std::vector<float> want(dE_ref.begin() + long(r) * Vl * H, dE_ref.begin() + long(r + 1) * Vl * H);
+    check_close(d_dEl.host(), want, "vocabulary-parallel embedding backward", 1e-6);
+  }
+  std::vector<S> sum_s(sum.size());
+  for (size_t i = 0; i < sum.size(); ++i) sum_s[i] = S(sum[i]);
+  check_close(sum_s, out_ref, "vocabulary-parallel embedding forward, summed over the ranks");
 }
 
 template <class S>
@@ -350,6 +390,48 @@ void xent_case() {
   kiln::kernels::cuda::xent_rows<S, V>(d_l.data(), d_t.data(), n, z, nullptr, static_cast<S*>(nullptr),
                                        d_loss2.data(), d_logp2.data(), stream());
   check_close(d_loss2.host(), loss_ref, "cross-entropy loss without gradients", 1e-6);
+
+  // vocabulary-parallel over 4 ranks (tensor parallelism): each its 250 columns; the group's max and sums taken on
+  // the host between the launches (the executor's device collectives); every rank gets every row's loss and
+  // log-probability, and its columns of the full dlogits
+  constexpr int t = 4, Vl = V / t;
+  std::vector<std::vector<float>> stats(t, std::vector<float>(3 * n));
+  std::deque<DevVec<float>> d_ll, d_st;
+  for (int r = 0; r < t; ++r) {
+    std::vector<float> mine(size_t(n) * Vl);
+    for (int i = 0; i < n; ++i)
+      std::copy_n(logits.begin() + long(i) * V + long(r) * Vl, Vl, mine.begin() + long(i) * Vl);
+    d_ll.emplace_back(mine);
+    d_st.emplace_back(size_t(3 * n));
+  }
+  const auto reduce = [&](int from, int count, bool max) {  // in place on every rank, in rank order
+    for (int r = 0; r < t; ++r) stats[size_t(r)] = d_st[size_t(r)].host();
+    for (int k = from; k < from + count; ++k) {
+      float acc = stats[0][size_t(k)];
+      for (int r = 1; r < t; ++r) acc = max ? std::max(acc, stats[size_t(r)][size_t(k)]) : acc + stats[size_t(r)][size_t(k)];
+      for (int r = 0; r < t; ++r) stats[size_t(r)][size_t(k)] = acc;
+    }
+    for (int r = 0; r < t; ++r) d_st[size_t(r)].upload(stats[size_t(r)]);
+  };
+  for (int r = 0; r < t; ++r) kiln::kernels::cuda::xent_vp_max<Vl>(d_ll[size_t(r)].data(), n, d_st[size_t(r)].data(), stream());
+  reduce(0, n, true);
+  for (int r = 0; r < t; ++r)
+    kiln::kernels::cuda::xent_vp_sums<Vl>(d_ll[size_t(r)].data(), d_t.data(), n, r * Vl, d_st[size_t(r)].data(), stream());
+  reduce(n, 2 * n, false);
+  for (int r = 0; r < t; ++r) {
+    CAPTURE(r);
+    DevVec<float> d_lossr(n), d_logpr(n);
+    DevVec<S> d_dlr(size_t(n) * Vl);
+    kiln::kernels::cuda::xent_vp_finish<S, Vl>(d_ll[size_t(r)].data(), d_t.data(), n, r * Vl, z, d_gs.data(),
+                                               d_st[size_t(r)].data(), d_dlr.data(), d_lossr.data(), d_logpr.data(),
+                                               stream());
+    check_close(d_lossr.host(), loss_ref, "vocabulary-parallel cross-entropy loss", 1e-6);
+    check_close(d_logpr.host(), logp_ref, "vocabulary-parallel cross-entropy log-prob", 1e-6);
+    std::vector<S> want(size_t(n) * Vl);
+    for (int i = 0; i < n; ++i)
+      std::copy_n(dl_ref.begin() + long(i) * V + long(r) * Vl, Vl, want.begin() + long(i) * Vl);
+    check_close(d_dlr.host(), want, "vocabulary-parallel cross-entropy dlogits", 1e-8);
+  }
 }
 
 template <class S, int NH, int NKV, int HD>
@@ -414,7 +496,7 @@ TEST_CASE(KC_WHERE ": embedding forward, and the backward grouped by token (no a
   kc::embedding_case<float>();
   kc::embedding_case<kiln::bf16>();
 }
-TEST_CASE(KC_WHERE ": cross-entropy rows: per-token loss and log-prob, z-loss, dlogits") {
+TEST_CASE(KC_WHERE ": cross-entropy rows: per-token loss and log-prob, z-loss, dlogits; vocabulary-parallel over 4 ranks") {
   kc::xent_case<float>();
   kc::xent_case<kiln::bf16>();
 }

@@ -97,6 +97,16 @@ class Nccl final : public DeviceCollectives {
     ok(api_.all_reduce(data, data, n, ncclFloat64, ncclSum, comm_, static_cast<cudaStream_t>(stream)), what);
     follow(stream, what);
   }
+  void allreduce_sum(bf16* data, size_t n, void* stream, const char* what) override {
+    static_assert(sizeof(bf16) == 2, "kiln::bf16 must be NCCL's ncclBfloat16 bit for bit");
+    ok(api_.all_reduce(data, data, n, ncclBfloat16, ncclSum, comm_, static_cast<cudaStream_t>(stream)), what);
+    follow(stream, what);
+  }
+  void allreduce_max(float* data, size_t n, void* stream, const char* what) override {
+    ok(api_.all_reduce(data, data, n, ncclFloat32, ncclMax, comm_, static_cast<cudaStream_t>(stream)), what);
+    follow(stream, what);
+  }
+  void watch(void* stream, const char* what) override { follow(stream, what); }
 
  private:
   void ok(ncclResult_t r, const char* what) const {
@@ -109,7 +119,13 @@ class Nccl final : public DeviceCollectives {
     const char* what;
     long number;
   };
+  // A collective enqueued while its stream captures a CUDA graph runs at each replay, not now: the replay is
+  // followed instead (watch(), after the graph's launch).
   void follow(void* stream, const char* what) {
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    KILN_CHECK(cudaStreamIsCapturing(static_cast<cudaStream_t>(stream), &capturing) == cudaSuccess, "NCCL: ", what,
+               ": cannot ask whether its stream captures a CUDA graph");
+    if (capturing != cudaStreamCaptureStatusNone) return;
     std::lock_guard<std::mutex> l(mu_);
     cudaEvent_t e = nullptr;
     if (!spare_.empty()) {

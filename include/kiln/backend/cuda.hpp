@@ -17,6 +17,12 @@
 // layer, where device memory is host memory, kernels run as fibers and products go through OpenBLAS: that build is
 // what CPU CI trains with (tests/test_cuda_backend_simt.cpp), so the backend's wiring is tested without a GPU.
 //
+// Tensor parallelism (Layout<..., TP<t>>, as the CPU backend's: kiln/parallel/tensor_parallel.hpp): a rank's state
+// is of tp_local<M, t> and its executor Executor<M, B, T, Prec, t> runs tp_local's programs, summing over the group
+// with its device collectives (NCCL) on the state's stream, inside the captured graphs: the row-parallel outputs
+// (o_proj, down) forward and the column-parallel input gradients (q/k/v, gate/up) backward, in the storage type as
+// Megatron does; the vocabulary-parallel embedding; the vocabulary-parallel loss (kernels/cross_entropy.cuh: the
+// group's row maxima, then its sums and target logits, then dx). The gradient norm counts the replicated norms once.
 //   backend::Cuda                 the two, as a trainer names a backend (kiln_add_trainer(... BACKEND cuda))
 // Attention: with bf16 storage in an nvcc build with cuDNN (KILN_HAVE_CUDNN), cuDNN's SDPA (backend/cuda/sdpa.hpp,
 // each document of the packed batch one sequence of a ragged layout); KILN_ATTENTION=kiln, fp32 storage and the
@@ -64,6 +70,7 @@
 #include "kiln/core/error.hpp"
 #include "kiln/core/step_rule.hpp"
 #include "kiln/parallel/comm.hpp"
+#include "kiln/parallel/tensor_parallel.hpp"
 #include "kiln/plan/program.hpp"
 
 #if defined(__CUDACC__) && defined(KILN_HAVE_CUDNN)
@@ -151,7 +158,7 @@ class State {
   void zero_grad() { fill_zero(g_.as(), g_.bytes(), stream()); }
   // The global L2 norm of the gradients: device reductions in a fixed order; the host reads one number.
   double grad_norm() {
-    kernels::cuda::grad_norm(g_.as<float>(), floats, partials_.as<double>(), 0.f, step()->norm_scale, stream());
+    norm();
     float ns[2];
     to_host(ns, step()->norm_scale, sizeof ns, stream());
     return double(ns[0]);
@@ -225,6 +232,29 @@ class State {
   }
   int tail_graphs() const { return tail_ != nullptr; }  // 1 once the step's end replays from a CUDA graph
 
+  // Tensor parallelism (a TP rank's state, of tp_local<M, t>): the group whose device collectives sum the gradient
+  // norm's squares of this rank's slices; the replicated norms' weights (the same gradients on every rank of the
+  // group) count once.
+  void set_tensor_parallel(parallel::Communicator* group) {
+    KILN_CHECK(group && group->device(), "cuda::State: the tensor-parallel group of ", group ? group->world() : 0,
+               " ranks has no device collectives (NCCL): the trainer attaches them when it is built with NCCL");
+    struct Piece {
+      size_t begin, end;
+      bool whole;
+    };
+    std::vector<Piece> tensors;
+    for (const auto& e : Params::table.entries)
+      tensors.push_back({e.offset, e.offset + e.count(), tp_split(e) == TpSplit::whole});
+    const std::vector<kernels::cuda::NormPiece> pieces = kernels::cuda::norm_pieces(tensors);
+    n_pieces_ = int(pieces.size());
+    pieces_ = DeviceBytes(pieces.size() * sizeof pieces[0], "the gradient norm's pieces (tensor parallelism)");
+    piece_sums_ = DeviceBytes(pieces.size() * 8 + 2 * 8, "the gradient norm's partial sums (tensor parallelism)");
+    to_device(pieces_.as(), pieces.data(), pieces_.bytes(), stream());
+    synchronize(stream());  // `pieces` is freed on return
+    tp_ = group->device();
+    drop_tail();  // the captured norm was one rank's
+  }
+
   // Kernels' views (device memory).
   const S* params() const {
     if constexpr (copy) return ps_.as<S>();
@@ -252,6 +282,18 @@ class State {
 
  private:
   DeviceStep* step() const { return step_.as<DeviceStep>(); }
+  void* stream_ptr() const { return const_cast<void*>(static_cast<const void*>(stream())); }
+  // The gradient norm and the clip scale into step()->norm_scale (the clip itself is the decision's). Under tensor
+  // parallelism: this rank's slices' squares summed over the group, the replicated tensors' once.
+  void norm() {
+    if (!tp_)
+      return kernels::cuda::grad_norm(g_.as<float>(), floats, partials_.as<double>(), 0.f, step()->norm_scale, stream());
+    double* sums = piece_sums_.as<double>() + n_pieces_;
+    kernels::cuda::norm_pieces_sum(g_.as<float>(), pieces_.as<kernels::cuda::NormPiece>(), n_pieces_,
+                                   piece_sums_.as<double>(), sums, stream());
+    tp_->allreduce_sum(sums, 1, stream_ptr(), "the tensor-parallel sum of the gradient norm");
+    kernels::cuda::norm_from_sums(sums, 0.f, step()->norm_scale, stream());
+  }
   void update() {
     kernels::cuda::adamw_flat<S>(p_.as<float>(), g_.as<float>(), m_.as<float>(), v_.as<float>(),
                                  copy ? ps_.as<S>() : nullptr, floats, ranges_.as<plan::DecayRange>(), n_ranges_,
@@ -260,7 +302,7 @@ class State {
   // The step's end on the device: the norm, the decision, the update (which reads the decision's constants).
   void tail() {
     auto launches = [&] {
-      kernels::cuda::grad_norm(g_.as<float>(), floats, partials_.as<double>(), 0.f, step()->norm_scale, stream());
+      norm();
       kernels::cuda::decide(step(), stream());
       update();
     };
@@ -282,6 +324,7 @@ class State {
       check(e, "instantiate the step's end");
     }
     check(cudaGraphLaunch(tail_, stream()), "replay the step's end");
+    if (tp_) tp_->watch(stream_ptr(), "the tensor-parallel sum of the gradient norm (the step's end, a CUDA graph)");
 #else
     launches();
 #endif
@@ -314,6 +357,9 @@ class State {
 
   OwnStream stream_;  // first: the buffers below are filled on it
   DeviceBytes p_, ps_, g_, m_, v_, partials_, step_, ranges_;
+  parallel::DeviceCollectives* tp_ = nullptr;  // tensor parallelism: the group's
+  DeviceBytes pieces_, piece_sums_;            // and the norm's pieces, their partial sums, then the two sums
+  int n_pieces_ = 0;
   PinnedBytes args_, records_;  // kInFlight slots each
   Event done_[kInFlight];       // the record of the slot's step is on the host
   long issued_ = 0;             // steps ended
@@ -344,9 +390,14 @@ constexpr double cuda_rope_theta() {
 }
 
 // The programs of one phase shape, (B, T) micro-batches.
-template <DecoderModel M, int B, int T, class Prec = plan::Bf16Mixed>
+// TPd > 1: a tensor-parallel rank's programs, of tp_local<Full, TPd> (its heads, ffn columns and vocabulary rows),
+// summing with its group (set_tensor_parallel) where the cut requires; batches are checked against the full vocabulary.
+template <DecoderModel Full, int B, int T, class Prec = plan::Bf16Mixed, int TPd = 1>
 class Executor {
+  using M = std::conditional_t<(TPd > 1), tp_local<Full, TPd>, Full>;
   static_assert(supports<M>());
+  static_assert(TPd == 1 || !M::qk_norm, "TP<t>: QK-norm under tensor parallelism (its weights' gradients summed over "
+                                         "the group) is not built");
 
  public:
   using S = storage_t<Prec>;
@@ -360,8 +411,10 @@ class Executor {
 
   Executor()
       : arena_(arena_bytes, "the activation arena"), workspace_(plan::kGemmWorkspace, "cuBLASLt's workspace"),
-        small_(256, "the loss scale and the executor's loss sum"), gemm_(workspace_.as(), workspace_.bytes()),
-        seen_(size_t(V), 0), loss_(R), logp_(R) {
+        small_(256, "the loss scale and the executor's loss sum"),
+        stats_(TPd > 1 ? 3 * size_t(Train::loss_chunk > Eval::loss_chunk ? Train::loss_chunk : Eval::loss_chunk) * 4 : 0,
+               "the vocabulary-parallel loss's row statistics"),
+        gemm_(workspace_.as(), workspace_.bytes()), seen_(size_t(V), 0), loss_(R), logp_(R) {
     for (Upload& u : uploads_) u.host = PinnedBytes(Upload::bytes, "a micro-batch's inputs on their way to the device");
     if constexpr (M::positional::any_rope) {
       const kernels::RopeTable<float, HD> t(T, cuda_rope_theta<M>());  // the CPU's table: the same fp32 values
@@ -397,6 +450,17 @@ class Executor {
     for (const auto& [key, r] : graphs_) n += r.exec != nullptr;
 #endif
     return n;
+  }
+
+  // Tensor parallelism: the group of TPd ranks this one shares its layers with (it outlives the executor); its
+  // device collectives sum on the state's stream.
+  void set_tensor_parallel(parallel::Communicator* group) {
+    KILN_CHECK(group && group->world() == TPd, "executor: a tensor-parallel group of ", group ? group->world() : 0,
+               " ranks for TP<", TPd, ">");
+    KILN_CHECK(group->device(), "executor: the tensor-parallel group has no device collectives (NCCL): the trainer "
+               "attaches them when it is built with NCCL");
+    tp_ = group->device();
+    vocab_begin_ = group->rank() * V;
   }
 
   // Whether attention runs on cuDNN (else Kiln's kernel).
@@ -439,6 +503,12 @@ class Executor {
     const S* params;
     float* grads;
     gpu::Stream stream = nullptr;
+    parallel::DeviceCollectives* tp = nullptr;  // tensor parallelism: the group's sums (see the header)
+
+    void* sp() const { return const_cast<void*>(static_cast<const void*>(stream)); }
+    void group_sum(S* x, size_t n, const char* what) const {
+      if (tp) tp->allreduce_sum(x, n, sp(), what);
+    }
 
     template <class X = S>
     X* at(int k, const plan::Op& op) const {
@@ -466,9 +536,12 @@ class Executor {
       const float eps = float(M::eps), scale = 1.0f / std::sqrt(float(HD));
       switch (op.kind) {
         case OpKind::embedding:
-          if (fwd) {
+          if (fwd && tp) {  // vocabulary-parallel: this rank's rows, zeros for the others', summed over the group
+            kc::embedding_forward<S, H>(at<int32_t>(0, op), Rn, w(op), at(1, op), stream, ex.vocab_begin_, V);
+            group_sum(at(1, op), size_t(Rn) * H, "the vocabulary-parallel embedding's sum");
+          } else if (fwd) {
             kc::embedding_forward<S, H>(at<int32_t>(0, op), Rn, w(op), at(1, op), stream);
-          } else {
+          } else {  // the groups name this rank's rows only (run(): EmbeddingGrad::build from vocab_begin)
             const int32_t* g = at<int32_t>(2, op);  // token (R) | begin (R + 1) | rows (R): EmbeddingGrad::pack
             kc::embedding_backward<S, H>(g, g + Rn, g + 2 * Rn + 1, Rn, at(1, op), gw(op), stream);
           }
@@ -487,6 +560,13 @@ class Executor {
           } else {
             ex.gemm_.linear_dx(at(1, op), w(op), at(2, op), Rn, int(op.in), int(op.out), stream);
             ex.gemm_.linear_dw(at(1, op), at(0, op), gw(op), Rn, int(op.in), int(op.out), stream);
+          }
+          if (tp) {
+            const bool row_parallel = tp_split(Params::table.entries[size_t(op.param)]) == TpSplit::cols;
+            if (fwd && row_parallel)  // each rank's heads' (or ffn columns') share of the output
+              group_sum(at(1, op), size_t(Rn) * size_t(op.out), "the tensor-parallel sum of a layer's output");
+            else if (!fwd && !row_parallel)  // each rank's share of the input gradient
+              group_sum(at(2, op), size_t(Rn) * size_t(op.in), "the tensor-parallel sum of an input gradient");
           }
           return;
         case OpKind::rope:
@@ -560,6 +640,8 @@ class Executor {
     // The LM head and the loss in row chunks: logits (fp32) by cuBLASLt, the fused softmax / loss / dlogits
     // kernel, then dx = dl W and dW += dl^T xn by cuBLASLt. Operands [xn, targets, token_loss, token_logp,
     // logits_chunk, (train) dxn, (train) dlogits_chunk].
+    // Tensor parallelism: the rank's vocabulary rows' logits (n, V local), the row statistics reduced over the group
+    // between the three row kernels (kernels/cross_entropy.cuh), dx summed over the group.
     void lm_head_loss(const plan::Op& op) {
       namespace kc = kernels::cuda;
       constexpr int chunk = int(P::loss_chunk);
@@ -567,14 +649,26 @@ class Executor {
       const S* xn = at(0, op);
       const int32_t* tg = at<int32_t>(1, op);
       float* logits = at<float>(4, op);
+      const float* gs = train ? ex.small_.template as<float>() : nullptr;
       for (int r0 = 0; r0 < R; r0 += chunk) {
         const int n = R - r0 < chunk ? R - r0 : chunk;
         ex.gemm_.template linear_forward<S, float>(xn + size_t(r0) * H, w(op), logits, n, H, V, stream);
         S* dl = train ? at(6, op) : nullptr;
-        kc::xent_rows<S, V>(logits, tg + r0, n, float(M::z_loss), train ? ex.small_.template as<float>() : nullptr,
-                            dl, at<float>(2, op) + r0, at<float>(3, op) + r0, stream);
+        if (tp) {
+          float* st = ex.stats_.template as<float>();  // max (n) | sums (n) | target logits (n)
+          kc::xent_vp_max<V>(logits, n, st, stream);
+          tp->allreduce_max(st, size_t(n), sp(), "the vocabulary-parallel loss's row maxima");
+          kc::xent_vp_sums<V>(logits, tg + r0, n, ex.vocab_begin_, st, stream);
+          tp->allreduce_sum(st + n, 2 * size_t(n), sp(), "the vocabulary-parallel loss's sums");
+          kc::xent_vp_finish<S, V>(logits, tg + r0, n, ex.vocab_begin_, float(M::z_loss), gs, st, dl,
+                                   at<float>(2, op) + r0, at<float>(3, op) + r0, stream);
+        } else {
+          kc::xent_rows<S, V>(logits, tg + r0, n, float(M::z_loss), gs, dl, at<float>(2, op) + r0,
+                              at<float>(3, op) + r0, stream);
+        }
         if (train) {
           ex.gemm_.linear_dx(dl, w(op), at(5, op) + size_t(r0) * H, n, H, V, stream);
+          group_sum(at(5, op) + size_t(r0) * H, size_t(n) * H, "the vocabulary-parallel loss's input gradient");
           ex.gemm_.linear_dw(dl, xn + size_t(r0) * H, gw(op), n, H, V, stream);
         }
       }
@@ -610,7 +704,8 @@ class Executor {
 
   template <class P>
   void run(const S* params, float* grads, const Batch& b, float grad_scale, double* acc, gpu::Stream stream) {
-    validate_batch(b, B, T, M::vocab, T);
+    validate_batch(b, B, T, Full::vocab, T);
+    KILN_CHECK(TPd == 1 || tp_, "executor: a tensor-parallel rank's programs need its group (set_tensor_parallel)");
     Upload& u = uploads_[size_t(next_upload_)];
     next_upload_ = (next_upload_ + 1) % kUploads;
     u.done.wait("a micro-batch's copies to the device");  // the slot's previous copies have read it
@@ -631,14 +726,14 @@ class Executor {
     if constexpr (P::mode == plan::Mode::train) {
       // the rows grouped by token for the embedding's backward, built here where the batch enters
       int32_t* groups = host + Upload::groups;
-      kernels::cuda::EmbeddingGrad::build(b.tokens, R, seen_).pack(R, groups);  // fixed places: one launch
+      kernels::cuda::EmbeddingGrad::build(b.tokens, R, seen_, vocab_begin_).pack(R, groups);  // fixed places
       copy_in(P::data.embedding_grad, groups, groups, 3 * size_t(R) + 1);
       float* scale = reinterpret_cast<float*>(host + Upload::scale);
       *scale = grad_scale;
       to_device(small_.as(), scale, sizeof grad_scale, stream);
     }
     u.done.record(stream);
-    Runner<P> op{*this, params, grads, stream};
+    Runner<P> op{*this, params, grads, stream, tp_};
 #if defined(__CUDACC__)
     launch(op, int(P::mode), params, grads, acc);
 #else
@@ -686,6 +781,7 @@ class Executor {
       check(e, "instantiate the step's CUDA graph");
     }
     check(cudaGraphLaunch(r->exec, stream), "replay the step's CUDA graph");
+    if (tp_) tp_->watch(op.sp(), "the tensor-parallel sums of a micro-batch (a CUDA graph)");
   }
   struct GraphKey {
     int mode, bucket;
@@ -702,8 +798,10 @@ class Executor {
   bool use_graphs_ = cuda_graphs_enabled();
 #endif
 
-  DeviceBytes arena_, workspace_, small_, rope_cos_, rope_sin_, sdpa_workspace_, sdpa_metadata_;
+  DeviceBytes arena_, workspace_, small_, stats_, rope_cos_, rope_sin_, sdpa_workspace_, sdpa_metadata_;
   Gemm gemm_;
+  parallel::DeviceCollectives* tp_ = nullptr;  // tensor parallelism: the group's
+  int vocab_begin_ = 0;                        // and the first vocabulary row this rank holds
 #if defined(KILN_CUDA_SDPA)
   std::unique_ptr<Sdpa> sdpa_;
 #endif
@@ -752,7 +850,8 @@ struct CudaBackend {
   static constexpr bool overlap_steps = true;
   using precision = Prec;
   template <DecoderModel M> using state = cuda::State<M, Prec>;
-  template <DecoderModel M, int B, int T> using executor = cuda::Executor<M, B, T, Prec>;
+  template <DecoderModel M, int B, int T, int TPd = 1> using executor = cuda::Executor<M, B, T, Prec, TPd>;
+  static constexpr bool tensor_parallel = true;
 };
 using Cuda = CudaBackend<plan::Bf16Mixed>;
 

@@ -4,7 +4,10 @@
 //   MPI      CPU ranks (src/parallel/mpi.cpp, Open MPI): host buffers
 //   TCP      torchrun's ranks without MPI (src/parallel/tcp.cpp): host buffers through rank 0, for small messages
 //   NCCL     GPU ranks: DeviceCollectives on device memory, enqueued on a stream (src/parallel/nccl.cpp), attached
-//            to the MPI communicator that bootstraps them (the unique id is broadcast over MPI)
+//            to the MPI communicator that bootstraps them (the unique id is broadcast over MPI); the groups split
+//            from it (a layout's tensor- and data-parallel groups) get NCCL communicators of their own
+//   Host     HostDeviceCollectives: "device" memory that is host memory (the CUDA backend built over the SIMT layer),
+//            summed through the host communicator, so the CUDA backend's parallel code runs in CPU CI
 // Every call names what it is for, and a collective that waits longer than the communicator's timeout for the other
 // ranks ends the process with a message naming the call, the step and the ranks that did not arrive at it, instead
 // of hanging (a rank that dies is reported the same way, or sooner by mpirun itself).
@@ -18,19 +21,29 @@
 #include <memory>
 #include <utility>
 #include <string>
+#include <vector>
 
+#include "kiln/core/bf16.hpp"
 #include "kiln/parallel/launch.hpp"
 
 namespace kiln::parallel {
 
-// Sums over the ranks of device memory, enqueued on a CUDA stream (NCCL): they return before they have run, and the
-// stream orders them with the kernels around them.
+// Reductions over the ranks of device memory, enqueued on a CUDA stream (NCCL): they return before they have run,
+// and the stream orders them with the kernels around them. In place; every rank gets the same bits. bf16 sums are
+// the tensor-parallel activations' (Megatron reduces them in the activations' type); a max is the vocabulary-
+// parallel loss's row maxima. Enqueued while the stream captures a CUDA graph, a collective runs at each replay;
+// watch() then follows the replay as a whole (a hang or a dead rank is named by what the replay was for).
 class DeviceCollectives {
  public:
   virtual ~DeviceCollectives() = default;
   virtual const char* name() const = 0;
   virtual void allreduce_sum(float* data, size_t n, void* stream, const char* what) = 0;
   virtual void allreduce_sum(double* data, size_t n, void* stream, const char* what) = 0;
+  virtual void allreduce_sum(bf16* data, size_t n, void* stream, const char* what) = 0;
+  virtual void allreduce_max(float* data, size_t n, void* stream, const char* what) = 0;
+  // The work enqueued on `stream` so far (a replayed CUDA graph whose collectives were captured) is followed by the
+  // watchdog as one collective named `what`.
+  virtual void watch(void* stream, const char* what) { (void)stream, (void)what; }
 };
 
 class Communicator {
@@ -39,6 +52,18 @@ class Communicator {
   // The device collectives of these ranks (GPU ranks: NCCL), or nullptr.
   DeviceCollectives* device() const { return device_.get(); }
   void attach(std::unique_ptr<DeviceCollectives> d) { device_ = std::move(d); }
+  // Device collectives made by `make` over a group of ranks (collective over the group: NCCL's id goes over it), for
+  // these ranks and for every group split from them later (attach_split).
+  using DeviceFactory = std::function<std::unique_ptr<DeviceCollectives>(Communicator& group)>;
+  void attach(DeviceFactory make) {
+    make_device_ = std::move(make);
+    device_ = make_device_(*this);
+  }
+  // A group split from `parent` gets device collectives of the parent's kind, when it has a factory (collective:
+  // every rank of the group calls it).
+  void attach_split(const Communicator& parent) {
+    if (parent.make_device_) attach(parent.make_device_);
+  }
 
   virtual const char* name() const = 0;
   virtual int rank() const = 0;
@@ -81,6 +106,7 @@ class Communicator {
 
  private:
   std::unique_ptr<DeviceCollectives> device_;
+  DeviceFactory make_device_;
 };
 
 class Single final : public Communicator {
@@ -104,6 +130,28 @@ class Single final : public Communicator {
   void barrier(const char*) override {}
   void arrive(long) override {}
   [[noreturn]] void abort(int code) override { std::exit(code); }
+};
+
+// Device collectives over a host communicator, for a build whose device memory is host memory and whose launches
+// have finished when they return (the CUDA backend over the SIMT layer): the CUDA backend's data- and tensor-
+// parallel code then runs under mpirun on CPU ranks, in CI. bf16 values are summed in fp32 in rank order and rounded
+// once (NCCL's sum of two bf16 ranks rounds the same way); doubles are exact through the host communicator.
+class HostDeviceCollectives final : public DeviceCollectives {
+ public:
+  explicit HostDeviceCollectives(Communicator& host) : host_(host) {}
+  const char* name() const override { return "host collectives (SIMT)"; }
+  void allreduce_sum(float* d, size_t n, void*, const char* what) override { host_.allreduce_sum(d, n, what); }
+  void allreduce_sum(double* d, size_t n, void*, const char* what) override { host_.allreduce_sum(d, n, what); }
+  void allreduce_sum(bf16* d, size_t n, void*, const char* what) override {
+    std::vector<float> f(n);
+    for (size_t i = 0; i < n; ++i) f[i] = float(d[i]);
+    host_.allreduce_sum(f.data(), n, what);
+    for (size_t i = 0; i < n; ++i) d[i] = bf16(f[i]);
+  }
+  void allreduce_max(float* d, size_t n, void*, const char* what) override { host_.allreduce_max(d, n, what); }
+
+ private:
+  Communicator& host_;
 };
 
 // Whether this build has MPI (src/parallel/mpi.cpp compiled in: CMake found Open MPI).
