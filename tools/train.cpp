@@ -24,10 +24,14 @@ using Backend = kiln::backend::Cuda;
 using Backend = kiln::backend::Cpu;
 #endif
 
+// A rank's memory at phase I: under TP<t>, of the model it holds (tp_local: its heads, ffn and vocabulary share).
 template <int I>
 constexpr size_t phase_memory() {
-  return kiln::plan::MemoryPlan<kiln::phase_model<Recipe, I>, kiln::phase_stage<Recipe, I>::micro_batch,
-                                kiln::phase_stage<Recipe, I>::seq_len, Backend::precision>::total;
+  constexpr int tp = kiln::layout_of<Recipe>::tp;
+  using PM = kiln::phase_model<Recipe, I>;
+  using Local = std::conditional_t<(tp > 1), kiln::tp_local<PM, tp>, PM>;
+  return kiln::plan::MemoryPlan<Local, kiln::phase_stage<Recipe, I>::micro_batch, kiln::phase_stage<Recipe, I>::seq_len,
+                                Backend::precision>::total;
 }
 
 std::unique_ptr<kiln::TrainerBase> make_trainer(std::vector<kiln::TrainConfig> configs,
@@ -74,6 +78,13 @@ kiln::RecipeProgram program() {
   r.tp = kiln::layout_of<Recipe>::tp;
 #if defined(KILN_BACKEND_CUDA) && defined(KILN_HAVE_NCCL) && defined(__CUDACC__)
   r.make_device_comm = &kiln::parallel::make_nccl;
+#elif defined(KILN_BACKEND_CUDA) && !defined(__CUDACC__)
+  // over the SIMT layer device memory is host memory: the host communicator sums it (data and tensor parallelism
+  // of the CUDA backend's code under mpirun on CPU ranks)
+  r.make_device_comm = [](kiln::parallel::Communicator& host, int, double,
+                          kiln::parallel::HangHandler) -> std::unique_ptr<kiln::parallel::DeviceCollectives> {
+    return std::make_unique<kiln::parallel::HostDeviceCollectives>(host);
+  };
 #endif
   kiln::fill_recipe_tools(r);
   return r;

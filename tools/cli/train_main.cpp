@@ -258,7 +258,10 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     if (world > 1 && r.backend != "cpu") {  // GPU ranks: NCCL on this node's GPU local_rank, its id sent over MPI
       KILN_CHECK(r.make_device_comm, "this ", r.backend, " trainer was started as ", world, " ranks but was built "
                  "without NCCL (CMake found no nccl.h in the CUDA toolkit): it runs one rank only");
-      comm->attach(r.make_device_comm(*comm, launch.local_rank, c.comm_timeout, {}));
+      comm->attach(parallel::Communicator::DeviceFactory(  // the groups a layout splits off get their own
+          [make = r.make_device_comm, local = launch.local_rank, timeout = c.comm_timeout](parallel::Communicator& g) {
+            return make(g, local, timeout, {});
+          }));
     }
     if (rank > 0) {
       std::fflush(stdout);

@@ -122,8 +122,8 @@ class Trainer final : public TrainerBase {
                                                      phase_stage<Recipe, I>::seq_len, tp>::type;
   static_assert(check_phases<Recipe>());
   static_assert(check_layout<M, Layout>());
-  static_assert(tp == 1 || requires { Backend::tensor_parallel; }, "Layout<..., TP<t>>: tensor parallelism is built "
-                "for the CPU backend only (CPU ranks over MPI); the CUDA backend's is not built yet");
+  static_assert(tp == 1 || requires { Backend::tensor_parallel; }, "Layout<..., TP<t>>: this backend does not build "
+                "tensor parallelism (the CPU and CUDA backends do)");
   static_assert(tp == 1 || Layout::zero == 0, "Layout<..., TP<t>, ZeRO<1>>: ZeRO-1 with tensor parallelism is not built");
 
   // One TrainConfig per phase; data_for(phase, its config) opens a phase's data when the phase starts. The run
@@ -205,6 +205,8 @@ class Trainer final : public TrainerBase {
       const int r = comm->rank();
       tp_comm_ = comm->split(r / tp, r % tp, "forming the tensor-parallel groups");
       dp_comm_ = comm->split(r % tp, r / tp, "forming the data-parallel groups");
+      tp_comm_->attach_split(*comm);  // GPU ranks: NCCL communicators of the groups (every rank in this order)
+      dp_comm_->attach_split(*comm);
       dp_world_ = shape.dp, dp_rank_ = r / tp;
       state_->set_tensor_parallel(tp_comm_.get());
       init_parameters_tp<M, tp>(state_->host_mut(backend::Tensor::params), configs_[0].init_std, configs_[0].seed,
