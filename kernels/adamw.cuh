@@ -85,6 +85,12 @@ KILN_GLOBAL void adamw_kernel(float* p, const float* g, float* m, float* v, S* p
   }
 }
 
+template <class S>
+KILN_GLOBAL void to_storage_kernel(const float* p, S* pb, size_t n) {
+  const size_t i0 = size_t(blockIdx.x) * (kAdamThreads * kAdamPer) + size_t(threadIdx.x) * kAdamPer;
+  for (size_t i = i0; i < i0 + kAdamPer && i < n; ++i) pb[i] = dev::st<S>(p[i]);
+}
+
 inline constexpr unsigned kSumThreads = 256;
 
 template <class T>
@@ -175,13 +181,33 @@ inline void norm_from_sums(const double* sums, float clip, float* norm_scale, gp
 
 // g (n) fp32 gradients -> norm_scale[0] = ||g||, norm_scale[1] = the clip scale (1 when clip <= 0 or the norm is
 // within it). partials: sum_squares_partials(n) doubles of scratch.
+// The two halves, for a buffer whose chunks are summed in pieces (ZeRO-1: each rank its shard's chunks, the
+// partials then summed over the ranks): sum_squares_chunks writes partials[c] for the chunks of g (n values);
+// norm_finish adds `chunks` partials in their order.
 template <class T>
-void grad_norm(const T* g, size_t n, double* partials, float clip, float* norm_scale, gpu::Stream stream) {
-  const int chunks = int(sum_squares_partials(n));
+void sum_squares_chunks(const T* g, size_t n, double* partials, gpu::Stream stream) {
+  if (n == 0) return;
   auto* sum = &detail::sum_squares_kernel<T>;
-  KILN_LAUNCH(sum, dim3(unsigned(chunks)), dim3(detail::kSumThreads), 0, stream)(g, n, partials);
+  KILN_LAUNCH(sum, dim3(unsigned(sum_squares_partials(n))), dim3(detail::kSumThreads), 0, stream)(g, n, partials);
+}
+inline void norm_finish(const double* partials, int chunks, float clip, float* norm_scale, gpu::Stream stream) {
   auto* finish = &detail::norm_finish_kernel<double>;
   KILN_LAUNCH(finish, dim3(1), dim3(detail::kSumThreads), 0, stream)(partials, chunks, clip, norm_scale);
+}
+template <class T>
+void grad_norm(const T* g, size_t n, double* partials, float clip, float* norm_scale, gpu::Stream stream) {
+  sum_squares_chunks(g, n, partials, stream);
+  norm_finish(partials, int(sum_squares_partials(n)), clip, norm_scale, stream);
+}
+
+// pb[i] = p[i] in the storage type, for i < n (ZeRO-1: after the all-gather of the fp32 weights; the same rounding
+// as the update's own write of pb).
+template <class S>
+void to_storage(const float* p, S* pb, size_t n, gpu::Stream stream) {
+  if (n == 0) return;
+  const size_t per_block = size_t(detail::kAdamThreads) * detail::kAdamPer;
+  auto* kernel = &detail::to_storage_kernel<S>;
+  KILN_LAUNCH(kernel, dim3(unsigned((n + per_block - 1) / per_block)), dim3(detail::kAdamThreads), 0, stream)(p, pb, n);
 }
 
 // The update of the whole flat buffer [0, n): ranges (device, sorted, covering [0, n)); k (device) the constants;

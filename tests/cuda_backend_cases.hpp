@@ -91,6 +91,7 @@ void fixture_case(double loss_tol, double logp_tol, double grad_tol, const std::
   auto state = std::make_unique<backend::cuda::State<M, Prec>>();
   f.load(*state);
   auto exec = std::make_unique<backend::cuda::Executor<M, FB, FT, Prec>>();
+  state->host(backend::Tensor::adam_m);  // the moments are allocated at their first use (ZeRO-1: the shard's only)
   // the plan's memory is what the backend allocates, to the byte
   CHECK(backend::cuda::allocated_bytes() - before == plan::MemoryPlan<M, FB, FT, Prec>::total);
   const backend::Batch batch = f.batch();
@@ -231,6 +232,8 @@ struct Doubling final : parallel::DeviceCollectives {
   void allreduce_sum(double* d, size_t n, void* s, const char*) override { twice(d, n, s); }
   void allreduce_sum(bf16*, size_t, void*, const char*) override { FAIL("data parallelism sums no bf16"); }
   void allreduce_max(float*, size_t, void*, const char*) override { FAIL("data parallelism takes no maxima"); }
+  void reduce_scatter_sum(const float*, float*, const size_t*, void*, const char*) override { FAIL("not ZeRO-1"); }
+  void allgather(float*, const size_t*, void*, const char*) override { FAIL("not ZeRO-1"); }
 };
 struct TwoRanks final : parallel::Communicator {
   const char* name() const override { return "two ranks"; }
@@ -339,6 +342,31 @@ struct ThreadDevice final : parallel::DeviceCollectives {
   void allreduce_sum(bf16* d, size_t n, void* s, const char*) override { through_host<bf16, float>(d, n, s, plus); }
   void allreduce_max(float* d, size_t n, void* s, const char*) override {
     through_host<float, float>(d, n, s, [](float a, float b) { return a > b ? a : b; });
+  }
+  // ZeRO-1's uneven pieces: the whole buffer summed, this rank's piece kept; the gather as a sum of zeros elsewhere
+  void reduce_scatter_sum(const float* send, float* recv, const size_t* counts, void* stream, const char*) override {
+    const auto st = static_cast<gpu::Stream>(stream);
+    size_t total = 0, at = 0;
+    for (int k = 0; k < g.t; ++k) total += counts[k], at += k < r ? counts[k] : 0;
+    std::vector<float> h(total);
+    backend::cuda::to_host(h.data(), send, total * 4, st);
+    g.reduce(r, h.data(), total, plus);
+    backend::cuda::to_device(recv, h.data() + at, counts[r] * 4, st);
+    backend::cuda::synchronize(st);
+    ++calls;
+  }
+  void allgather(float* d, const size_t* counts, void* stream, const char*) override {
+    const auto st = static_cast<gpu::Stream>(stream);
+    size_t total = 0, at = 0;
+    for (int k = 0; k < g.t; ++k) total += counts[k], at += k < r ? counts[k] : 0;
+    std::vector<float> h(total);
+    backend::cuda::to_host(h.data(), d, total * 4, st);
+    for (size_t i = 0; i < total; ++i)
+      if (i < at || i >= at + counts[r]) h[i] = 0.0f;
+    g.reduce(r, h.data(), total, plus);  // x + 0: exact
+    backend::cuda::to_device(d, h.data(), total * 4, st);
+    backend::cuda::synchronize(st);
+    ++calls;
   }
 };
 struct RankOf final : parallel::Communicator {
@@ -461,6 +489,96 @@ void tensor_parallel_case(double tol, double step_tol) {
   CHECK(update < step_tol);
 }
 
+// ZeRO-1 on the CUDA state: two ranks (threads) whose micro-batches are the same, each scaling by 1 / the global
+// batch's targets, so that the reduce-scattered gradients are one process's exactly (halves doubled); each rank
+// updates its shard (its moments only) and the weights are all-gathered: three steps take one process's losses,
+// norms and parameters (bit for bit in the SIMT layer), and each rank's moments are its shard of one process's.
+template <class Prec>
+void zero1_case() {
+  using M = TinyRnope;
+  constexpr int t = 2;
+  constexpr size_t n = plan::ParamPlan<M>::table.total;
+  setenv("KILN_CUDA_GRAPHS", "0", 1);  // the host-side sums cannot be captured
+  Fixture<> f;
+  auto one = std::make_unique<backend::cuda::State<M, Prec>>();
+  f.load(*one);
+  const std::vector<float> start(one->host(backend::Tensor::params), one->host(backend::Tensor::params) + n);
+  auto e1 = std::make_unique<backend::cuda::Executor<M, B, T, Prec>>();
+  const std::vector<double> ring(4, 0.0);
+  const std::vector<plan::DecayRange> decay{{0, n / 3, false}, {n / 3, n, true}};  // a range across the shards' cut
+  one->set_decay(decay);
+  one->set_step_state(GuardCounters{0.0, 4, 0, 0}, ring.data(), 0);
+  const double v = double(f.valid);
+  std::vector<StepRecord> want;
+  for (int k = 0; k < 3; ++k) {
+    one->begin_step();
+    e1->accumulate(*one, f.batch(), 1.0f / float(v));
+    one->end_step(StepArgs{1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0, v});
+    want.push_back(one->step_record());
+  }
+  const std::vector<float> p1(one->host(backend::Tensor::params), one->host(backend::Tensor::params) + n);
+  const std::vector<float> m1(one->host(backend::Tensor::adam_m), one->host(backend::Tensor::adam_m) + n);
+  ThreadGroup group(t);
+  struct Rank {
+    std::vector<StepRecord> records;
+    std::vector<float> params, moments;
+    parallel::Shard shard;
+    int calls = 0;
+  };
+  std::vector<Rank> ranks(t);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < t; ++r)
+    threads.emplace_back([&, r] {
+      Rank& k = ranks[size_t(r)];
+      RankOf comm(r, t);
+      auto owned = std::make_unique<ThreadDevice>(group, r);
+      ThreadDevice* d = owned.get();
+      comm.attach(std::move(owned));
+      backend::cuda::State<M, Prec> st;
+      std::copy(start.begin(), start.end(), st.host_mut(backend::Tensor::params));
+      st.commit(backend::Tensor::params);
+      st.set_decay(decay);
+      st.shard(comm);
+      k.shard = st.optimizer_shard();
+      backend::cuda::Executor<M, B, T, Prec> e;
+      st.set_step_state(GuardCounters{0.0, 4, 0, 0}, ring.data(), 0);
+      for (int s = 0; s < 3; ++s) {
+        st.begin_step();
+        e.accumulate(st, f.batch(), 1.0f / float(2 * v));
+        st.all_reduce(comm);
+        st.end_step(StepArgs{1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0, 2 * v});
+        k.records.push_back(st.step_record());
+      }
+      k.params.assign(st.host(backend::Tensor::params), st.host(backend::Tensor::params) + n);
+      k.moments.assign(st.host(backend::Tensor::adam_m), st.host(backend::Tensor::adam_m) + k.shard.size());
+      k.calls = d->calls;
+    });
+  for (auto& th : threads) th.join();
+  unsetenv("KILN_CUDA_GRAPHS");
+  CHECK(ranks[0].shard.begin == 0);
+  CHECK(ranks[0].shard.end == ranks[1].shard.begin);
+  CHECK(ranks[1].shard.end == n);
+  CHECK(ranks[0].shard.end % kernels::cuda::kSumChunk == 0);
+  CHECK(ranks[1].shard.size() > 0);
+  for (const Rank& k : ranks) {
+    CHECK(k.calls == 3 * 4);  // a step: the reduce-scatter, the loss, the norm's chunk sums, the all-gather
+    for (int s = 0; s < 3; ++s) {
+      CAPTURE(s);
+      CHECK(k.records[size_t(s)].verdict == int(Verdict::ok));
+      CHECK(k.records[size_t(s)].loss == doctest::Approx(want[size_t(s)].loss).epsilon(1e-12));
+      CHECK(k.records[size_t(s)].grad_norm == doctest::Approx(want[size_t(s)].grad_norm).epsilon(1e-6));
+    }
+    CHECK(rel_err(k.params.data(), p1) < 1e-6);
+    const std::vector<float> mine(m1.begin() + long(k.shard.begin), m1.begin() + long(k.shard.end));
+    CHECK(rel_err(k.moments.data(), mine) < 1e-6);
+#if !defined(__CUDACC__)
+    CHECK(std::equal(p1.begin(), p1.end(), k.params.begin()));  // the SIMT layer's order is fixed: bit for bit
+    CHECK(std::equal(mine.begin(), mine.end(), k.moments.begin()));
+    CHECK(k.records[2].grad_norm == want[2].grad_norm);
+#endif
+  }
+}
+
 // The same micro-batch run three times (eager, captured, replayed: the executor's CUDA graphs) gives the same
 // losses and gradients, bit for bit, as eager launches (KILN_CUDA_GRAPHS=0 is read at construction). Kiln's
 // attention kernel, whose bits do not depend on scheduling (cuDNN's backward accumulates dQ with atomics).
@@ -520,6 +638,10 @@ TEST_CASE(KC_WHERE ": tensor parallelism over 2 ranks: one process's loss, gradi
   // bf16: each side rounds its own activations, the fixture's tolerance (measured: gradients 4.5e-2); AdamW's first
   // update is about lr sign(g), so the gradients nearest zero that round to the other sign move it (measured 0.17)
   kcb::tensor_parallel_case<kiln::plan::Bf16Mixed>(8e-2, 0.25);
+}
+TEST_CASE(KC_WHERE ": ZeRO-1 over 2 ranks: each its shard's moments, one process's steps") {
+  kcb::zero1_case<kiln::plan::CudaFp32>();
+  kcb::zero1_case<kiln::plan::Bf16Mixed>();
 }
 TEST_CASE(KC_WHERE ": the trainer's step (decided on the device, two in flight) equals the calls one by one") {
   kcb::step_api_case<kiln::plan::CudaFp32>();

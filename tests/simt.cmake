@@ -30,12 +30,14 @@ add_test(NAME trainer.cuda_simt COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cuda_simt_tr
 set_tests_properties(trainer.cuda_simt PROPERTIES LABELS cpu ENVIRONMENT "OMP_WAIT_POLICY=passive"
                      PASS_REGULAR_EXPRESSION "within 1.5% of the CPU's")
 
-# The CUDA backend's data and tensor parallelism in the SIMT build under mpirun: DP 2 and TP 2 (the demo with its
-# layers cut between 2 ranks) against one process, and TP's checkpoint resumed in one process.
+# The CUDA backend's parallel layouts in the SIMT build under mpirun: DP 2 and TP 2 (the demo with its layers cut
+# between 2 ranks) against one process, ZeRO-1 against DP 2, and checkpoints of TP and ZeRO-1 resumed in one process.
 if(KILN_MPIRUN AND MPI_CXX_FOUND)
   kiln_add_trainer(train_demo_tp2_simt RECIPE ${CMAKE_CURRENT_SOURCE_DIR}/recipes/demo_tp2.hpp BACKEND simt)
+  kiln_add_trainer(train_demo_zero1_simt RECIPE ${CMAKE_CURRENT_SOURCE_DIR}/recipes/demo_zero1.hpp BACKEND simt)
   add_test(NAME parallel.cuda_simt COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cuda_parallel_simt_test.sh
                                            $<TARGET_FILE:train_demo_simt> $<TARGET_FILE:train_demo_tp2_simt>
+                                           $<TARGET_FILE:train_demo_zero1_simt>
                                            ${CMAKE_CURRENT_BINARY_DIR}/cuda_parallel_simt ${KILN_MPIRUN})
   set_tests_properties(parallel.cuda_simt PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "PASS: "
                        FAIL_REGULAR_EXPRESSION "FAIL: " TIMEOUT 900)

@@ -32,6 +32,10 @@ struct NcclApi {
   decltype(&ncclGetErrorString) error_string = nullptr;
   decltype(&ncclCommAbort) abort = nullptr;
   decltype(&ncclCommGetAsyncError) async_error = nullptr;
+  decltype(&ncclReduce) reduce = nullptr;
+  decltype(&ncclBroadcast) broadcast = nullptr;
+  decltype(&ncclGroupStart) group_start = nullptr;
+  decltype(&ncclGroupEnd) group_end = nullptr;
 
   static const NcclApi& get() {
     static const NcclApi api = load();
@@ -55,6 +59,10 @@ struct NcclApi {
     sym(a.error_string, "ncclGetErrorString");
     sym(a.abort, "ncclCommAbort");
     sym(a.async_error, "ncclCommGetAsyncError");
+    sym(a.reduce, "ncclReduce");
+    sym(a.broadcast, "ncclBroadcast");
+    sym(a.group_start, "ncclGroupStart");
+    sym(a.group_end, "ncclGroupEnd");
     return a;
   }
 };
@@ -104,6 +112,31 @@ class Nccl final : public DeviceCollectives {
   }
   void allreduce_max(float* data, size_t n, void* stream, const char* what) override {
     ok(api_.all_reduce(data, data, n, ncclFloat32, ncclMax, comm_, static_cast<cudaStream_t>(stream)), what);
+    follow(stream, what);
+  }
+  // Uneven pieces (ZeRO-1's shards): one reduce to each rank's piece, or one broadcast from it, in one NCCL group
+  // (what ncclReduceScatter and ncclAllGather do for even pieces).
+  void reduce_scatter_sum(const float* send, float* recv, const size_t* counts, void* stream,
+                          const char* what) override {
+    const auto s = static_cast<cudaStream_t>(stream);
+    ok(api_.group_start(), what);
+    size_t at = 0;
+    for (int r = 0; r < world_; ++r) {
+      ok(api_.reduce(send + at, r == rank_ ? recv : nullptr, counts[r], ncclFloat32, ncclSum, r, comm_, s), what);
+      at += counts[r];
+    }
+    ok(api_.group_end(), what);
+    follow(stream, what);
+  }
+  void allgather(float* data, const size_t* counts, void* stream, const char* what) override {
+    const auto s = static_cast<cudaStream_t>(stream);
+    ok(api_.group_start(), what);
+    size_t at = 0;
+    for (int r = 0; r < world_; ++r) {
+      ok(api_.broadcast(data + at, data + at, counts[r], ncclFloat32, r, comm_, s), what);
+      at += counts[r];
+    }
+    ok(api_.group_end(), what);
     follow(stream, what);
   }
   void watch(void* stream, const char* what) override { follow(stream, what); }

@@ -3,7 +3,8 @@
 // (plan::Program<..., Bf16Mixed>) and calls one CUDA kernel (kernels/*.cuh) or cuBLASLt product per op.
 //
 //   cuda::State<M, Prec>          in device memory: fp32 master weights, the storage-type copy the kernels read
-//                                 (refreshed by the fused AdamW pass), fp32 gradients and AdamW moments, the norm's
+//                                 (refreshed by the fused AdamW pass), fp32 gradients and AdamW moments (allocated
+//                                 at their first use: ZeRO-1's shard is all a rank holds), the norm's
 //                                 partial sums, the decay ranges, the step's decision block (the loss guard's window
 //                                 and counters, the update count: kernels/step.cuh); the stream; init, zero-grad,
 //                                 norm, AdamW, the trainer's step; host staging for checkpoints (host / host_mut /
@@ -123,14 +124,12 @@ class State {
       : p_(floats * 4, "the fp32 master weights"),
         ps_(copy ? floats * sizeof(S) : 0, "the parameters as kernels read them"),
         g_(floats * 4, "the gradients"),
-        m_(floats * 4, "AdamW's first moments"),
-        v_(floats * 4, "AdamW's second moments"),
         partials_(kernels::cuda::sum_squares_partials(floats) * 8, "the gradient norm's partial sums"),
         step_(plan::kStepBlockBytes, "the step's decision (loss guard, update count, AdamW constants)"),
         ranges_(kMaxRanges * sizeof(plan::DecayRange), "the decay ranges"),
         args_(kInFlight * sizeof(StepArgs), "the steps' arguments"),
         records_(kInFlight * sizeof(StepRecord), "the steps' records") {
-    for (DeviceBytes* b : {&g_, &m_, &v_, &step_}) fill_zero(b->as(), b->bytes(), stream());
+    for (DeviceBytes* b : {&g_, &step_}) fill_zero(b->as(), b->bytes(), stream());
     set_decay({{0, floats, true}});
   }
 #if defined(__CUDACC__)
@@ -166,14 +165,17 @@ class State {
   void set_decay(std::vector<plan::DecayRange> r) {
     KILN_CHECK(!r.empty() && r.size() <= kMaxRanges, "cuda::State::set_decay: ", r.size(), " ranges (1 to ",
                kMaxRanges, " expected: they cover the flat buffer tensor by tensor)");
-    n_ranges_ = int(r.size());
-    to_device(ranges_.as(), r.data(), r.size() * sizeof(plan::DecayRange), stream());
-    synchronize(stream());  // r is freed on return
+    decay_ = std::move(r);
+    const std::vector<plan::DecayRange> mine = clip_ranges(decay_, shard_);  // ZeRO-1: the shard's, from its start
+    n_ranges_ = int(mine.size());
+    to_device(ranges_.as(), mine.data(), mine.size() * sizeof(plan::DecayRange), stream());
+    synchronize(stream());  // `mine` is freed on return
     drop_tail();            // the captured update read the old count of ranges
   }
   // One AdamW update (a.step 1-based, the clip folded into a.grad_scale), refreshing the storage copy.
   void adamw(const AdamWStep& a) {
     KILN_CHECK(a.step >= 1, "adamw: step is 1-based, got ", a.step);
+    moments();
     const kernels::cuda::AdamWConstants k = kernels::cuda::adamw_constants(a);
     to_device(&step()->adamw, &k, sizeof k, stream());
     update();
@@ -194,6 +196,7 @@ class State {
     to_device(step()->ring, ring, size_t(g.window) * sizeof(double), stream());
     synchronize(stream());  // the sources are the caller's
     has_guard_ = true;
+    moments();  // before the step's end is captured
   }
   void begin_step() {
     zero_grad();
@@ -201,15 +204,45 @@ class State {
   }
   double* loss_sum() { return &step()->loss_sum; }  // where the executor's accumulate() adds (device memory)
   // Data parallelism: the gradients and the loss summed over the GPU ranks by the communicator's device collectives
-  // (NCCL), on this state's stream after the backward: nothing waits on the host. Not yet in buckets during the
-  // backward (the CPU backend's are).
+  // (NCCL), on this state's stream after the backward: nothing waits on the host. ZeRO-1: the gradients reduce-
+  // scattered into the shard's reduced gradients instead. Not yet in buckets during the backward (the CPU
+  // backend's are).
   void all_reduce(parallel::Communicator& comm) {
-    parallel::DeviceCollectives* d = comm.device();
-    KILN_CHECK(d, "the CUDA backend's ", comm.world(), " ranks have no device collectives (NCCL): the trainer attaches "
-               "them when it is built with NCCL");
-    d->allreduce_sum(g_.as<float>(), floats, const_cast<void*>(static_cast<const void*>(stream())), "the gradients");
-    d->allreduce_sum(&step()->loss_sum, 1, const_cast<void*>(static_cast<const void*>(stream())), "the loss");
+    parallel::DeviceCollectives* d = device_of(comm);
+    if (zero_)
+      d->reduce_scatter_sum(g_.as<float>(), gs_.as<float>(), counts_.data(), stream_ptr(),
+                            "the reduce-scatter of the gradients (ZeRO-1)");
+    else
+      d->allreduce_sum(g_.as<float>(), floats, stream_ptr(), "the gradients");
+    d->allreduce_sum(&step()->loss_sum, 1, stream_ptr(), "the loss");
   }
+
+  // ZeRO-1 (Layout<..., ZeRO<1>>) over the ranks of `comm`, as the CPU state's: this rank keeps the AdamW moments
+  // of its shard only (parallel::shard_of: contiguous, in rank order, cut at the gradient norm's chunks). Each step
+  // the gradients are reduce-scattered into the shard's reduced gradients; the norm's chunk sums are each rank's
+  // own chunks', summed over the ranks (each chunk is one rank's: the same bits as one process's norm of the same
+  // gradients); the update runs on the shard and the fp32 weights are all-gathered, then the storage copy is
+  // refreshed from them. All on the state's stream, in the step's CUDA graph. Call before the moments are used;
+  // with one rank nothing changes.
+  void shard(parallel::Communicator& comm) {
+    const int n = comm.world(), me = comm.rank();
+    if (n == 1) return;
+    KILN_CHECK(m_.bytes() == 0, "cuda::State::shard: call it before the moments are used");
+    KILN_CHECK(!tp_, "ZeRO-1 with tensor parallelism is not built");
+    device_of(comm);
+    zero_ = &comm;
+    std::vector<size_t> cuts(size_t(n) + 1);
+    for (int r = 0; r < n; ++r) cuts[size_t(r)] = parallel::shard_of(floats, r, n, kernels::cuda::kSumChunk).begin;
+    cuts[size_t(n)] = floats;
+    counts_.resize(size_t(n));
+    for (int r = 0; r < n; ++r) counts_[size_t(r)] = cuts[size_t(r) + 1] - cuts[size_t(r)];
+    shard_ = {cuts[size_t(me)], cuts[size_t(me) + 1]};
+    gs_ = DeviceBytes(shard_.size() * 4, "the shard's reduced gradients (ZeRO-1)");
+    fill_zero(gs_.as(), gs_.bytes(), stream());
+    set_decay(decay_);  // the shard's ranges
+  }
+  // The flat buffer's range whose moments this state holds (all of it unless sharded).
+  parallel::Shard optimizer_shard() const { return shard_; }
   void end_step(const StepArgs& a) {
     KILN_CHECK(has_guard_, "end_step: set_step_state was not called (the loss guard's window is not there)");
     KILN_CHECK(in_flight_ < kInFlight, "end_step: ", in_flight_, " steps ended and not read (step_record)");
@@ -263,20 +296,21 @@ class State {
   float* grads() { return g_.as<float>(); }
 
   // Host access (checkpoints, export, tests): host() downloads into a staging buffer valid until the next call;
-  // after writing through host_mut(), commit() uploads (the parameters: also their storage copy).
+  // after writing through host_mut(), commit() uploads (the parameters: also their storage copy). adam_m and
+  // adam_v: the optimizer_shard()'s floats, from its begin (as the CPU state's); grads: this rank's own.
   const float* host(Tensor t) const {
     auto& self = const_cast<State&>(*this);
     std::vector<float>& h = self.stage_[int(t)];
-    h.resize(floats);
-    to_host(h.data(), self.buf(t).as(), floats * 4, stream());
+    h.resize(count(t));
+    to_host(h.data(), self.buf(t).as(), h.size() * 4, stream());
     return h.data();
   }
   float* host_mut(Tensor t) { return const_cast<float*>(host(t)); }
   void commit(Tensor t) {
     std::vector<float>& h = stage_[int(t)];
-    KILN_CHECK(h.size() == floats, "cuda::State::commit: host_mut was not called for this tensor");
+    KILN_CHECK(h.size() == count(t), "cuda::State::commit: host_mut was not called for this tensor");
     if (t == Tensor::params) upload_params(h.data());
-    else to_device(buf(t).as(), h.data(), floats * 4, stream());
+    else to_device(buf(t).as(), h.data(), h.size() * 4, stream());
     synchronize(stream());
   }
 
@@ -286,18 +320,57 @@ class State {
   // The gradient norm and the clip scale into step()->norm_scale (the clip itself is the decision's). Under tensor
   // parallelism: this rank's slices' squares summed over the group, the replicated tensors' once.
   void norm() {
-    if (!tp_)
-      return kernels::cuda::grad_norm(g_.as<float>(), floats, partials_.as<double>(), 0.f, step()->norm_scale, stream());
+    namespace kc = kernels::cuda;
+    if (zero_) {  // each rank its shard's chunks (the shard starts at a chunk), the others' zero, summed over the ranks
+      fill_zero(partials_.as(), partials_.bytes(), stream());
+      kc::sum_squares_chunks(gs_.as<float>(), shard_.size(), partials_.as<double>() + shard_.begin / kc::kSumChunk,
+                             stream());
+      const int chunks = int(kc::sum_squares_partials(floats));
+      zero_->device()->allreduce_sum(partials_.as<double>(), size_t(chunks), stream_ptr(),
+                                     "the all-reduce of the gradient norm's chunk sums (ZeRO-1)");
+      return kc::norm_finish(partials_.as<double>(), chunks, 0.f, step()->norm_scale, stream());
+    }
+    if (!tp_) return kc::grad_norm(g_.as<float>(), floats, partials_.as<double>(), 0.f, step()->norm_scale, stream());
     double* sums = piece_sums_.as<double>() + n_pieces_;
     kernels::cuda::norm_pieces_sum(g_.as<float>(), pieces_.as<kernels::cuda::NormPiece>(), n_pieces_,
                                    piece_sums_.as<double>(), sums, stream());
     tp_->allreduce_sum(sums, 1, stream_ptr(), "the tensor-parallel sum of the gradient norm");
     kernels::cuda::norm_from_sums(sums, 0.f, step()->norm_scale, stream());
   }
+  // AdamW (a no-op when the decision skipped the step). ZeRO-1: the shard's, from its reduced gradients, then the
+  // fp32 weights all-gathered and the storage copy refreshed from them.
   void update() {
-    kernels::cuda::adamw_flat<S>(p_.as<float>(), g_.as<float>(), m_.as<float>(), v_.as<float>(),
-                                 copy ? ps_.as<S>() : nullptr, floats, ranges_.as<plan::DecayRange>(), n_ranges_,
-                                 &step()->adamw, nullptr, stream());
+    const size_t b = shard_.begin;
+    kernels::cuda::adamw_flat<S>(p_.as<float>() + b, zero_ ? gs_.as<float>() : g_.as<float>(), m_.as<float>(),
+                                 v_.as<float>(), copy ? ps_.as<S>() + b : nullptr, shard_.size(),
+                                 ranges_.as<plan::DecayRange>(), n_ranges_, &step()->adamw, nullptr, stream());
+    if (!zero_) return;
+    zero_->device()->allgather(p_.as<float>(), counts_.data(), stream_ptr(),
+                               "the all-gather of the updated weights (ZeRO-1)");
+    if constexpr (copy) kernels::cuda::to_storage<S>(p_.as<float>(), ps_.as<S>(), floats, stream());
+  }
+  // The moments at their first use: the shard's (all of the buffer unless sharded), zero.
+  void moments() {
+    if (m_.bytes()) return;
+    m_ = DeviceBytes(shard_.size() * 4, "AdamW's first moments");
+    v_ = DeviceBytes(shard_.size() * 4, "AdamW's second moments");
+    fill_zero(m_.as(), m_.bytes(), stream());
+    fill_zero(v_.as(), v_.bytes(), stream());
+  }
+  size_t count(Tensor t) const { return t == Tensor::adam_m || t == Tensor::adam_v ? shard_.size() : floats; }
+  static parallel::DeviceCollectives* device_of(parallel::Communicator& comm) {
+    KILN_CHECK(comm.device(), "the CUDA backend's ", comm.world(), " ranks have no device collectives (NCCL): the "
+               "trainer attaches them when it is built with NCCL");
+    return comm.device();
+  }
+  // The decay ranges of the shard, relative to its start.
+  static std::vector<plan::DecayRange> clip_ranges(const std::vector<plan::DecayRange>& all, parallel::Shard s) {
+    std::vector<plan::DecayRange> out;
+    for (const auto& r : all)
+      if (std::max(r.begin, s.begin) < std::min(r.end, s.end))
+        out.push_back({std::max(r.begin, s.begin) - s.begin, std::min(r.end, s.end) - s.begin, r.decay});
+    if (out.empty()) out.push_back({0, s.size(), true});
+    return out;
   }
   // The step's end on the device: the norm, the decision, the update (which reads the decision's constants).
   void tail() {
@@ -350,8 +423,8 @@ class State {
     switch (t) {
       case Tensor::params: return p_;
       case Tensor::grads: return g_;
-      case Tensor::adam_m: return m_;
-      default: return v_;
+      case Tensor::adam_m: return moments(), m_;
+      default: return moments(), v_;
     }
   }
 
@@ -360,6 +433,13 @@ class State {
   parallel::DeviceCollectives* tp_ = nullptr;  // tensor parallelism: the group's
   DeviceBytes pieces_, piece_sums_;            // and the norm's pieces, their partial sums, then the two sums
   int n_pieces_ = 0;
+  // ZeRO-1: the ranks, each one's count of floats, this rank's shard and its reduced gradients; the decay ranges
+  // of the whole buffer (ranges_ holds the shard's)
+  parallel::Communicator* zero_ = nullptr;
+  std::vector<size_t> counts_;
+  parallel::Shard shard_{0, floats};
+  DeviceBytes gs_;
+  std::vector<plan::DecayRange> decay_;
   PinnedBytes args_, records_;  // kInFlight slots each
   Event done_[kInFlight];       // the record of the slot's step is on the host
   long issued_ = 0;             // steps ended

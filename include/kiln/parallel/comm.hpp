@@ -41,6 +41,12 @@ class DeviceCollectives {
   virtual void allreduce_sum(double* data, size_t n, void* stream, const char* what) = 0;
   virtual void allreduce_sum(bf16* data, size_t n, void* stream, const char* what) = 0;
   virtual void allreduce_max(float* data, size_t n, void* stream, const char* what) = 0;
+  // ZeRO-1, as the Communicator's (below), with counts[r] floats per rank (uneven: the shards are cut at the norm's
+  // chunks): send (the sum of the counts) -> recv (counts[rank]) the sum over the ranks of this rank's piece; and
+  // in place, each rank's piece of data to every rank.
+  virtual void reduce_scatter_sum(const float* send, float* recv, const size_t* counts, void* stream,
+                                  const char* what) = 0;
+  virtual void allgather(float* data, const size_t* counts, void* stream, const char* what) = 0;
   // The work enqueued on `stream` so far (a replayed CUDA graph whose collectives were captured) is followed by the
   // watchdog as one collective named `what`.
   virtual void watch(void* stream, const char* what) { (void)stream, (void)what; }
@@ -149,6 +155,11 @@ class HostDeviceCollectives final : public DeviceCollectives {
     for (size_t i = 0; i < n; ++i) d[i] = bf16(f[i]);
   }
   void allreduce_max(float* d, size_t n, void*, const char* what) override { host_.allreduce_max(d, n, what); }
+  void reduce_scatter_sum(const float* send, float* recv, const size_t* counts, void*, const char* what) override {
+    host_.start_reduce_scatter_sum(send, recv, counts, what);
+    host_.finish_all(what);
+  }
+  void allgather(float* d, const size_t* counts, void*, const char* what) override { host_.allgather(d, counts, what); }
 
  private:
   Communicator& host_;
