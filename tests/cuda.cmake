@@ -31,6 +31,11 @@ if(KILN_HAVE_CUDA)
     set_tests_properties(test_nccl_gpu PROPERTIES SKIP_REGULAR_EXPRESSION "skipped: no CUDA device")
   endif()
 
+  # The tensor-parallel demo's CUDA trainer (Trainer<demo_tp2, Cuda>: its groups' NCCL communicators, the executor
+  # of tp_local's programs) compiled by nvcc; it runs on 2 GPUs (`mpirun -np 2`), which no machine here has: CPU CI
+  # runs the same code in the SIMT build (parallel.cuda_simt).
+  kiln_add_trainer(train_demo_tp2_cuda RECIPE ${CMAKE_CURRENT_SOURCE_DIR}/recipes/demo_tp2.hpp BACKEND cuda)
+
   # ptxas -v on the hot kernels at SmolLM3's shapes: a register spill fails the test (it names the kernel).
   add_test(NAME cuda.no_spills
            COMMAND ${CMAKE_CUDA_COMPILER} -std=c++20 --expt-relaxed-constexpr -arch=sm_${KILN_CUDA_ARCHITECTURES}

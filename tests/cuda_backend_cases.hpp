@@ -11,6 +11,7 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <barrier>
 #include <cmath>
 #include <cstdlib>
@@ -255,8 +256,10 @@ struct TwoRanks final : parallel::Communicator {
   [[noreturn]] void abort(int code) override { std::exit(code); }
 };
 
+// buckets: the last micro-batch starts its gradients' sums in buckets of at most this many floats during the
+// backward (0: the state's all_reduce sums them after it).
 template <class Prec>
-void data_parallel_case() {
+void data_parallel_case(size_t buckets = 0) {
   Fixture<> f;
   using St = backend::cuda::State<TinyRnope, Prec>;
   using Ex = backend::cuda::Executor<TinyRnope, B, T, Prec>;
@@ -279,7 +282,8 @@ void data_parallel_case() {
     e1->accumulate(*one, f.batch(), 1.0f / float(v));
     one->end_step(StepArgs{1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0, v});
     dp->begin_step();
-    e2->accumulate(*dp, f.batch(), 1.0f / float(2 * v));
+    if (buckets) e2->set_bucket_floats(buckets);
+    e2->accumulate(*dp, f.batch(), 1.0f / float(2 * v), buckets ? &comm : nullptr);
     dp->all_reduce(comm);
     dp->end_step(StepArgs{1e-3, 0.9, 0.95, 1e-8, 0.1, 1.0, 2 * v});
     const StepRecord a = one->step_record(), b = dp->step_record();
@@ -287,7 +291,25 @@ void data_parallel_case() {
     CHECK(b.loss == doctest::Approx(a.loss).epsilon(1e-12));
     CHECK(b.grad_norm == doctest::Approx(a.grad_norm).epsilon(1e-6));
   }
-  CHECK(sums->calls == 6);  // the gradients and the loss, each step
+  const size_t n_buckets = buckets ? e2->buckets().size() : 1;
+  if (buckets) {  // the buckets tile the flat buffer, each starts after an op of the program, in order
+    CHECK(n_buckets > 3);
+    std::vector<std::pair<size_t, size_t>> tiles;
+    int after = -1;
+    for (const auto& k : e2->buckets()) {
+      tiles.push_back({k.begin, k.end});
+      CHECK(k.after >= after);
+      after = k.after;
+    }
+    std::sort(tiles.begin(), tiles.end());
+    size_t at = 0;
+    for (const auto& [b, e] : tiles) {
+      CHECK(b == at);
+      at = e;
+    }
+    CHECK(at == n);
+  }
+  CHECK(sums->calls == int(3 * (n_buckets + 1)));  // the gradients (whole, or each bucket) and the loss, each step
   const std::vector<float> p1(one->host(backend::Tensor::params), one->host(backend::Tensor::params) + n);
   CHECK(rel_err(dp->host(backend::Tensor::params), p1) < 1e-6);
 #if !defined(__CUDACC__)
@@ -631,6 +653,9 @@ TEST_CASE(KC_WHERE ": the gradient norm and one AdamW step equal the CPU's") { k
 TEST_CASE(KC_WHERE ": data parallelism: the state's sums over two ranks take one process's steps") {
   kcb::data_parallel_case<kiln::plan::CudaFp32>();
   kcb::data_parallel_case<kiln::plan::Bf16Mixed>();
+  // the sums in buckets of at most 4096 floats, started during the last micro-batch's backward: the same steps
+  kcb::data_parallel_case<kiln::plan::CudaFp32>(4096);
+  kcb::data_parallel_case<kiln::plan::Bf16Mixed>(4096);
 }
 TEST_CASE(KC_WHERE ": tensor parallelism over 2 ranks: one process's loss, gradients, norm and step") {
   // fp32: the sums' order (measured: gradients 1.7e-6, the update 8.6e-5)

@@ -28,6 +28,11 @@
 // Attention: with bf16 storage in an nvcc build with cuDNN (KILN_HAVE_CUDNN), cuDNN's SDPA (backend/cuda/sdpa.hpp,
 // each document of the packed batch one sequence of a ragged layout); KILN_ATTENTION=kiln, fp32 storage and the
 // SIMT build run Kiln's own kernel (kernels/attention.cuh). Both write the same buffers.
+// Data parallelism: during a step's last micro-batch the executor starts the sum over the ranks of each bucket of
+// gradients (Executor::kBucketFloats, whole tensors, in the order the backward finishes them) as soon as the program's
+// last op that adds to them has run: the state's side stream waits for that point of its stream, and the
+// collective (NCCL's all-reduce, or ZeRO-1's reduce-scatter) runs there while the backward goes on; the program's
+// end waits for the side stream (inside the captured graph), so the step's end sees the sums.
 // A step never makes the host wait (trainer.hpp overlaps steps: it reads step s's record while step s + 1 runs):
 //   - every launch of a state and its executors goes to the state's stream, in order
 //   - a micro-batch's inputs are copied from page-locked slots (three, reused round-robin) with the attention's
@@ -41,11 +46,13 @@
 // KILN_CUDA_GRAPHS=0 launches eagerly. Not yet: the KV-cache decoder (generation runs on the CPU's decoder from
 // the host copy of the parameters).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -204,17 +211,29 @@ class State {
   }
   double* loss_sum() { return &step()->loss_sum; }  // where the executor's accumulate() adds (device memory)
   // Data parallelism: the gradients and the loss summed over the GPU ranks by the communicator's device collectives
-  // (NCCL), on this state's stream after the backward: nothing waits on the host. ZeRO-1: the gradients reduce-
-  // scattered into the shard's reduced gradients instead. Not yet in buckets during the backward (the CPU
-  // backend's are).
+  // (NCCL), on this state's stream: nothing waits on the host. ZeRO-1: the gradients reduce-scattered into the
+  // shard's reduced gradients instead. The gradients were summed already when the executor's last micro-batch
+  // started them in buckets (start_bucket / join_buckets); else they are summed here, after the backward.
   void all_reduce(parallel::Communicator& comm) {
     parallel::DeviceCollectives* d = device_of(comm);
-    if (zero_)
-      d->reduce_scatter_sum(g_.as<float>(), gs_.as<float>(), counts_.data(), stream_ptr(),
-                            "the reduce-scatter of the gradients (ZeRO-1)");
-    else
-      d->allreduce_sum(g_.as<float>(), floats, stream_ptr(), "the gradients");
+    if (!buckets_summed_) sum_gradients(d, 0, floats, stream(), "the sum of the gradients over the ranks");
+    buckets_summed_ = false;
     d->allreduce_sum(&step()->loss_sum, 1, stream_ptr(), "the loss");
+  }
+  // The sum over the ranks of the gradients [begin, end) (every value final: the backward adds no more to them),
+  // enqueued on the side stream after what the state's stream holds so far.
+  void start_bucket(size_t begin, size_t end, parallel::Communicator& comm) {
+    KILN_CHECK(begin < end && end <= floats, "start_bucket: [", begin, ", ", end, ") is not a range of the ", floats,
+               " gradients");
+    fork_.record(stream());
+    fork_.block(side_.get());
+    sum_gradients(device_of(comm), begin, end, side_.get(), "the sum of a bucket of gradients over the ranks");
+  }
+  // The state's stream waits for every bucket started; the step's all_reduce then sums the loss only.
+  void join_buckets() {
+    join_.record(side_.get());
+    join_.block(stream());
+    buckets_summed_ = true;
   }
 
   // ZeRO-1 (Layout<..., ZeRO<1>>) over the ranks of `comm`, as the CPU state's: this rank keeps the AdamW moments
@@ -236,6 +255,7 @@ class State {
     cuts[size_t(n)] = floats;
     counts_.resize(size_t(n));
     for (int r = 0; r < n; ++r) counts_[size_t(r)] = cuts[size_t(r) + 1] - cuts[size_t(r)];
+    cuts_ = cuts;
     shard_ = {cuts[size_t(me)], cuts[size_t(me) + 1]};
     gs_ = DeviceBytes(shard_.size() * 4, "the shard's reduced gradients (ZeRO-1)");
     fill_zero(gs_.as(), gs_.bytes(), stream());
@@ -358,6 +378,17 @@ class State {
     fill_zero(v_.as(), v_.bytes(), stream());
   }
   size_t count(Tensor t) const { return t == Tensor::adam_m || t == Tensor::adam_v ? shard_.size() : floats; }
+  // The gradients [b, e) summed over the ranks on stream `on`: an all-reduce in place, or (ZeRO-1) a reduce-scatter
+  // of the ranks' parts of [b, e) into the reduced gradients of this rank's part.
+  void sum_gradients(parallel::DeviceCollectives* d, size_t b, size_t e, gpu::Stream on, const char* what) {
+    void* sp = const_cast<void*>(static_cast<const void*>(on));
+    if (!zero_) return d->allreduce_sum(g_.as<float>() + b, e - b, sp, what);
+    std::vector<size_t> c(counts_.size());
+    for (size_t r = 0; r < c.size(); ++r)
+      c[r] = std::max(b, std::min(e, cuts_[r + 1])) - std::max(b, std::min(e, cuts_[r]));
+    const size_t mine = std::clamp(b, shard_.begin, shard_.end) - shard_.begin;
+    d->reduce_scatter_sum(g_.as<float>() + b, gs_.as<float>() + mine, c.data(), sp, what);
+  }
   static parallel::DeviceCollectives* device_of(parallel::Communicator& comm) {
     KILN_CHECK(comm.device(), "the CUDA backend's ", comm.world(), " ranks have no device collectives (NCCL): the "
                "trainer attaches them when it is built with NCCL");
@@ -429,6 +460,9 @@ class State {
   }
 
   OwnStream stream_;  // first: the buffers below are filled on it
+  OwnStream side_;    // data parallelism: the buckets' sums while the backward goes on
+  Event fork_, join_;
+  bool buckets_summed_ = false;
   DeviceBytes p_, ps_, g_, m_, v_, partials_, step_, ranges_;
   parallel::DeviceCollectives* tp_ = nullptr;  // tensor parallelism: the group's
   DeviceBytes pieces_, piece_sums_;            // and the norm's pieces, their partial sums, then the two sums
@@ -436,7 +470,7 @@ class State {
   // ZeRO-1: the ranks, each one's count of floats, this rank's shard and its reduced gradients; the decay ranges
   // of the whole buffer (ranges_ holds the shard's)
   parallel::Communicator* zero_ = nullptr;
-  std::vector<size_t> counts_;
+  std::vector<size_t> counts_, cuts_;
   parallel::Shard shard_{0, floats};
   DeviceBytes gs_;
   std::vector<plan::DecayRange> decay_;
@@ -555,11 +589,72 @@ class Executor {
   // Forward and backward of one micro-batch; gradients ADDED to the state's, scaled by grad_scale; its summed loss
   // added to the state's loss_sum() on the device (a training step's micro-batch: trainer.hpp). Returns once the
   // launches are enqueued: the host waits only when it is more than kUploads micro-batches ahead of the device.
+  // With `comm` (data parallelism, the step's last micro-batch) the gradients' sums over the ranks start in buckets
+  // while the backward goes on (see the header); the state's all_reduce then sums the loss.
   template <DecoderModel M0>
   void accumulate(State<M0, Prec>& s, const Batch& b, float grad_scale, parallel::Communicator* comm = nullptr) {
     static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
-    (void)comm;  // the state's all_reduce sums the finished gradients (not yet in buckets during the backward)
-    run<Train>(s.params(), s.grads(), b, grad_scale, s.loss_sum(), s.stream());
+    if (!comm) return run<Train>(s.params(), s.grads(), b, grad_scale, s.loss_sum(), s.stream());
+    const Buckets dp{[&](size_t begin, size_t end) { s.start_bucket(begin, end, *comm); }, [&] { s.join_buckets(); },
+                     comm->device()};
+    run<Train>(s.params(), s.grads(), b, grad_scale, s.loss_sum(), s.stream(), &dp);
+  }
+  // Data parallelism's buckets of gradients (at most this many floats each, unless one tensor is larger: 64 MiB, as
+  // PyTorch's DDP and Megatron keep theirs tens of MiB), planned once from the training program.
+  static constexpr size_t kBucketFloats = size_t(1) << 24;
+  struct Bucket {
+    int after;  // the op after which it starts (the program's last: what no op finishes, at the end)
+    size_t begin, end;
+  };
+  const std::vector<Bucket>& buckets() const { return buckets_; }
+  // Another bucket size (tests: many buckets of a small model); before the first data-parallel micro-batch.
+  void set_bucket_floats(size_t most) {
+    KILN_CHECK(most > 0, "set_bucket_floats: a bucket of at least one float");
+    buckets_ = plan_buckets(most);
+  }
+  // The training program's gradients in buckets: each bucket whole tensors whose gradient is final after op
+  // `after` (the last op that adds to them), neighbours in the flat buffer (the padding between them inside), at
+  // most `most` floats unless one tensor is larger; the floats no op reports (padding at the ends) go last.
+  static std::vector<Bucket> plan_buckets(size_t most) {
+    constexpr int entries = Params::count;
+    constexpr size_t kGap = 256;  // the table's padding between two tensors is smaller
+    std::vector<int> last(size_t(entries), -1);
+    for (int i = 0; i < Train::data.n_ops; ++i) {
+      const plan::Op& op = Train::data.ops[size_t(i)];
+      if (op.grad && op.param >= 0)
+        for (int e = op.param; e < op.param + std::max<int>(op.param_entries, 1); ++e) last[size_t(e)] = i;
+    }
+    std::vector<Bucket> out;
+    Bucket run{-1, 0, 0};
+    const auto flush = [&] {
+      if (run.end > run.begin) out.push_back(run);
+      run = {-1, 0, 0};
+    };
+    for (int i = 0; i < Train::data.n_ops; ++i)
+      for (int e = 0; e < entries; ++e) {
+        if (last[size_t(e)] != i) continue;
+        const auto& en = Params::table.entries[size_t(e)];
+        const size_t b = en.offset, end = en.offset + en.count();
+        if (run.end > run.begin && (end + kGap < run.begin || b > run.end + kGap)) flush();
+        if (run.end == run.begin) run.begin = b, run.end = end;
+        run.after = i;
+        run.begin = std::min(run.begin, b), run.end = std::max(run.end, end);
+        if (run.end - run.begin >= most) flush();
+      }
+    flush();
+    std::vector<std::pair<size_t, size_t>> covered;
+    for (const Bucket& k : out) covered.push_back({k.begin, k.end});
+    std::sort(covered.begin(), covered.end());
+    size_t at = 0;
+    const int end_op = Train::data.n_ops - 1;
+    for (const auto& [b, e] : covered) {
+      KILN_CHECK(b >= at, "plan_buckets: two buckets overlap at ", b, " (a bug)");
+      if (b > at) out.push_back({end_op, at, b});
+      at = e;
+    }
+    if (at < Params::table.total) out.push_back({end_op, at, Params::table.total});
+    std::stable_sort(out.begin(), out.end(), [](const Bucket& a, const Bucket& b) { return a.after < b.after; });
+    return out;
   }
   // The same, waiting for it: returns the summed loss of the micro-batch's targets (in double, on the device).
   template <DecoderModel M0>
@@ -782,8 +877,31 @@ class Executor {
     return h.data();
   }
 
+  // A data-parallel micro-batch's calls into its state: start a bucket's sum, wait for them all; and the ranks'
+  // device collectives (whose watchdog follows a replayed graph).
+  struct Buckets {
+    std::function<void(size_t, size_t)> start;
+    std::function<void()> join;
+    parallel::DeviceCollectives* device;
+  };
+  // The program's launches: its ops (data parallelism: each bucket started after its op, all waited for at the end),
+  // then its loss summed into *acc.
   template <class P>
-  void run(const S* params, float* grads, const Batch& b, float grad_scale, double* acc, gpu::Stream stream) {
+  void program(Runner<P>& op, double* acc, const Buckets* dp) {
+    const std::vector<Bucket>* bk = nullptr;
+    if constexpr (P::mode == plan::Mode::train) bk = dp ? &buckets_ : nullptr;
+    size_t next = 0;
+    for (int i = 0; i < P::data.n_ops; ++i) {
+      op(P::data.ops[size_t(i)]);
+      for (; bk && next < bk->size() && (*bk)[next].after == i; ++next) dp->start((*bk)[next].begin, (*bk)[next].end);
+    }
+    if (dp) dp->join();
+    op.sum_loss(acc);
+  }
+
+  template <class P>
+  void run(const S* params, float* grads, const Batch& b, float grad_scale, double* acc, gpu::Stream stream,
+           const Buckets* dp = nullptr) {
     validate_batch(b, B, T, Full::vocab, T);
     KILN_CHECK(TPd == 1 || tp_, "executor: a tensor-parallel rank's programs need its group (set_tensor_parallel)");
     Upload& u = uploads_[size_t(next_upload_)];
@@ -815,10 +933,9 @@ class Executor {
     u.done.record(stream);
     Runner<P> op{*this, params, grads, stream, tp_};
 #if defined(__CUDACC__)
-    launch(op, int(P::mode), params, grads, acc);
+    launch(op, int(P::mode), params, grads, acc, dp);
 #else
-    for (int i = 0; i < P::data.n_ops; ++i) op(P::data.ops[size_t(i)]);
-    op.sum_loss(acc);
+    program(op, acc, dp);
 #endif
     token_loss_at_ = P::data.bufs[size_t(P::data.token_loss)].offset;
     token_logp_at_ = P::data.bufs[size_t(P::data.token_logp)].offset;
@@ -828,18 +945,15 @@ class Executor {
 #if defined(__CUDACC__)
   // The program's launches on the state's stream, eagerly or from a graph: see the header comment.
   template <class P>
-  void launch(Runner<P>& op, int mode, const S* params, const float* grads, double* acc) {
-    auto eager = [&] {
-      for (int i = 0; i < P::data.n_ops; ++i) op(P::data.ops[size_t(i)]);
-      op.sum_loss(acc);
-    };
+  void launch(Runner<P>& op, int mode, const S* params, const float* grads, double* acc, const Buckets* dp) {
+    auto eager = [&] { program(op, acc, dp); };
     const cudaStream_t stream = op.stream;
     if (!use_graphs_) return eager();
     int bucket = 0;
 #if defined(KILN_CUDA_SDPA)
     if (sdpa_) bucket = sdpa_->padded_slots();
 #endif
-    const GraphKey key{mode, bucket, params, grads, acc};
+    const GraphKey key{mode, bucket, dp != nullptr, params, grads, acc};
     Replay* r = nullptr;
     for (auto& [k, v] : graphs_)
       if (k == key) r = &v;
@@ -862,9 +976,11 @@ class Executor {
     }
     check(cudaGraphLaunch(r->exec, stream), "replay the step's CUDA graph");
     if (tp_) tp_->watch(op.sp(), "the tensor-parallel sums of a micro-batch (a CUDA graph)");
+    if (dp && dp->device) dp->device->watch(op.sp(), "the data-parallel sums of the gradients (a CUDA graph)");
   }
   struct GraphKey {
     int mode, bucket;
+    bool dp;  // the step's last micro-batch under data parallelism: its buckets' sums inside
     const void* params;
     const void* grads;
     const void* acc;
@@ -882,6 +998,7 @@ class Executor {
   Gemm gemm_;
   parallel::DeviceCollectives* tp_ = nullptr;  // tensor parallelism: the group's
   int vocab_begin_ = 0;                        // and the first vocabulary row this rank holds
+  std::vector<Bucket> buckets_ = plan_buckets(kBucketFloats);  // data parallelism's, in the order they start
 #if defined(KILN_CUDA_SDPA)
   std::unique_ptr<Sdpa> sdpa_;
 #endif

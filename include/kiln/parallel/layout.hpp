@@ -48,7 +48,7 @@ template <template <int> class K, int N> struct is_param<K, K<N>> : std::true_ty
 template <template <int> class K, int Default, class... P>
 constexpr int layout_value() {
   int v = Default;
-  ((is_param<K, P>::value ? (v = P::value, 0) : 0), ...);
+  ((v = is_param<K, P>::value ? int(P::value) : v), ...);
   return v;
 }
 template <class T>

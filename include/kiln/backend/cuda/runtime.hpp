@@ -146,6 +146,15 @@ class Event {
     (void)stream;
 #endif
   }
+  // Work enqueued on `stream` from now on waits for the work before the last record() (another stream's: a fork
+  // or a join, which a CUDA graph's capture follows across the two streams).
+  void block(gpu::Stream stream) const {
+#if defined(__CUDACC__)
+    check(cudaStreamWaitEvent(stream, e_, 0), "make a stream wait for an event");
+#else
+    (void)stream;
+#endif
+  }
   // Returns once the work before the last record() has run.
   void wait(const char* what) const {
 #if defined(__CUDACC__)
