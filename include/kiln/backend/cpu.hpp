@@ -79,7 +79,7 @@ class State {
   // The no-decay mask: sorted ranges covering the flat buffer (train/optimizer.hpp computes them from the table).
   void set_decay(std::vector<plan::DecayRange> r) {
     ranges_ = std::move(r);
-    shard_ranges_ = clip_ranges(ranges_, shard_);
+    shard_ranges_ = parallel::shard_decay_ranges(ranges_, shard_);
   }
   // One AdamW update (a.step is 1-based), the clip folded into a.grad_scale. ZeRO-1: of this rank's shard, from
   // its reduced gradients; the weights are then all-gathered.
@@ -113,7 +113,7 @@ class State {
     shard_ = {cuts_[size_t(me)], cuts_[size_t(me) + 1]};
     KILN_CHECK(m_.size() == 0, "shard: call it before the moments are used");
     gs_ = Buffer<float>(shard_.size());
-    shard_ranges_ = clip_ranges(ranges_, shard_);
+    shard_ranges_ = parallel::shard_decay_ranges(ranges_, shard_);
   }
   // Tensor parallelism (a TP rank's state, of tp_local<M, t>): the group the gradient norm sums over.
   void set_tensor_parallel(parallel::Communicator* group) {
@@ -237,15 +237,6 @@ class State {
                                     "the reduce-scatter of the gradients (ZeRO-1)");
     }
   }
-  // The decay ranges of the shard, relative to its start.
-  static std::vector<plan::DecayRange> clip_ranges(const std::vector<plan::DecayRange>& all, parallel::Shard s) {
-    std::vector<plan::DecayRange> out;
-    for (const auto& r : all)
-      if (std::max(r.begin, s.begin) < std::min(r.end, s.end))
-        out.push_back({std::max(r.begin, s.begin) - s.begin, std::min(r.end, s.end) - s.begin, r.decay});
-    if (out.empty()) out.push_back({0, s.size(), true});
-    return out;
-  }
   size_t run_begin_ = 0, run_end_ = 0;
   std::vector<std::pair<size_t, size_t>> reduced_;
   // ZeRO-1: the communicator, the shards' bounds (world + 1 cuts) and sizes, this rank's shard, its reduced
@@ -255,7 +246,7 @@ class State {
   std::vector<size_t> cuts_, counts_;
   parallel::Shard shard_{0, floats};
   Buffer<float> gs_;
-  std::vector<plan::DecayRange> shard_ranges_ = clip_ranges(ranges_, shard_);
+  std::vector<plan::DecayRange> shard_ranges_ = parallel::shard_decay_ranges(ranges_, shard_);
   // the step's decision: the guard's window and counters, the update count, the loss summed so far, the record
   std::vector<double> ring_;
   GuardCounters guard_{};
@@ -546,12 +537,7 @@ class Executor {
   // The training program's entries whose gradient its op i adds to last, for each op i.
   static std::vector<std::vector<int>> final_gradients() {
     constexpr int entries = plan::ParamPlan<M>::count;
-    std::vector<int> last(size_t(entries), -1);
-    for (int i = 0; i < Train::data.n_ops; ++i) {
-      const plan::Op& op = Train::data.ops[size_t(i)];
-      if (op.grad && op.param >= 0)
-        for (int e = op.param; e < op.param + std::max<int>(op.param_entries, 1); ++e) last[size_t(e)] = i;
-    }
+    const std::vector<int> last = plan::last_gradient_ops<Train>(entries);
     std::vector<std::vector<int>> after(size_t(Train::data.n_ops));
     for (int e = 0; e < entries; ++e)
       if (last[size_t(e)] >= 0) after[size_t(last[size_t(e)])].push_back(e);

@@ -173,7 +173,7 @@ class State {
     KILN_CHECK(!r.empty() && r.size() <= kMaxRanges, "cuda::State::set_decay: ", r.size(), " ranges (1 to ",
                kMaxRanges, " expected: they cover the flat buffer tensor by tensor)");
     decay_ = std::move(r);
-    const std::vector<plan::DecayRange> mine = clip_ranges(decay_, shard_);  // ZeRO-1: the shard's, from its start
+    const std::vector<plan::DecayRange> mine = parallel::shard_decay_ranges(decay_, shard_);  // ZeRO-1: the shard's, from its start
     n_ranges_ = int(mine.size());
     to_device(ranges_.as(), mine.data(), mine.size() * sizeof(plan::DecayRange), stream());
     synchronize(stream());  // `mine` is freed on return
@@ -394,15 +394,6 @@ class State {
                "trainer attaches them when it is built with NCCL");
     return comm.device();
   }
-  // The decay ranges of the shard, relative to its start.
-  static std::vector<plan::DecayRange> clip_ranges(const std::vector<plan::DecayRange>& all, parallel::Shard s) {
-    std::vector<plan::DecayRange> out;
-    for (const auto& r : all)
-      if (std::max(r.begin, s.begin) < std::min(r.end, s.end))
-        out.push_back({std::max(r.begin, s.begin) - s.begin, std::min(r.end, s.end) - s.begin, r.decay});
-    if (out.empty()) out.push_back({0, s.size(), true});
-    return out;
-  }
   // The step's end on the device: the norm, the decision, the update (which reads the decision's constants).
   void tail() {
     auto launches = [&] {
@@ -618,12 +609,7 @@ class Executor {
   static std::vector<Bucket> plan_buckets(size_t most) {
     constexpr int entries = Params::count;
     constexpr size_t kGap = 256;  // the table's padding between two tensors is smaller
-    std::vector<int> last(size_t(entries), -1);
-    for (int i = 0; i < Train::data.n_ops; ++i) {
-      const plan::Op& op = Train::data.ops[size_t(i)];
-      if (op.grad && op.param >= 0)
-        for (int e = op.param; e < op.param + std::max<int>(op.param_entries, 1); ++e) last[size_t(e)] = i;
-    }
+    const std::vector<int> last = plan::last_gradient_ops<Train>(entries);
     std::vector<Bucket> out;
     Bucket run{-1, 0, 0};
     const auto flush = [&] {

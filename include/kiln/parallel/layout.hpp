@@ -17,7 +17,9 @@
 #include <cstddef>
 #include <string>
 #include <type_traits>
+#include <vector>
 
+#include "kiln/core/adamw_step.hpp"
 #include "kiln/core/error.hpp"
 #include "kiln/model/model.hpp"
 
@@ -135,6 +137,16 @@ inline Shard shard_of(size_t floats, int r, int n, size_t align) {
   const size_t chunks = (floats + align - 1) / align;
   const auto cut = [&](int k) { return k == n ? floats : std::min(floats, chunks * size_t(k) / size_t(n) * align); };
   return {cut(r), cut(r + 1)};
+}
+// The decay ranges of a flat buffer (sorted, covering it) clipped to shard s, relative to its start (ZeRO-1: the
+// ranges a rank's update of its shard reads).
+inline std::vector<DecayRange> shard_decay_ranges(const std::vector<DecayRange>& all, Shard s) {
+  std::vector<DecayRange> out;
+  for (const auto& r : all)
+    if (std::max(r.begin, s.begin) < std::min(r.end, s.end))
+      out.push_back({std::max(r.begin, s.begin) - s.begin, std::min(r.end, s.end) - s.begin, r.decay});
+  if (out.empty()) out.push_back({0, s.size(), true});
+  return out;
 }
 }  // namespace parallel
 

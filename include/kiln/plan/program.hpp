@@ -27,6 +27,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kiln/plan/params.hpp"
 #include "kiln/plan/phase.hpp"
@@ -593,6 +594,19 @@ template <DecoderModel M, int B, int T, class Prec = Fp32>
 using EvalProgram = Program<M, B, T, Prec, Mode::eval>;
 template <DecoderModel M, int MaxT, class Prec = Fp32>
 using DecodeProgram = Program<M, 1, MaxT, Prec, Mode::decode>;
+
+// For each parameter entry of a training program P, the op after which its gradient is final (the last op that adds
+// to it; -1: none does): where data parallelism may start summing it while the backward goes on.
+template <class P>
+std::vector<int> last_gradient_ops(int entries) {
+  std::vector<int> last(size_t(entries), -1);
+  for (int i = 0; i < P::data.n_ops; ++i) {
+    const Op& op = P::data.ops[size_t(i)];
+    if (op.grad && op.param >= 0)
+      for (int e = op.param; e < op.param + (op.param_entries > 1 ? op.param_entries : 1); ++e) last[size_t(e)] = i;
+  }
+  return last;
+}
 
 // Bytes per rank of one phase shape, exactly as a backend of this precision allocates them.
 template <DecoderModel M, int B, int T, class Prec = Fp32>
