@@ -8,7 +8,9 @@
 //            dx_{i+HD/2}  = g_{i+HD/2} cos a - g_i        sin a
 // Tensors: x (R, row_stride) with NHEADS consecutive heads (R, NHEADS, HD) at its start; pos (R) position ids.
 // cos/sin come from a table (max_pos, HD/2) computed in double and rounded once to the compute type C; x is stored
-// as S. Positions are checked once where the batch enters the backend (backend::validate_batch), not here.
+// as S. A YaRN-scaled policy changes the table only: its inv_freq (kiln/core/rope_scaling.hpp) for theta^(-2i/HD),
+// and cos and sin multiplied by its attention factor m (so q.k, rotated on both sides, scales by m^2; the backward
+// is the same transpose, by the same table). Positions are checked once where the batch enters the backend (backend::validate_batch), not here.
 // Nothing is saved.
 #pragma once
 #include <cmath>
@@ -17,6 +19,7 @@
 
 #include "kernels/dot.hpp"
 #include "kiln/core/error.hpp"
+#include "kiln/core/rope_scaling.hpp"
 
 namespace kiln::kernels {
 
@@ -24,15 +27,17 @@ template <class T, int HD>
 struct RopeTable {  // cos/sin for positions [0, max_pos), computed in double then cast
   static_assert(HD % 2 == 0, "rope: head_dim must be even (dimension i pairs with i + HD/2)");
   static constexpr int kHalf = HD / 2;
-  RopeTable(int max_pos, double theta) : max_pos(max_pos), cos(size_t(max_pos) * kHalf), sin(size_t(max_pos) * kHalf) {
+  RopeTable(int max_pos, double theta, const RopeScaling& scaling = {})
+      : max_pos(max_pos), cos(size_t(max_pos) * kHalf), sin(size_t(max_pos) * kHalf) {
     KILN_CHECK(max_pos > 0, "rope: the table needs max_pos > 0, got ", max_pos);
     KILN_CHECK(theta > 0, "rope: theta must be positive, got ", theta);
+    const std::vector<double> inv_freq = rope_inv_freq(HD, theta, scaling);  // theta^(-2i/HD), or YaRN's
+    const double m = scaling.attention();
     for (int p = 0; p < max_pos; ++p)
       for (int i = 0; i < kHalf; ++i) {
-        const double inv_freq = std::pow(theta, -2.0 * i / HD);  // theta^(-2i/HD)
-        const double a = double(p) * inv_freq;
-        cos[size_t(p) * kHalf + i] = T(std::cos(a));
-        sin[size_t(p) * kHalf + i] = T(std::sin(a));
+        const double a = double(p) * inv_freq[size_t(i)];
+        cos[size_t(p) * kHalf + i] = T(m * std::cos(a));
+        sin[size_t(p) * kHalf + i] = T(m * std::sin(a));
       }
   }
   int max_pos;

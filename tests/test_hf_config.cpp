@@ -253,3 +253,37 @@ TEST_CASE("hf_config: hf_config_of and mismatches against Kiln model types") {
   auto m2 = kiln::io::mismatches<Llamaish>(published);
   CHECK(m2.size() > 8);
 }
+
+TEST_CASE("hf_config: a YaRN policy writes transformers' rope_scaling, reads back, and differs from plain RoPE") {
+  // SmolLM3 at 128k: YaRN factor 2 over 65536 on its RNoPE layers
+  using SmolYarn = kiln::with<Smol, kiln::YaRN<kiln::RNoPE<4, 5'000'000.0>, 2.0, 65536>>;
+  const HfConfig c = kiln::io::hf_config_of<SmolYarn>("smollm3");
+  REQUIRE(c.rope_scaling);
+  CHECK(c.rope_scaling->type == "yarn");
+  CHECK(c.rope_scaling->factor == 2.0);
+  CHECK(c.rope_scaling->original_max_position_embeddings == 65536);
+  CHECK(c.max_position_embeddings == 131072);  // transformers' context: factor x original
+  CHECK(c.no_rope_layers == parse(smollm3_v4()).no_rope_layers);
+  // written (v4: rope_scaling with rope_type and type) and read back
+  const json written = json::parse(kiln::io::hf_config_json(c).dump());
+  CHECK(written["rope_scaling"]["rope_type"] == "yarn");
+  CHECK(written["rope_scaling"]["beta_fast"] == 32.0);
+  const HfConfig back = parse(written);
+  CHECK(kiln::io::mismatches<SmolYarn>(back).empty());
+  // the same scaling in transformers v5's form, defaults left out
+  json v5 = smollm3_v5();
+  v5["rope_parameters"] = {{"rope_theta", 5000000.0}, {"rope_type", "yarn"}, {"factor", 2.0},
+                           {"original_max_position_embeddings", 65536}};
+  CHECK(kiln::io::mismatches<SmolYarn>(parse(v5)).empty());
+  // against plain RNoPE, and another factor: named
+  const auto plain = kiln::io::mismatches<Smol>(back);
+  REQUIRE(plain.size() == 1);
+  CHECK(plain[0].find("rope_scaling: checkpoint yarn x2 over 65536") == 0);
+  CHECK(plain[0].find("recipe none") != std::string::npos);
+  CHECK(kiln::io::mismatches<SmolYarn>(parse(smollm3_v4())).at(0).find("checkpoint none, recipe yarn x2") != std::string::npos);
+  v5["rope_parameters"]["factor"] = 4.0;
+  CHECK(kiln::io::mismatches<SmolYarn>(parse(v5)).size() == 1);
+  v5["rope_parameters"]["factor"] = 2.0;
+  v5["rope_parameters"]["beta_fast"] = 16;
+  CHECK(kiln::io::mismatches<SmolYarn>(parse(v5)).size() == 1);
+}

@@ -8,7 +8,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <numeric>
+#include <nlohmann/json.hpp>
 
 #include "kernels/adamw.hpp"
 #include "kernels/attention.hpp"
@@ -22,6 +24,7 @@
 #include "kernels/swiglu.hpp"
 #include "kiln/backend/batch.hpp"
 #include "kiln/core/bf16.hpp"
+#include "kiln/model/model.hpp"
 #include "tests/conformance.hpp"
 
 namespace kk = kiln::kernels;
@@ -419,6 +422,58 @@ TEST_CASE("rope: position 0 is the identity; HF rotate_half at position 1") {
   CHECK(z[2] == doctest::Approx(3 * std::cos(1.0) + 1 * std::sin(1.0)));
   CHECK(z[1] == doctest::Approx(2 * std::cos(0.01) - 4 * std::sin(0.01)));
   CHECK(z[3] == doctest::Approx(4 * std::cos(0.01) + 2 * std::sin(0.01)));
+}
+
+namespace {
+using kiln::RNoPE, kiln::RoPE, kiln::RopeScaling, kiln::YaRN, kiln::rope_inv_freq;
+// One case of tests/fixtures/yarn.json (transformers' YaRN, tests/reference/make_yarn_fixture.py) against the policy
+// type that should mean it: its scaling (the DSL's fields), inv_freq and attention factor (kiln/core/rope_scaling.hpp),
+// and the cos / sin of Kiln's RoPE table (in transformers' rotate_half layout: both halves the same).
+template <int HD, class Policy>
+void yarn_case(const nlohmann::json& fx, const char* name) {
+  CAPTURE(name);
+  const nlohmann::json& c = fx.at("cases").at(name);
+  const auto& cfg = c.at("config");
+  CHECK(cfg.at("head_dim").get<int>() == HD);
+  CHECK(Policy::theta == cfg.at("theta").get<double>());
+  constexpr RopeScaling s = Policy::scaling;
+  static_assert(s.yarn);
+  CHECK(s.factor == cfg.at("factor").get<double>());
+  CHECK(s.original_max == cfg.at("original").get<int>());
+  const std::vector<double> f = rope_inv_freq(HD, Policy::theta, s);
+  const auto want = c.at("inv_freq").get<std::vector<double>>();
+  REQUIRE(f.size() == want.size());
+  for (size_t i = 0; i < f.size(); ++i) {
+    CAPTURE(i);
+    CHECK(f[i] == doctest::Approx(want[i]).epsilon(2e-7));  // transformers' float32
+  }
+  CHECK(s.attention() == doctest::Approx(c.at("attention_factor").get<double>()).epsilon(1e-12));
+  const auto pos = c.at("positions").get<std::vector<int>>();
+  const kk::RopeTable<float, HD> t(pos.back() + 1, Policy::theta, s);
+  for (size_t k = 0; k < pos.size(); ++k)
+    for (int i = 0; i < HD; ++i) {  // transformers' cos / sin repeat the HD/2 frequencies in both halves
+      const size_t at = size_t(pos[k]) * (HD / 2) + size_t(i % (HD / 2));
+      CHECK(t.cos[at] == doctest::Approx(c.at("cos")[k][size_t(i)].get<double>()).epsilon(1e-5).scale(1.0));
+      CHECK(t.sin[at] == doctest::Approx(c.at("sin")[k][size_t(i)].get<double>()).epsilon(1e-5).scale(1.0));
+    }
+}
+}  // namespace
+
+TEST_CASE("YaRN: inverse frequencies, attention factor and RoPE tables equal transformers' (tests/fixtures/yarn.json)") {
+  std::ifstream in(std::string(KILN_TEST_FIXTURES) + "/yarn.json");
+  REQUIRE(in.good());
+  const nlohmann::json fx = nlohmann::json::parse(in);
+  MESSAGE("fixture from transformers ", fx.at("transformers").get<std::string>());
+  yarn_case<128, YaRN<RNoPE<4, 5'000'000.0>, 2.0, 65536>>(fx, "smollm3_128k");  // SmolLM3 at 128k
+  yarn_case<16, YaRN<RoPE<10000.0>, 4.0, 32>>(fx, "small");
+  yarn_case<64, YaRN<RoPE<500000.0>, 8.0, 4096, 16.0, 2.0, 0.9>>(fx, "betas");
+  yarn_case<32, YaRN<RoPE<10000.0>, 3.0, 64, 32.0, 1.0, 0.0, false>>(fx, "no_truncate");
+  // the policy keeps its base's layers and theta; the table without scaling is plain RoPE's
+  using P = YaRN<RNoPE<4, 5'000'000.0>, 2.0, 65536>;
+  static_assert(P::interval == 4 && !P::uses_rope(3, 36) && P::uses_rope(4, 36) && P::theta == 5e6);
+  static_assert(!RNoPE<4, 5e6>::scaling.yarn && RNoPE<4, 5e6>::scaling.attention_factor == 0);
+  const std::vector<double> plain = rope_inv_freq(8, 100.0, {});
+  CHECK(plain[1] == doctest::Approx(std::pow(100.0, -0.25)));
 }
 
 TEST_CASE("adamw: two steps against a hand computation") {

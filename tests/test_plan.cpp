@@ -119,7 +119,8 @@ TEST_CASE("activation arena read off the program: live buffers never share bytes
 // loss and log-probability) and every kernel's scratch, and must still be no larger.
 template <class R>
 void check_not_larger(size_t before, const char* name) {
-  using P = plan::TrainProgram<typename R::model, R::stage::micro_batch, R::stage::seq_len>;
+  using St = phase_stage<R, 0>;  // the first phase (SmolLM3's 4k pretraining)
+  using P = plan::TrainProgram<typename R::model, St::micro_batch, St::seq_len>;
   MESSAGE(std::string(name) << ": arena " << P::arena_bytes << " bytes from the program, " << before << " before ("
                << 100.0 * (double(before) - double(P::arena_bytes)) / double(before) << "% smaller)");
   CHECK(P::arena_bytes <= before);
@@ -223,4 +224,13 @@ TEST_CASE("learning-rate schedules") {
   CHECK(learning_rate(c, 109) == doctest::Approx(0.1));
   c.schedule = Schedule::constant;
   CHECK(learning_rate(c, 100) == doctest::Approx(1.0));
+}
+
+TEST_CASE("a YaRN positional policy prints its scaling and keeps the parameter table") {
+  using Yarn = with<Smol, YaRN<RNoPE<4, 5'000'000.0>, 2.0, 65536>>;
+  static_assert(plan::same_parameter_table<Smol, Yarn>());
+  std::ostringstream os;
+  plan::print_model<Yarn, 1, 1024>(os, {}, false);
+  CHECK(os.str().find("positions: YaRN (x2 over 65536 positions, beta 32 / 1, attention factor 1.0693) theta 5e+06; "
+                      "NoPE layers: 3,7,11") != std::string::npos);
 }

@@ -162,7 +162,8 @@ int hf_export_main(int argc, char** argv, const RecipeProgram& r) {
 
     io::HfConfig cfg = r.hf_config(phase, model_type);
     model_type = cfg.model_type;
-    cfg.max_position_embeddings = MaxT;
+    // the context it trained at; a YaRN model's is the one hf_config wrote (factor x original) when that is longer
+    if (!cfg.rope_scaling || cfg.max_position_embeddings < MaxT) cfg.max_position_embeddings = MaxT;
     if (eod >= 0) cfg.eos_token_id = eod;
     cfg.torch_dtype = "float32";
 

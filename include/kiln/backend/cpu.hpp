@@ -465,7 +465,7 @@ class Executor {
   static constexpr int R = B * T;
   static constexpr size_t arena_bytes = Train::arena_bytes > Eval::arena_bytes ? Train::arena_bytes : Eval::arena_bytes;
 
-  Executor() : arena_(arena_bytes), rope_(T, rope_theta<M>()) {}
+  Executor() : arena_(arena_bytes), rope_(T, rope_theta<M>(), M::positional::scaling) {}
 
   // Forward and backward of one micro-batch. Gradients are ADDED to the state's (gradient accumulation), scaled by
   // grad_scale (1 / the number of target tokens in the whole global batch). Returns the summed loss of the
@@ -593,7 +593,7 @@ class Decoder {
   using P = plan::DecodeProgram<M, MaxT, plan::Fp32>;
   static_assert(MaxT > 0, "Decoder: MaxT (the longest context) must be positive");
 
-  Decoder() : arena_(P::arena_bytes), rope_(MaxT, rope_theta<M>()) {}
+  Decoder() : arena_(P::arena_bytes), rope_(MaxT, rope_theta<M>(), M::positional::scaling) {}
 
   void reset() { len_ = 0; }
   int length() const { return len_; }

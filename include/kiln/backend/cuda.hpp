@@ -522,7 +522,7 @@ class Executor {
         gemm_(workspace_.as(), workspace_.bytes()), seen_(size_t(V), 0), loss_(R), logp_(R) {
     for (Upload& u : uploads_) u.host = PinnedBytes(Upload::bytes, "a micro-batch's inputs on their way to the device");
     if constexpr (M::positional::any_rope) {
-      const kernels::RopeTable<float, HD> t(T, cuda_rope_theta<M>());  // the CPU's table: the same fp32 values
+      const kernels::RopeTable<float, HD> t(T, cuda_rope_theta<M>(), M::positional::scaling);  // the CPU's values
       rope_cos_ = DeviceBytes(t.cos.size() * 4, "RoPE's cos table");
       rope_sin_ = DeviceBytes(t.sin.size() * 4, "RoPE's sin table");
       to_device(rope_cos_.as(), t.cos.data(), rope_cos_.bytes(), nullptr);

@@ -2,6 +2,7 @@
 // read_hf_config, write_hf_config) and its link to Kiln model types: hf_config_of<M> builds the config of a model type,
 // mismatches<M> lists every field in which a checkpoint's config differs from a recipe's model.
 #pragma once
+#include <cmath>
 #include <charconv>
 #include <type_traits>
 
@@ -21,9 +22,24 @@ namespace kiln::io {
 // Kiln model type <-> HfConfig
 // ---------------------------------------------------------------------------------------------
 
+// A YaRN policy's scaling as transformers' rope_scaling {"rope_type": "yarn", "factor", "original_max_position_
+// embeddings", "beta_fast", "beta_slow", and "attention_factor" / "truncate" where they are not the defaults}.
+inline RopeScaling hf_rope_scaling(const kiln::RopeScaling& y) {
+  RopeScaling s;
+  s.type = "yarn";
+  s.factor = y.factor;
+  s.original_max_position_embeddings = y.original_max;
+  s.extra["beta_fast"] = y.beta_fast;
+  s.extra["beta_slow"] = y.beta_slow;
+  if (y.attention_factor > 0) s.extra["attention_factor"] = y.attention_factor;
+  if (!y.truncate) s.extra["truncate"] = false;
+  return s;
+}
+
 // The config.json of a Kiln model. Fields the model type does not fix (special token ids, max_position_embeddings,
-// dtype, rope_scaling) get neutral values the caller overwrites: ids null, max_position_embeddings 4096,
-// torch_dtype "float32" (Kiln's parameters are fp32).
+// dtype) get neutral values the caller overwrites: ids null, max_position_embeddings 4096 (a YaRN model's: factor x
+// its original context, which transformers reads as the context it serves), torch_dtype "float32" (Kiln's
+// parameters are fp32). A YaRN policy writes its rope_scaling.
 // llama has no NoPE layers: a model with any NoPE layer must be exported as smollm3 (the error says so).
 template <DecoderModel M>
 HfConfig hf_config_of(std::string model_type) {
@@ -53,6 +69,11 @@ HfConfig hf_config_of(std::string model_type) {
   c.tie_word_embeddings = M::tied;
   c.max_position_embeddings = 4096;
   c.torch_dtype = "float32";
+  if constexpr (M::positional::scaling.yarn) {
+    constexpr kiln::RopeScaling y = M::positional::scaling;
+    c.rope_scaling = hf_rope_scaling(y);
+    c.max_position_embeddings = int(std::lround(y.factor * y.original_max));
+  }
   if (model_type == "llama") {
     KILN_CHECK(all_rope, "hf_config_of: the model has NoPE layers (positional ", M::positional::name,
                "), which model_type llama cannot express; export it as smollm3 (field no_rope_layers)");
@@ -103,9 +124,32 @@ std::vector<std::string> mismatches(const HfConfig& c) {
   cmp("attention_bias", c.attention_bias, false);
   cmp("mlp_bias", c.mlp_bias, false);
   cmp("use_sliding_window", c.sliding_window.has_value(), false);
-  if (c.rope_scaling)
-    out.push_back("rope_scaling: checkpoint " + c.rope_scaling->type + " x" + std::to_string(c.rope_scaling->factor) +
-                  ", recipe none (Kiln trains with plain RoPE)");
+  // rope scaling: none on both sides, or YaRN with the same numbers (transformers' defaults filled in)
+  const auto describe = [&](const std::optional<RopeScaling>& s) -> std::string {
+    if (!s) return "none";
+    std::string d = s->type + " x" + text(s->factor);
+    if (s->original_max_position_embeddings) d += " over " + std::to_string(*s->original_max_position_embeddings);
+    for (auto it = s->extra.begin(); it != s->extra.end(); ++it) d += ", " + it.key() + " " + it.value().dump();
+    return d;
+  };
+  std::optional<RopeScaling> want;
+  if constexpr (M::positional::scaling.yarn) want = hf_rope_scaling(M::positional::scaling);
+  bool same = c.rope_scaling.has_value() == want.has_value();
+  if (same && want) {
+    const RopeScaling& g = *c.rope_scaling;
+    const auto num = [&](const char* k, double dflt) {
+      return g.extra.contains(k) && g.extra[k].is_number() ? g.extra[k].get<double>() : dflt;
+    };
+    const kiln::RopeScaling& y = M::positional::scaling;
+    const bool truncate = !(g.extra.contains("truncate") && g.extra["truncate"].is_boolean()) || g.extra["truncate"].get<bool>();
+    same = g.type == "yarn" && g.factor == y.factor && g.original_max_position_embeddings == y.original_max &&
+           num("beta_fast", 32) == y.beta_fast && num("beta_slow", 1) == y.beta_slow &&
+           num("attention_factor", 0) == y.attention_factor && truncate == y.truncate &&
+           !g.extra.contains("mscale") && !g.extra.contains("mscale_all_dim");
+  }
+  if (!same)
+    out.push_back("rope_scaling: checkpoint " + describe(c.rope_scaling) + ", recipe " + describe(want) +
+                  (want ? "" : " (the recipe's positional policy has no scaling: YaRN<...> gives it one)"));
   return out;
 }
 

@@ -5,8 +5,10 @@
 //   Attention<heads<NH>, kv_heads<NKV>, head_dim<HD>, Positional, qk_norm<bool>>
 //                                                   MHA (NKV == NH), GQA, MQA (NKV == 1); causal, intra-document
 //   RoPE<theta> | NoPE | RNoPE<interval, theta>     positional policies (HF rotate_half convention)
+//   YaRN<RoPE or RNoPE, factor, original_max, ...>   its RoPE layers' frequencies scaled for a longer context
 //   SwiGLU<ffn<F>>                                  down(silu(gate(x)) * up(x))
 #pragma once
+#include "kiln/core/rope_scaling.hpp"
 #include "kiln/model/settings.hpp"
 
 namespace kiln {
@@ -22,6 +24,7 @@ struct RoPE {
   static constexpr bool any_rope = true;
   static constexpr bool uses_rope(int /*layer*/, int /*layers*/) { return true; }
   static constexpr const char* name = "RoPE";
+  static constexpr RopeScaling scaling{};  // plain frequencies
 };
 
 // No positional encoding anywhere: causality alone tells positions apart.
@@ -32,6 +35,7 @@ struct NoPE {
   static constexpr bool any_rope = false;
   static constexpr bool uses_rope(int, int) { return false; }
   static constexpr const char* name = "NoPE";
+  static constexpr RopeScaling scaling{};
 };
 
 // SmolLM3's mix: layer i (0-indexed) uses RoPE iff (i + 1) % interval != 0, so every interval-th layer is NoPE.
@@ -46,6 +50,32 @@ struct RNoPE {
   static constexpr bool any_rope = true;
   static constexpr bool uses_rope(int layer, int /*layers*/) { return (layer + 1) % Interval != 0; }
   static constexpr const char* name = "RNoPE";
+  static constexpr RopeScaling scaling{};
+};
+
+// YaRN (transformers' rope_scaling {"rope_type": "yarn", ...}; kiln/core/rope_scaling.hpp has the math): Base's
+// RoPE layers (a RoPE or RNoPE policy: its theta and NoPE layers stay) with frequencies blended between
+// extrapolation (the fast dimensions, beta_fast rotations or more over OriginalMax positions) and interpolation by
+// Factor (the slow ones, beta_slow rotations or fewer), and cos / sin scaled by the attention factor (0: 0.1
+// ln(Factor) + 1). SmolLM3 reaches 128k at inference as YaRN<RNoPE<4, 5'000'000.0>, 2.0, 65536>. Truncate false:
+// the correction range is not rounded to whole dimensions (transformers' `truncate`). The parameter table is
+// Base's, so a phase or an export may switch it on.
+template <class Base, double Factor, int OriginalMax, double BetaFast = 32.0, double BetaSlow = 1.0,
+          double AttentionFactor = 0.0, bool Truncate = true>
+struct YaRN {
+  using kind = tag::positional;
+  static_assert(std::is_same_v<typename Base::kind, tag::positional> && Base::any_rope && !Base::scaling.yarn,
+                "YaRN<Base, ...>: Base must be a RoPE or RNoPE policy (the layers whose frequencies it scales)");
+  static_assert(Factor > 1, "YaRN<Base, factor, ...>: factor (the context's stretch) must be above 1");
+  static_assert(OriginalMax > 0, "YaRN<Base, factor, original_max>: original_max (the trained context) must be positive");
+  static_assert(BetaFast > BetaSlow && BetaSlow > 0, "YaRN<...>: expected beta_fast > beta_slow > 0 (defaults 32 and 1)");
+  static_assert(AttentionFactor >= 0, "YaRN<...>: attention_factor must be positive (or 0: 0.1 ln(factor) + 1)");
+  static constexpr int interval = Base::interval;
+  static constexpr double theta = Base::theta;
+  static constexpr bool any_rope = true;
+  static constexpr bool uses_rope(int layer, int layers) { return Base::uses_rope(layer, layers); }
+  static constexpr const char* name = "YaRN";
+  static constexpr RopeScaling scaling{true, Factor, OriginalMax, BetaFast, BetaSlow, AttentionFactor, Truncate};
 };
 
 

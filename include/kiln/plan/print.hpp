@@ -113,7 +113,7 @@ void print_model(std::ostream& os, const std::function<bool(const std::string&)>
   using Cpu = MemoryPlan<M, B, T, Fp32>;
   using Gpu = MemoryPlan<M, B, T, Bf16Mixed>;
   using TP = TrainProgram<M, B, T, Fp32>;
-  char line[256];
+  char line[512];
   os << "Model\n";
   std::snprintf(line, sizeof line,
                 "  decoder: vocab %d, hidden %d, %d layers, ffn %d (SwiGLU), RMSNorm eps %g, %s embeddings, z-loss %g\n",
@@ -123,8 +123,14 @@ void print_model(std::ostream& os, const std::function<bool(const std::string&)>
   std::snprintf(line, sizeof line, "  attention: %d heads, %d KV heads (%s, %d query heads per KV head), head_dim %d%s\n",
                 M::heads, M::kv_heads, kind, M::heads / M::kv_heads, M::head_dim, M::qk_norm ? ", QK-norm" : "");
   os << line;
-  std::snprintf(line, sizeof line, "  positions: %s theta %g; NoPE layers: %s\n", M::positional::name, M::positional::theta,
-                nope_layers<M>().c_str());
+  char yarn[160] = "";
+  if constexpr (M::positional::scaling.yarn) {
+    constexpr RopeScaling y = M::positional::scaling;
+    std::snprintf(yarn, sizeof yarn, " (x%g over %d positions, beta %g / %g, attention factor %.4f%s)", y.factor,
+                  y.original_max, y.beta_fast, y.beta_slow, y.attention(), y.truncate ? "" : ", not truncated");
+  }
+  std::snprintf(line, sizeof line, "  positions: %s%s theta %g; NoPE layers: %s\n", M::positional::name, yarn,
+                M::positional::theta, nope_layers<M>().c_str());
   os << line;
   std::snprintf(line, sizeof line, "  stage: micro-batch %d x sequence %d = %d tokens; causal, intra-document masking\n",
                 B, T, B * T);

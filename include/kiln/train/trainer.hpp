@@ -230,11 +230,18 @@ class Trainer final : public TrainerBase {
     [&]<int... I>(std::integer_sequence<int, I...>) {
       ((s += [] {
          using P = phase_model<Recipe, I>;
-         char b[256];
-         std::snprintf(b, sizeof b, "%d:%d:%d/%d:%d:%d:%d:%d:%d:%.17g:%.17g:%s:%d:%.17g;", P::layers, P::hidden,
+         char b[384];
+         constexpr RopeScaling y = P::positional::scaling;
+         std::snprintf(b, sizeof b, "%d:%d:%d/%d:%d:%d:%d:%d:%d:%.17g:%.17g:%s:%d:%.17g", P::layers, P::hidden,
                        P::heads, P::kv_heads, P::head_dim, P::ffn, P::vocab, int(P::tied), int(P::qk_norm), P::eps,
                        P::z_loss, P::positional::name, P::positional::interval, P::positional::theta);
-         return std::string(b);
+         std::string t = b;
+         if (y.yarn) {  // (plain RoPE keeps the fingerprint earlier checkpoints carry)
+           std::snprintf(b, sizeof b, ":yarn:%.17g:%d:%.17g:%.17g:%.17g:%d", y.factor, y.original_max, y.beta_fast,
+                         y.beta_slow, y.attention_factor, int(y.truncate));
+           t += b;
+         }
+         return t + ";";
        }()), ...);
     }(std::make_integer_sequence<int, phase_count>{});
     return s;
