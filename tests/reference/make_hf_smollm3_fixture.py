@@ -8,6 +8,12 @@ Needs transformers >= 4.53 (SmolLM3) and torch >= 2, from PyPI (Debian's python3
     python3 -m venv /tmp/kiln-hf5 && /tmp/kiln-hf5/bin/pip install "torch>=2.1" "transformers>=4.53" safetensors
     /tmp/kiln-hf5/bin/python tests/reference/make_hf_smollm3_fixture.py
 Deterministic (seeded). The ctest trainer.hf_smollm3 imports it into tests/recipes/tiny_smollm3.hpp and compares.
+
+With --yarn it writes tests/fixtures/hf/tiny_smollm3_yarn/ instead: the same model with transformers' YaRN
+(rope_parameters {"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": 16}, max_position_embeddings
+64), which trainer.hf_smollm3_yarn imports into tests/recipes/tiny_smollm3_yarn.hpp (YaRN<RNoPE<4, 50000>, 4.0, 16>):
+Kiln's attention with YaRN's frequencies and attention factor against transformers' logits. transformers 5.25.0 with
+torch 2.15.0 made it.
 """
 import json
 import os
@@ -20,7 +26,8 @@ from safetensors.torch import save_file
 from transformers import SmolLM3Config, SmolLM3ForCausalLM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-OUT = os.path.join(ROOT, "tests", "fixtures", "hf", "tiny_smollm3")
+YARN = "--yarn" in sys.argv[1:]
+OUT = os.path.join(ROOT, "tests", "fixtures", "hf", "tiny_smollm3_yarn" if YARN else "tiny_smollm3")
 
 
 def main():
@@ -33,6 +40,9 @@ def main():
                         no_rope_layers=[int((i + 1) % interval != 0) for i in range(layers)],
                         no_rope_layer_interval=interval, use_sliding_window=False, bos_token_id=None,
                         eos_token_id=2, pad_token_id=None, attn_implementation="eager")
+    if YARN:
+        cfg.rope_parameters = {"rope_type": "yarn", "rope_theta": 50000.0, "factor": 4.0,
+                               "original_max_position_embeddings": 16}
     model = SmolLM3ForCausalLM(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
