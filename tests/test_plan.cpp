@@ -16,6 +16,7 @@
 #include "../recipes/smollm3_3b.hpp"
 #include "kiln/backend/cpu_names.hpp"
 #include "kiln/plan/flops.hpp"
+#include "kiln/plan/hardware.hpp"
 #include "kiln/plan/print.hpp"
 #include "kiln/plan/program.hpp"
 #include "kiln/train/schedule.hpp"
@@ -233,4 +234,17 @@ TEST_CASE("a YaRN positional policy prints its scaling and keeps the parameter t
   plan::print_model<Yarn, 1, 1024>(os, {}, false);
   CHECK(os.str().find("positions: YaRN (x2 over 65536 positions, beta 32 / 1, attention factor 1.0693) theta 5e+06; "
                       "NoPE layers: 3,7,11") != std::string::npos);
+}
+
+TEST_CASE("hardware: the playbook's GPU count for SmolLM3 from its own assumptions") {
+  // 6 N D = 6 x 3e9 x 11e12 = 1.98e23 FLOP at 30% MFU of a measured 720 TFLOP/s for 4 weeks: ~379 GPUs (384 taken)
+  const double f = plan::six_nd(3e9, 11e12);
+  CHECK(f == doctest::Approx(1.98e23));
+  const plan::Throughput t{720, 0.3};
+  CHECK(plan::gpus_for(f, t, 28) == doctest::Approx(378.9).epsilon(1e-3));
+  CHECK(plan::days_for(f, t, 378.9) == doctest::Approx(28).epsilon(1e-3));
+  REQUIRE(plan::find_gpu("h100"));
+  CHECK(plan::find_gpu("h100")->bf16_tflops == 989.4);
+  CHECK(plan::find_gpu("v100") == nullptr);
+  CHECK(plan::gpu_keys() == "h100, h200, a100");
 }

@@ -6,6 +6,10 @@
 //   plan_<recipe> --summary              `key value` lines, for comparing two recipes (tools/kiln plan a.hpp b.hpp)
 //   plan_<recipe> --hf-config <file>     does a Hugging Face config.json fit this recipe's model? Prints "match"
 //                                        (exit 0) or every mismatching field (exit 3); tools/kiln import uses it
+//   plan_<recipe> --gpu h100|h200|a100 (--gpus N | --days D) [--mfu 0.3] [--tflops T] [--params N --tokens D]
+//                                        how many GPUs, how long: every phase's tokens and training FLOPs (the
+//                                        plan's, attention included, and 6 N D), GPUs for D days or days on N GPUs,
+//                                        memory per GPU under each layout, the checkpoint (kiln/plan/hardware.hpp)
 //   plan_<recipe> --check-attention [--sm 90]
 //                                        builds cuDNN's forward and backward attention graphs of every phase (1
 //                                        document, one per row, one per token) and runs cuDNN's validation for that
@@ -93,9 +97,36 @@ int main(int argc, char** argv) {
   int ranks = 1;
   app.add_option("--ranks", ranks, "ranks of the recipe's layout: what each holds and sends per step (1: one process)")
       ->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  std::string gpu;
+  kiln::GpuPlanAsk ask{};
+  ask.rate.mfu = 0.3;
+  app.add_option("--gpu", gpu, "plan the run on this GPU: " + kiln::plan::gpu_keys());
+  app.add_option("--gpus", ask.gpus, "with --gpu: how many days on this many GPUs")->check(CLI::Range(1, 1 << 24));
+  app.add_option("--days", ask.days, "with --gpu: how many GPUs to finish in this many days")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--mfu", ask.rate.mfu, "with --gpu: the fraction of the GPU's rate the run keeps")
+      ->check(CLI::Range(0.001, 1.0))->capture_default_str();
+  app.add_option("--tflops", ask.rate.tflops, "with --gpu: a measured bf16 TFLOP/s (the fryer's) for the datasheet's")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--params", ask.params, "with --gpu: N of the 6 N D line instead of the recipe's parameters")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--tokens", ask.tokens, "with --gpu: D of the 6 N D line instead of the phases' tokens")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--storage-gbps", ask.storage_gbps, "with --gpu: the checkpoint's write rate, GB/s")
+      ->check(CLI::PositiveNumber)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     if (check) return check_attention(sm);
+    if (!gpu.empty()) {
+      ask.gpu = kiln::plan::find_gpu(gpu);
+      KILN_CHECK(ask.gpu, "--gpu ", gpu, ": not a GPU the planner knows (", kiln::plan::gpu_keys(),
+                 "); give the nearest and --tflops with its measured bf16 rate");
+      KILN_CHECK((ask.gpus > 0) != (ask.days > 0), "--gpu: give --gpus N (how long on N GPUs) or --days D (how many "
+                 "GPUs for D days), one of them");
+      if (ask.rate.tflops == 0) ask.rate.tflops = ask.gpu->bf16_tflops;
+      kiln::print_gpu_plan<KILN_RECIPE>(std::cout, ask);
+      return 0;
+    }
     if (!hf_config.empty()) {
       const auto diffs = kiln::io::mismatches<KILN_RECIPE::model>(kiln::io::read_hf_config(hf_config));
       if (diffs.empty()) {

@@ -11,6 +11,7 @@
 #include "kiln/backend/cpu_names.hpp"
 #include "kiln/backend/cuda_names.hpp"
 #include "kiln/parallel/tensor_parallel.hpp"
+#include "kiln/plan/hardware.hpp"
 #include "kiln/plan/print.hpp"
 #include "kiln/recipe.hpp"
 #include "kiln/train/config.hpp"
@@ -167,7 +168,7 @@ void print_layout(std::ostream& os, int ranks, bool cuda) {
   } else if (!zero) {
     const double ring = grads * 2.0 * double(n - 1) / double(n);
     os << "  per rank and step: the all-reduce of the fp32 gradients (" << mib(grads) << "): a ring sends and receives "
-       << mib(ring) << " each way, in buckets during the backward" << (cuda ? " (NCCL: after it, on the stream)" : "")
+       << mib(ring) << " each way, in buckets during the backward" << (cuda ? " (NCCL, on a side stream)" : "")
        << "; small messages besides: the loss, the stop flag, 8 B per collective to each other rank\n\n";
   } else {
     const double half = grads * double(n - 1) / double(n);
@@ -175,6 +176,126 @@ void print_layout(std::ostream& os, int ranks, bool cuda) {
        << mib(half) << " each way, in buckets during the backward; the all-gather of the updated fp32 weights "
        << mib(half) << "; small messages besides: the loss, the norm's chunk sums, the stop flag\n\n";
   }
+}
+
+// One layout's memory per GPU at one phase shape: TP t where the model divides t ways (and the CUDA kernels take
+// the cut), and with t == 1 ZeRO-1 over the data-parallel ranks (the moments' 1/dp and the reduced shard).
+template <DecoderModel Mi, class S, int t>
+void gpu_memory_row(std::ostream& os, const plan::GpuKind& g, int gpus, bool& fits) {
+  if constexpr (Mi::heads % t == 0 && Mi::kv_heads % t == 0 && Mi::ffn % t == 0 && Mi::vocab % t == 0 &&
+                (Mi::ffn / t) % 8 == 0) {
+    using L = std::conditional_t<(t > 1), tp_local<Mi, t>, Mi>;
+    using Mem = plan::MemoryPlan<L, S::micro_batch, S::seq_len, plan::Bf16Mixed>;
+    const auto row = [&](const std::string& layout, double bytes) {
+      fits |= bytes <= g.memory_bytes;
+      os << " " << layout << " " << plan::human_bytes(bytes) << (bytes <= g.memory_bytes ? " fits" : " too big") << ";";
+    };
+    row("TP " + std::to_string(t), double(Mem::total));
+    const int dp = gpus / t;
+    if (t == 1 && dp > 1) {
+      const double share = std::ceil(double(plan::ParamPlan<L>::table.total) / dp) * 4;
+      row("ZeRO-1 over " + std::to_string(dp), double(Mem::total) - double(Mem::adam) + 2 * share + share);
+    }
+  }
+}
+
+// What plan --gpu asks (tools/plan.cpp): the GPU, the rate, and either a GPU count or a number of days; params and
+// tokens (> 0) replace the recipe's N and D in the 6 N D line (to reproduce an estimate made with rounded numbers).
+struct GpuPlanAsk {
+  const plan::GpuKind* gpu;
+  plan::Throughput rate;
+  int gpus = 0;
+  double days = 0, params = 0, tokens = 0, storage_gbps = 2.0;
+};
+
+// "How many GPUs?": every phase's tokens and training FLOPs (the plan's per token, attention included, and 6 N D),
+// GPUs for the days asked or days for the GPUs asked, each phase's memory per GPU under the layouts the CUDA
+// backend builds (TP 1 / 2 / 4 / 8 where the model divides, ZeRO-1 over the data-parallel ranks), and the
+// checkpoint's size and write time.
+template <RecipeType Recipe>
+void print_gpu_plan(std::ostream& os, const GpuPlanAsk& a) {
+  using Phs = phases_of<Recipe>;
+  using M0 = typename Recipe::model;
+  const plan::GpuKind& g = *a.gpu;
+  char b[512];
+  const auto gib = [](double x) { return plan::human_bytes(x); };
+  const auto sci = [](double x) {
+    char t[32];
+    std::snprintf(t, sizeof t, "%.3g", x);
+    return std::string(t);
+  };
+  std::snprintf(b, sizeof b, "GPU plan: %s, %.0f TFLOP/s bf16 %s x MFU %.0f%% = %.0f TFLOP/s per GPU kept; %s of memory\n",
+                g.name, a.rate.tflops, a.rate.tflops == g.bf16_tflops ? "(datasheet, dense)" : "(given: --tflops)",
+                a.rate.mfu * 100, a.rate.tflops * a.rate.mfu, gib(g.memory_bytes).c_str());
+  os << b << "  source: " << g.source << "\n";
+  double flops = 0, tokens = 0;
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (([&] {
+       using S = phase_stage<Recipe, I>;
+       using Mi = phase_model<Recipe, I>;
+       const TrainConfig c = phase_defaults<Recipe>(I);
+       const bool global = c.global_batch > 0;
+       const double per_step =
+           double(global ? c.global_batch : c.grad_accum) * double(S::micro_batch) * double(S::seq_len);
+       const double t = double(c.steps) * per_step, f = plan::Flops<Mi, S>::train_per_token * t;
+       tokens += t, flops += f;
+       std::snprintf(b, sizeof b, "  %-10s %s steps x %s tokens = %s tokens; %s FLOP per token (attention at %d "
+                     "positions %.1f%%): %s FLOP%s\n", std::string(Phs::names[I]).c_str(),
+                     plan::with_commas(size_t(c.steps)).c_str(), plan::with_commas(size_t(per_step)).c_str(),
+                     sci(t).c_str(), sci(plan::Flops<Mi, S>::train_per_token).c_str(), S::seq_len,
+                     100 * plan::Flops<Mi, S>::attention_forward_per_token / plan::Flops<Mi, S>::forward_per_token,
+                     sci(f).c_str(), global ? "" : " (no global batch in the recipe: one data-parallel rank's)");
+       os << b;
+     }()),
+     ...);
+  }(std::make_integer_sequence<int, Phs::count>{});
+  const double n = a.params > 0 ? a.params : double(plan::ParamPlan<M0>::parameters);
+  const double d = a.tokens > 0 ? a.tokens : tokens;
+  const double six = plan::six_nd(n, d);
+  const auto answer = [&](double f) {
+    if (a.days > 0) {
+      std::snprintf(b, sizeof b, "%.0f GPUs for %g days", std::ceil(plan::gpus_for(f, a.rate, a.days)), a.days);
+    } else {
+      const double days = plan::days_for(f, a.rate, a.gpus), s = days * plan::kSecondsPerDay;
+      if (days >= 1) std::snprintf(b, sizeof b, "%.1f days (%.1f weeks) on %d GPUs", days, days / 7, a.gpus);
+      else if (s >= 3600) std::snprintf(b, sizeof b, "%.1f hours on %d GPUs", s / 3600, a.gpus);
+      else std::snprintf(b, sizeof b, "%.1f seconds on %d GPUs", s, a.gpus);
+    }
+    return std::string(b);
+  };
+  os << "  the plan's count (matmuls, LM head and causal attention, forward + 2 x backward): " << sci(flops)
+     << " FLOP: " << answer(flops) << "\n";
+  os << "  6 N D with N = " << sci(n) << (a.params > 0 ? " (given)" : " parameters") << ", D = " << sci(d)
+     << (a.tokens > 0 ? " tokens (given)" : " tokens") << ": " << sci(six) << " FLOP: " << answer(six) << "\n";
+  // memory per GPU, per phase, under each layout the CUDA backend builds
+  const int gpus = a.days > 0 ? int(std::ceil(plan::gpus_for(flops, a.rate, a.days))) : a.gpus;
+  os << "  memory per GPU (the CUDA backend's plan: bf16 parameters, fp32 master weights, gradients and moments, "
+     << "the activation arena) against " << gib(g.memory_bytes) << ":\n";
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (([&] {
+       using S = phase_stage<Recipe, I>;
+       using Mi = phase_model<Recipe, I>;
+       os << "    " << Phs::names[I] << " (" << S::micro_batch << " x " << S::seq_len << "):";
+       bool fits = false;
+       gpu_memory_row<Mi, S, 1>(os, g, gpus, fits);
+       gpu_memory_row<Mi, S, 2>(os, g, gpus, fits);
+       gpu_memory_row<Mi, S, 4>(os, g, gpus, fits);
+       gpu_memory_row<Mi, S, 8>(os, g, gpus, fits);
+       if (!fits)
+         os << " no layout Kiln builds fits: its activations need recomputation or sequence / context parallelism, "
+               "which are not built";
+       os << "\n";
+     }()),
+     ...);
+  }(std::make_integer_sequence<int, Phs::count>{});
+  const double ck = 12.0 * double(plan::ParamPlan<M0>::table.total);  // fp32 parameters and two moments
+  const TrainConfig c0 = phase_defaults<Recipe>(0);
+  std::snprintf(b, sizeof b, "  checkpoint: %s (fp32 parameters and AdamW moments); %.0f s to write at %g GB/s "
+                "(--storage-gbps: measure your file system)", gib(ck).c_str(), ck / (a.storage_gbps * 1e9),
+                a.storage_gbps);
+  os << b;
+  if (c0.checkpoint_every > 0) os << ", every " << c0.checkpoint_every << " steps";
+  os << "\n\n";
 }
 
 // Every phase: its shape and model, memory and (program) its training op program with the CPU kernels (cuda: the
