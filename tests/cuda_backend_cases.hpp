@@ -236,19 +236,22 @@ struct Doubling final : parallel::DeviceCollectives {
   void reduce_scatter_sum(const float*, float*, const size_t*, void*, const char*) override { FAIL("not ZeRO-1"); }
   void allgather(float*, const size_t*, void*, const char*) override { FAIL("not ZeRO-1"); }
 };
-struct TwoRanks final : parallel::Communicator {
-  const char* name() const override { return "two ranks"; }
-  int rank() const override { return 0; }
-  int world() const override { return 2; }
-  void allreduce_sum(float*, size_t, const char*) override {}
-  void allreduce_sum(double*, size_t, const char*) override {}
-  void start_allreduce_sum(float*, size_t, const char*) override {}
+// One rank of a group whose host collectives the cases below do not use (their device collectives carry the sums).
+struct RankOf final : parallel::Communicator {
+  int r, n;
+  RankOf(int rank, int world) : r(rank), n(world) {}
+  const char* name() const override { return "a test's rank"; }
+  int rank() const override { return r; }
+  int world() const override { return n; }
+  void allreduce_sum(float*, size_t, const char*) override { FAIL("not used"); }
+  void allreduce_sum(double*, size_t, const char*) override { FAIL("not used"); }
+  void start_allreduce_sum(float*, size_t, const char*) override { FAIL("not used"); }
   void progress() override {}
   void finish_all(const char*) override {}
-  void start_reduce_scatter_sum(const float*, float*, const size_t*, const char*) override {}
-  void allgather(float*, const size_t*, const char*) override {}
-  void allreduce_max(int64_t*, size_t, const char*) override {}
-  void allreduce_max(float*, size_t, const char*) override {}
+  void start_reduce_scatter_sum(const float*, float*, const size_t*, const char*) override { FAIL("not used"); }
+  void allgather(float*, const size_t*, const char*) override { FAIL("not used"); }
+  void allreduce_max(int64_t*, size_t, const char*) override { FAIL("not used"); }
+  void allreduce_max(float*, size_t, const char*) override { FAIL("not used"); }
   std::unique_ptr<parallel::Communicator> split(int, int, const char*) override { return nullptr; }
   void broadcast(void*, size_t, int, const char*) override {}
   void barrier(const char*) override {}
@@ -268,7 +271,7 @@ void data_parallel_case(size_t buckets = 0) {
   f.load(*one);
   f.load(*dp);
   auto e1 = std::make_unique<Ex>(), e2 = std::make_unique<Ex>();
-  TwoRanks comm;
+  RankOf comm(0, 2);
   auto owned = std::make_unique<Doubling>();
   Doubling* sums = owned.get();
   comm.attach(std::move(owned));
@@ -390,27 +393,6 @@ struct ThreadDevice final : parallel::DeviceCollectives {
     backend::cuda::synchronize(st);
     ++calls;
   }
-};
-struct RankOf final : parallel::Communicator {
-  int r, n;
-  RankOf(int rank, int world) : r(rank), n(world) {}
-  const char* name() const override { return "a thread's rank"; }
-  int rank() const override { return r; }
-  int world() const override { return n; }
-  void allreduce_sum(float*, size_t, const char*) override { FAIL("not used"); }
-  void allreduce_sum(double*, size_t, const char*) override { FAIL("not used"); }
-  void start_allreduce_sum(float*, size_t, const char*) override { FAIL("not used"); }
-  void progress() override {}
-  void finish_all(const char*) override {}
-  void start_reduce_scatter_sum(const float*, float*, const size_t*, const char*) override { FAIL("not used"); }
-  void allgather(float*, const size_t*, const char*) override { FAIL("not used"); }
-  void allreduce_max(int64_t*, size_t, const char*) override { FAIL("not used"); }
-  void allreduce_max(float*, size_t, const char*) override { FAIL("not used"); }
-  std::unique_ptr<parallel::Communicator> split(int, int, const char*) override { return nullptr; }
-  void broadcast(void*, size_t, int, const char*) override {}
-  void barrier(const char*) override {}
-  void arrive(long) override {}
-  [[noreturn]] void abort(int code) override { std::exit(code); }
 };
 
 // tol: the losses' and gradients' relative tolerance against one process (fp32: summation order only); step_tol:
