@@ -121,8 +121,9 @@ class Nccl final : public DeviceCollectives {
     const auto s = static_cast<cudaStream_t>(stream);
     ok(api_.group_start(), what);
     size_t at = 0;
-    for (int r = 0; r < world_; ++r) {
-      ok(api_.reduce(send + at, r == rank_ ? recv : nullptr, counts[r], ncclFloat32, ncclSum, r, comm_, s), what);
+    for (int r = 0; r < world_; ++r) {  // (a bucket of ZeRO-1's holds no floats of some ranks: every rank skips them)
+      if (counts[r] > 0)
+        ok(api_.reduce(send + at, r == rank_ ? recv : nullptr, counts[r], ncclFloat32, ncclSum, r, comm_, s), what);
       at += counts[r];
     }
     ok(api_.group_end(), what);
@@ -133,7 +134,7 @@ class Nccl final : public DeviceCollectives {
     ok(api_.group_start(), what);
     size_t at = 0;
     for (int r = 0; r < world_; ++r) {
-      ok(api_.broadcast(data + at, data + at, counts[r], ncclFloat32, r, comm_, s), what);
+      if (counts[r] > 0) ok(api_.broadcast(data + at, data + at, counts[r], ncclFloat32, r, comm_, s), what);
       at += counts[r];
     }
     ok(api_.group_end(), what);
