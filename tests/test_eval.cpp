@@ -1,0 +1,189 @@
+// tests/test_eval.cpp: evaluation tasks (kiln/eval/tasks.hpp) and their scoring (kiln/eval/score.hpp): every jsonl
+// layout read into contexts, continuations and labels; malformed records named by file and line; accuracy and its
+// normalisations by characters and tokens on hand-computed cases; and pairs packed many to a micro-batch score what
+// each scores alone, through the CPU executor (intra-document masking keeps them apart).
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "kiln/backend/cpu.hpp"
+#include "kiln/eval/score.hpp"
+#include "kiln/eval/tasks.hpp"
+
+using namespace kiln;
+using eval::Example;
+
+namespace {
+
+std::string write_file(const std::string& name, const std::string& text) {
+  const std::string dir = std::filesystem::temp_directory_path() / ("kiln_eval_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+void fails(const std::string& name, const std::string& text, const std::string& want) {
+  const std::string path = write_file(name, text);
+  CAPTURE(text);
+  CHECK_THROWS_WITH_AS(eval::read_task(path), doctest::Contains(want.c_str()), Error);
+}
+
+}  // namespace
+
+TEST_CASE("eval tasks: the jsonl layouts of HellaSwag, ARC / OpenBookQA, PIQA, WinoGrande and MMLU") {
+  const auto h = eval::read_task(write_file("hs.jsonl",
+      R"({"ctx": "A man sits down.", "endings": ["He eats.", "He flies.", "He swims.", "He sings."], "label": 0})" "\n"
+      "\n"
+      R"({"ctx_a": "She opens", "ctx_b": "the door", "endings": ["and leaves.", "slowly."], "label": "1"})" "\n"));
+  CHECK(h.layout == "hellaswag");
+  REQUIRE(h.examples.size() == 2);
+  CHECK(h.examples[0].context(2) == "A man sits down.");
+  CHECK(h.examples[0].continuation(1) == " He flies.");
+  CHECK(h.examples[0].label == 0);
+  CHECK(h.examples[1].question == "She opens the door");
+  CHECK(h.examples[1].label == 1);
+
+  const auto a = eval::read_task(write_file("arc.jsonl",
+      R"({"question": "What is 2+2?", "choices": {"text": ["3", "4", "5"], "label": ["A", "B", "C"]}, "answerKey": "B"})" "\n"
+      R"({"question": {"stem": "Sky color?", "choices": [{"text": "blue", "label": "1"}, {"text": "red", "label": "2"}]}, "answerKey": "1"})" "\n"));
+  CHECK(a.layout == "arc");
+  CHECK(a.examples[0].context(0) == "Question: What is 2+2?\nAnswer:");
+  CHECK(a.examples[0].continuation(1) == " 4");
+  CHECK(a.examples[0].label == 1);
+  CHECK(a.examples[1].choices == std::vector<std::string>{"blue", "red"});
+  CHECK(a.examples[1].label == 0);
+
+  const auto p = eval::read_task(write_file("piqa.jsonl",
+      R"({"goal": "Open a jar", "sol1": "twist the lid", "sol2": "eat the lid", "label": 0})" "\n"));
+  CHECK(p.layout == "piqa");
+  CHECK(p.examples[0].continuation(0) == " twist the lid");
+
+  const auto w = eval::read_task(write_file("wino.jsonl",
+      R"({"sentence": "The cup fell off the table because _ was tilted.", "option1": "the cup", "option2": "the table", "answer": "2"})" "\n"));
+  CHECK(w.layout == "winogrande");
+  const Example& we = w.examples[0];
+  CHECK(we.context(0) == "The cup fell off the table because the cup");
+  CHECK(we.context(1) == "The cup fell off the table because the table");
+  CHECK(we.continuation(0) == " was tilted.");  // the same continuation after either option
+  CHECK(we.continuation(1) == " was tilted.");
+  CHECK(we.label == 1);
+
+  const auto m = eval::read_task(write_file("mmlu.jsonl",
+      R"({"question": "Capital of France?", "choices": ["Rome", "Paris", "Oslo", "Bern"], "answer": 1})" "\n"
+      R"({"question": "2*3?", "choices": ["5", "6"], "answer": "B"})" "\n"));
+  CHECK(m.layout == "mmlu");
+  CHECK(m.examples[0].label == 1);
+  CHECK(m.examples[1].label == 1);
+}
+
+TEST_CASE("eval tasks: malformed records name the file, the line and the field") {
+  fails("missing.jsonl", R"({"ctx": "x", "endings": ["a", "b"]})" "\n", "missing.jsonl:1: field label is missing");
+  fails("range.jsonl", R"({"ctx": "x", "endings": ["a", "b"], "label": 0})" "\n" R"({"ctx": "y", "endings": ["a", "b"], "label": 2})" "\n",
+        "range.jsonl:2: field label = 2: expected the index of one of the 2 choices");
+  fails("empty.jsonl", R"({"goal": "g", "sol1": "", "sol2": "b", "label": 0})", "empty.jsonl:1: choice 0 is empty");
+  fails("json.jsonl", "{\"ctx\": \n", "json.jsonl:1: not valid JSON");
+  fails("unknown.jsonl", R"({"text": "hello"})", "unknown.jsonl:1: not a record of a known task layout");
+  fails("mixed.jsonl", R"({"goal": "g", "sol1": "a", "sol2": "b", "label": 0})" "\n" R"({"question": "q", "choices": ["a", "b"], "answer": 0})",
+        "mixed.jsonl:2: a mmlu record in a piqa task");
+  fails("blank.jsonl", R"({"sentence": "no blank here", "option1": "a", "option2": "b", "answer": "1"})",
+        "blank.jsonl:1: field sentence = \"no blank here\": expected one blank (_)");
+  fails("wino.jsonl", R"({"sentence": "x _ y", "option1": "a", "option2": "b", "answer": "3"})",
+        "wino.jsonl:1: field answer = \"3\": expected the index of one of the 2 choices (counted from 1)");
+  fails("nothing.jsonl", "\n\n", "no examples");
+  CHECK_THROWS_WITH_AS(eval::read_task("/nonexistent/task.jsonl"), doctest::Contains("/nonexistent/task.jsonl: cannot open"), Error);
+}
+
+TEST_CASE("eval scoring: accuracy, and normalised by characters and by tokens, on hand-computed cases") {
+  Example e1;  // acc picks the short wrong answer; per character and per token the long right one wins
+  e1.choices = {"a", "bbbbbb"};
+  e1.label = 1;
+  Example e2;  // every measure picks the right one
+  e2.choices = {"x", "y", "z"};
+  e2.label = 2;
+  std::vector<std::vector<eval::Scored>> s = {
+      {{-2.0, 1, 2}, {-3.0, 3, 7}},              // logprob, tokens, characters: -2 > -3; -1 < -0.43; -2 < -1
+      {{-5.0, 1, 2}, {-4.0, 1, 2}, {-1.0, 1, 2}},
+  };
+  const eval::Metrics m = eval::metrics({e1, e2}, s);
+  CHECK(m.acc == doctest::Approx(0.5));
+  CHECK(m.acc_norm_char == doctest::Approx(1.0));
+  CHECK(m.acc_norm_token == doctest::Approx(1.0));
+  CHECK(m.random == doctest::Approx((0.5 + 1.0 / 3) / 2));
+  CHECK(m.examples == 2);
+  // the multiple-choice formulation: the letters after the listed choices
+  Example q;
+  q.question = "Pick one";
+  q.choices = {"red", "green"};
+  const auto mcf = eval::pairs_of(q, eval::Formulation::multiple_choice);
+  REQUIRE(mcf.size() == 2);
+  CHECK(mcf[0].context == "Question: Pick one\nA. red\nB. green\nAnswer:");
+  CHECK(mcf[1].continuation == " B");
+  CHECK(eval::characters("caf\xc3\xa9") == 4);  // code points, as Python's len
+}
+
+namespace {
+using Tiny = Decoder<Embedding<vocab<64>, hidden<32>, tied<true>>, layers<2>,
+                     Attention<heads<4>, kv_heads<2>, head_dim<8>, RNoPE<2, 10000.0>>, SwiGLU<ffn<48>>>;
+constexpr int EB = 2, ET = 16;
+}  // namespace
+
+TEST_CASE("eval scoring: pairs packed into micro-batches score what each scores alone (CPU executor)") {
+  backend::cpu::State<Tiny> s;
+  s.init(0.5, 9);
+  auto exec = std::make_unique<backend::cpu::Executor<Tiny, EB, ET>>();
+  int batches = 0;
+  const eval::RunBatch run = [&](const backend::Batch& b, float* logp) {
+    exec->forward(s, b);
+    std::copy_n(exec->token_logp(), EB * ET, logp);
+    ++batches;
+  };
+  std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> ids;
+  for (int p = 0; p < 9; ++p) {
+    std::vector<int32_t> c, d;
+    for (int i = 0; i < 2 + (p * 5) % 7; ++i) c.push_back((p * 13 + i * 7) % 64);
+    for (int i = 0; i < 1 + p % 3; ++i) d.push_back((p * 11 + i * 3 + 1) % 64);
+    ids.push_back({c, d});
+  }
+  ids.push_back({std::vector<int32_t>(20, 5), {7, 8}});  // 21 tokens: 5 of context dropped to fit 16
+  long truncated = 0;
+  const auto packed = eval::score_pairs(ids, EB, ET, run, &truncated);
+  CHECK(truncated == 1);
+  const int packed_batches = batches;
+  for (size_t p = 0; p < ids.size(); ++p) {
+    CAPTURE(p);
+    const auto alone = eval::score_pairs({ids[p]}, EB, ET, run);
+    CHECK(packed[p].tokens == int(ids[p].second.size()));
+    CHECK(packed[p].logprob < 0);
+    CHECK(packed[p].logprob == doctest::Approx(alone[0].logprob).epsilon(1e-5));
+  }
+  CHECK(packed_batches < int(ids.size()) / 2);  // several pairs to a batch
+  // the truncated pair equals the pair whose context starts 5 tokens later
+  const auto kept = eval::score_pairs({{std::vector<int32_t>(15, 5), {7, 8}}}, EB, ET, run);
+  CHECK(packed.back().logprob == doctest::Approx(kept[0].logprob).epsilon(1e-5));
+  CHECK_THROWS_WITH_AS(eval::score_pairs({{{1}, std::vector<int32_t>(16, 2)}}, EB, ET, run),
+                       doctest::Contains("continuation has 16 tokens"), Error);
+  // a whole task through a tokenizer: bytes of the text as ids
+  const auto encode = [](const std::string& t) {
+    std::vector<int32_t> v;
+    for (unsigned char c : t) v.push_back(int32_t(c % 64));
+    return v;
+  };
+  Example e;
+  e.question = "Q";
+  e.choices = {"ab", "cde"};
+  e.contexts = {"ctx"};
+  e.continuations = {" ab", " cde"};
+  e.label = 1;
+  const auto r = eval::evaluate({e, e}, eval::Formulation::cloze, encode, EB, ET, run);
+  CHECK(r.pairs == 4);
+  CHECK(r.scores[0][1].characters == 4);
+  CHECK(r.scores[0][1].tokens == 4);
+  CHECK(r.scores[0][0].logprob == doctest::Approx(r.scores[1][0].logprob).epsilon(1e-6));
+  CHECK(r.metrics.examples == 2);
+}
