@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "kiln/backend/cpu.hpp"
+#include "kiln/eval/make_tasks.hpp"
 #include "kiln/eval/score.hpp"
 #include "kiln/eval/tasks.hpp"
 
@@ -186,4 +188,42 @@ TEST_CASE("eval scoring: pairs packed into micro-batches score what each scores 
   CHECK(r.scores[0][1].tokens == 4);
   CHECK(r.scores[0][0].logprob == doctest::Approx(r.scores[1][0].logprob).epsilon(1e-6));
   CHECK(r.metrics.examples == 2);
+}
+
+TEST_CASE("eval tasks made from text: HellaSwag's layout, the true ending at the label, deterministic") {
+  std::vector<std::pair<std::string, std::string>> docs;
+  for (int i = 0; i < 12; ++i) {
+    std::string d = "Document number " + std::to_string(i) + " begins here and";
+    for (int w = 0; w < 3 + i % 5; ++w) d += " then\n goes on  " + std::to_string(w);
+    docs.push_back({d, "src" + std::to_string(i % 2)});
+  }
+  docs.push_back({"short", "src0"});  // under min_chars: not used
+  eval::CompletionOptions o;
+  o.count = 8, o.min_chars = 40, o.max_chars = 400, o.seed = 7;
+  const auto records = eval::completion_task(docs, o);
+  REQUIRE(records.size() == 8);
+  std::string text;
+  for (const auto& r : records) text += r.dump() + "\n";
+  const auto task = eval::read_task(write_file("made.jsonl", text));  // the reader takes it as HellaSwag
+  CHECK(task.layout == "hellaswag");
+  std::vector<int> labels(4, 0);
+  for (size_t k = 0; k < records.size(); ++k) {
+    const Example& e = task.examples[k];
+    CHECK(e.count() == 4);
+    ++labels[size_t(e.label)];
+    // ctx + " " + the labelled ending is a whole (whitespace-folded) document; no other ending is its own
+    const std::string whole = e.question + " " + e.choices[size_t(e.label)];
+    bool found = false;
+    for (const auto& [d, src] : docs) found |= eval::fold_whitespace(d) == whole;
+    CHECK(found);
+    for (int i = 0; i < 4; ++i)
+      if (i != e.label) CHECK(e.choices[size_t(i)] != e.choices[size_t(e.label)]);
+  }
+  CHECK(*std::max_element(labels.begin(), labels.end()) < 8);  // the right answer's place varies
+  CHECK(eval::completion_task(docs, o) == records);              // the same seed: the same task
+  o.seed = 8;
+  CHECK(eval::completion_task(docs, o) != records);
+  CHECK(eval::fold_whitespace("  a \n\t b  ") == "a b");
+  o.min_chars = 1000, o.max_chars = 2000;
+  CHECK_THROWS_WITH_AS(eval::completion_task(docs, o), doctest::Contains("0 usable documents"), Error);
 }

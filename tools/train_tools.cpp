@@ -24,6 +24,22 @@ std::vector<int32_t> generate(int phase, const float* params, const std::vector<
   });
 }
 
+// Evaluation: phase I's evaluation program on the CPU over a copy of `params` (kiln/eval/score.hpp runs it).
+std::function<void(const kiln::backend::Batch&, float*)> make_scorer(int phase, const float* params, int* B, int* T) {
+  return kiln::with_phase<Recipe>(phase, [&]<int I>() -> std::function<void(const kiln::backend::Batch&, float*)> {
+    using PM = kiln::phase_model<Recipe, I>;
+    using S = kiln::phase_stage<Recipe, I>;
+    *B = S::micro_batch, *T = S::seq_len;
+    auto state = std::make_shared<kiln::backend::cpu::State<PM>>();
+    std::copy_n(params, kiln::plan::ParamPlan<PM>::table.total, state->host_mut(kiln::backend::Tensor::params));
+    auto exec = std::make_shared<kiln::backend::cpu::Executor<PM, S::micro_batch, S::seq_len>>();
+    return [state, exec](const kiln::backend::Batch& b, float* logp) {
+      exec->forward(*state, b);
+      std::copy_n(exec->token_logp(), S::micro_batch * S::seq_len, logp);
+    };
+  });
+}
+
 // The KV-cache forward, which tests/test_generate.cpp checks against the training forward position by position.
 std::vector<float> logits(int phase, const float* params, const std::vector<int32_t>& ids) {
   KILN_CHECK(int(ids.size()) <= MaxT, "logits: ", ids.size(), " tokens do not fit the recipe's context of ", MaxT);
@@ -63,6 +79,7 @@ void print(std::ostream& os, bool program) { kiln::print_recipe<Recipe>(os, KILN
 void kiln::fill_recipe_tools(RecipeProgram& r) {
   r.generate = &generate;
   r.logits = &logits;
+  r.make_scorer = &make_scorer;
   r.hf_config = &hf_config;
   r.hf_mismatches = &hf_mismatches;
   r.print = &print;

@@ -12,6 +12,8 @@ void add_train_options(CLI::App& app, TrainConfig& c);
 
 // `train_<recipe> generate`: continues prompts with a checkpoint's parameters (generate.cpp).
 int generate_main(int argc, char** argv, const RecipeProgram& r);
+// `train_<recipe> eval`: a checkpoint scored on multiple-choice tasks, CF and MCF (eval.cpp).
+int eval_main(int argc, char** argv, const RecipeProgram& r);
 // `train_<recipe> export` / `import`: Kiln checkpoints <-> Hugging Face model directories (hf_interop.cpp).
 int hf_export_main(int argc, char** argv, const RecipeProgram& r);
 int hf_import_main(int argc, char** argv, const RecipeProgram& r);

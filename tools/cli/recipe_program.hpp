@@ -7,6 +7,9 @@
 // checkpoints, metrics, TensorBoard, HF import and export) is in tools/cli/*.cpp, compiled once into the library
 // kiln_trainer_cli that every trainer links, and reaches the recipe only through a RecipeProgram.
 #pragma once
+#include <functional>
+
+#include "kiln/backend/batch.hpp"
 #include <cstdint>
 #include <iosfwd>
 #include <memory>
@@ -56,6 +59,9 @@ struct RecipeProgram {
   // Up to n new tokens after `prompt` with the parameters `params` (host, table layout), at phase `phase`'s model.
   std::vector<int32_t> (*generate)(int phase, const float* params, const std::vector<int32_t>& prompt, int n,
                                    const eval::SamplingConfig& sampling, int32_t stop_token, int* dropped);
+  // Evaluation: a runner of phase `phase`'s evaluation program on the CPU over `params` (copied), for (B, T)
+  // batches of that phase's shape (set in *B, *T): the per-token log p(target) into its second argument.
+  std::function<void(const backend::Batch&, float*)> (*make_scorer)(int phase, const float* params, int* B, int* T);
   // The logits (T x vocab) at positions 0..T-1 of `ids`.
   std::vector<float> (*logits)(int phase, const float* params, const std::vector<int32_t>& ids);
   // The HF config.json of phase `phase`'s model ("auto": smollm3 when it has NoPE layers, else llama).

@@ -199,6 +199,7 @@ void agree_on_run(parallel::Communicator& comm, const RecipeProgram& r, const st
 int trainer_main(int argc, char** argv, const RecipeProgram& r) {
   const BlasInfo blas = select_blas_kernels(argv);
   if (argc > 1 && std::string_view(argv[1]) == "generate") return generate_main(argc - 1, argv + 1, r);
+  if (argc > 1 && std::string_view(argv[1]) == "eval") return eval_main(argc - 1, argv + 1, r);
   if (argc > 1 && std::string_view(argv[1]) == "export") return hf_export_main(argc - 1, argv + 1, r);
   if (argc > 1 && std::string_view(argv[1]) == "import") return hf_import_main(argc - 1, argv + 1, r);
   const char* name = r.name.c_str();

@@ -166,11 +166,18 @@ inline TaskResult evaluate(const std::vector<Example>& examples, Formulation f,
                            const RunBatch& run) {
   std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> ids;
   std::vector<int> chars;
-  for (const auto& e : examples)
+  for (const auto& e : examples) {
+    int i = 0;
     for (const Pair& p : pairs_of(e, f)) {
       ids.push_back({encode(p.context), encode(p.continuation)});
       chars.push_back(characters(p.continuation));
+      KILN_CHECK(int(ids.back().second.size()) < T, e.where.empty() ? "an example" : e.where, ": choice ", i, " is ",
+                 ids.back().second.size(), " tokens under the ", formulation_name(f), " formulation, more than the ",
+                 T - 1, " a sequence of ", T, " positions can score after one token of context (evaluate with a "
+                 "phase of longer sequences, or leave the example out)");
+      ++i;
     }
+  }
   TaskResult r;
   const std::vector<Scored> flat = score_pairs(ids, B, T, run, &r.truncated);
   size_t k = 0;

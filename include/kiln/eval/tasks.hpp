@@ -27,6 +27,7 @@ struct Example {
   int label = 0;                           // the right choice
   std::string question;                    // the question alone, for the multiple-choice formulation (MCF)
   std::vector<std::string> choices;        // the choices' texts, for MCF's letters
+  std::string where;                       // "file:line", for messages
   int count() const { return int(choices.size()); }
   const std::string& context(int i) const { return contexts.size() == 1 ? contexts[0] : contexts[size_t(i)]; }
   const std::string& continuation(int i) const {
@@ -111,6 +112,7 @@ inline Example parse_example(const nlohmann::json& j, const std::string& where, 
   if (layout_out) *layout_out = layout;
   const detail::Record r{j, where};
   Example e;
+  e.where = where;
   if (layout == "hellaswag") {
     e.question = j.contains("ctx") ? r.text("ctx") : r.text("ctx_a") + " " + r.text("ctx_b");
     e.choices = r.texts(r.at("endings"), "endings");

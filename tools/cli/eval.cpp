@@ -1,0 +1,92 @@
+// tools/cli/eval.cpp: `train_<recipe> eval`, compiled once into kiln_trainer_cli: a checkpoint scored on
+// multiple-choice tasks (kiln/eval: HellaSwag, ARC / OpenBookQA, PIQA, WinoGrande or MMLU jsonl) in the cloze and
+// the multiple-choice formulations, pairs packed into the micro-batches of the checkpoint's phase and run through
+// the CPU's evaluation program.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "kiln/data/bytes.hpp"
+#include "kiln/data/tokenizer.hpp"
+#include "kiln/eval/score.hpp"
+#include "kiln/eval/tasks.hpp"
+#include "kiln/io/jsonl.hpp"
+#include "kiln/io/safetensors_sharded.hpp"
+#include "kiln/train/checkpointing.hpp"
+#include "cli/commands.hpp"
+
+namespace kiln::cli {
+
+int eval_main(int argc, char** argv, const RecipeProgram& r) {
+  const char* name = r.name.c_str();
+  CLI::App app{std::string("Score a checkpoint of recipe ") + name + " on multiple-choice tasks"};
+  std::string checkpoint = std::string("runs/") + name + "/checkpoints", formulation = "both", jsonl;
+  std::vector<std::string> tasks;
+  long limit = 0;
+  app.add_option("--checkpoint", checkpoint, "a checkpoint directory, or a checkpoints root (its newest valid one)")
+      ->capture_default_str();
+  app.add_option("--task", tasks, "a task's jsonl file (HellaSwag, ARC / OpenBookQA, PIQA, WinoGrande or MMLU "
+                 "layout; repeatable)")->required();
+  app.add_option("--formulation", formulation, "cf (each answer's text), mcf (the answer letters) or both")
+      ->check(CLI::IsMember({"cf", "mcf", "both"}))->capture_default_str();
+  app.add_option("--limit", limit, "score the first N examples of each task (0: all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--jsonl", jsonl, "also append one JSON line a task and formulation to this file");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    const std::filesystem::path dir = resolve_checkpoint(checkpoint, [](const std::string& w) {
+      std::fprintf(stderr, "kiln: warning: %s\n", w.c_str());
+    });
+    const io::Checkpoint ck(dir);
+    check_checkpoint_recipe(ck, name);
+    std::vector<float> params(r.table_floats, 0.0f);
+    io::load_params(r.table, ck.blob("parameters"), params.data(), dir.string() + "/parameters.safetensors");
+    const int phase = checkpoint_phase(ck, r.shapes());
+    const nlohmann::json info = ck.state().extra.value("data", nlohmann::json::object());
+    const std::string tok_path = info.value("tokenizer", std::string());
+    std::shared_ptr<data::Tokenizer> tok;
+    if (!tok_path.empty()) tok = std::make_shared<data::Tokenizer>(data::Tokenizer::load(tok_path));
+    KILN_CHECK(tok || info.value("byte_level", true), dir.string(), " has no tokenizer and its ids are not bytes "
+               "(imported without tokenizer.json): the task's text cannot be encoded as it was trained");
+    const auto encode = [&](const std::string& t) { return tok ? tok->encode(t) : data::ByteTokenizer::encode(t); };
+    int B = 0, T = 0;
+    const auto run = r.make_scorer(phase, params.data(), &B, &T);
+    std::printf("kiln: %s at step %lld | %s | pairs packed %d x %d a micro-batch\n", dir.c_str(), (long long)ck.step(),
+                tok ? ("tokenizer " + tok_path).c_str() : "byte-level tokens", B, T);
+    std::printf("%-28s %-10s %-4s %8s %8s %10s %10s %8s %9s\n", "task", "layout", "form", "examples", "acc",
+                "acc_norm", "acc_tok", "random", "truncated");
+    std::unique_ptr<io::JsonlWriter> out;
+    if (!jsonl.empty()) out = std::make_unique<io::JsonlWriter>(jsonl, true);
+    for (const std::string& path : tasks) {
+      eval::Task t = eval::read_task(path);
+      if (limit > 0 && long(t.examples.size()) > limit) t.examples.resize(size_t(limit));
+      for (const eval::Formulation f : {eval::Formulation::cloze, eval::Formulation::multiple_choice}) {
+        if (formulation != "both" && (formulation == "cf") != (f == eval::Formulation::cloze)) continue;
+        const eval::TaskResult res = eval::evaluate(t.examples, f, encode, B, T, run);
+        const eval::Metrics& m = res.metrics;
+        const std::string task = std::filesystem::path(path).filename().string();
+        std::printf("%-28s %-10s %-4s %8ld %8.4f %10.4f %10.4f %8.4f %9ld\n", task.c_str(), t.layout.c_str(),
+                    eval::formulation_name(f), m.examples, m.acc, m.acc_norm_char, m.acc_norm_token, m.random,
+                    res.truncated);
+        if (out)
+          out->write({{"checkpoint", dir.string()}, {"step", ck.step()}, {"task", path}, {"layout", t.layout},
+                      {"formulation", eval::formulation_name(f)}, {"examples", m.examples}, {"acc", m.acc},
+                      {"acc_norm_char", m.acc_norm_char}, {"acc_norm_token", m.acc_norm_token},
+                      {"random", m.random}, {"truncated", res.truncated}});
+      }
+    }
+    std::printf("(acc_norm: by the answer's characters, lm-eval's acc_norm; acc_tok: by its tokens; truncated: pairs "
+                "whose context lost tokens on the left to fit %d)\n", T);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);  // the table so far, then the message
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace kiln::cli

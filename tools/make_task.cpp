@@ -1,0 +1,44 @@
+// tools/make_task.cpp: kiln_make_task, an evaluation task made from text on this machine (kiln/eval/make_tasks.hpp):
+//   kiln_make_task /usr/share/games/fortunes --out runs/tasks/fortunes.jsonl [--count 500] [--seed 1] [--choices 4]
+// writes HellaSwag-layout jsonl (ctx, endings, label, source): each fortune's beginning with its true ending and
+// endings of other fortunes of the closest lengths, which `train_<recipe> eval --task` (tools/kiln eval) scores.
+// Inputs as kiln_tokenize reads them (text, jsonl, fortune files, directories).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+
+#include "kiln/core/file.hpp"
+#include "kiln/data/text_sources.hpp"
+#include "kiln/eval/make_tasks.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Make a HellaSwag-layout completion task (jsonl) from text files"};
+  std::vector<std::string> inputs;
+  std::string out;
+  kiln::eval::CompletionOptions o;
+  kiln::data::TextOptions t;
+  app.add_option("inputs", inputs, "text files or directories (fortune files, text, jsonl)")->required();
+  app.add_option("--out", out, "the task file to write (jsonl)")->required();
+  app.add_option("--count", o.count, "examples (at most one a document)")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--choices", o.choices, "endings an example")->capture_default_str()->check(CLI::Range(2, 26));
+  app.add_option("--seed", o.seed, "the order, the distractors and the labels' places")->capture_default_str();
+  app.add_option("--min-chars", o.min_chars, "documents shorter are not used")->capture_default_str();
+  app.add_option("--max-chars", o.max_chars, "documents longer are not used")->capture_default_str();
+  app.add_option("--format", t.format, "auto, text, jsonl or fortune")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    kiln::data::TextStream in(inputs, t);
+    std::vector<std::pair<std::string, std::string>> docs;
+    for (std::string d; in.next(d);) docs.emplace_back(d, std::filesystem::path(in.current_file()).filename().string());
+    const auto records = kiln::eval::completion_task(docs, o);
+    std::string text;
+    for (const auto& r : records) text += r.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    kiln::core::write_text_atomic(out, text);
+    std::printf("kiln_make_task: %zu examples of %d endings from %zu documents -> %s\n", records.size(), o.choices,
+                docs.size(), out.c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln_make_task: error: %s\n", e.what());
+    return 1;
+  }
+}
