@@ -17,6 +17,8 @@
 #include "kiln/backend/blas.hpp"
 #include "kiln/data/bytes.hpp"
 #include "kiln/data/tokenizer.hpp"
+#include "kiln/eval/score.hpp"
+#include "kiln/eval/tasks.hpp"
 #include "kiln/io/jsonl.hpp"
 #include "kiln/io/tensorboard.hpp"
 #include "kiln/parallel/comm.hpp"
@@ -139,6 +141,11 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--log-every", c.log_every, "console line every n steps")->capture_default_str();
   app.add_option("--eval-every", c.eval_every, "held-out loss every n steps (0: at the end)")->capture_default_str();
   app.add_option("--eval-batches", c.eval_batches, "micro-batches in a held-out evaluation")->capture_default_str();
+  app.add_option("--eval-task", c.eval_tasks, "a multiple-choice task (jsonl: HellaSwag, ARC, PIQA, WinoGrande, MMLU "
+                 "layouts; tools/kiln make-task makes one) scored in the CF and MCF formulations at every "
+                 "evaluation (repeatable)");
+  app.add_option("--eval-task-examples", c.eval_task_examples, "score the first n examples of each task (0: all)")
+      ->capture_default_str();
   app.add_option("--threads", c.threads, "threads (0: all cores)")->capture_default_str();
   app.add_option("--checkpoint-every", c.checkpoint_every, "save a checkpoint every n steps (0: only at the end)")
       ->capture_default_str();
@@ -494,12 +501,46 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                           {"train/tokens_per_s", float(l.tokens_per_s)}});
       if (l.step % trainer.config().log_every == 0) tb.flush();
     };
+    // Tasks scored at every evaluation (rank 0, on the CPU from the host's parameters: kiln/eval). Read now, so that
+    // a malformed one stops the run before any training.
+    std::vector<std::pair<std::string, eval::Task>> tasks;
+    for (const std::string& path : c.eval_tasks) {
+      eval::Task t = eval::read_task(path);
+      if (c.eval_task_examples > 0 && long(t.examples.size()) > c.eval_task_examples)
+        t.examples.resize(size_t(c.eval_task_examples));
+      tasks.emplace_back(std::filesystem::path(path).stem().string(), std::move(t));
+    }
     trainer.on_eval = [&](long step, double v) {
+      if (!tasks.empty()) trainer.sync_host();  // tensor parallelism: every rank, for rank 0's full parameters
       if (!jsonl_file) return;
       io::JsonlWriter& jsonl = *jsonl_file;
       io::TensorBoardWriter& tb = *tb_file;
       jsonl.write({{"step", step}, {"val_loss", v}, {"time", io::unix_now()}});
       tb.scalar("eval/loss", step, float(v));
+      if (!tasks.empty()) {
+        int B = 0, T = 0;
+        const auto run = r.make_scorer(trainer.phase(), trainer.host(backend::Tensor::params), &B, &T);
+        for (const auto& [name, t] : tasks) {
+          std::string line = "  task " + name + ":";
+          double random = 0;
+          for (const eval::Formulation f : {eval::Formulation::cloze, eval::Formulation::multiple_choice}) {
+            const eval::TaskResult res = eval::evaluate(t.examples, f, data->encode, B, T, run);
+            const eval::Metrics& m = res.metrics;
+            const std::string form = eval::formulation_name(f), key = "eval/" + name + "/" + form + "/";
+            jsonl.write({{"step", step}, {"task", name}, {"formulation", form}, {"examples", m.examples},
+                         {"acc", m.acc}, {"acc_norm_char", m.acc_norm_char}, {"acc_norm_token", m.acc_norm_token},
+                         {"random", m.random}, {"time", io::unix_now()}});
+            tb.scalars(step, {{key + "acc", float(m.acc)}, {key + "acc_norm", float(m.acc_norm_char)},
+                              {key + "acc_token", float(m.acc_norm_token)}});
+            char b[160];
+            std::snprintf(b, sizeof b, " %s acc %.3f (by characters %.3f, by tokens %.3f);", form.c_str(), m.acc,
+                          m.acc_norm_char, m.acc_norm_token);
+            line += b;
+            random = m.random;
+          }
+          std::printf("%s random %.3f, %zu examples, at step %ld\n", line.c_str(), random, t.examples.size(), step);
+        }
+      }
       tb.flush();
     };
     std::printf("kiln: run directory %s (metrics.jsonl, tb/, checkpoints/; `tools/kiln plot %s` draws the curves)\n",

@@ -52,6 +52,8 @@ struct TrainConfig {
   long log_every = 10;
   long eval_every = 0;          // 0: only at the end
   int eval_batches = 8;
+  std::vector<std::string> eval_tasks;  // multiple-choice task files (kiln/eval) scored at every evaluation, CF and MCF
+  long eval_task_examples = 0;          // the first n examples of each (0: all)
   int threads = 0;              // 0: all cores
   double peak_tflops = 0;       // the machine's peak, for MFU in the console (0: unknown, not shown)
   double comm_timeout = 600;    // seconds a rank waits in a collective before the job stops (kiln/parallel)
@@ -113,6 +115,7 @@ inline void validate(const TrainConfig& c, const std::string& where) {
   KILN_CHECK(c.log_every >= 1, "--log-every must be at least 1, got ", c.log_every, where);
   KILN_CHECK(c.eval_every >= 0, "--eval-every must be >= 0 (0: at the end only), got ", c.eval_every, where);
   KILN_CHECK(c.eval_batches >= 1, "--eval-batches must be at least 1, got ", c.eval_batches, where);
+  KILN_CHECK(c.eval_task_examples >= 0, "--eval-task-examples must be >= 0 (0: all), got ", c.eval_task_examples, where);
   KILN_CHECK(c.threads >= 0, "--threads must be >= 0 (0: all cores), got ", c.threads, where);
   KILN_CHECK(c.comm_timeout > 0 && finite(c.comm_timeout), "--comm-timeout must be positive seconds, got ",
              c.comm_timeout, where);
