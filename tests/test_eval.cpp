@@ -227,3 +227,18 @@ TEST_CASE("eval tasks made from text: HellaSwag's layout, the true ending at the
   o.min_chars = 1000, o.max_chars = 2000;
   CHECK_THROWS_WITH_AS(eval::completion_task(docs, o), doctest::Contains("0 usable documents"), Error);
 }
+
+TEST_CASE("eval: bits per byte of a text, every token but the first scored once, through packed sequences") {
+  constexpr int B = 2, T = 8;
+  const eval::RunBatch half_bit = [](const backend::Batch& b, float* logp) {  // log p = -ln(2) / 2 everywhere
+    for (int k = 0; k < B * T; ++k) logp[k] = b.targets[k] >= 0 ? float(-std::log(2.0) / 2) : 0.0f;
+  };
+  std::vector<int32_t> ids(50);
+  for (int i = 0; i < 50; ++i) ids[size_t(i)] = i % 7;
+  const auto b = eval::bits_per_byte(ids, B, T, half_bit, [](const std::vector<int32_t>& v) { return long(v.size()) * 2; });
+  CHECK(b.tokens == 49);
+  CHECK(b.bytes == 98);
+  CHECK(b.bits_per_byte == doctest::Approx(49 * 0.5 / 98));
+  CHECK_THROWS_WITH_AS(eval::bits_per_byte({3}, B, T, half_bit, [](const std::vector<int32_t>&) { return 1L; }),
+                       doctest::Contains("at least 2 are needed"), Error);
+}

@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 
 #include "kiln/data/bytes.hpp"
@@ -22,12 +24,13 @@ int eval_main(int argc, char** argv, const RecipeProgram& r) {
   const char* name = r.name.c_str();
   CLI::App app{std::string("Score a checkpoint of recipe ") + name + " on multiple-choice tasks"};
   std::string checkpoint = std::string("runs/") + name + "/checkpoints", formulation = "both", jsonl;
-  std::vector<std::string> tasks;
+  std::vector<std::string> tasks, texts;
   long limit = 0;
   app.add_option("--checkpoint", checkpoint, "a checkpoint directory, or a checkpoints root (its newest valid one)")
       ->capture_default_str();
   app.add_option("--task", tasks, "a task's jsonl file (HellaSwag, ARC / OpenBookQA, PIQA, WinoGrande or MMLU "
-                 "layout; repeatable)")->required();
+                 "layout; repeatable)");
+  app.add_option("--text", texts, "a text file whose bits per byte to measure (repeatable)");
   app.add_option("--formulation", formulation, "cf (each answer's text), mcf (the answer letters) or both")
       ->check(CLI::IsMember({"cf", "mcf", "both"}))->capture_default_str();
   app.add_option("--limit", limit, "score the first N examples of each task (0: all)")->check(CLI::NonNegativeNumber);
@@ -57,10 +60,26 @@ int eval_main(int argc, char** argv, const RecipeProgram& r) {
     const auto run = r.make_scorer(phase, params.data(), &B, &T);
     std::printf("kiln: %s at step %lld | %s | pairs packed %d x %d a micro-batch\n", dir.c_str(), (long long)ck.step(),
                 tok ? ("tokenizer " + tok_path).c_str() : "byte-level tokens", B, T);
-    std::printf("%-28s %-10s %-4s %8s %8s %10s %10s %8s %9s\n", "task", "layout", "form", "examples", "acc",
-                "acc_norm", "acc_tok", "random", "truncated");
     std::unique_ptr<io::JsonlWriter> out;
     if (!jsonl.empty()) out = std::make_unique<io::JsonlWriter>(jsonl, true);
+    KILN_CHECK(!tasks.empty() || !texts.empty(), "eval: give --task <file.jsonl> or --text <file> (or both)");
+    for (const std::string& path : texts) {
+      std::ifstream f(path, std::ios::binary);
+      KILN_CHECK(f.good(), path, ": cannot open the text file");
+      const std::string text{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+      const std::vector<int32_t> ids = encode(text);
+      const auto bpb = eval::bits_per_byte(ids, B, T, run, [&](const std::vector<int32_t>& v) {
+        return long((tok ? tok->decode(v) : data::ByteTokenizer::decode(v)).size());
+      });
+      std::printf("%s: %.4f bits per byte (%ld tokens scored, %ld bytes, %.4f nats a token)\n", path.c_str(),
+                  bpb.bits_per_byte, bpb.tokens, bpb.bytes, bpb.nats / double(bpb.tokens));
+      if (out)
+        out->write({{"checkpoint", dir.string()}, {"step", ck.step()}, {"text", path},
+                    {"bits_per_byte", bpb.bits_per_byte}, {"tokens", bpb.tokens}, {"bytes", bpb.bytes}});
+    }
+    if (tasks.empty()) return 0;
+    std::printf("%-28s %-10s %-4s %8s %8s %10s %10s %8s %9s\n", "task", "layout", "form", "examples", "acc",
+                "acc_norm", "acc_tok", "random", "truncated");
     for (const std::string& path : tasks) {
       eval::Task t = eval::read_task(path);
       if (limit > 0 && long(t.examples.size()) > limit) t.examples.resize(size_t(limit));

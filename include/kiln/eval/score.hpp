@@ -15,6 +15,7 @@
 // the left (counted in `truncated`); a continuation that alone does not fit is an error.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -190,6 +191,29 @@ inline TaskResult evaluate(const std::vector<Example>& examples, Formulation f,
   r.pairs = long(flat.size());
   r.metrics = metrics(examples, r.scores);
   return r;
+}
+
+// Bits per byte of a text: its tokens cut into sequences of T - 1 scored tokens, each conditioned on the token
+// before it (the text's first token is the only one not scored), -sum log p / ln 2 / the scored tokens' bytes
+// (bytes_of: the UTF-8 bytes a run of tokens decodes to). Comparable across tokenizers, unlike a loss per token.
+struct BitsPerByte {
+  double bits_per_byte = 0, nats = 0;
+  long tokens = 0, bytes = 0;
+};
+inline BitsPerByte bits_per_byte(const std::vector<int32_t>& ids, int B, int T, const RunBatch& run,
+                                 const std::function<long(const std::vector<int32_t>&)>& bytes_of) {
+  KILN_CHECK(ids.size() >= 2, "bits per byte: the text is ", ids.size(), " token(s): at least 2 are needed");
+  std::vector<std::pair<std::vector<int32_t>, std::vector<int32_t>>> pairs;
+  for (size_t at = 1; at < ids.size(); at += size_t(T - 1)) {
+    const size_t end = std::min(ids.size(), at + size_t(T - 1));
+    pairs.push_back({{ids[at - 1]}, std::vector<int32_t>(ids.begin() + long(at), ids.begin() + long(end))});
+  }
+  BitsPerByte b;
+  for (const Scored& s : score_pairs(pairs, B, T, run)) b.nats -= s.logprob, b.tokens += s.tokens;
+  b.bytes = bytes_of(std::vector<int32_t>(ids.begin() + 1, ids.end()));
+  KILN_CHECK(b.bytes > 0, "bits per byte: the scored tokens decode to no bytes");
+  b.bits_per_byte = b.nats / std::log(2.0) / double(b.bytes);
+  return b;
 }
 
 }  // namespace kiln::eval
