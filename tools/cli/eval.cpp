@@ -1,7 +1,7 @@
 // tools/cli/eval.cpp: `train_<recipe> eval`, compiled once into kiln_trainer_cli: a checkpoint scored on
 // multiple-choice tasks (kiln/eval: HellaSwag, ARC / OpenBookQA, PIQA, WinoGrande or MMLU jsonl) in the cloze and
-// the multiple-choice formulations, pairs packed into the micro-batches of the checkpoint's phase and run through
-// the CPU's evaluation program.
+// the multiple-choice formulations, and on texts (bits per byte), pairs packed into the micro-batches of the
+// checkpoint's phase and run through the CPU's evaluation program.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -40,41 +40,32 @@ int eval_main(int argc, char** argv, const RecipeProgram& r) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  if (tasks.empty() && texts.empty()) {
+    std::fprintf(stderr, "kiln: error: eval: give --task <file.jsonl> or --text <file> (or both)\n");
+    return 1;
+  }
   try {
-    const std::filesystem::path dir = resolve_checkpoint(checkpoint, [](const std::string& w) {
-      std::fprintf(stderr, "kiln: warning: %s\n", w.c_str());
-    });
-    const io::Checkpoint ck(dir);
-    check_checkpoint_recipe(ck, name);
-    std::vector<float> params(r.table_floats, 0.0f);
-    io::load_params(r.table, ck.blob("parameters"), params.data(), dir.string() + "/parameters.safetensors");
-    const int phase = checkpoint_phase(ck, r.shapes());
-    const nlohmann::json info = ck.state().extra.value("data", nlohmann::json::object());
-    const std::string tok_path = info.value("tokenizer", std::string());
-    std::shared_ptr<data::Tokenizer> tok;
-    if (!tok_path.empty()) tok = std::make_shared<data::Tokenizer>(data::Tokenizer::load(tok_path));
-    KILN_CHECK(tok || info.value("byte_level", true), dir.string(), " has no tokenizer and its ids are not bytes "
-               "(imported without tokenizer.json): the task's text cannot be encoded as it was trained");
-    const auto encode = [&](const std::string& t) { return tok ? tok->encode(t) : data::ByteTokenizer::encode(t); };
+    const ToolCheckpoint ck = open_checkpoint(checkpoint, r);
+    KILN_CHECK(ck.tokenizer || ck.info.value("byte_level", true), ck.dir.string(), " has no tokenizer and its ids "
+               "are not bytes (imported without tokenizer.json): the task's text cannot be encoded as it was trained");
+    const auto encode = [&](const std::string& t) { return ck.encode(t); };
     int B = 0, T = 0;
-    const auto run = r.make_scorer(phase, params.data(), &B, &T);
-    std::printf("kiln: %s at step %lld | %s | pairs packed %d x %d a micro-batch\n", dir.c_str(), (long long)ck.step(),
-                tok ? ("tokenizer " + tok_path).c_str() : "byte-level tokens", B, T);
+    const auto run = r.make_scorer(ck.phase, ck.params.data(), &B, &T);
+    std::printf("kiln: %s at step %lld | %s | pairs packed %d x %d a micro-batch\n", ck.dir.c_str(), ck.step,
+                ck.tokenizer ? ("tokenizer " + ck.tokenizer_path).c_str() : "byte-level tokens", B, T);
     std::unique_ptr<io::JsonlWriter> out;
     if (!jsonl.empty()) out = std::make_unique<io::JsonlWriter>(jsonl, true);
-    KILN_CHECK(!tasks.empty() || !texts.empty(), "eval: give --task <file.jsonl> or --text <file> (or both)");
     for (const std::string& path : texts) {
       std::ifstream f(path, std::ios::binary);
       KILN_CHECK(f.good(), path, ": cannot open the text file");
       const std::string text{std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
       const std::vector<int32_t> ids = encode(text);
-      const auto bpb = eval::bits_per_byte(ids, B, T, run, [&](const std::vector<int32_t>& v) {
-        return long((tok ? tok->decode(v) : data::ByteTokenizer::decode(v)).size());
-      });
+      const auto bpb = eval::bits_per_byte(ids, B, T, run,
+                                           [&](const std::vector<int32_t>& v) { return long(ck.decode(v).size()); });
       std::printf("%s: %.4f bits per byte (%ld tokens scored, %ld bytes, %.4f nats a token)\n", path.c_str(),
                   bpb.bits_per_byte, bpb.tokens, bpb.bytes, bpb.nats / double(bpb.tokens));
       if (out)
-        out->write({{"checkpoint", dir.string()}, {"step", ck.step()}, {"text", path},
+        out->write({{"checkpoint", ck.dir.string()}, {"step", ck.step}, {"text", path},
                     {"bits_per_byte", bpb.bits_per_byte}, {"tokens", bpb.tokens}, {"bytes", bpb.bytes}});
     }
     if (tasks.empty()) return 0;
@@ -92,7 +83,7 @@ int eval_main(int argc, char** argv, const RecipeProgram& r) {
                     eval::formulation_name(f), m.examples, m.acc, m.acc_norm_char, m.acc_norm_token, m.random,
                     res.truncated);
         if (out)
-          out->write({{"checkpoint", dir.string()}, {"step", ck.step()}, {"task", path}, {"layout", t.layout},
+          out->write({{"checkpoint", ck.dir.string()}, {"step", ck.step}, {"task", path}, {"layout", t.layout},
                       {"formulation", eval::formulation_name(f)}, {"examples", m.examples}, {"acc", m.acc},
                       {"acc_norm_char", m.acc_norm_char}, {"acc_norm_token", m.acc_norm_token},
                       {"random", m.random}, {"truncated", res.truncated}});

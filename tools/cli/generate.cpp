@@ -13,6 +13,27 @@
 
 namespace kiln::cli {
 
+ToolCheckpoint open_checkpoint(const std::string& path, const RecipeProgram& r) {
+  ToolCheckpoint t;
+  t.dir = resolve_checkpoint(path, [](const std::string& w) { std::fprintf(stderr, "kiln: warning: %s\n", w.c_str()); });
+  const io::Checkpoint ck(t.dir);
+  check_checkpoint_recipe(ck, r.name.c_str());
+  t.step = (long long)ck.step();
+  t.params.assign(r.table_floats, 0.0f);
+  io::load_params(r.table, ck.blob("parameters"), t.params.data(), t.dir.string() + "/parameters.safetensors");
+  t.phase = checkpoint_phase(ck, r.shapes());  // the checkpoint's phase model
+  t.info = ck.state().extra.value("data", nlohmann::json::object());
+  t.tokenizer_path = t.info.value("tokenizer", std::string());
+  if (!t.tokenizer_path.empty()) t.tokenizer = std::make_shared<data::Tokenizer>(data::Tokenizer::load(t.tokenizer_path));
+  return t;
+}
+std::vector<int32_t> ToolCheckpoint::encode(const std::string& text) const {
+  return tokenizer ? tokenizer->encode(text) : data::ByteTokenizer::encode(text);
+}
+std::string ToolCheckpoint::decode(const std::vector<int32_t>& ids) const {
+  return tokenizer ? tokenizer->decode(ids) : data::ByteTokenizer::decode(ids);
+}
+
 // `train_<recipe> generate`: continues prompts with a checkpoint's parameters (KV-cache generation on the CPU).
 int generate_main(int argc, char** argv, const RecipeProgram& r) {
   const char* name = r.name.c_str();
@@ -35,33 +56,23 @@ int generate_main(int argc, char** argv, const RecipeProgram& r) {
     return app.exit(e);
   }
   try {
-    const std::filesystem::path dir = resolve_checkpoint(checkpoint, [](const std::string& w) {
-      std::fprintf(stderr, "kiln: warning: %s\n", w.c_str());
-    });
-    const io::Checkpoint ck(dir);
-    check_checkpoint_recipe(ck, name);
-    std::vector<float> params(r.table_floats, 0.0f);
-    io::load_params(r.table, ck.blob("parameters"), params.data(), dir.string() + "/parameters.safetensors");
-    const int phase = checkpoint_phase(ck, r.shapes());  // the checkpoint's phase model
-    const nlohmann::json info = ck.state().extra.value("data", nlohmann::json::object());
-    const std::string tok_path = info.value("tokenizer", std::string());
-    std::shared_ptr<data::Tokenizer> tok;
-    if (!tok_path.empty()) tok = std::make_shared<data::Tokenizer>(data::Tokenizer::load(tok_path));
-    else if (!info.value("byte_level", true))
+    const ToolCheckpoint ck = open_checkpoint(checkpoint, r);
+    const bool tok = ck.tokenizer != nullptr;
+    if (!tok && !ck.info.value("byte_level", true))
       std::fprintf(stderr, "kiln: warning: %s has no tokenizer and its ids are not bytes (imported without "
-                   "tokenizer.json): the text below is its ids read as bytes\n", dir.c_str());
-    const int32_t eod = info.value("end_of_document", tok ? -1 : data::ByteTokenizer::end_of_document);
-    sc.vocab_limit = info.value("vocab_used", 0);
-    std::printf("kiln: %s at step %lld | %s\n", dir.c_str(), (long long)ck.step(),
-                tok ? ("tokenizer " + tok_path).c_str() : "byte-level tokens");
+                   "tokenizer.json): the text below is its ids read as bytes\n", ck.dir.c_str());
+    const int32_t eod = ck.info.value("end_of_document", tok ? -1 : data::ByteTokenizer::end_of_document);
+    sc.vocab_limit = ck.info.value("vocab_used", 0);
+    std::printf("kiln: %s at step %lld | %s\n", ck.dir.c_str(), ck.step,
+                tok ? ("tokenizer " + ck.tokenizer_path).c_str() : "byte-level tokens");
     for (const auto& p : prompts) {
-      const auto ids = tok ? tok->encode(p) : data::ByteTokenizer::encode(p);
+      const auto ids = ck.encode(p);
       int dropped = 0;
-      const auto out = r.generate(phase, params.data(), ids, tokens, sc, eod, &dropped);
+      const auto out = r.generate(ck.phase, ck.params.data(), ids, tokens, sc, eod, &dropped);
       if (dropped)
         std::printf("kiln: the prompt's first %d tokens were dropped: prompt + %d new tokens exceed the %d-token "
                     "context\n", dropped, tokens, MaxT);
-      std::printf("---\n%s%s\n", p.c_str(), (tok ? tok->decode(out) : data::ByteTokenizer::decode(out)).c_str());
+      std::printf("---\n%s%s\n", p.c_str(), ck.decode(out).c_str());
       ++sc.seed;
     }
     return 0;
