@@ -24,12 +24,18 @@ int main(int argc, char** argv) {
   app.add_option("--seed", o.seed, "the order, the distractors and the labels' places")->capture_default_str();
   app.add_option("--min-chars", o.min_chars, "documents shorter are not used")->capture_default_str();
   app.add_option("--max-chars", o.max_chars, "documents longer are not used")->capture_default_str();
+  int held_out = 0;
+  app.add_option("--held-out", held_out, "only the documents a trainer holds out with --val-every n (the demo's 20): "
+                 "a task the runs never trained on (0: every document)")->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--format", t.format, "auto, text, jsonl or fortune")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
+    KILN_CHECK(held_out != 1, "--held-out 1 would hold out every document; give the trainer's --val-every (>= 2)");
     kiln::data::TextStream in(inputs, t);
     std::vector<std::pair<std::string, std::string>> docs;
-    for (std::string d; in.next(d);) docs.emplace_back(d, std::filesystem::path(in.current_file()).filename().string());
+    for (std::string d; in.next(d);)
+      if (held_out < 2 || kiln::data::held_out_document(d, held_out))
+        docs.emplace_back(d, std::filesystem::path(in.current_file()).filename().string());
     const auto records = kiln::eval::completion_task(docs, o);
     std::string text;
     for (const auto& r : records) text += r.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";

@@ -61,7 +61,8 @@ kiln::RecipeProgram program() {
           kiln::phase_stage<Recipe, I>::seq_len},
          kiln::phase_model<Recipe, I>::positional::name,
          double(kiln::phase_model<Recipe, I>::positional::theta),
-         double(phase_memory<I>())}),
+         double(phase_memory<I>()),
+         kiln::plan::Flops<kiln::phase_model<Recipe, I>, kiln::phase_stage<Recipe, I>>::train_per_token}),
      ...);
   }(std::make_integer_sequence<int, kiln::phases_of<Recipe>::count>{});
   r.max_seq_len = kiln::max_seq_len<Recipe>;

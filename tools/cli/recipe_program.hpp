@@ -34,6 +34,7 @@ struct PhaseInfo {
   std::string positional;  // the model's positional policy in this phase (name) and its RoPE theta
   double theta;
   double memory_bytes;     // the trainer's backend's total (parameters, optimizer, arena, ...) at this phase's shape
+  double train_flops_per_token;  // forward + backward, causal attention over the whole row (plan/flops.hpp)
 };
 
 struct RecipeProgram {

@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "kiln/backend/blas.hpp"
+#include "kiln/core/file.hpp"
 #include "kiln/data/bytes.hpp"
 #include "kiln/data/tokenizer.hpp"
 #include "kiln/eval/score.hpp"
@@ -140,6 +141,12 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--val-every", c.val_every, "hold out every n-th document")->capture_default_str();
   app.add_option("--log-every", c.log_every, "console line every n steps")->capture_default_str();
   app.add_option("--eval-every", c.eval_every, "held-out loss every n steps (0: at the end)")->capture_default_str();
+  app.add_option("--eval-every-tokens", c.eval_every_tokens,
+                 "also evaluate whenever the phase's tokens pass a multiple of n (0: off; ablations of different "
+                 "batch shapes then evaluate at the same token counts)")->capture_default_str();
+  app.add_option("--document-masking", c.document_masking,
+                 "true: a token attends to its own document only and its position restarts there (SmolLM3's); "
+                 "false: a packed row is one sequence")->capture_default_str();
   app.add_option("--eval-batches", c.eval_batches, "micro-batches in a held-out evaluation")->capture_default_str();
   app.add_option("--eval-task", c.eval_tasks, "a multiple-choice task (jsonl: HellaSwag, ARC, PIQA, WinoGrande, MMLU "
                  "layouts; tools/kiln make-task makes one) scored in the CF and MCF formulations at every "
@@ -181,7 +188,8 @@ void agree_on_run(parallel::Communicator& comm, const RecipeProgram& r, const st
     settings += plan::value_text(double(c.steps)) + "|" + std::to_string(c.grad_accum) + "|" + plan::value_text(c.lr) +
                 "|" + plan::value_text(c.min_lr) + "|" + std::to_string(c.warmup) + "|" + std::to_string(c.seed) + "|" +
                 c.data + "|" + c.tokenizer + "|" + plan::value_text(c.clip) + "|" + plan::value_text(c.weight_decay) +
-                "|" + std::to_string(c.eval_every) + "|" + std::to_string(c.checkpoint_every) + "|" + c.resume + "|" +
+                "|" + std::to_string(c.eval_every) + "|" + std::to_string(c.eval_every_tokens) + "|" +
+                std::to_string(c.document_masking) + "|" + std::to_string(c.checkpoint_every) + "|" + c.resume + "|" +
                 c.out + ";";
   const int64_t mine[2] = {int64_t(XXH64(plan.data(), plan.size(), 0)), int64_t(XXH64(settings.data(), settings.size(), 0))};
   int64_t first[2] = {mine[0], mine[1]};
@@ -323,6 +331,9 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::printf("kiln: data %s\n", d->summary.c_str());
       std::printf("kiln: %ld steps x %ld tokens = %.2fM tokens (%.2f epochs) | lr %.2e %s, warmup %ld\n", pc.steps,
                   tokens_per_step, tokens / 1e6, tokens / d->epoch_tokens, pc.lr, schedule_name(pc.schedule), pc.warmup);
+      if (!pc.document_masking)
+        std::printf("kiln: no document masking: each %d-token row is one sequence (attention across its documents, "
+                    "positions 0..%d)\n", shape.seq_len, shape.seq_len - 1);
       std::vector<TrainConfig::DataStage> stages = pc.stages;  // as the loader runs them (run_data.hpp)
       if (!stages.empty() && stages.front().start > 0) stages.insert(stages.begin(), {0.0, {}, false});
       for (size_t k = 0; k < stages.size() && !d->tokenizer_path.empty(); ++k) {
@@ -467,9 +478,19 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
         std::printf("\nkiln: phase %d/%d %s: micro-batch %d x %d, %s theta %g | memory %s\n", p + 1, phase_count,
                     phase_name(p).c_str(), ph.shape.micro_batch, ph.shape.seq_len, ph.positional.c_str(), ph.theta,
                     plan::human_bytes(ph.memory_bytes).c_str());
+        if (p > 0) {
+          const double v = trainer.evaluate();
+          std::printf("kiln: held-out loss %.4f at the phase's start\n", v);
+          trainer.on_eval(trainer.run_step(), v);
+        }
       };
+      // A phase's end and the next one's start are both evaluated, each in its own shape (sequence length, theta):
+      // what the phase learned, and where the next one starts from.
       trainer.on_phase_end = [&](int p) {
-        if (p < phase_count - 1 && p != target) save();  // the next phase (or a later --phase run) starts from here
+        if (p < phase_count - 1 && p != target) {
+          trainer.on_eval(trainer.run_step(), trainer.evaluate());
+          save();  // the next phase (or a later --phase run) starts from here
+        }
       };
     }
     // Metrics: one JSON line per step and per evaluation, and TensorBoard scalars (tools/kiln plot <run> draws them).
@@ -515,7 +536,11 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       if (!jsonl_file) return;
       io::JsonlWriter& jsonl = *jsonl_file;
       io::TensorBoardWriter& tb = *tb_file;
-      jsonl.write({{"step", step}, {"val_loss", v}, {"time", io::unix_now()}});
+      nlohmann::json where = {{"step", step}, {"tokens", trainer.tokens_seen()}};
+      if (phase_count > 1) where["phase"] = phase_name(trainer.phase());
+      nlohmann::json rec = where;
+      rec["val_loss"] = v, rec["time"] = io::unix_now();
+      jsonl.write(rec);
       tb.scalar("eval/loss", step, float(v));
       if (!tasks.empty()) {
         int B = 0, T = 0;
@@ -527,9 +552,11 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
             const eval::TaskResult res = eval::evaluate(t.examples, f, data->encode, B, T, run);
             const eval::Metrics& m = res.metrics;
             const std::string form = eval::formulation_name(f), key = "eval/" + name + "/" + form + "/";
-            jsonl.write({{"step", step}, {"task", name}, {"formulation", form}, {"examples", m.examples},
-                         {"acc", m.acc}, {"acc_norm_char", m.acc_norm_char}, {"acc_norm_token", m.acc_norm_token},
-                         {"random", m.random}, {"time", io::unix_now()}});
+            nlohmann::json score = where;
+            score.update({{"task", name}, {"formulation", form}, {"examples", m.examples}, {"acc", m.acc},
+                          {"acc_norm_char", m.acc_norm_char}, {"acc_norm_token", m.acc_norm_token},
+                          {"random", m.random}, {"time", io::unix_now()}});
+            jsonl.write(score);
             tb.scalars(step, {{key + "acc", float(m.acc)}, {key + "acc_norm", float(m.acc_norm_char)},
                               {key + "acc_token", float(m.acc_norm_token)}});
             char b[160];
@@ -545,9 +572,29 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     };
     std::printf("kiln: run directory %s (metrics.jsonl, tb/, checkpoints/; `tools/kiln plot %s` draws the curves)\n",
                 c.out.c_str(), c.out.c_str());
+    if (rank == 0) {  // what the run is, for tools that compare runs (tools/kiln ablate): run.json
+      nlohmann::json phases = nlohmann::json::array();
+      for (int i = 0; i < phase_count; ++i) {
+        const PhaseInfo& ph = r.phases[size_t(i)];
+        const TrainConfig& pc = configs[size_t(i)];
+        phases.push_back({{"name", phase_name(i)}, {"micro_batch", ph.shape.micro_batch}, {"seq_len", ph.shape.seq_len},
+                          {"positional", ph.positional}, {"theta", ph.theta}, {"steps", pc.steps},
+                          {"tokens_per_step", long(ph.shape.micro_batch) * ph.shape.seq_len * pc.grad_accum * (world / r.tp)},
+                          {"train_flops_per_token", ph.train_flops_per_token}, {"lr", pc.lr},
+                          {"document_masking", pc.document_masking}});
+      }
+      const nlohmann::json info = {{"recipe", r.name}, {"header", r.header}, {"backend", r.backend},
+                                   {"parameters", r.parameters}, {"layout", trainer.layout()}, {"ranks", world},
+                                   {"seed", c.seed}, {"data", c.data}, {"tokenizer", data->tokenizer_path},
+                                   {"resumed", resumed}, {"phases", phases}, {"started", io::unix_now()}};
+      core::write_text_atomic(c.out + "/run.json", info.dump(2) + "\n");
+    }
     const double before = trainer.evaluate();
     std::printf("kiln: held-out loss %s %.4f (ln(vocab) = %.4f)\n", resumed ? "at the checkpoint" : "before training",
                 before, std::log(double(r.vocab)));
+    // The first point of a fresh run's curves: the held-out loss and the tasks before any step (a later phase's start
+    // is evaluated by on_phase_start, also where --phase starts it from a checkpoint).
+    if (!resumed) trainer.on_eval(trainer.run_step(), before);
     const long start = trainer.run_step();
     const bool finished = trainer.step() >= trainer.config().steps &&
                           (trainer.phase() == phase_count - 1 || trainer.phase() == target);
@@ -568,7 +615,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     std::printf("\nkiln: held-out loss %.4f nats/token%s (from %.4f before training: %.0f%% lower)\n", after, bpb, before,
                 100.0 * (1.0 - after / before));
     trainer.sync_host();  // tensor parallelism: the full parameters, for the continuations
-    if (rank > 0) return 0;  // the continuations: rank 0's console
+    if (rank > 0 || c.sample_tokens == 0) return 0;  // the continuations: rank 0's console, unless none are wanted
     if (!c.prompts.empty())
       std::printf("\nWhat it learned: continuations (temperature %.2f, top-p %.2f)\n", c.temperature, c.top_p);
     for (size_t i = 0; i < c.prompts.size(); ++i) {

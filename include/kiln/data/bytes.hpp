@@ -17,6 +17,7 @@
 #include "kiln/core/error.hpp"
 #include "kiln/core/rng.hpp"
 #include "kiln/data/packing.hpp"
+#include "kiln/data/text_sources.hpp"
 
 namespace kiln::data {
 
@@ -89,9 +90,7 @@ inline Corpus load_fortunes(const std::string& path, int val_every) {
     KILN_CHECK(in, "cannot read data file '", f.string(), "'");
     std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     for (auto& d : split_fortunes(text)) {
-      uint64_t h = 1469598103934665603ull;  // FNV-1a of the content
-      for (unsigned char ch : d) h = (h ^ ch) * 1099511628211ull;
-      bool held_out = mix64(h) % uint64_t(val_every) == 0;
+      const bool held_out = held_out_document(d, val_every);
       (held_out ? c.val_bytes : c.train_bytes) += d.size();
       (held_out ? c.val : c.train).push_back(ByteTokenizer::encode(d));
     }

@@ -79,9 +79,7 @@ inline PreparedCorpus prepare_corpus(const std::string& text_dir, const std::str
     TextStream in({files[i]}, TextOptions{});
     std::string doc;
     while (in.next(doc)) {
-      uint64_t h = 1469598103934665603ull;  // FNV-1a of the content
-      for (unsigned char ch : doc) h = (h ^ ch) * 1099511628211ull;
-      if (mix64(h) % uint64_t(val_every) == 0) {
+      if (held_out_document(doc, val_every)) {
         p.heldout_bytes += doc.size();
         held.push_back(doc);
       } else {

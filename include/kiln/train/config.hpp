@@ -48,9 +48,14 @@ struct TrainConfig {
   };
   std::vector<DataStage> stages;
   int val_every = 20;           // every n-th document (by content hash) is held out
+  // Intra-document attention (SmolLM3's): a token attends only to its own document's tokens and its RoPE position
+  // restarts at each document. false: a packed row is one sequence (positions 0..T-1, attention across documents).
+  bool document_masking = true;
   // cadence and output
   long log_every = 10;
   long eval_every = 0;          // 0: only at the end
+  long eval_every_tokens = 0;   // also whenever the phase's tokens pass a multiple of this (0: off): the same token
+                                // counts for runs of different batch shapes, as ablations compare them
   int eval_batches = 8;
   std::vector<std::string> eval_tasks;  // multiple-choice task files (kiln/eval) scored at every evaluation, CF and MCF
   long eval_task_examples = 0;          // the first n examples of each (0: all)
@@ -114,6 +119,7 @@ inline void validate(const TrainConfig& c, const std::string& where) {
   KILN_CHECK(c.val_every >= 2, "--val-every must be at least 2 (every n-th document held out), got ", c.val_every, where);
   KILN_CHECK(c.log_every >= 1, "--log-every must be at least 1, got ", c.log_every, where);
   KILN_CHECK(c.eval_every >= 0, "--eval-every must be >= 0 (0: at the end only), got ", c.eval_every, where);
+  KILN_CHECK(c.eval_every_tokens >= 0, "--eval-every-tokens must be >= 0 (0: off), got ", c.eval_every_tokens, where);
   KILN_CHECK(c.eval_batches >= 1, "--eval-batches must be at least 1, got ", c.eval_batches, where);
   KILN_CHECK(c.eval_task_examples >= 0, "--eval-task-examples must be >= 0 (0: all), got ", c.eval_task_examples, where);
   KILN_CHECK(c.threads >= 0, "--threads must be >= 0 (0: all cores), got ", c.threads, where);

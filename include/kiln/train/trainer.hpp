@@ -61,6 +61,14 @@ struct HostBatch {
   backend::Batch view() const { return {tokens.data(), targets.data(), positions.data(), doc_start.data()}; }
   void fill(data::RowSource& p) { p.next(B, T, tokens.data(), targets.data(), positions.data(), doc_start.data()); }
   void fill(data::Packer& p) { p.next(B, T, tokens.data(), targets.data(), positions.data(), doc_start.data()); }
+  // Without document masking: each row one sequence (attention across its documents, positions 0..T-1).
+  void whole_rows() {
+    for (size_t k = 0; k < doc_start.size(); ++k) doc_start[k] = 0, positions[k] = int32_t(k % T);
+  }
+  void fill_as(data::RowSource& p, bool document_masking) {
+    fill(p);
+    if (!document_masking) whole_rows();
+  }
   long count_targets() const {
     long n = 0;
     for (int32_t t : targets) n += t >= 0;
@@ -183,7 +191,7 @@ class Trainer final : public TrainerBase {
       long n = 0;
       const int N = dp_world(), me = dp_rank();
       for (int i = 0; i < config().eval_batches; ++i) {  // data parallel: batch i on rank i % N, the sums reduced
-        mb.fill(*val);
+        mb.fill_as(*val, config().document_masking);
         if (i % N != me) continue;
         sum += std::get<I>(execs_)->forward(*state_, mb.view());
         n += mb.count_targets();
@@ -336,7 +344,7 @@ class Trainer final : public TrainerBase {
       w.flops = 0;
       for (long m = 0; m < long(c.grad_accum) * N; ++m) {  // the global batch, in the same order on every rank
         auto& mb = m % N == me ? w.micro[size_t(m / N)] : *w.other;
-        mb.fill(*data_.train);
+        mb.fill_as(*data_.train, c.document_masking);
         w.targets += mb.count_targets();
         w.flops += plan::Flops<phase_model<Recipe, I>, St>::train_flops(double(B) * T, mb.attention_context());
       }
@@ -351,10 +359,25 @@ class Trainer final : public TrainerBase {
     state_->end_step(StepArgs{w.lr, c.beta1, c.beta2, c.adam_eps, c.weight_decay, c.clip, double(w.targets)});
   }
 
+  // Whether an evaluation follows phase step `done` (1-based): every eval_every steps, or where the phase's tokens
+  // pass a multiple of eval_every_tokens.
+  bool eval_due(const TrainConfig& c, long done) const {
+    if (c.eval_every > 0 && done % c.eval_every == 0) return true;
+    if (c.eval_every_tokens <= 0 || done <= 0) return false;
+    const long per_step = phase_tokens_per_step();
+    return done * per_step / c.eval_every_tokens > (done - 1) * per_step / c.eval_every_tokens;
+  }
+  long phase_tokens_per_step() const {
+    return with_phase<Recipe>(phase_, [&]<int I>() {
+      using St = phase_stage<Recipe, I>;
+      return long(St::micro_batch) * St::seq_len * config().grad_accum * dp_world();
+    });
+  }
+
   // Whether the host needs the state right after phase step s (0-based): then step s + 1 does not start early.
   bool must_sync(const TrainConfig& c, long s) const {
     const long done = s + 1;
-    return done >= c.steps || (c.eval_every > 0 && done % c.eval_every == 0) ||
+    return done >= c.steps || eval_due(c, done) ||
            (c.checkpoint_every > 0 && done % c.checkpoint_every == 0) || (wants_state && wants_state(run_step_ + 1, done));
   }
   void give_step_state() {
@@ -452,7 +475,7 @@ class Trainer final : public TrainerBase {
         tokens_since = 0;
         flops_since = 0;
       }
-      if (c.eval_every > 0 && step_ % c.eval_every == 0 && step_ < c.steps) {  // must_sync: nothing is running
+      if (eval_due(c, step_) && step_ < c.steps) {  // must_sync: nothing is running
         const double v = evaluate();
         if (on_eval) on_eval(run_step_, v);
         if (!quiet)
