@@ -1,7 +1,8 @@
 // tests/test_eval.cpp: evaluation tasks (kiln/eval/tasks.hpp) and their scoring (kiln/eval/score.hpp): every jsonl
 // layout read into contexts, continuations and labels; malformed records named by file and line; accuracy and its
 // normalisations by characters and tokens on hand-computed cases; and pairs packed many to a micro-batch score what
-// each scores alone, through the CPU executor (intra-document masking keeps them apart).
+// each scores alone, through the CPU executor (intra-document masking keeps them apart); an ablation campaign's
+// statistics (kiln/eval/ablation.hpp) on hand-computed cases.
 #include <doctest/doctest.h>
 #include <unistd.h>
 
@@ -9,10 +10,12 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "kiln/backend/cpu.hpp"
+#include "kiln/eval/ablation.hpp"
 #include "kiln/eval/make_tasks.hpp"
 #include "kiln/eval/score.hpp"
 #include "kiln/eval/tasks.hpp"
@@ -241,4 +244,126 @@ TEST_CASE("eval: bits per byte of a text, every token but the first scored once,
   CHECK(b.bits_per_byte == doctest::Approx(49 * 0.5 / 98));
   CHECK_THROWS_WITH_AS(eval::bits_per_byte({3}, B, T, half_bit, [](const std::vector<int32_t>&) { return 1L; }),
                        doctest::Contains("at least 2 are needed"), Error);
+}
+
+TEST_CASE("ablation statistics: Spearman and Kendall tau-b, ties included, on hand-computed cases") {
+  // no ties: d = (-1, 1, -1, 1, -1, 1), rho = 1 - 6 * 6 / (6 * 35); 3 discordant pairs of 15
+  const std::vector<double> x = {1, 2, 3, 4, 5, 6}, y = {2, 1, 4, 3, 6, 5};
+  CHECK(eval::spearman(x, y) == doctest::Approx(1.0 - 36.0 / 210.0));
+  CHECK(eval::kendall_tau_b(x, y) == doctest::Approx((12.0 - 3.0) / 15.0));
+  // ties: ranks (1.5, 1.5, 3, 4) and (1, 2.5, 2.5, 4): rho = 3.75 / 4.5; tau-b = 4 / sqrt((6 - 1) (6 - 1))
+  const std::vector<double> a = {1, 1, 2, 3}, b = {1, 2, 2, 3};
+  CHECK(eval::ranks_of(a) == std::vector<double>{1.5, 1.5, 3, 4});
+  CHECK(eval::spearman(a, b) == doctest::Approx(3.75 / 4.5));
+  CHECK(eval::kendall_tau_b(a, b) == doctest::Approx(0.8));
+  CHECK(eval::spearman(x, {1, 1, 1, 1, 1, 1}) != eval::spearman(x, {1, 1, 1, 1, 1, 1}));  // constant: NaN
+  CHECK(eval::std_of({1, 2, 3, 4}) == doctest::Approx(std::sqrt(5.0 / 3.0)));
+  CHECK(std::isnan(eval::std_of({1})));
+}
+
+TEST_CASE("ablation campaign: the recipes' table and a task's four criteria on runs made up by hand") {
+  // Two recipes x 2 seeds, evaluated at 0, 100, 200 tokens. "base" scores 0.25 -> 0.40 -> 0.50 (+0.02 on seed 2),
+  // "worse" 0.25 -> 0.30 -> 0.35 (+0.04 on seed 2): monotonic, the same ranking at 100 and 200 tokens.
+  auto run = [](const std::string& recipe, uint64_t seed, std::vector<double> score, double val) {
+    eval::RunMetrics r;
+    r.recipe = recipe, r.seed = seed, r.dir = recipe + "/seed" + std::to_string(seed);
+    r.parameters = recipe == "base" ? 1000 : 900, r.tokens_per_step = 10;
+    for (long s = 1; s <= 20; ++s) r.train_loss.push_back({s, s * 10, 5.0 - 0.1 * double(s)});
+    for (size_t i = 0; i < score.size(); ++i) {
+      r.scores["t/CF"].push_back({long(i) * 10, long(i) * 100, score[i]});
+      r.val_loss.push_back({long(i) * 10, long(i) * 100, val + 1.0 - 0.5 * double(i)});
+    }
+    r.random["t/CF"] = 0.25;
+    return r;
+  };
+  std::vector<eval::RunMetrics> runs = {run("worse", 1, {0.25, 0.30, 0.35}, 3.10), run("base", 1, {0.25, 0.40, 0.50}, 3.00),
+                                        run("base", 2, {0.27, 0.42, 0.52}, 3.02), run("worse", 2, {0.29, 0.34, 0.39}, 3.16)};
+  const eval::Campaign c = eval::summarize(runs, {"base"});
+  REQUIRE(c.recipes.size() == 2);
+  CHECK(c.recipes[0].recipe == "base");
+  CHECK(c.recipes[1].recipe == "worse");
+  CHECK(c.recipes[0].tokens == 200);
+  // the last tenth of 20 steps: step 19 and 20, loss 3.1 and 3.0
+  CHECK(c.recipes[0].train_loss.mean == doctest::Approx(3.05));
+  CHECK(c.recipes[0].val_loss.mean == doctest::Approx(3.01));  // the last evaluation: 3.00 and 3.02
+  // paired by seed: 3.10 - 3.00 and 3.16 - 3.02
+  CHECK(c.recipes[1].val_delta.mean == doctest::Approx(0.12));
+  CHECK(c.recipes[1].val_delta.std == doctest::Approx(std::sqrt(2 * 0.02 * 0.02)));
+  CHECK(c.recipes[0].score.at("t/CF").mean == doctest::Approx(0.51));
+  CHECK(c.recipes[1].score.at("t/CF").std == doctest::Approx(std::sqrt(2 * 0.02 * 0.02)));
+  REQUIRE(c.criteria.size() == 1);
+  const eval::Criteria& cr = c.criteria[0];
+  CHECK(cr.monotonicity == doctest::Approx(1.0));
+  CHECK(cr.noise == doctest::Approx((std::sqrt(2 * 0.01 * 0.01) + std::sqrt(2 * 0.02 * 0.02)) / 2));
+  CHECK(cr.above_random == doctest::Approx((0.25 + 0.27 + 0.10 + 0.14) / 4));
+  CHECK(cr.checkpoints == 2);
+  CHECK(cr.consistency == doctest::Approx(1.0));
+  CHECK(cr.usable());
+  const std::string md = eval::report_markdown(c);
+  CHECK(md.find("| worse | 900 |") != std::string::npos);
+  CHECK(md.find("+0.1200 ± 0.0283 *") != std::string::npos);  // 0.12 > 2 x 0.0283 / sqrt(2)
+  CHECK(md.find("| t/CF | 0.250 | 1.00 |") != std::string::npos);
+
+  // Rankings that swap between the evaluations: Kendall -1, not usable.
+  runs[0].scores["t/CF"][1].value = 0.45, runs[3].scores["t/CF"][1].value = 0.47;
+  const eval::Campaign s = eval::summarize(runs, {"base"});
+  CHECK(s.criteria[0].consistency == doctest::Approx(-1.0));
+  CHECK(!s.criteria[0].usable());
+}
+
+TEST_CASE("ablation campaign: a run's metrics read back; a malformed line is named by file and line") {
+  const std::string dir = std::filesystem::temp_directory_path() / ("kiln_ablate_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/run.json") << R"({"recipe": "demo", "seed": 2, "parameters": 100,
+    "phases": [{"name": "main", "tokens_per_step": 64, "train_flops_per_token": 600.0}]})";
+  std::ofstream(dir + "/metrics.jsonl")
+      << R"({"step": 0, "tokens": 0, "val_loss": 5.0})" "\n"
+      << R"({"step": 0, "tokens": 0, "task": "t", "formulation": "CF", "acc": 0.2, "acc_norm_char": 0.3, "acc_norm_token": 0.4, "random": 0.25})" "\n"
+      << R"({"step": 1, "loss": 4.5, "tokens_per_s": 1000})" "\n"
+      << R"({"step": 2, "loss": null, "skipped": true})" "\n"
+      << R"({"step": 3, "loss": 4.0, "tokens_per_s": 3000})" "\n";
+  const eval::RunMetrics r = eval::read_run(dir, "acc_norm_token");
+  CHECK(r.recipe == "demo");
+  CHECK(r.seed == 2);
+  CHECK(r.flops_per_token == 600.0);
+  REQUIRE(r.train_loss.size() == 2);  // the skipped step is not a point
+  CHECK(r.train_loss[1].tokens == 192);
+  CHECK(r.final_score("t/CF") == doctest::Approx(0.4));
+  CHECK(r.random.at("t/CF") == 0.25);
+  CHECK(r.median_tokens_per_s() == 3000);
+  CHECK_THROWS_WITH_AS(eval::read_run(dir, "accuracy"), doctest::Contains("--metric must be"), Error);
+  std::ofstream(dir + "/metrics.jsonl", std::ios::app) << R"({"step": 4, "tokens": 1, "task": "t", "formulation": "CF"})" "\n";
+  CHECK_THROWS_WITH_AS(eval::read_run(dir, "acc"), doctest::Contains("metrics.jsonl:6: field \"acc\" is missing"), Error);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("retrieval documents and task: a password, filler of whole documents, the question; deterministic") {
+  const std::vector<std::string> docs = {"one two\nthree", "four five six", "seven", "eight nine ten eleven"};
+  data::RetrievalOptions o;
+  o.min_chars = 20, o.max_chars = 40, o.seed = 3;
+  const auto a = data::retrieval_documents(docs, 50, o);
+  REQUIRE(a.size() == 50);
+  CHECK(a == data::retrieval_documents(docs, 50, o));
+  for (const std::string& d : a) {
+    CAPTURE(d);
+    REQUIRE(d.rfind("The password is ", 0) == 0);
+    const std::string key = d.substr(16, d.find('.') - 16);
+    const std::string tail = " What is the password? The password is " + key + ".";
+    REQUIRE(d.size() > tail.size());
+    CHECK(d.substr(d.size() - tail.size()) == tail);
+    const size_t filler = d.size() - tail.size() - (16 + key.size() + 2);  // "The password is <key>. "
+    CHECK(filler >= 20);
+    CHECK(filler <= 40);
+    CHECK(d.find('\n') == std::string::npos);  // whitespace folded
+  }
+  const auto t = eval::retrieval_task(docs, 30, 4, o);
+  REQUIRE(t.size() == 30);
+  for (const auto& r : t) {
+    const std::string ctx = r["ctx"], truth = r["endings"][r["label"].get<int>()];
+    CHECK(ctx.rfind("The password is " + truth.substr(0, truth.size() - 1) + ". ", 0) == 0);
+    CHECK(ctx.substr(ctx.size() - 15) == "The password is");
+    const std::vector<std::string> e = r["endings"];
+    CHECK(std::set<std::string>(e.begin(), e.end()).size() == 4);
+  }
+  CHECK_THROWS_WITH_AS(eval::retrieval_task(docs, 3, 1, o), doctest::Contains("2 <= choices"), Error);
 }

@@ -2,6 +2,8 @@
 //   kiln_make_task /usr/share/games/fortunes --out runs/tasks/fortunes.jsonl [--count 500] [--seed 1] [--choices 4]
 // writes HellaSwag-layout jsonl (ctx, endings, label, source): each fortune's beginning with its true ending and
 // endings of other fortunes of the closest lengths, which `train_<recipe> eval --task` (tools/kiln eval) scores.
+// --retrieval MIN:MAX makes a retrieval task instead: a password stated, MIN to MAX characters of the documents as
+// filler, the password asked for (the long-context demonstration's probe; --held-out 20 for unseen filler).
 // Inputs as kiln_tokenize reads them (text, jsonl, fortune files, directories).
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -27,6 +29,9 @@ int main(int argc, char** argv) {
   int held_out = 0;
   app.add_option("--held-out", held_out, "only the documents a trainer holds out with --val-every n (the demo's 20): "
                  "a task the runs never trained on (0: every document)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  std::string retrieval;
+  app.add_option("--retrieval", retrieval, "MIN:MAX: a retrieval task instead (kiln/data/synthetic.hpp): a password, "
+                 "MIN to MAX characters of the documents as filler, the question; the endings are keys");
   app.add_option("--format", t.format, "auto, text, jsonl or fortune")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
@@ -36,7 +41,27 @@ int main(int argc, char** argv) {
     for (std::string d; in.next(d);)
       if (held_out < 2 || kiln::data::held_out_document(d, held_out))
         docs.emplace_back(d, std::filesystem::path(in.current_file()).filename().string());
-    const auto records = kiln::eval::completion_task(docs, o);
+    std::vector<nlohmann::json> records;
+    if (retrieval.empty()) {
+      records = kiln::eval::completion_task(docs, o);
+    } else {
+      kiln::data::RetrievalOptions r;
+      r.seed = o.seed;
+      const size_t colon = retrieval.find(':');
+      try {
+        KILN_CHECK(colon != std::string::npos, "");
+        size_t used = 0;
+        r.min_chars = std::stoi(retrieval.substr(0, colon), &used);
+        KILN_CHECK(used == colon, "");
+        r.max_chars = std::stoi(retrieval.substr(colon + 1), &used);
+        KILN_CHECK(used == retrieval.size() - colon - 1, "");
+      } catch (const std::exception&) {
+        KILN_CHECK(false, "--retrieval ", retrieval, ": expected MIN:MAX characters of filler, e.g. 1600:2400");
+      }
+      std::vector<std::string> texts;
+      for (const auto& d : docs) texts.push_back(d.first);
+      records = kiln::eval::retrieval_task(texts, o.count, o.choices, r);
+    }
     std::string text;
     for (const auto& r : records) text += r.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
     kiln::core::write_text_atomic(out, text);

@@ -139,6 +139,11 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
       ->capture_default_str();
   app.add_option("--cache", c.cache, "where prepared tokenizers and shards are kept")->capture_default_str();
   app.add_option("--val-every", c.val_every, "hold out every n-th document")->capture_default_str();
+  app.add_option("--retrieval-docs", c.retrieval_documents,
+                 "add n retrieval documents (a password, filler from the corpus, the question) as the source "
+                 "\"retrieval\" (--tokenizer bpe:<n> only; 0: none)")->capture_default_str();
+  app.add_option("--retrieval-max-chars", c.retrieval_max_chars,
+                 "their filler: 0 to this many characters")->capture_default_str();
   app.add_option("--log-every", c.log_every, "console line every n steps")->capture_default_str();
   app.add_option("--eval-every", c.eval_every, "held-out loss every n steps (0: at the end)")->capture_default_str();
   app.add_option("--eval-every-tokens", c.eval_every_tokens,

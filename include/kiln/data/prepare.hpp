@@ -34,11 +34,13 @@ struct PreparedCorpus {
 
 inline constexpr const char* kEndOfText = "<|endoftext|>";
 
-inline PreparedCorpus prepare_corpus(const std::string& text_dir, const std::string& cache_root, int vocab,
-                                     int val_every) {
+inline PreparedCorpus prepare_corpus(const std::vector<std::string>& text_paths, const std::string& cache_root,
+                                     int vocab, int val_every) {
   namespace fs = std::filesystem;
   KILN_CHECK(val_every >= 2, "--val-every must be at least 2, got ", val_every);
-  const std::vector<std::string> files = text_files({text_dir});
+  KILN_CHECK(!text_paths.empty(), "prepare_corpus: no data path");
+  const std::string& text_dir = text_paths[0];  // the one the messages name
+  const std::vector<std::string> files = text_files(text_paths);
   KILN_CHECK(!files.empty(), "data path '", text_dir, "' holds no text files");
   uint64_t key = mix64(uint64_t(vocab) * 1000003 + uint64_t(val_every));
   for (const auto& f : files) {
@@ -119,6 +121,11 @@ inline PreparedCorpus prepare_corpus(const std::string& text_dir, const std::str
   std::ofstream(p.dir + "/heldout.bytes") << p.heldout_bytes << "\n";
   std::ofstream(p.dir + "/done") << "complete\n";  // written last: the cache entry is whole
   return p;
+}
+
+inline PreparedCorpus prepare_corpus(const std::string& text_dir, const std::string& cache_root, int vocab,
+                                     int val_every) {
+  return prepare_corpus(std::vector<std::string>{text_dir}, cache_root, vocab, val_every);
 }
 
 }  // namespace kiln::data

@@ -18,6 +18,7 @@
 
 #include "kiln/core/error.hpp"
 #include "kiln/core/rng.hpp"
+#include "kiln/data/synthetic.hpp"
 
 namespace kiln::eval {
 
@@ -104,6 +105,32 @@ inline std::vector<nlohmann::json> completion_task(const std::vector<std::pair<s
     endings.insert(endings.begin() + label, cuts[size_t(doc)].ending);
     out.push_back({{"ctx", cuts[size_t(doc)].ctx}, {"endings", endings}, {"label", label},
                    {"source", cuts[size_t(doc)].source}});
+  }
+  return out;
+}
+
+// A retrieval task (kiln/data/synthetic.hpp) in HellaSwag's layout: each context states a password, runs filler
+// documents of min_chars to max_chars, and asks for it; the endings are the password and choices - 1 other keys,
+// the label's place drawn. Deterministic for (docs, options, seed).
+inline std::vector<nlohmann::json> retrieval_task(const std::vector<std::string>& docs, int count, int choices,
+                                                  const data::RetrievalOptions& o) {
+  KILN_CHECK(choices >= 2 && choices <= data::kRetrievalKeyCount && count > 0,
+             "retrieval_task: 2 <= choices <= ", data::kRetrievalKeyCount, " and count > 0");
+  std::vector<std::string> fill;
+  for (const auto& d : docs)
+    if (std::string f = data::fold_spaces(d); !f.empty()) fill.push_back(std::move(f));
+  Rng rng(o.seed);
+  std::vector<nlohmann::json> out;
+  for (int k = 0; k < count; ++k) {
+    const data::RetrievalItem it = data::retrieval_item(fill, o, rng);
+    std::vector<std::string> endings = {it.key + "."};
+    while (int(endings.size()) < choices) {
+      const std::string e = std::string(data::kRetrievalKeys[rng.below(uint64_t(data::kRetrievalKeyCount))]) + ".";
+      if (std::find(endings.begin(), endings.end(), e) == endings.end()) endings.push_back(e);
+    }
+    const int label = int(rng.below(uint64_t(choices)));
+    std::swap(endings[0], endings[size_t(label)]);
+    out.push_back({{"ctx", it.context}, {"endings", endings}, {"label", label}, {"source", "retrieval"}});
   }
   return out;
 }

@@ -48,6 +48,10 @@ struct TrainConfig {
   };
   std::vector<DataStage> stages;
   int val_every = 20;           // every n-th document (by content hash) is held out
+  // Retrieval documents (kiln/data/synthetic.hpp) added to a text corpus as the source "retrieval": a password, up to
+  // retrieval_max_chars of the corpus's training documents as filler, the password asked for. 0: none.
+  int retrieval_documents = 0;
+  int retrieval_max_chars = 2400;
   // Intra-document attention (SmolLM3's): a token attends only to its own document's tokens and its RoPE position
   // restarts at each document. false: a packed row is one sequence (positions 0..T-1, attention across documents).
   bool document_masking = true;
@@ -119,6 +123,8 @@ inline void validate(const TrainConfig& c, const std::string& where) {
   KILN_CHECK(c.val_every >= 2, "--val-every must be at least 2 (every n-th document held out), got ", c.val_every, where);
   KILN_CHECK(c.log_every >= 1, "--log-every must be at least 1, got ", c.log_every, where);
   KILN_CHECK(c.eval_every >= 0, "--eval-every must be >= 0 (0: at the end only), got ", c.eval_every, where);
+  KILN_CHECK(c.retrieval_documents >= 0 && c.retrieval_max_chars >= 0, "--retrieval-docs and --retrieval-max-chars "
+             "must be >= 0, got ", c.retrieval_documents, " and ", c.retrieval_max_chars, where);
   KILN_CHECK(c.eval_every_tokens >= 0, "--eval-every-tokens must be >= 0 (0: off), got ", c.eval_every_tokens, where);
   KILN_CHECK(c.eval_batches >= 1, "--eval-batches must be at least 1, got ", c.eval_batches, where);
   KILN_CHECK(c.eval_task_examples >= 0, "--eval-task-examples must be >= 0 (0: all), got ", c.eval_task_examples, where);

@@ -16,6 +16,7 @@
 
 #include "kiln/data/prepare.hpp"
 #include "kiln/data/rows.hpp"
+#include "kiln/data/synthetic.hpp"
 #include "kiln/train/config.hpp"
 
 namespace kiln {
@@ -106,11 +107,44 @@ inline void use_tokenizer(RunData& d, const std::string& path) {
   d.decode = [tok](const std::vector<int32_t>& t) { return tok->decode(t); };
 }
 
+// The retrieval documents of c (TrainConfig::retrieval_documents) as a fortune-format file in the cache, made once:
+// its directory is named by a hash of the corpus's files (names, sizes, times) and the settings, and the file is
+// written atomically, so the prepared corpus that includes it stays cached too. Filler: the corpus's training
+// documents only (the held-out ones stay unseen).
+inline std::string retrieval_file(const TrainConfig& c, const std::vector<std::string>& texts) {
+  namespace fs = std::filesystem;
+  uint64_t key = mix64(uint64_t(c.retrieval_documents) * 1000003 + uint64_t(c.retrieval_max_chars) * 7919 +
+                       uint64_t(c.val_every));
+  for (const auto& f : texts) {
+    std::error_code ec;
+    for (unsigned char ch : f) key = mix64(key ^ ch);
+    key = mix64(key ^ uint64_t(fs::file_size(f, ec))) ^ mix64(uint64_t(fs::last_write_time(f, ec).time_since_epoch().count()));
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)key);
+  const fs::path dir = fs::path(c.cache) / (std::string("retrieval-") + hex);
+  const std::string path = (dir / "retrieval").string();
+  if (fs::exists(path)) return path;
+  std::vector<std::string> filler;
+  data::TextStream in(texts, data::TextOptions{});
+  for (std::string d; in.next(d);)
+    if (!data::held_out_document(d, c.val_every)) filler.push_back(d);
+  data::RetrievalOptions o;
+  o.max_chars = c.retrieval_max_chars;
+  std::string text;
+  for (const auto& d : data::retrieval_documents(filler, c.retrieval_documents, o)) text += d + "\n%\n";
+  fs::create_directories(dir);
+  core::write_text_atomic(path, text);
+  return path;
+}
+
 }  // namespace detail
 
 inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_per_step,
                              const std::function<void(const std::string&)>& event) {
   RunData d;
+  KILN_CHECK(c.retrieval_documents == 0 || c.tokenizer.rfind("bpe:", 0) == 0, "--retrieval-docs adds documents to "
+             "a text corpus tokenized with --tokenizer bpe:<n>, not to ", c.tokenizer.empty() ? "byte-level data" : "token shards");
   if (c.tokenizer.empty()) {
     auto corpus = std::make_shared<const data::Corpus>(data::load_fortunes(c.data, c.val_every));
     d.train = std::make_unique<data::PackedBytes>(&corpus->train, c.seed, true);
@@ -133,7 +167,12 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
     KILN_CHECK(vocab > 256 && vocab <= model_vocab, "--tokenizer ", c.tokenizer, ": the vocabulary must be in (256, ",
                model_vocab, "] (the model's embedding has ", model_vocab, " rows)");
     // Each text file becomes a source: more than the loader mixes is refused before the tokenizer is trained.
-    const std::vector<std::string> texts = data::text_files({c.data});
+    std::vector<std::string> texts = data::text_files({c.data});
+    std::vector<std::string> paths = {c.data};
+    if (c.retrieval_documents > 0 && !texts.empty()) {
+      paths.push_back(detail::retrieval_file(c, texts));
+      texts.push_back(paths.back());
+    }
     const size_t files = texts.size();
     {  // and a stage naming a source that is not there, before any work too
       std::vector<std::pair<std::string, std::vector<std::string>>> named;
@@ -151,7 +190,7 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
                data::LoaderState::kMaxSources, ": group them into fewer files, or train a tokenizer with tools/kiln "
                "tokenizer train and make shards with tools/kiln tokenize (a source per output)");
     const auto t0 = std::chrono::steady_clock::now();
-    const data::PreparedCorpus p = data::prepare_corpus(c.data, c.cache, vocab, c.val_every);
+    const data::PreparedCorpus p = data::prepare_corpus(paths, c.cache, vocab, c.val_every);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     detail::use_tokenizer(d, p.tokenizer_path);
     d.bytes_per_token = p.heldout_tokens ? double(p.heldout_bytes) / double(p.heldout_tokens) : 1.0;
