@@ -20,7 +20,7 @@ struct demo_long : demo {
 
   static kiln::TrainConfig defaults() {
     kiln::TrainConfig c = demo::defaults();
-    c.retrieval_documents = 1500;
+    c.retrieval_documents = 4000;
     c.retrieval_max_chars = 2400;
     return c;
   }

@@ -4,7 +4,7 @@
 // start, filler text, and the question at the end, answered by the key:
 //   "The password is mango. <filler: whole documents, whitespace folded> What is the password? The password is mango."
 // The key is one of kRetrievalKeys (common words), the filler a run of documents whose length is drawn between
-// min_chars and max_chars (the last document cut at a word boundary): a model can predict the final word only by looking back across the filler. At a
+// min_chars and max_chars, short ones more often (the last document cut at a word boundary): a model can predict the final word only by looking back across the filler. At a
 // short sequence length only the documents with short filler fit a row; a long-context phase sees the long ones.
 // The same builder makes the evaluation task (kiln/eval/make_tasks.hpp: retrieval_task), from held-out filler.
 #pragma once
@@ -58,7 +58,10 @@ inline RetrievalItem retrieval_item(const std::vector<std::string>& fill, const 
              o.min_chars, " and ", o.max_chars);
   RetrievalItem it;
   it.key = kRetrievalKeys[rng.below(uint64_t(kRetrievalKeyCount))];
-  const size_t want = size_t(o.min_chars) + size_t(rng.below(uint64_t(o.max_chars - o.min_chars) + 1));
+  // min + (max - min) u^3, u uniform: short fillers more often (a quarter of the range on average, 63% below the
+  // range's quarter), so that a short-context phase sees the skill in rows it fits whole and a long phase extends it
+  const double u = double(rng.below(1u << 20)) / double(1u << 20);
+  const size_t want = size_t(o.min_chars) + size_t(double(o.max_chars - o.min_chars) * u * u * u + 0.5);
   std::string filler;
   while (filler.size() < want) filler += (filler.empty() ? "" : " ") + fill[rng.below(fill.size())];
   if (filler.size() > size_t(o.max_chars)) {  // the last document cut at a word boundary: at most max_chars
