@@ -24,6 +24,8 @@ inline constexpr const char* kRetrievalKeys[] = {
     "ginger", "hammer", "jacket",  "kettle", "ladder", "magnet", "needle", "oyster", "parrot", "rabbit", "salmon",
     "thunder", "umbrella", "velvet", "wizard", "yogurt", "zebra", "bridge", "cherry", "desert", "meadow", "pirate",
     "shadow", "spider", "summer", "turtle", "valley", "winter", "coffee", "dollar", "monkey"};
+// The generator's version: part of the cached file's key, so that a changed generator makes a new file.
+inline constexpr int kRetrievalFormat = 1;
 inline constexpr int kRetrievalKeyCount = int(sizeof(kRetrievalKeys) / sizeof(kRetrievalKeys[0]));
 
 inline std::string fold_spaces(const std::string& s) {

@@ -114,7 +114,7 @@ inline void use_tokenizer(RunData& d, const std::string& path) {
 inline std::string retrieval_file(const TrainConfig& c, const std::vector<std::string>& texts) {
   namespace fs = std::filesystem;
   uint64_t key = mix64(uint64_t(c.retrieval_documents) * 1000003 + uint64_t(c.retrieval_max_chars) * 7919 +
-                       uint64_t(c.val_every));
+                       uint64_t(c.val_every) * 131 + uint64_t(data::kRetrievalFormat));
   for (const auto& f : texts) {
     std::error_code ec;
     for (unsigned char ch : f) key = mix64(key ^ ch);
