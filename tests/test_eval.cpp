@@ -367,3 +367,28 @@ TEST_CASE("retrieval documents and task: a password, filler of whole documents, 
   }
   CHECK_THROWS_WITH_AS(eval::retrieval_task(docs, 3, 1, o), doctest::Contains("2 <= choices"), Error);
 }
+
+TEST_CASE("loss by position: rows of T + 1 tokens from position 0, the mean loss of each bucket") {
+  constexpr int B = 2, T = 8;
+  long calls = 0;
+  const eval::RunBatch by_position = [&](const backend::Batch& b, float* logp) {  // loss = position / 10
+    ++calls;
+    for (int k = 0; k < B * T; ++k) {
+      CHECK(b.positions[k] == k % T);
+      CHECK(b.doc_start[k] == 0);
+      logp[k] = b.targets[k] >= 0 ? -float(b.positions[k]) / 10.0f : 0.0f;
+    }
+  };
+  std::vector<int32_t> ids(3 * T + 5);  // 3 whole rows of T + 1 (sharing their ends), a short tail dropped
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
+  const eval::PositionLoss p = eval::loss_by_position(ids, B, T, by_position, {6, 2, 99});
+  CHECK(calls == 2);  // rows 0, 1 then row 2 with a padding row
+  CHECK(p.rows == 3);
+  CHECK(p.edges == std::vector<int>{0, 2, 6, 8});  // sorted, the edge past T dropped, 0 and T added
+  CHECK(p.tokens == std::vector<long>{6, 12, 6});
+  CHECK(p.nats[0] == doctest::Approx(0.05));   // positions 0, 1
+  CHECK(p.nats[1] == doctest::Approx(0.35));   // 2..5
+  CHECK(p.nats[2] == doctest::Approx(0.65));   // 6, 7
+  CHECK_THROWS_WITH_AS(eval::loss_by_position(std::vector<int32_t>(T), B, T, by_position, {}),
+                       doctest::Contains("fewer than the 9 one row of the phase needs"), Error);
+}

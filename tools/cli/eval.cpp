@@ -33,12 +33,23 @@ int eval_main(int argc, char** argv, const RecipeProgram& r) {
   app.add_option("--text", texts, "a text file whose bits per byte to measure (repeatable)");
   app.add_option("--formulation", formulation, "cf (each answer's text), mcf (the answer letters) or both")
       ->check(CLI::IsMember({"cf", "mcf", "both"}))->capture_default_str();
+  std::vector<int> by_position;
+  std::string phase;
+  app.add_option("--by-position", by_position, "with --text: also the mean loss at positions split at these edges "
+                 "(e.g. 256,512: [0,256), [256,512), [512,T)), each row of T tokens one sequence")
+      ->delimiter(',');
+  app.add_option("--phase", phase, "score under this phase's model and shape (default: the checkpoint's phase), e.g. "
+                 "a checkpoint of a short phase at the long phase's length and theta: where that phase starts");
   app.add_option("--limit", limit, "score the first N examples of each task (0: all)")->check(CLI::NonNegativeNumber);
   app.add_option("--jsonl", jsonl, "also append one JSON line a task and formulation to this file");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+  if (!by_position.empty() && texts.empty()) {
+    std::fprintf(stderr, "kiln: error: eval: --by-position measures a --text file\n");
+    return 1;
   }
   if (tasks.empty() && texts.empty()) {
     std::fprintf(stderr, "kiln: error: eval: give --task <file.jsonl> or --text <file> (or both)\n");
@@ -49,10 +60,16 @@ int eval_main(int argc, char** argv, const RecipeProgram& r) {
     KILN_CHECK(ck.tokenizer || ck.info.value("byte_level", true), ck.dir.string(), " has no tokenizer and its ids "
                "are not bytes (imported without tokenizer.json): the task's text cannot be encoded as it was trained");
     const auto encode = [&](const std::string& t) { return ck.encode(t); };
-    int B = 0, T = 0;
-    const auto run = r.make_scorer(ck.phase, ck.params.data(), &B, &T);
-    std::printf("kiln: %s at step %lld | %s | pairs packed %d x %d a micro-batch\n", ck.dir.c_str(), ck.step,
-                ck.tokenizer ? ("tokenizer " + ck.tokenizer_path).c_str() : "byte-level tokens", B, T);
+    int B = 0, T = 0, at = ck.phase;
+    if (!phase.empty()) {
+      at = r.find_phase(phase);
+      KILN_CHECK(at >= 0, "--phase ", phase, ": not a phase of recipe ", name, " (its phases: ", r.phase_list(), ")");
+    }
+    const auto run = r.make_scorer(at, ck.params.data(), &B, &T);
+    std::printf("kiln: %s at step %lld | %s | phase %s: %s theta %g | pairs packed %d x %d a micro-batch\n",
+                ck.dir.c_str(), ck.step, ck.tokenizer ? ("tokenizer " + ck.tokenizer_path).c_str() : "byte-level tokens",
+                std::string(r.phases[size_t(at)].shape.name).c_str(), r.phases[size_t(at)].positional.c_str(),
+                r.phases[size_t(at)].theta, B, T);
     std::unique_ptr<io::JsonlWriter> out;
     if (!jsonl.empty()) out = std::make_unique<io::JsonlWriter>(jsonl, true);
     for (const std::string& path : texts) {
@@ -67,6 +84,17 @@ int eval_main(int argc, char** argv, const RecipeProgram& r) {
       if (out)
         out->write({{"checkpoint", ck.dir.string()}, {"step", ck.step}, {"text", path},
                     {"bits_per_byte", bpb.bits_per_byte}, {"tokens", bpb.tokens}, {"bytes", bpb.bytes}});
+      if (by_position.empty()) continue;
+      const eval::PositionLoss pl = eval::loss_by_position(ids, B, T, run, by_position);
+      std::printf("%s: loss by position (%ld rows of %d tokens, each from position 0):", path.c_str(), pl.rows, T);
+      nlohmann::json buckets = nlohmann::json::array();
+      for (size_t e = 0; e < pl.nats.size(); ++e) {
+        std::printf(" [%d, %d) %.4f%s", pl.edges[e], pl.edges[e + 1], pl.nats[e], e + 1 < pl.nats.size() ? "," : "\n");
+        buckets.push_back({{"from", pl.edges[e]}, {"to", pl.edges[e + 1]}, {"nats", pl.nats[e]}, {"tokens", pl.tokens[e]}});
+      }
+      if (out)
+        out->write({{"checkpoint", ck.dir.string()}, {"step", ck.step}, {"text", path},
+                    {"phase", std::string(r.phases[size_t(at)].shape.name)}, {"loss_by_position", buckets}});
     }
     if (tasks.empty()) return 0;
     std::printf("%-28s %-10s %-4s %8s %8s %10s %10s %8s %9s\n", "task", "layout", "form", "examples", "acc",

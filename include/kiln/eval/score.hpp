@@ -216,4 +216,54 @@ inline BitsPerByte bits_per_byte(const std::vector<int32_t>& ids, int B, int T, 
   return b;
 }
 
+// Loss by position: a long-context check. The text is cut into rows of T + 1 consecutive tokens, each row one
+// sequence from position 0 (the last row's short tail is dropped), and the mean loss (nats a token) of the targets at
+// positions [edges[k], edges[k + 1]) is reported, edges running from 0 to T. A model that works at the phase's length
+// keeps the loss at late positions at or below the early ones' (more context); one that never saw such positions, or
+// a RoPE theta it was not trained with, does worse there.
+struct PositionLoss {
+  std::vector<int> edges;      // 0 = edges[0] < ... < edges.back() = T
+  std::vector<double> nats;    // mean loss of each bucket
+  std::vector<long> tokens;    // targets of each bucket
+  long rows = 0;
+};
+inline PositionLoss loss_by_position(const std::vector<int32_t>& ids, int B, int T, const RunBatch& run,
+                                     std::vector<int> edges) {
+  std::sort(edges.begin(), edges.end());
+  edges.erase(std::unique(edges.begin(), edges.end()), edges.end());
+  edges.erase(std::remove_if(edges.begin(), edges.end(), [&](int e) { return e <= 0 || e >= T; }), edges.end());
+  edges.insert(edges.begin(), 0);
+  edges.push_back(T);
+  const long rows = ids.size() > size_t(T) ? long((ids.size() - 1) / size_t(T)) : 0;
+  KILN_CHECK(rows > 0, "loss by position: the text is ", ids.size(), " tokens, fewer than the ", T + 1,
+             " one row of the phase needs");
+  PositionLoss p;
+  p.edges = edges;
+  p.nats.assign(edges.size() - 1, 0.0);
+  p.tokens.assign(edges.size() - 1, 0);
+  p.rows = rows;
+  std::vector<int32_t> tokens(size_t(B) * T), targets(tokens.size()), positions(tokens.size()), doc_start(tokens.size(), 0);
+  std::vector<float> logp(tokens.size());
+  for (long r0 = 0; r0 < rows; r0 += B) {
+    for (int b = 0; b < B; ++b) {
+      const long r = r0 + b;
+      for (int i = 0; i < T; ++i) {
+        const size_t k = size_t(b) * T + size_t(i);
+        positions[k] = i;
+        tokens[k] = r < rows ? ids[size_t(r) * T + size_t(i)] : 0;
+        targets[k] = r < rows ? ids[size_t(r) * T + size_t(i) + 1] : -1;
+      }
+    }
+    run(backend::Batch{tokens.data(), targets.data(), positions.data(), doc_start.data()}, logp.data());
+    for (int b = 0; b < B && r0 + b < rows; ++b)
+      for (size_t e = 0, i = 0; i < size_t(T); ++i) {
+        while (int(i) >= edges[e + 1]) ++e;
+        p.nats[e] -= logp[size_t(b) * T + i];
+        p.tokens[e] += 1;
+      }
+  }
+  for (size_t e = 0; e < p.nats.size(); ++e) p.nats[e] /= double(std::max<long>(1, p.tokens[e]));
+  return p;
+}
+
 }  // namespace kiln::eval
