@@ -28,6 +28,7 @@ inline constexpr const char* kRetrievalKeys[] = {
 inline constexpr int kRetrievalFormat = 1;
 inline constexpr int kRetrievalKeyCount = int(sizeof(kRetrievalKeys) / sizeof(kRetrievalKeys[0]));
 
+// Whitespace runs (space, newline, tab, CR) folded to one space, none at the ends.
 inline std::string fold_spaces(const std::string& s) {
   std::string out;
   bool space = false;

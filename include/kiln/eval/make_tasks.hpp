@@ -28,21 +28,8 @@ struct CompletionOptions {
   uint64_t seed = 1;
 };
 
-inline std::string fold_whitespace(const std::string& s) {
-  std::string out;
-  bool space = false;
-  for (char c : s) {
-    const bool ws = c == ' ' || c == '\n' || c == '\t' || c == '\r';
-    if (ws) {
-      space = !out.empty();
-      continue;
-    }
-    if (space) out.push_back(' ');
-    space = false;
-    out.push_back(c);
-  }
-  return out;
-}
+// Whitespace runs folded to one space, none at the ends (kiln/data/synthetic.hpp's, shared with the generators).
+inline std::string fold_whitespace(const std::string& s) { return data::fold_spaces(s); }
 
 // docs: (text, source) pairs. Returns the records (ctx, endings, label, source), one a line of a task file.
 inline std::vector<nlohmann::json> completion_task(const std::vector<std::pair<std::string, std::string>>& docs,
