@@ -301,7 +301,13 @@ TEST_CASE("ablation campaign: the recipes' table and a task's four criteria on r
   CHECK(cr.usable());
   const std::string md = eval::report_markdown(c);
   CHECK(md.find("| worse | 900 |") != std::string::npos);
-  CHECK(md.find("+0.1200 ± 0.0283 *") != std::string::npos);  // 0.12 > 2 x 0.0283 / sqrt(2)
+  // t = 0.12 / (0.0283 / sqrt(2)) = 6 < 12.706 (1 degree of freedom): not starred with 2 seeds; 3 seeds would be
+  CHECK(md.find("+0.1200 ± 0.0283 |") != std::string::npos);
+  CHECK(!eval::significant(0.12, 0.0283, 2));
+  CHECK(eval::significant(0.12, 0.0283, 3));  // 0.12 > 4.303 x 0.0283 / sqrt(3) = 0.0703
+  CHECK(!eval::significant(0.06, 0.0283, 3));
+  CHECK(eval::t_critical_95(1) == doctest::Approx(12.706));
+  CHECK(eval::t_critical_95(200) == doctest::Approx(1.96));
   CHECK(md.find("| t/CF | 0.250 | 1.00 |") != std::string::npos);
 
   // Rankings that swap between the evaluations: Kendall -1, not usable.

@@ -172,11 +172,17 @@ Campaign read_campaign(const std::string& out, const std::vector<std::string>& o
             fs::exists(seed.path() / "run.json"))
           dirs.push_back(seed.path());
     }
+    std::sort(dirs.begin(), dirs.end());  // directory order is the file system's
   }
-  std::sort(dirs.begin(), dirs.end());
   for (const auto& d : dirs) runs.push_back(kiln::eval::read_run(d.string(), metric));
   KILN_CHECK(!runs.empty(), out, ": holds no runs (<recipe>/seed<k>/ directories with run.json and metrics.jsonl)");
-  return kiln::eval::summarize(std::move(runs), order);
+  std::vector<std::string> recipes = order;  // the recipes as their runs name them (train_demo_cuda's are "demo")
+  if (!only.empty()) {
+    recipes.clear();
+    for (const RunMetrics& r : runs)
+      if (std::find(recipes.begin(), recipes.end(), r.recipe) == recipes.end()) recipes.push_back(r.recipe);
+  }
+  return kiln::eval::summarize(std::move(runs), recipes);
 }
 
 int ablate(int argc, char** argv) {

@@ -91,6 +91,20 @@ inline double kendall_tau_b(const std::vector<double>& x, const std::vector<doub
   const double d = std::sqrt((n0 - tx) * (n0 - ty));
   return d > 0 ? (conc - disc) / d : kNaN;
 }
+// Student's t at 97.5% (a two-sided 95% test) for `dof` degrees of freedom (table; 1.96 beyond 120).
+inline double t_critical_95(int dof) {
+  static constexpr double t[] = {0,     12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+                                 2.201, 2.179,  2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086};
+  if (dof < 1) return kNaN;
+  if (dof <= 20) return t[dof];
+  return dof <= 30 ? 2.042 : dof <= 60 ? 2.000 : dof <= 120 ? 1.980 : 1.960;
+}
+// Whether paired differences (mean, sample std, n) differ from 0 by a two-sided t-test at 5%.
+inline bool significant(double mean, double sd, int n) {
+  if (n < 2 || !std::isfinite(sd)) return false;
+  return std::fabs(mean) > t_critical_95(n - 1) * sd / std::sqrt(double(n));
+}
+
 // Mean of the finite values (NaN when none is).
 inline double finite_mean(const std::vector<double>& v) {
   std::vector<double> f;
@@ -413,10 +427,8 @@ inline std::string report_markdown(const Campaign& c) {
     std::string delta = "(base)";
     if (i > 0) {
       delta = fmt_stat("%+.4f", s.val_delta);
-      // two standard errors of the paired differences: the change shows above the seeds' noise
-      if (s.val_delta.n >= 2 && std::isfinite(s.val_delta.std) &&
-          std::fabs(s.val_delta.mean) > 2 * s.val_delta.std / std::sqrt(double(s.val_delta.n)))
-        delta += " *";
+      // a paired t-test over the seeds: the change shows above the seeds' noise
+      if (significant(s.val_delta.mean, s.val_delta.std, s.val_delta.n)) delta += " *";
     }
     o += "| " + s.recipe + " | " + human_count(s.parameters) + " | " + fmt("%.4f", s.flops_per_token * 1e-9) + " | " +
          human_count(double(s.tokens)) + " | " + fmt_stat("%.4f", s.train_loss) + " | " + fmt_stat("%.4f", s.val_loss) +
@@ -426,7 +438,7 @@ inline std::string report_markdown(const Campaign& c) {
   }
   o += "\nMeans over " + std::to_string(seeds) + " seed" + (seeds == 1 ? "" : "s") +
        " ± their standard deviation; \"vs\": the held-out loss minus the base's, seed by seed (the same batches); "
-       "* where it exceeds twice its standard error.\n";
+       "* where a paired t-test over the seeds finds it (two-sided, 5%; with 2 seeds it needs 12.7 standard errors).\n";
   if (!c.criteria.empty()) {
     o += "\n| task | random | monotonicity (Spearman) | noise (seed std) | above random | ranking consistency "
          "(Kendall) | usable |\n|---|---:|---:|---:|---:|---:|---|\n";
