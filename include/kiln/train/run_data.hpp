@@ -170,6 +170,9 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
     std::vector<std::string> texts = data::text_files({c.data});
     std::vector<std::string> paths = {c.data};
     if (c.retrieval_documents > 0 && !texts.empty()) {
+      for (const auto& f : texts)
+        KILN_CHECK(std::filesystem::path(f).filename() != "retrieval", "--retrieval-docs adds the source \"retrieval\", "
+                   "and ", f, " is a source of that name already: rename the file");
       paths.push_back(detail::retrieval_file(c, texts));
       texts.push_back(paths.back());
     }
