@@ -17,7 +17,7 @@
 #include "kiln/core/error.hpp"
 #include "kiln/core/rng.hpp"
 #include "kiln/data/packing.hpp"
-#include "kiln/data/text_sources.hpp"
+#include "kiln/data/split.hpp"
 
 namespace kiln::data {
 
