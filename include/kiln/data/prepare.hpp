@@ -34,15 +34,11 @@ struct PreparedCorpus {
 
 inline constexpr const char* kEndOfText = "<|endoftext|>";
 
-inline PreparedCorpus prepare_corpus(const std::vector<std::string>& text_paths, const std::string& cache_root,
-                                     int vocab, int val_every) {
+// The name of a cache entry made from `files` (names, sizes, modification times) and the settings' hash `seed`, as
+// 16 hex digits: a changed input file or setting makes a new entry, never a stale one.
+inline std::string cache_key(const std::vector<std::string>& files, uint64_t seed) {
   namespace fs = std::filesystem;
-  KILN_CHECK(val_every >= 2, "--val-every must be at least 2, got ", val_every);
-  KILN_CHECK(!text_paths.empty(), "prepare_corpus: no data path");
-  const std::string& text_dir = text_paths[0];  // the one the messages name
-  const std::vector<std::string> files = text_files(text_paths);
-  KILN_CHECK(!files.empty(), "data path '", text_dir, "' holds no text files");
-  uint64_t key = mix64(uint64_t(vocab) * 1000003 + uint64_t(val_every));
+  uint64_t key = seed;
   for (const auto& f : files) {
     std::error_code ec;
     const auto size = fs::file_size(f, ec);
@@ -52,6 +48,18 @@ inline PreparedCorpus prepare_corpus(const std::vector<std::string>& text_paths,
   }
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)key);
+  return hex;
+}
+
+inline PreparedCorpus prepare_corpus(const std::vector<std::string>& text_paths, const std::string& cache_root,
+                                     int vocab, int val_every) {
+  namespace fs = std::filesystem;
+  KILN_CHECK(val_every >= 2, "--val-every must be at least 2, got ", val_every);
+  KILN_CHECK(!text_paths.empty(), "prepare_corpus: no data path");
+  const std::string& text_dir = text_paths[0];  // the one the messages name
+  const std::vector<std::string> files = text_files(text_paths);
+  KILN_CHECK(!files.empty(), "data path '", text_dir, "' holds no text files");
+  const std::string hex = cache_key(files, mix64(uint64_t(vocab) * 1000003 + uint64_t(val_every)));
   PreparedCorpus p;
   p.dir = (fs::path(cache_root) / ("bpe" + std::to_string(vocab) + "-" + hex)).string();
   p.tokenizer_path = p.dir + "/tokenizer.json";

@@ -113,15 +113,9 @@ inline void use_tokenizer(RunData& d, const std::string& path) {
 // documents only (the held-out ones stay unseen).
 inline std::string retrieval_file(const TrainConfig& c, const std::vector<std::string>& texts) {
   namespace fs = std::filesystem;
-  uint64_t key = mix64(uint64_t(c.retrieval_documents) * 1000003 + uint64_t(c.retrieval_max_chars) * 7919 +
-                       uint64_t(c.val_every) * 131 + uint64_t(data::kRetrievalFormat));
-  for (const auto& f : texts) {
-    std::error_code ec;
-    for (unsigned char ch : f) key = mix64(key ^ ch);
-    key = mix64(key ^ uint64_t(fs::file_size(f, ec))) ^ mix64(uint64_t(fs::last_write_time(f, ec).time_since_epoch().count()));
-  }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", (unsigned long long)key);
+  const std::string hex = data::cache_key(texts, mix64(uint64_t(c.retrieval_documents) * 1000003 +
+                                                       uint64_t(c.retrieval_max_chars) * 7919 +
+                                                       uint64_t(c.val_every) * 131 + uint64_t(data::kRetrievalFormat)));
   const fs::path dir = fs::path(c.cache) / (std::string("retrieval-") + hex);
   const std::string path = (dir / "retrieval").string();
   if (fs::exists(path)) return path;
