@@ -144,6 +144,9 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
                  "\"retrieval\" (--tokenizer bpe:<n> only; 0: none)")->capture_default_str();
   app.add_option("--retrieval-max-chars", c.retrieval_max_chars,
                  "their filler: 0 to this many characters")->capture_default_str();
+  app.add_option("--chat", c.chat,
+                 "SFT phases: the conversations (jsonl, {\"messages\": [{\"role\", \"content\"}...]} a line; \"\": "
+                 "generated from the corpus, fortune requests and additions)")->capture_default_str();
   app.add_option("--log-every", c.log_every, "console line every n steps")->capture_default_str();
   app.add_option("--eval-every", c.eval_every, "held-out loss every n steps (0: at the end)")->capture_default_str();
   app.add_option("--eval-every-tokens", c.eval_every_tokens,
@@ -320,20 +323,23 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     auto data_for = [&](int phase, const TrainConfig& pc) -> PhaseData {
       const PhaseShape& shape = r.phases[size_t(phase)].shape;
       const long tokens_per_step = long(shape.micro_batch) * shape.seq_len * pc.grad_accum * dp;  // global
-      auto d = std::make_shared<RunData>(open_run_data(pc, r.vocab, tokens_per_step, [&](const std::string& e) {
-        if (e.find("starts epoch ") != std::string::npos && shown_repeats++ >= 3) {
-          ++quiet_repeats;
-          return;
-        }
-        std::printf("  data: %s\n", e.c_str());
-        std::fflush(stdout);
-      }));
+      const bool sft = shape.objective == Objective::sft;
+      auto d = std::make_shared<RunData>(
+          sft ? open_chat_data(pc, r.vocab, shape.seq_len)
+              : open_run_data(pc, r.vocab, tokens_per_step, [&](const std::string& e) {
+                  if (e.find("starts epoch ") != std::string::npos && shown_repeats++ >= 3) {
+                    ++quiet_repeats;
+                    return;
+                  }
+                  std::printf("  data: %s\n", e.c_str());
+                  std::fflush(stdout);
+                }));
       if (data)
         KILN_CHECK(d->tokenizer_path == tokenizer_path, "phase ", phase_name(phase), " reads its data with tokenizer \"",
                    d->tokenizer_path, "\", the run's is \"", tokenizer_path, "\": every phase of a run uses one tokenizer");
       tokenizer_path = d->tokenizer_path;
       const double tokens = double(pc.steps) * double(tokens_per_step);
-      std::printf("kiln: data %s\n", d->summary.c_str());
+      std::printf("kiln: %sdata %s\n", sft ? "SFT (loss on the assistant's tokens) | " : "", d->summary.c_str());
       std::printf("kiln: %ld steps x %ld tokens = %.2fM tokens (%.2f epochs) | lr %.2e %s, warmup %ld\n", pc.steps,
                   tokens_per_step, tokens / 1e6, tokens / d->epoch_tokens, pc.lr, schedule_name(pc.schedule), pc.warmup);
       if (!pc.document_masking)
@@ -341,7 +347,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                     "positions 0..%d)\n", shape.seq_len, shape.seq_len - 1);
       std::vector<TrainConfig::DataStage> stages = pc.stages;  // as the loader runs them (run_data.hpp)
       if (!stages.empty() && stages.front().start > 0) stages.insert(stages.begin(), {0.0, {}, false});
-      for (size_t k = 0; k < stages.size() && !d->tokenizer_path.empty(); ++k) {
+      for (size_t k = 0; k < stages.size() && !d->tokenizer_path.empty() && !sft; ++k) {
         std::string b;
         for (const auto& [n, w] : stages[k].boost) b += (b.empty() ? "" : ", ") + n + " x" + std::to_string(w).substr(0, 4);
         std::printf("kiln: data stage %zu from %.0f%% of the %s (step %ld): %s%s\n", k + 1, 100 * stages[k].start,
@@ -595,6 +601,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       core::write_text_atomic(c.out + "/run.json", info.dump(2) + "\n");
     }
     const double before = trainer.evaluate();
+    const int before_phase = trainer.phase();
     std::printf("kiln: held-out loss %s %.4f (ln(vocab) = %.4f)\n", resumed ? "at the checkpoint" : "before training",
                 before, std::log(double(r.vocab)));
     // The first point of a fresh run's curves: the held-out loss and the tasks before any step (a later phase's start
@@ -617,18 +624,28 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     char bpb[48] = "";
     if (data->bytes_per_token > 0)
       std::snprintf(bpb, sizeof bpb, " = %.3f bits/byte", after / std::log(2.0) / data->bytes_per_token);
-    std::printf("\nkiln: held-out loss %.4f nats/token%s (from %.4f before training: %.0f%% lower)\n", after, bpb, before,
-                100.0 * (1.0 - after / before));
+    if (trainer.phase() == before_phase)
+      std::printf("\nkiln: held-out loss %.4f nats/token%s (from %.4f before training: %.0f%% lower)\n", after, bpb,
+                  before, 100.0 * (1.0 - after / before));
+    else  // another phase's held-out data (SFT's conversations, say): no comparison with the start's
+      std::printf("\nkiln: held-out loss %.4f nats/token%s on phase %s's held-out data\n", after, bpb,
+                  phase_name(trainer.phase()).c_str());
     trainer.sync_host();  // tensor parallelism: the full parameters, for the continuations
     if (rank > 0 || c.sample_tokens == 0) return 0;  // the continuations: rank 0's console, unless none are wanted
     if (!c.prompts.empty())
       std::printf("\nWhat it learned: continuations (temperature %.2f, top-p %.2f)\n", c.temperature, c.top_p);
+    // After an SFT phase each prompt is a user's message in the chat template, answered until <|im_end|>.
+    const bool chat = r.phases[size_t(trainer.phase())].shape.objective == Objective::sft;
+    if (chat && !c.prompts.empty()) std::printf("(each prompt as a user's message in the chat template)\n");
     for (size_t i = 0; i < c.prompts.size(); ++i) {
       const eval::SamplingConfig sc{c.temperature, c.top_p, c.seed + i, data->vocab_used};
       int dropped = 0;
+      const std::string text =
+          chat ? data::render_chat({{"user", c.prompts[i]}}, /*add_generation_prompt=*/true).text : c.prompts[i];
+      const int32_t stop = chat ? data->encode(data::kImEnd).at(0) : data->end_of_document;
       // The model of the phase the run ended in, with the parameters as they are now.
-      const auto out = r.generate(trainer.phase(), trainer.host(backend::Tensor::params), data->encode(c.prompts[i]),
-                                  c.sample_tokens, sc, data->end_of_document, &dropped);
+      const auto out = r.generate(trainer.phase(), trainer.host(backend::Tensor::params), data->encode(text),
+                                  c.sample_tokens, sc, stop, &dropped);
       const bool tty = isatty(fileno(stdout));  // the prompt in bold on a terminal, plain in logs
       std::printf("---\n%s%s%s%s\n", tty ? "\033[1m" : "", c.prompts[i].c_str(), tty ? "\033[0m" : "",
                   data->decode(out).c_str());

@@ -4,6 +4,8 @@
 // category files become ~40 sources); every val_every-th document by content hash is held out (so the split does not
 // depend on file order); a byte-level BPE tokenizer with vocab entries is trained on the training documents; each
 // source's training documents become one token shard <cache>/<source>.ds and all held-out ones <cache>/heldout.ds.
+// The tokenizer's special tokens: the end of a document, then the chat format's (chat.hpp: <|im_start|>, <|im_end|>,
+// <think>, </think>), so that a model pretrained with it can be fine-tuned on conversations (its last ids).
 // The cache directory is named by a hash of the inputs (file names, sizes, mtimes, vocab, split), and a `done`
 // stamp written last marks it complete, so an interrupted preparation is redone, never half-used.
 #pragma once
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "kiln/core/rng.hpp"
+#include "kiln/data/chat.hpp"
 #include "kiln/data/loader.hpp"
 #include "kiln/data/shards.hpp"
 #include "kiln/data/text_sources.hpp"
@@ -33,6 +36,8 @@ struct PreparedCorpus {
 };
 
 inline constexpr const char* kEndOfText = "<|endoftext|>";
+// What a prepared corpus holds, in its cache key: 2 = the chat tokens reserved (1: the end-of-document token only).
+inline constexpr int kPreparedFormat = 2;
 
 // The name of a cache entry made from `files` (names, sizes, modification times) and the settings' hash `seed`, as
 // 16 hex digits: a changed input file or setting makes a new entry, never a stale one.
@@ -59,7 +64,8 @@ inline PreparedCorpus prepare_corpus(const std::vector<std::string>& text_paths,
   const std::string& text_dir = text_paths[0];  // the one the messages name
   const std::vector<std::string> files = text_files(text_paths);
   KILN_CHECK(!files.empty(), "data path '", text_dir, "' holds no text files");
-  const std::string hex = cache_key(files, mix64(uint64_t(vocab) * 1000003 + uint64_t(val_every)));
+  const std::string hex =
+      cache_key(files, mix64(uint64_t(vocab) * 1000003 + uint64_t(val_every) + (uint64_t(kPreparedFormat - 1) << 40)));
   PreparedCorpus p;
   p.dir = (fs::path(cache_root) / ("bpe" + std::to_string(vocab) + "-" + hex)).string();
   p.tokenizer_path = p.dir + "/tokenizer.json";
@@ -99,7 +105,9 @@ inline PreparedCorpus prepare_corpus(const std::vector<std::string>& text_paths,
     }
   }
   KILN_CHECK(!all_train.empty() && !held.empty(), "data path '", text_dir, "' holds too few documents to split");
-  const Tokenizer tok = Tokenizer::train(all_train, vocab, {kEndOfText});
+  std::vector<std::string> specials = {kEndOfText};
+  for (const auto& t : chat_special_tokens()) specials.push_back(t);
+  const Tokenizer tok = Tokenizer::train(all_train, vocab, specials);
   tok.save(p.tokenizer_path);
   std::vector<int32_t> ids;
   for (size_t i = 0; i < files.size(); ++i) {

@@ -1,6 +1,7 @@
 // kiln/eval/tasks.hpp: multiple-choice evaluation tasks read from the jsonl layouts the public sets ship in, one
 // example a line. The layout is told by the fields of each record:
-//   HellaSwag             ctx (or ctx_a + " " + ctx_b), endings [n], label (int, or a digit string)
+//   HellaSwag             ctx (or ctx_a + " " + ctx_b), endings [n], label (int, or a digit string); optional
+//                         target_delimiter (lm-eval's: what joins ctx and an ending, " " when absent)
 //   ARC / OpenBookQA      question (a string, or {stem, choices: [{text, label}]}), choices {text: [n], label: [n]}
 //                         (absent when the question holds them), answerKey ("A".., or "1"..)
 //   PIQA                  goal, sol1, sol2, label (0 / 1)
@@ -117,7 +118,10 @@ inline Example parse_example(const nlohmann::json& j, const std::string& where, 
     e.question = j.contains("ctx") ? r.text("ctx") : r.text("ctx_a") + " " + r.text("ctx_b");
     e.choices = r.texts(r.at("endings"), "endings");
     e.contexts = {e.question};
-    for (const auto& c : e.choices) e.continuations.push_back(" " + c);
+    // lm-eval's target_delimiter: what joins the context and an ending (" "; "" where the context ends a prompt,
+    // as the chat probes of kiln/data/chat_synthetic.hpp do)
+    const std::string delim = j.contains("target_delimiter") ? r.text("target_delimiter") : " ";
+    for (const auto& c : e.choices) e.continuations.push_back(delim + c);
     detail::check_choices(e, where);
     e.label = r.index("label", e.count());
   } else if (layout == "arc") {

@@ -9,11 +9,13 @@
 // A recipe with one phase names only `using stage = kiln::Stage<...>;` (its phase is called "main").
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
 
 #include "kiln/model/model.hpp"
+#include "kiln/plan/objective.hpp"
 #include "kiln/plan/params.hpp"
 
 namespace kiln {
@@ -63,6 +65,35 @@ constexpr bool same_parameter_table() {
 }
 }  // namespace plan
 
+// What a phase trains for (its objective): next-token prediction over every token of its data (pretraining, the
+// default), or supervised fine-tuning on conversations (kiln/data/chat.hpp): the loss on the assistant's tokens
+// only, the data the phase's `chat` setting (TrainConfig). A phase names it among its changes:
+//   kiln::Phase<"sft", kiln::Stage<kiln::micro_batch<8>, kiln::seq_len<256>>, kiln::SFT>
+struct SFT {
+  static constexpr Objective kiln_objective = Objective::sft;
+};
+
+namespace detail {
+template <class T, class = void> struct is_objective : std::false_type {};
+template <class T> struct is_objective<T, std::void_t<decltype(T::kiln_objective)>> : std::true_type {};
+template <class T> constexpr Objective objective_of() {
+  if constexpr (is_objective<T>::value) return T::kiln_objective;
+  else return Objective::pretrain;
+}
+template <class... C> constexpr Objective objective_among() {
+  Objective o = Objective::pretrain;
+  ((o = is_objective<C>::value ? objective_of<C>() : o), ...);
+  return o;
+}
+// The model with a phase's changes, its objective left out.
+template <class Base, class C, bool objective = is_objective<C>::value> struct with_change { using type = with<Base, C>; };
+template <class Base, class C> struct with_change<Base, C, true> { using type = Base; };
+template <class Base, class... C> struct with_changes { using type = Base; };
+template <class Base, class C0, class... C> struct with_changes<Base, C0, C...> {
+  using type = typename with_changes<typename with_change<Base, C0>::type, C...>::type;
+};
+}  // namespace detail
+
 template <fixed_string Name, class StageT, class... Change>
 struct Phase {
   static_assert(is_stage<StageT>::value,
@@ -72,9 +103,12 @@ struct Phase {
   static constexpr std::string_view name = name_storage.view();
   using stage = StageT;
   static constexpr bool kiln_phase = true;
+  static_assert((int(detail::is_objective<Change>::value) + ... + 0) <= 1, "Phase<name, shape, changes...>: at most one "
+                "objective (kiln::SFT)");
+  static constexpr Objective objective = detail::objective_among<Change...>();
   // The phase's model: the recipe's with this phase's changes (none: the recipe's own).
   template <DecoderModel Base>
-  using model = with<Base, Change...>;
+  using model = typename detail::with_changes<Base, Change...>::type;
 };
 
 // By a member rather than by matching Phase<N, S, C...>: nvcc 13's front end does not match a partial

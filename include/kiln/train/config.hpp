@@ -52,6 +52,10 @@ struct TrainConfig {
   // retrieval_max_chars of the corpus's training documents as filler, the password asked for. 0: none.
   int retrieval_documents = 0;
   int retrieval_max_chars = 2400;
+  // SFT phases (kiln::SFT): the conversations, a jsonl file of {"messages": [{"role", "content"}...]} a line
+  // (kiln/data/chat.hpp), or "" for conversations generated from the text corpus (kiln/data/chat_synthetic.hpp:
+  // fortune requests by topic and additions in think and no-think mode), made once in the cache.
+  std::string chat;
   // Intra-document attention (SmolLM3's): a token attends only to its own document's tokens and its RoPE position
   // restarts at each document. false: a packed row is one sequence (positions 0..T-1, attention across documents).
   bool document_masking = true;

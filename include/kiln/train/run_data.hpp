@@ -16,6 +16,8 @@
 
 #include "kiln/data/prepare.hpp"
 #include "kiln/data/rows.hpp"
+#include "kiln/data/chat.hpp"
+#include "kiln/data/chat_synthetic.hpp"
 #include "kiln/data/synthetic.hpp"
 #include "kiln/train/config.hpp"
 
@@ -132,7 +134,111 @@ inline std::string retrieval_file(const TrainConfig& c, const std::vector<std::s
   return path;
 }
 
+
+// A BPE text corpus's inputs: the vocabulary of "bpe:<n>", the corpus's text files (each a source; the retrieval
+// documents' file added when asked for) and the paths prepare_corpus keys its cache entry by.
+struct BpeInputs {
+  int vocab = 0;
+  std::vector<std::string> texts, paths;
+};
+inline BpeInputs bpe_inputs(const TrainConfig& c, int model_vocab) {
+  BpeInputs in;
+  const std::string digits = c.tokenizer.substr(4);
+  KILN_CHECK(!digits.empty() && digits.size() <= 9 && digits.find_first_not_of("0123456789") == std::string::npos,
+             "--tokenizer ", c.tokenizer, ": expected bpe:<n> with n a whole number of vocabulary entries, e.g. bpe:2048");
+  in.vocab = std::stoi(digits);
+  KILN_CHECK(in.vocab > 256 && in.vocab <= model_vocab, "--tokenizer ", c.tokenizer, ": the vocabulary must be in (256, ",
+             model_vocab, "] (the model's embedding has ", model_vocab, " rows)");
+  // Each text file becomes a source: more than the loader mixes is refused before the tokenizer is trained.
+  in.texts = data::text_files({c.data});
+  in.paths = {c.data};
+  if (c.retrieval_documents > 0 && !in.texts.empty()) {
+    for (const auto& f : in.texts)
+      KILN_CHECK(std::filesystem::path(f).filename() != "retrieval", "--retrieval-docs adds the source \"retrieval\", "
+                 "and ", f, " is a source of that name already: rename the file");
+    in.paths.push_back(retrieval_file(c, in.texts));
+    in.texts.push_back(in.paths.back());
+  }
+  KILN_CHECK(in.texts.size() <= size_t(data::LoaderState::kMaxSources), "--data ", c.data, " holds ", in.texts.size(),
+             " text files; with --tokenizer bpe:<n> each is a source, and the loader mixes at most ",
+             data::LoaderState::kMaxSources, ": group them into fewer files, or train a tokenizer with tools/kiln "
+             "tokenizer train and make shards with tools/kiln tokenize (a source per output)");
+  return in;
+}
+
+// The conversations an SFT phase generates from its text corpus (TrainConfig::chat ""), as jsonl in the cache, made
+// once (keyed like the retrieval file): the corpus's training documents only, so held-out fortunes stay unseen.
+inline std::string synthetic_chat_file(const TrainConfig& c) {
+  namespace fs = std::filesystem;
+  const std::vector<std::string> texts = data::text_files({c.data});
+  KILN_CHECK(!texts.empty(), "--chat \"\" generates conversations from the text corpus, and --data ", c.data,
+             " holds no text files: give --chat <conversations.jsonl>");
+  const data::ChatSyntheticOptions o;
+  const std::string hex = data::cache_key(texts, mix64(uint64_t(o.instructions) * 1000003 + uint64_t(o.arithmetic) * 7919 +
+                                                       uint64_t(o.digits) * 131 + uint64_t(c.val_every) * 17 +
+                                                       uint64_t(data::kChatSyntheticFormat)));
+  const fs::path dir = fs::path(c.cache) / (std::string("chat-") + hex);
+  const std::string path = (dir / "chat.jsonl").string();
+  if (fs::exists(path)) return path;
+  std::vector<std::pair<std::string, std::string>> docs;
+  for (const auto& f : texts) {
+    data::TextStream in({f}, data::TextOptions{});
+    for (std::string d; in.next(d);)
+      if (!data::held_out_document(d, c.val_every)) docs.emplace_back(d, fs::path(f).filename().string());
+  }
+  std::string text;
+  for (const auto& conv : data::synthetic_chats(docs, o)) {
+    nlohmann::json ms = nlohmann::json::array();
+    for (const auto& m : conv) ms.push_back({{"role", m.role}, {"content", m.content}});
+    text += nlohmann::json{{"messages", ms}}.dump() + "\n";
+  }
+  fs::create_directories(dir);
+  core::write_text_atomic(path, text);
+  return path;
+}
+
 }  // namespace detail
+
+// The data of an SFT phase: the run's tokenizer (as pretraining prepares or names it; it must hold the chat tokens)
+// and the conversations, packed whole into rows of seq_len with the loss on the assistant's tokens (data/chat.hpp).
+inline RunData open_chat_data(const TrainConfig& c, int model_vocab, int seq_len) {
+  RunData d;
+  KILN_CHECK(!c.tokenizer.empty(), "an SFT phase needs a tokenizer with the chat tokens (", data::kImStart, ", ",
+             data::kImEnd, ", ", data::kThinkOpen, ", ", data::kThinkClose, "); byte-level data (--tokenizer \"\") has "
+             "none: use --tokenizer bpe:<n> or a tokenizer.json");
+  if (c.tokenizer.rfind("bpe:", 0) == 0) {
+    const detail::BpeInputs in = detail::bpe_inputs(c, model_vocab);
+    const data::PreparedCorpus p = data::prepare_corpus(in.paths, c.cache, in.vocab, c.val_every);
+    detail::use_tokenizer(d, p.tokenizer_path);
+  } else {
+    detail::use_tokenizer(d, c.tokenizer);
+    KILN_CHECK(d.vocab_used <= model_vocab, c.tokenizer, ": ", d.vocab_used, " tokens do not fit the model's ", model_vocab,
+               "-row embedding");
+  }
+  auto tok = std::make_shared<const data::Tokenizer>(data::Tokenizer::load(d.tokenizer_path));
+  const std::string missing = data::missing_chat_tokens(*tok);
+  KILN_CHECK(missing.empty(), d.tokenizer_path, ": the tokenizer lacks the chat tokens ", missing, " (a BPE that "
+             "--tokenizer bpe:<n> trains reserves them; for another tokenizer.json add them as special added tokens)");
+  const std::string path = c.chat.empty() ? detail::synthetic_chat_file(c) : c.chat;
+  const auto convs = data::read_conversations(path);
+  data::ChatSet set = data::tokenize_conversations(*tok, convs, seq_len, c.val_every);
+  KILN_CHECK(!set.train.empty() && !set.val.empty(), path, ": ", convs.size(), " conversations split into ",
+             set.train.size(), " for training and ", set.val.size(), " held out (every ", c.val_every, "th by content): "
+             "both are needed");
+  d.epoch_tokens = double(set.train_tokens);  // (rows also hold padding: an epoch takes a little more)
+  d.bytes_per_token = 0;                      // the loss is on the assistant's tokens: no bits per byte of a text
+  char s[512];
+  std::snprintf(s, sizeof s, "%s | %zu conversations, %zu held out | %.2fM tokens, %.2fM of them assistant tokens "
+                "(the loss's) | tokenizer %s", path.c_str(), set.train.size(), set.val.size(), double(set.train_tokens) / 1e6,
+                double(set.trained_tokens) / 1e6, d.tokenizer_path.c_str());
+  d.summary = s;
+  auto train = std::make_shared<const std::vector<data::ChatTokens>>(std::move(set.train));
+  auto val = std::make_shared<const std::vector<data::ChatTokens>>(std::move(set.val));
+  const int32_t pad = d.end_of_document;
+  d.train = std::make_unique<data::ChatRows>(train, pad, c.seed, true);
+  d.make_eval = [val, pad] { return std::make_unique<data::ChatRows>(val, pad, 0, false); };
+  return d;
+}
 
 inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_per_step,
                              const std::function<void(const std::string&)>& event) {
@@ -154,26 +260,12 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
                   c.stages.empty() ? "" : " (the data stages are for token sources: not used)");
     d.summary = s;
   } else if (c.tokenizer.rfind("bpe:", 0) == 0) {
-    const std::string digits = c.tokenizer.substr(4);
-    KILN_CHECK(!digits.empty() && digits.size() <= 9 && digits.find_first_not_of("0123456789") == std::string::npos,
-               "--tokenizer ", c.tokenizer, ": expected bpe:<n> with n a whole number of vocabulary entries, e.g. bpe:2048");
-    const int vocab = std::stoi(digits);
-    KILN_CHECK(vocab > 256 && vocab <= model_vocab, "--tokenizer ", c.tokenizer, ": the vocabulary must be in (256, ",
-               model_vocab, "] (the model's embedding has ", model_vocab, " rows)");
-    // Each text file becomes a source: more than the loader mixes is refused before the tokenizer is trained.
-    std::vector<std::string> texts = data::text_files({c.data});
-    std::vector<std::string> paths = {c.data};
-    if (c.retrieval_documents > 0 && !texts.empty()) {
-      for (const auto& f : texts)
-        KILN_CHECK(std::filesystem::path(f).filename() != "retrieval", "--retrieval-docs adds the source \"retrieval\", "
-                   "and ", f, " is a source of that name already: rename the file");
-      paths.push_back(detail::retrieval_file(c, texts));
-      texts.push_back(paths.back());
-    }
-    const size_t files = texts.size();
-    {  // and a stage naming a source that is not there, before any work too
+    const detail::BpeInputs in = detail::bpe_inputs(c, model_vocab);
+    const std::vector<std::string>& paths = in.paths;
+    const int vocab = in.vocab;
+    {  // a stage naming a source that is not there, before any work too
       std::vector<std::pair<std::string, std::vector<std::string>>> named;
-      for (const auto& f : texts) named.push_back({std::filesystem::path(f).filename().string(), {}});
+      for (const auto& f : in.texts) named.push_back({std::filesystem::path(f).filename().string(), {}});
       for (const auto& st : c.stages)
         for (const auto& [name, b] : st.boost) {
           bool known = name == "*";
@@ -182,10 +274,6 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
                      detail::name_list(named), "; --stage sets the stages, --no-stages clears them)");
         }
     }
-    KILN_CHECK(files <= size_t(data::LoaderState::kMaxSources), "--data ", c.data, " holds ", files,
-               " text files; with --tokenizer bpe:<n> each is a source, and the loader mixes at most ",
-               data::LoaderState::kMaxSources, ": group them into fewer files, or train a tokenizer with tools/kiln "
-               "tokenizer train and make shards with tools/kiln tokenize (a source per output)");
     const auto t0 = std::chrono::steady_clock::now();
     const data::PreparedCorpus p = data::prepare_corpus(paths, c.cache, vocab, c.val_every);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

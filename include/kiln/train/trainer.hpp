@@ -308,7 +308,8 @@ class Trainer final : public TrainerBase {
   static std::vector<PhaseShape> shapes() {
     return []<int... I>(std::integer_sequence<int, I...>) {
       return std::vector<PhaseShape>{
-          PhaseShape{Phs::names[I], phase_stage<Recipe, I>::micro_batch, phase_stage<Recipe, I>::seq_len}...};
+          PhaseShape{Phs::names[I], phase_stage<Recipe, I>::micro_batch, phase_stage<Recipe, I>::seq_len,
+                     phase_t<Recipe, I>::objective}...};
     }(std::make_integer_sequence<int, phase_count>{});
   }
   void destroy_executors() {

@@ -20,6 +20,7 @@
 #include "kiln/data/row_source.hpp"
 #include "kiln/parallel/comm.hpp"
 #include "kiln/parallel/layout.hpp"
+#include "kiln/plan/objective.hpp"
 #include "kiln/plan/params.hpp"
 #include "kiln/train/config.hpp"
 #include "kiln/train/guards.hpp"
@@ -45,6 +46,7 @@ struct PhaseData {
 struct PhaseShape {
   std::string_view name;
   int micro_batch, seq_len;
+  Objective objective = Objective::pretrain;  // what its data is (pretraining text, or conversations for SFT)
 };
 
 class TrainerBase {

@@ -1,0 +1,16 @@
+# tests/sft.cmake: supervised fine-tuning as a phase (tests/recipes/sft_tiny.hpp: pretraining, then kiln::SFT on
+# conversations generated from the corpus): the phase reads chat data, its loss is the assistant tokens', and a run
+# killed in the SFT phase resumes bitwise (tests/resume_test.sh with 20 steps a phase: SIGTERM in pretraining,
+# SIGKILL in SFT).
+if(NOT TARGET train_sft_tiny)
+  kiln_add_trainer(train_sft_tiny RECIPE ${CMAKE_CURRENT_SOURCE_DIR}/recipes/sft_tiny.hpp BACKEND cpu)
+endif()
+set(kiln_sft_dir ${CMAKE_CURRENT_BINARY_DIR}/sft_test)
+add_test(NAME trainer.sft COMMAND sh -c "rm -rf '${kiln_sft_dir}' && '$<TARGET_FILE:train_sft_tiny>' --cache '${kiln_sft_dir}/cache' --out '${kiln_sft_dir}/run' --resume none --threads 2 --sample-tokens 0 --eval-every 4")
+set_tests_properties(trainer.sft PROPERTIES LABELS cpu ENVIRONMENT "OMP_WAIT_POLICY=passive" TIMEOUT 300
+                     PASS_REGULAR_EXPRESSION "kiln: SFT \\(loss on the assistant's tokens\\) \\| data [^\n]*chat.jsonl \\| [0-9]+ conversations, [0-9]+ held out.*step +20/20 \\(sft 8/8\\)")
+add_test(NAME trainer.sft_resume_bitwise COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/resume_test.sh $<TARGET_FILE:train_sft_tiny>
+                                                 ${CMAKE_CURRENT_BINARY_DIR}/sft_resume_test --steps 20
+                                                 --cache ${CMAKE_CURRENT_BINARY_DIR}/sft_resume_test/cache)
+set_tests_properties(trainer.sft_resume_bitwise PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "PASS: "
+                     FAIL_REGULAR_EXPRESSION "FAIL: " ENVIRONMENT "OMP_WAIT_POLICY=passive" TIMEOUT 600)
