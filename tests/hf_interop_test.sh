@@ -4,8 +4,9 @@
 #  1. byte-level: train 3 steps, export (single file and shards), check the files and config.json fields, import the
 #     export into a new run, greedy `generate` and Kiln's logits agree bitwise with the original; `--resume auto`
 #     starts from the import; a non-empty --out is refused (and replaced with --force).
-#  2. BPE: text -> shards -> 3 steps with the fixture tokenizer; the export carries tokenizer.json and its
-#     end-of-document id; the re-import generates the same text with it.
+#  2. BPE: text -> shards -> 3 steps with the fixture tokenizer; the export carries tokenizer.json, its
+#     end-of-document id and (the tokenizer has the chat tokens) the chat template; the re-import generates the
+#     same text with it.
 #  3. a tiny Llama saved by transformers 4.40 (BF16 shards, tests/fixtures/hf/tiny_llama): imported into
 #     tests/recipes/tiny_llama.hpp, Kiln's logits within 1e-4 (relative) of transformers'; F32 re-export round trip.
 #  4. a config that does not fit the recipe: exit 3, every differing field listed, nothing written.
@@ -73,7 +74,7 @@ has resume_b.log "resumed from run_bi/checkpoints/step_00000000 at step 0"
 test -d run_bi/checkpoints/step_00000001 || fail "no checkpoint after training from the import"
 
 # ---- 2. BPE ----------------------------------------------------------------------------------------------------
-tok=$fx/tokenizer/kiln_bpe.json
+tok=$fx/chat/tokenizer.json  # a Kiln BPE with the chat tokens (tests/reference/make_chat_fixture.py)
 fortunes=/usr/share/games/fortunes
 mkdir -p shards
 for src in computers linux perl science; do run tok_$src.log "$tokenize" "$fortunes/$src" --tokenizer "$tok" -o "shards/$src" --seed 1 -q; done
@@ -92,7 +93,11 @@ cmp hf_p/tokenizer.json "$tok" || fail "tokenizer.json is not the checkpoint's t
 eod=$(sed -n 's/.*"end_of_document": \(-\{0,1\}[0-9]*\).*/\1/p' run_p/checkpoints/step_00000003/state.json | head -n 1)
 [[ -n "$eod" && "$eod" -ge 0 ]] || fail "no end_of_document in the checkpoint"
 has hf_p/config.json "\"eos_token_id\": $eod"
-has hf_p/generation_config.json "\"eos_token_id\": $eod"
+# With the chat tokens: the chat template, and generation stops at <|im_end|> as well as at the end of a document.
+im_end=$((eod + 2))  # <|endoftext|>, <|im_start|>, <|im_end|>: the special tokens' order
+tr -d ' \n' < hf_p/generation_config.json | grep -q "\"eos_token_id\":\[$eod,$im_end\]" \
+  || { cat hf_p/generation_config.json; fail "generation_config.json: eos_token_id [$eod, $im_end]"; }
+has hf_p/tokenizer_config.json '"chat_template": "{%- set ns = namespace(no_think=false) -%}'
 # What AutoTokenizer reads besides tokenizer.json: the end-of-document token as eos and pad, no bos.
 has hf_p/tokenizer_config.json '"tokenizer_class": "PreTrainedTokenizerFast"'
 has hf_p/tokenizer_config.json '"eos_token": "<|endoftext|>"'

@@ -14,3 +14,6 @@ add_test(NAME trainer.sft_resume_bitwise COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/res
                                                  --cache ${CMAKE_CURRENT_BINARY_DIR}/sft_resume_test/cache)
 set_tests_properties(trainer.sft_resume_bitwise PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "PASS: "
                      FAIL_REGULAR_EXPRESSION "FAIL: " ENVIRONMENT "OMP_WAIT_POLICY=passive" TIMEOUT 600)
+# The chat format against transformers' apply_chat_template (tests/fixtures/chat, tests/reference/make_chat_fixture.py),
+# the reader's errors, packing, the loss mask's gradient, the generated conversations.
+kiln_add_test(test_chat test_chat.cpp)

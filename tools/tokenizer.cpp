@@ -1,6 +1,8 @@
 // tools/tokenizer.cpp: kiln_tokenizer, training a byte-level BPE tokenizer (kiln/data/tokenizer.hpp) on text, as
 // the playbook trains one before tokenizing a corpus; no recipe involved.
 //   kiln_tokenizer train <inputs...> --vocab N --out tok.json [--special <|endoftext|>]... [--format ...] [--force]
+//   kiln_tokenizer chat-template                  the chat template (kiln/data/chat.hpp) in Jinja
+//   kiln_tokenizer chat <tok.json> <convs.jsonl>  each conversation's text, ids and loss mask, a JSON line each
 // Inputs are what kiln_tokenize reads as text: files, directories (every text file below), .jsonl (--field),
 // fortune files. Every limit is checked before the work starts (vocabulary size against the bytes and special
 // tokens, the output's directory, an existing output), and the tokenizer is written atomically (a temp file renamed
@@ -12,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/data/chat.hpp"
 #include "kiln/data/text_sources.hpp"
 #include "kiln/data/tokenizer.hpp"
 
@@ -34,12 +37,37 @@ int main(int argc, char** argv) {
   train->add_option("--field", field, "jsonl field holding the document")->capture_default_str();
   train->add_flag("--split-lines", split_lines, "text files: one document per non-empty line (default: per file)");
   train->add_flag("--force", force, "replace an existing --out");
+  // The chat format (kiln/data/chat.hpp): its Jinja template, and the ids and loss mask Kiln makes of conversations
+  // (what tests/reference/make_chat_fixture.py checks against transformers' apply_chat_template).
+  auto* tmpl = app.add_subcommand("chat-template", "print the chat template (Jinja, as tokenizer_config.json holds it)");
+  auto* chat = app.add_subcommand("chat", "render and tokenize conversations (jsonl, {\"messages\": [...]} a line): "
+                                  "one JSON line each, {text, ids, mask}");
+  std::string chat_tok, chat_file;
+  bool generation_prompt = false;
+  chat->add_option("tokenizer", chat_tok, "tokenizer.json (with the chat tokens)")->required();
+  chat->add_option("conversations", chat_file, "jsonl of conversations")->required();
+  chat->add_flag("--generation-prompt", generation_prompt, "end each with the opening of an assistant turn");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   try {
+    if (*tmpl) {
+      std::printf("%s\n", kiln::data::chat_template_jinja().c_str());
+      return 0;
+    }
+    if (*chat) {
+      const kiln::data::Tokenizer tok = kiln::data::Tokenizer::load(chat_tok);
+      const std::string missing = kiln::data::missing_chat_tokens(tok);
+      KILN_CHECK(missing.empty(), chat_tok, ": the tokenizer lacks the chat tokens ", missing);
+      for (const auto& c : kiln::data::read_conversations(chat_file, /*need_answer=*/!generation_prompt)) {
+        const auto text = kiln::data::render_chat(c.messages, generation_prompt);
+        const auto t = kiln::data::tokenize_chat(tok, text);
+        std::printf("%s\n", nlohmann::json{{"text", text.text}, {"ids", t.ids}, {"mask", t.trained}}.dump().c_str());
+      }
+      return 0;
+    }
     // The limits first: nothing is read before they hold.
     KILN_CHECK(vocab >= 256 + int(specials.size()), "--vocab ", vocab, ": must be at least 256 (the bytes) + ",
                specials.size(), " (the special tokens)");

@@ -10,8 +10,10 @@
 //   tokenizer.json            a copy of the checkpoint's tokenizer (none for a byte-level checkpoint, or one imported
 //                             without a tokenizer: said so)
 //   tokenizer_config.json,    with tokenizer.json: PreTrainedTokenizerFast, eos and pad = the end-of-document token,
-//   special_tokens_map.json   no bos, model_max_length = the recipe's context (what AutoTokenizer reads)
-//   generation_config.json    eos_token_id, do_sample, SmolLM3's recommended temperature 0.6 / top_p 0.95
+//   special_tokens_map.json   no bos, model_max_length = the recipe's context (what AutoTokenizer reads); the chat
+//                             template (kiln/data/chat.hpp) where the tokenizer has the chat tokens
+//   generation_config.json    eos_token_id (and <|im_end|> with the chat tokens), do_sample, SmolLM3's recommended
+//                             temperature 0.6 / top_p 0.95
 //   kiln.json                 what HF has no field for: recipe, step, byte-level or not, vocab_used (the ids the
 //                             tokenizer can produce; sampling stays below it); `import` reads it back when present
 // Everything is written into a temp directory next to --out and renamed into place; a non-empty --out is refused
@@ -42,6 +44,7 @@
 #include <vector>
 
 #include "kiln/data/bytes.hpp"
+#include "kiln/data/chat.hpp"
 #include "kiln/data/tokenizer.hpp"
 #include "kiln/core/file.hpp"
 #include "kiln/core/json.hpp"
@@ -182,6 +185,7 @@ int hf_export_main(int argc, char** argv, const RecipeProgram& r) {
       const auto views = io::param_views(r.table, params.data());
       const auto w = io::write_safetensors_sharded(tmp.string(), views, uint64_t(max_shard_mb * 1e6),
                                                    {{"kiln_recipe", name}, {"kiln_step", std::to_string(ck.step())}});
+      int32_t im_end = -1;  // the chat format's end of a turn, where the tokenizer has it
       if (!tok_path.empty()) {
         KILN_CHECK(fs::exists(tok_path), dir.string(), "/state.json: field extra.data.tokenizer names ", tok_path,
                    ", which does not exist (the export needs it as tokenizer.json)");
@@ -199,11 +203,19 @@ int hf_export_main(int argc, char** argv, const RecipeProgram& r) {
           tc["eos_token"] = sm["eos_token"] = e;
           tc["pad_token"] = sm["pad_token"] = e;
         }
+        // A tokenizer with the chat tokens (every BPE Kiln trains: data/prepare.hpp) gets the chat template
+        // (data/chat.hpp), so that apply_chat_template renders conversations as SFT trained on them, and generation
+        // stops at <|im_end|> too (generation_config.json below).
+        if (data::missing_chat_tokens(tok).empty()) {
+          tc["chat_template"] = data::chat_template_jinja();
+          im_end = *tok.token_to_id(data::kImEnd);
+        }
         write_json(tmp, "tokenizer_config.json", tc);
         write_json(tmp, "special_tokens_map.json", sm);
       }
       nlohmann::ordered_json gen;
-      if (eod >= 0) gen["eos_token_id"] = eod, gen["pad_token_id"] = eod;
+      if (eod >= 0 && im_end >= 0) gen["eos_token_id"] = {eod, im_end}, gen["pad_token_id"] = eod;
+      else if (eod >= 0) gen["eos_token_id"] = eod, gen["pad_token_id"] = eod;
       gen["do_sample"] = true;
       gen["temperature"] = 0.6;
       gen["top_p"] = 0.95;

@@ -14,7 +14,8 @@
 //
 // Loss mask (what SFT trains on): the assistant's content and its closing <|im_end|>; not the roles, the other
 // turns, the template's empty think block or the newline after <|im_end|>. The whole text is encoded at once (as
-// apply_chat_template does) and a token is trained when its first byte lies in a trained span.
+// apply_chat_template does) and a token is trained when any of its bytes lies in a trained span: the Jinja template
+// marks the same spans with {% generation %}, and transformers' return_assistant_tokens_mask gives the same mask.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -112,7 +113,9 @@ inline std::string chat_template_jinja() {
          "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
          "{%- if message['role'] == 'assistant' and ns.no_think and not message['content'].startswith('<think>') -%}"
          "{{- '<think>\\n\\n</think>\\n' -}}{%- endif -%}"
-         "{{- message['content'] + '<|im_end|>\\n' -}}"
+         "{%- if message['role'] == 'assistant' -%}"
+         "{% generation %}{{- message['content'] + '<|im_end|>' -}}{% endgeneration %}{{- '\\n' -}}"
+         "{%- else -%}{{- message['content'] + '<|im_end|>\\n' -}}{%- endif -%}"
          "{%- endfor -%}"
          "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}"
          "{%- if ns.no_think -%}{{- '<think>\\n\\n</think>\\n' -}}{%- endif -%}{%- endif -%}";
@@ -139,9 +142,10 @@ inline ChatTokens tokenize_chat(const Tokenizer& tok, const ChatText& c) {
   t.trained.resize(t.ids.size());
   size_t at = 0, span = 0;
   for (size_t i = 0; i < t.ids.size(); ++i) {
+    const size_t end = at + tok.decode(&t.ids[i], 1).size();
     while (span < c.trained.size() && c.trained[span].second <= at) ++span;
-    t.trained[i] = span < c.trained.size() && at >= c.trained[span].first && at < c.trained[span].second;
-    at += tok.decode(&t.ids[i], 1).size();
+    t.trained[i] = span < c.trained.size() && c.trained[span].first < end && at < c.trained[span].second;
+    at = end;
   }
   KILN_CHECK(at == c.text.size(), "tokenize_chat: the tokens decode to ", at, " bytes, the text has ", c.text.size(),
              " (the tokenizer does not round-trip this text)");
@@ -149,9 +153,9 @@ inline ChatTokens tokenize_chat(const Tokenizer& tok, const ChatText& c) {
 }
 
 // Conversations from jsonl, one a line: {"messages": [{"role": "system" | "user" | "assistant", "content": "..."}]}.
-// Every record needs an assistant turn with content; blank lines are skipped; anything else malformed is an error
+// Every record needs an assistant turn with content (unless !need_answer: prompts); blank lines are skipped; anything else malformed is an error
 // naming the file, the line and the field.
-inline std::vector<Conversation> read_conversations(const std::string& path) {
+inline std::vector<Conversation> read_conversations(const std::string& path, bool need_answer = true) {
   std::ifstream in(path);
   KILN_CHECK(in, path, ": cannot open the conversations file (jsonl: {\"messages\": [{\"role\", \"content\"}...]} a line)");
   std::vector<Conversation> out;
@@ -189,7 +193,7 @@ inline std::vector<Conversation> read_conversations(const std::string& path) {
       }
       c.messages.push_back(std::move(msg));
     }
-    KILN_CHECK(answered, where, ": the conversation has no assistant turn (SFT trains on the assistant's tokens only, "
+    KILN_CHECK(answered || !need_answer, where, ": the conversation has no assistant turn (SFT trains on the assistant's tokens only, "
                "so it would teach nothing)");
     out.push_back(std::move(c));
   }
