@@ -7,8 +7,10 @@
 // forward, per row r with a target t >= 0:
 //   l = x_r W^T;  lse = log sum_j exp(l_j);  ce = lse - l_t;  z = z_coef * lse^2
 //   token_loss_r = ce + z,  token_logp_r = l_t - lse = log softmax(l)_t   (both 0 for rows with t < 0)
-// backward (p = softmax(l)), scaled by grad_scale (the caller's 1 / valid targets in the global batch):
-//   dl = grad_scale * (p - onehot(t) + 2 z_coef lse p)          (0 for ignored rows)
+// backward (p = softmax(l)), scaled by grad_scale (the caller's 1 / valid targets in the global batch) and, where
+// the caller gives row weights w (R), by w_r (preference optimisation: each token's weight is -dL/dlog p of its
+// sequence, negative for rejected answers):
+//   dl = grad_scale * w_r * (p - onehot(t) + 2 z_coef lse p)          (0 for ignored rows)
 //   dx = dl W  (overwritten),  dW += dl^T x
 // xent_rows is the row part (softmax, loss, log-probability and dl in place over a (n, V) logits tile, statistics
 // max-subtracted in C); lm_head_cross_entropy is the CPU composite: per chunk of `chunk` rows one GEMM into
@@ -31,7 +33,7 @@ namespace kiln::kernels {
 // logits (n, V) in C: overwritten with dl when `grads` (else left as exp(l - max) for valid rows).
 template <class C, int V>
 void xent_rows(C* logits, const int32_t* targets, int n, C z_coef, C grad_scale, bool grads, C* token_loss,
-               C* token_logp) {
+               C* token_logp, const C* row_weight = nullptr) {
   static_assert(V > 1, "cross_entropy: the vocabulary V must have at least 2 entries");
   constexpr int L = detail::lanes<C, 64>;  // independent partial sums (one vector register)
 #pragma omp parallel for schedule(static)
@@ -65,9 +67,10 @@ void xent_rows(C* logits, const int32_t* targets, int n, C z_coef, C grad_scale,
     token_loss[i] = C(double(lse - lt) + double(z_coef) * double(lse) * double(lse));
     token_logp[i] = lt - lse;
     if (grads) {
-      const C coef = grad_scale * (C(1) + C(2) * z_coef * lse) / sum;  // dl_j = coef * exp(l_j - m) - gs [j == t]
+      const C gs = row_weight ? grad_scale * row_weight[i] : grad_scale;
+      const C coef = gs * (C(1) + C(2) * z_coef * lse) / sum;  // dl_j = coef * exp(l_j - m) - gs [j == t]
       for (int jj = 0; jj < V; ++jj) l[jj] *= coef;
-      l[t] -= grad_scale;
+      l[t] -= gs;
     }
   }
 }
@@ -76,7 +79,7 @@ void xent_rows(C* logits, const int32_t* targets, int n, C z_coef, C grad_scale,
 template <class T, int V, int H>
 double lm_head_cross_entropy(const T* x, const T* W, const int32_t* targets, int R, T z_coef, T grad_scale, T* dx,
                              T* dW, T* scratch, int chunk, T* token_loss, T* token_logp,
-                             T* logits_out = nullptr) {
+                             T* logits_out = nullptr, const T* row_weight = nullptr) {
   static_assert(H > 0, "cross_entropy: hidden size H must be positive");
   KILN_CHECK(chunk > 0, "cross_entropy: chunk (rows per pass) must be positive, got ", chunk);
   const bool grads = dx != nullptr || dW != nullptr;
@@ -86,7 +89,7 @@ double lm_head_cross_entropy(const T* x, const T* W, const int32_t* targets, int
     gemm<T>(false, true, n, V, H, T(1), xc, H, W, H, T(0), scratch, V);  // logits (n, V)
     if (logits_out) std::memcpy(logits_out + size_t(r0) * V, scratch, sizeof(T) * size_t(n) * V);
     xent_rows<T, V>(scratch, targets ? targets + r0 : nullptr, n, z_coef, grad_scale, grads, token_loss + r0,
-                    token_logp + r0);
+                    token_logp + r0, row_weight ? row_weight + r0 : nullptr);
     if (dx) gemm<T>(false, false, n, H, V, T(1), scratch, V, W, H, T(0), dx + size_t(r0) * H, H);
     if (dW) gemm<T>(true, false, V, H, n, T(1), scratch, V, xc, H, T(1), dW, H);
   }

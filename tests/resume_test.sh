@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/resume_test.sh <trainer> <work dir> [trainer args...]: a run stopped by SIGTERM (after step 15), and one
 # killed with SIGKILL (after step 25), then resumed (--resume auto), must log bitwise the same loss at every step as
-# a run never stopped (CPU backend, same threads). The extra arguments follow the test's own (40 steps in all).
+# a run never stopped (CPU backend, same threads). The extra arguments follow the test's own (--steps 40 unless they
+# give --steps).
 # SIGTERM saves a checkpoint and exits 143; SIGKILL loses the steps since the last checkpoint, which are redone.
 set -euo pipefail
 trainer=$1
@@ -34,16 +35,19 @@ interrupt() {
   tail -n 2 "$out.log"
 }
 
+# KILN_RESUME_AT="<term step> <kill step>" moves the interruptions (default 15 and 25): into a later phase, say.
+read -r term_at kill_at <<< "${KILN_RESUME_AT:-15 25}"
 "$trainer" "${args[@]}" --out "$work/straight" > "$work/straight.log" 2>&1
-interrupt "$work/term" 15 TERM
+interrupt "$work/term" "$term_at" TERM
 "$trainer" "${args[@]}" --out "$work/term" > "$work/term.resumed.log" 2>&1
 grep -q "resumed from" "$work/term.resumed.log" || { echo "FAIL: the SIGTERM run did not resume"; exit 1; }
-interrupt "$work/kill" 25 KILL
+interrupt "$work/kill" "$kill_at" KILL
 "$trainer" "${args[@]}" --out "$work/kill" > "$work/kill.resumed.log" 2>&1
 grep -q "resumed from" "$work/kill.resumed.log" || { echo "FAIL: the SIGKILL run did not resume"; exit 1; }
 
 losses "$work/straight" > "$work/straight.losses"
-[ "$(wc -l < "$work/straight.losses")" -eq 40 ] || { echo "FAIL: the straight run logged $(wc -l < "$work/straight.losses") steps, expected 40"; exit 1; }
+steps=$(wc -l < "$work/straight.losses")
+[ "$steps" -gt "$kill_at" ] || { echo "FAIL: the straight run logged $steps steps, fewer than the interruptions need"; exit 1; }
 for run in term kill; do
   losses "$work/$run" > "$work/$run.losses"
   if ! diff -u "$work/straight.losses" "$work/$run.losses"; then
@@ -51,4 +55,4 @@ for run in term kill; do
     exit 1
   fi
 done
-echo "PASS: SIGTERM and SIGKILL runs resumed bitwise identical to the uninterrupted run (40 steps)"
+echo "PASS: SIGTERM (after step $term_at) and SIGKILL (after step $kill_at) runs resumed bitwise identical to the uninterrupted run ($steps steps)"

@@ -107,8 +107,8 @@ TEST_CASE("chat: a conversation longer than the phase's rows is an error naming 
 TEST_CASE("chat: rows pack whole conversations, targets only where the next token is the assistant's") {
   const Tokenizer tok = Tokenizer::load(kChatFx + "/tokenizer.json");
   const auto convs = read_conversations(kChatFx + "/conversations.jsonl");
-  auto set = std::make_shared<std::vector<ChatTokens>>();
-  for (const auto& c : convs) set->push_back(tokenize_chat(tok, render_chat(c.messages)));
+  auto set = std::make_shared<std::vector<ChatGroup>>();
+  for (const auto& c : convs) set->push_back({tokenize_chat(tok, render_chat(c.messages))});
   constexpr int B = 3, T = 160;
   std::vector<int32_t> tk(B * T), tg(B * T), ps(B * T), ds(B * T);
   ChatRows rows(set, 0, 5, false);
@@ -117,8 +117,8 @@ TEST_CASE("chat: rows pack whole conversations, targets only where the next toke
   size_t conv = 0;
   for (int b = 0; b < B; ++b) {
     int at = 0;
-    while (conv < set->size() && at + int((*set)[conv].ids.size()) <= T) {
-      const ChatTokens& c = (*set)[conv];
+    while (conv < set->size() && at + int((*set)[conv][0].ids.size()) <= T) {
+      const ChatTokens& c = (*set)[conv][0];
       for (size_t i = 0; i < c.ids.size(); ++i) {
         const size_t k = size_t(b) * T + size_t(at) + i;
         CHECK(tk[k] == c.ids[i]);
@@ -157,8 +157,8 @@ TEST_CASE("chat: the gradient does not depend on tokens that feed no assistant t
   constexpr int B = 2, T = 160;
   const Tokenizer tok = Tokenizer::load(kChatFx + "/tokenizer.json");
   const auto convs = read_conversations(kChatFx + "/conversations.jsonl");
-  auto set = std::make_shared<std::vector<ChatTokens>>();
-  for (const auto& c : convs) set->push_back(tokenize_chat(tok, render_chat(c.messages)));
+  auto set = std::make_shared<std::vector<ChatGroup>>();
+  for (const auto& c : convs) set->push_back({tokenize_chat(tok, render_chat(c.messages))});
   HostBatch<B, T> mb;
   ChatRows rows(set, 0, 1, false);
   mb.fill(rows);

@@ -58,7 +58,8 @@ kiln::RecipeProgram program() {
   [&]<int... I>(std::integer_sequence<int, I...>) {
     (r.phases.push_back(kiln::PhaseInfo{
          {kiln::phases_of<Recipe>::names[I], kiln::phase_stage<Recipe, I>::micro_batch,
-          kiln::phase_stage<Recipe, I>::seq_len, kiln::phase_t<Recipe, I>::objective},
+          kiln::phase_stage<Recipe, I>::seq_len, kiln::phase_t<Recipe, I>::objective,
+          kiln::phase_t<Recipe, I>::preference_loss},
          kiln::phase_model<Recipe, I>::positional::name,
          double(kiln::phase_model<Recipe, I>::positional::theta),
          double(phase_memory<I>()),

@@ -2,6 +2,7 @@
 #include "kiln/train/checkpointing.hpp"
 
 #include <cstring>
+#include <vector>
 
 #include "kiln/io/optimizer_shards.hpp"
 #include "kiln/io/safetensors_sharded.hpp"
@@ -38,9 +39,10 @@ io::CheckpointInfo save_checkpoint(TrainerBase& t, const std::string& root, int 
   const auto table = t.parameter_table();
   if (!t.optimizer_sharded()) {  // every rank holds the whole state: rank 0 writes it
     if (t.rank() != 0) return {std::filesystem::path(root) / io::detail::checkpoint_dir_name(st.step), st.step};
-    const std::vector<io::CheckpointBlob> blobs = {{"parameters", io::param_views(table, t.host(Tensor::params))},
-                                                   {"adam_m", io::param_views(table, t.host(Tensor::adam_m))},
-                                                   {"adam_v", io::param_views(table, t.host(Tensor::adam_v))}};
+    std::vector<io::CheckpointBlob> blobs = {{"parameters", io::param_views(table, t.host(Tensor::params))},
+                                             {"adam_m", io::param_views(table, t.host(Tensor::adam_m))},
+                                             {"adam_v", io::param_views(table, t.host(Tensor::adam_v))}};
+    if (t.reference()) blobs.push_back({"reference", io::param_views(table, t.reference())});  // a preference phase's
     return io::write_checkpoint(root, st, blobs, keep, warn);
   }
   // ZeRO-1: rank 0 makes the directory and writes the parameters; every rank writes its shard of the moments; once
@@ -56,6 +58,7 @@ io::CheckpointInfo save_checkpoint(TrainerBase& t, const std::string& root, int 
   comm.broadcast(tmp, sizeof tmp, 0, "sharing the checkpoint's temporary directory");
   const std::filesystem::path dir(tmp);
   if (me == 0) io::write_blob(dir, {"parameters", io::param_views(table, t.host(Tensor::params))}, st.step);
+  if (me == 0 && t.reference()) io::write_blob(dir, {"reference", io::param_views(table, t.reference())}, st.step);
   for (const auto& [blob, k] : {std::pair{"adam_m", Tensor::adam_m}, std::pair{"adam_v", Tensor::adam_v}})
     io::write_blob(dir, io::shard_blob(table, t.parameter_floats(), blob, t.host(k), t.optimizer_shard(), me, n), st.step);
   comm.barrier("waiting for every rank's shard of the checkpoint");
@@ -148,6 +151,19 @@ void load_checkpoint(TrainerBase& t, const io::Checkpoint& ck, const std::string
   t.run_step() = long(st.step);
   t.tokens_seen() = long(st.tokens_seen);
   if (!keep_data && !st.data_state.empty()) t.data().restore(st.data_state);
+  // A preference phase's reference: the checkpoint's, or (a checkpoint of the phase before, or of its step 0) the
+  // weights it starts from.
+  if (t.reference()) {
+    if (ck.has_blob("reference")) {
+      std::vector<float> ref(t.parameter_floats());
+      io::load_params(table, ck.blob("reference"), ref.data(), origin + "/reference.safetensors");
+      t.set_reference(ref.data());
+    } else {
+      KILN_CHECK(t.step() == 0, origin, ": a checkpoint at step ", t.step(), " of preference phase ",
+                 t.phase_name(t.phase()), " has no reference blob (the frozen weights the phase started from)");
+      t.set_reference(t.host(Tensor::params));
+    }
+  }
 }
 
 }  // namespace kiln

@@ -147,6 +147,10 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--chat", c.chat,
                  "SFT phases: the conversations (jsonl, {\"messages\": [{\"role\", \"content\"}...]} a line; \"\": "
                  "generated from the corpus, fortune requests and additions)")->capture_default_str();
+  app.add_option("--pairs", c.pairs,
+                 "preference phases: the pairs (jsonl, {\"prompt\", \"chosen\", \"rejected\"} a line; \"\": generated "
+                 "from the corpus)")->capture_default_str();
+  app.add_option("--beta", c.beta, "preference phases: the loss's beta (TRL's)")->capture_default_str();
   app.add_option("--log-every", c.log_every, "console line every n steps")->capture_default_str();
   app.add_option("--eval-every", c.eval_every, "held-out loss every n steps (0: at the end)")->capture_default_str();
   app.add_option("--eval-every-tokens", c.eval_every_tokens,
@@ -323,9 +327,10 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     auto data_for = [&](int phase, const TrainConfig& pc) -> PhaseData {
       const PhaseShape& shape = r.phases[size_t(phase)].shape;
       const long tokens_per_step = long(shape.micro_batch) * shape.seq_len * pc.grad_accum * dp;  // global
-      const bool sft = shape.objective == Objective::sft;
+      const bool sft = shape.objective == Objective::sft, pref = shape.objective == Objective::preference;
       auto d = std::make_shared<RunData>(
           sft ? open_chat_data(pc, r.vocab, shape.seq_len)
+          : pref ? open_pair_data(pc, r.vocab, shape.seq_len)
               : open_run_data(pc, r.vocab, tokens_per_step, [&](const std::string& e) {
                   if (e.find("starts epoch ") != std::string::npos && shown_repeats++ >= 3) {
                     ++quiet_repeats;
@@ -339,7 +344,11 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                    d->tokenizer_path, "\", the run's is \"", tokenizer_path, "\": every phase of a run uses one tokenizer");
       tokenizer_path = d->tokenizer_path;
       const double tokens = double(pc.steps) * double(tokens_per_step);
-      std::printf("kiln: %sdata %s\n", sft ? "SFT (loss on the assistant's tokens) | " : "", d->summary.c_str());
+      std::string objective = sft ? "SFT (loss on the assistant's tokens) | " : "";
+      if (pref)
+        objective = std::string("preference optimisation (") + preference_loss_name(shape.preference_loss) + ", beta " +
+                    plan::value_text(pc.beta) + ", against the weights the phase starts from) | ";
+      std::printf("kiln: %sdata %s\n", objective.c_str(), d->summary.c_str());
       std::printf("kiln: %ld steps x %ld tokens = %.2fM tokens (%.2f epochs) | lr %.2e %s, warmup %ld\n", pc.steps,
                   tokens_per_step, tokens / 1e6, tokens / d->epoch_tokens, pc.lr, schedule_name(pc.schedule), pc.warmup);
       if (!pc.document_masking)
@@ -347,7 +356,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                     "positions 0..%d)\n", shape.seq_len, shape.seq_len - 1);
       std::vector<TrainConfig::DataStage> stages = pc.stages;  // as the loader runs them (run_data.hpp)
       if (!stages.empty() && stages.front().start > 0) stages.insert(stages.begin(), {0.0, {}, false});
-      for (size_t k = 0; k < stages.size() && !d->tokenizer_path.empty() && !sft; ++k) {
+      for (size_t k = 0; k < stages.size() && !d->tokenizer_path.empty() && !sft && !pref; ++k) {
         std::string b;
         for (const auto& [n, w] : stages[k].boost) b += (b.empty() ? "" : ", ") + n + " x" + std::to_string(w).substr(0, 4);
         std::printf("kiln: data stage %zu from %.0f%% of the %s (step %ld): %s%s\n", k + 1, 100 * stages[k].start,
@@ -491,7 +500,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                     plan::human_bytes(ph.memory_bytes).c_str());
         if (p > 0) {
           const double v = trainer.evaluate();
-          std::printf("kiln: held-out loss %.4f at the phase's start\n", v);
+          std::printf("kiln: held-out loss %.4f at the phase's start%s\n", v, trainer.eval_extra_text().c_str());
           trainer.on_eval(trainer.run_step(), v);
         }
       };
@@ -528,6 +537,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       nlohmann::json rec = {{"step", l.step}, {"loss", l.loss}, {"lr", l.lr}, {"grad_norm", l.grad_norm},
                             {"tokens_per_s", l.tokens_per_s}, {"skipped", l.skipped}, {"time", io::unix_now()}};
       if (phase_count > 1) rec["phase"] = phase_name(l.phase), rec["phase_step"] = l.phase_step;
+      for (const auto& [k, v] : l.extra) rec[k] = v, tb.scalar(std::string("train/") + k, l.step, float(v));
       jsonl.write(rec);
       tb.scalars(l.step, {{"train/loss", float(l.loss)}, {"train/lr", float(l.lr)}, {"train/grad_norm", float(l.grad_norm)},
                           {"train/tokens_per_s", float(l.tokens_per_s)}});
@@ -551,6 +561,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       if (phase_count > 1) where["phase"] = phase_name(trainer.phase());
       nlohmann::json rec = where;
       rec["val_loss"] = v, rec["time"] = io::unix_now();
+      for (const auto& [k, x] : trainer.eval_extra) rec["val_" + k] = x, tb.scalar("eval/" + k, step, float(x));
       jsonl.write(rec);
       tb.scalar("eval/loss", step, float(v));
       if (!tasks.empty()) {
@@ -628,14 +639,15 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::printf("\nkiln: held-out loss %.4f nats/token%s (from %.4f before training: %.0f%% lower)\n", after, bpb,
                   before, 100.0 * (1.0 - after / before));
     else  // another phase's held-out data (SFT's conversations, say): no comparison with the start's
-      std::printf("\nkiln: held-out loss %.4f nats/token%s on phase %s's held-out data\n", after, bpb,
-                  phase_name(trainer.phase()).c_str());
+      std::printf("\nkiln: held-out loss %.4f%s%s on phase %s's held-out data%s\n", after,
+                  r.phases[size_t(trainer.phase())].shape.objective == Objective::preference ? "" : " nats/token", bpb,
+                  phase_name(trainer.phase()).c_str(), trainer.eval_extra_text().c_str());
     trainer.sync_host();  // tensor parallelism: the full parameters, for the continuations
     if (rank > 0 || c.sample_tokens == 0) return 0;  // the continuations: rank 0's console, unless none are wanted
     if (!c.prompts.empty())
       std::printf("\nWhat it learned: continuations (temperature %.2f, top-p %.2f)\n", c.temperature, c.top_p);
-    // After an SFT phase each prompt is a user's message in the chat template, answered until <|im_end|>.
-    const bool chat = r.phases[size_t(trainer.phase())].shape.objective == Objective::sft;
+    // After an SFT or preference phase each prompt is a user's message in the chat template, answered until <|im_end|>.
+    const bool chat = r.phases[size_t(trainer.phase())].shape.objective != Objective::pretrain;
     if (chat && !c.prompts.empty()) std::printf("(each prompt as a user's message in the chat template)\n");
     for (size_t i = 0; i < c.prompts.size(); ++i) {
       const eval::SamplingConfig sc{c.temperature, c.top_p, c.seed + i, data->vocab_used};

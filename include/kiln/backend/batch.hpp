@@ -18,6 +18,9 @@ struct Batch {
   const int32_t* targets;
   const int32_t* positions;
   const int32_t* doc_start;
+  // (B, T) weights of each token's loss gradient (nullptr: 1): preference optimisation's -dL/dlog p of the token's
+  // sequence (train/preference.hpp). The CPU backend takes them; the others refuse a weighted batch.
+  const float* weights = nullptr;
 };
 
 // The flat buffers of a run's state, each in the parameter table's layout.

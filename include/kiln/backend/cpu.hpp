@@ -273,6 +273,7 @@ struct OpRunner {
   const kernels::RopeTable<float, HD>* rope;
   int len = 0;                  // decode: tokens already in the cache
   float* logits_out = nullptr;  // eval: all logits (tests)
+  const float* row_weight = nullptr;  // training: each token's loss-gradient weight (Batch::weights; nullptr: 1)
   double loss = 0;
   // Tensor parallelism (M is then a TP rank's tp_local model): the group's sums after the row-parallel products
   // (o_proj, down_proj) forward and the column-parallel ones' input gradients (q/k/v, gate/up) backward; the
@@ -363,7 +364,7 @@ struct OpRunner {
         loss = kernels::lm_head_cross_entropy<float, V, H>(at(0, op), w(op), at<int32_t>(1, op), R, float(M::z_loss),
                                                            grad_scale, train ? at(5, op) : nullptr,
                                                            train ? gw(op) : nullptr, at(4, op), int(P::loss_chunk),
-                                                           at(2, op), at(3, op), logits_out);
+                                                           at(2, op), at(3, op), logits_out, train ? row_weight : nullptr);
         return;
       }
       case OpKind::kv_append: {
@@ -556,6 +557,9 @@ class Executor {
     copy_in(P::data.doc_start, b.doc_start);
     OpRunner<M, P> op{arena_.data(), params, grads, grad_scale, &rope_};
     op.logits_out = logits_out_;
+    op.row_weight = b.weights;
+    KILN_CHECK(!b.weights || TPd == 1, "executor: weighted tokens (preference optimisation) with tensor parallelism "
+               "are not built (the vocabulary-parallel loss takes no weights)");
     if constexpr (TPd > 1) {
       op.tp = tp_;
       op.vocab_begin = tp_->rank() * M::vocab;

@@ -889,6 +889,8 @@ class Executor {
   void run(const S* params, float* grads, const Batch& b, float grad_scale, double* acc, gpu::Stream stream,
            const Buckets* dp = nullptr) {
     validate_batch(b, B, T, Full::vocab, T);
+    KILN_CHECK(!b.weights, "the CUDA backend's loss kernel takes no per-token weights yet: preference phases "
+               "(kiln::Preference) train on the CPU backend for now");
     KILN_CHECK(TPd == 1 || tp_, "executor: a tensor-parallel rank's programs need its group (set_tensor_parallel)");
     Upload& u = uploads_[size_t(next_upload_)];
     next_upload_ = (next_upload_ + 1) % kUploads;

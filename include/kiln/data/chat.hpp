@@ -78,10 +78,13 @@ struct ChatText {
 
 // Renders messages; with add_generation_prompt, ends with the opening of an assistant turn (what a chat program
 // feeds the model before it answers).
-inline ChatText render_chat(const std::vector<Message>& messages, bool add_generation_prompt = false) {
+// Assistant messages before index `train_from` are context, not trained (a preference pair's earlier turns).
+inline ChatText render_chat(const std::vector<Message>& messages, bool add_generation_prompt = false,
+                            size_t train_from = 0) {
   const bool no_think = think_mode(messages) == ThinkMode::no_think;
   ChatText out;
-  for (const auto& m : messages) {
+  for (size_t k = 0; k < messages.size(); ++k) {
+    const Message& m = messages[k];
     out.text += kImStart;
     out.text += m.role;
     out.text += '\n';
@@ -90,7 +93,7 @@ inline ChatText render_chat(const std::vector<Message>& messages, bool add_gener
     const size_t begin = out.text.size();
     out.text += m.content;
     out.text += kImEnd;
-    if (assistant) out.trained.emplace_back(begin, out.text.size());
+    if (assistant && k >= train_from) out.trained.emplace_back(begin, out.text.size());
     out.text += '\n';
   }
   if (add_generation_prompt) {
@@ -231,13 +234,23 @@ struct ChatRowsState {
   uint64_t epoch = 0, next = 0;  // the next conversation's index in this epoch's order
 };
 
-// Packs whole conversations into rows: each is one document (its positions restart, attention stays inside it),
-// a conversation that does not fit the rest of a row starts the next one, and the gap is padding (no loss).
-// Targets are the next tokens where those are trained, -1 elsewhere. Training streams reshuffle each epoch.
+// Sequences that share a row: a conversation (SFT), or a preference pair's chosen and rejected answers (their
+// log-probabilities are compared within one micro-batch).
+using ChatGroup = std::vector<ChatTokens>;
+inline std::vector<ChatGroup> singletons(std::vector<ChatTokens> v) {
+  std::vector<ChatGroup> g;
+  g.reserve(v.size());
+  for (auto& t : v) g.push_back({std::move(t)});
+  return g;
+}
+
+// Packs whole groups into rows: each sequence is one document (its positions restart, attention stays inside it), a
+// group that does not fit the rest of a row starts the next one, and the gap is padding (no loss). Targets are the
+// next tokens where those are trained, -1 elsewhere. Training streams reshuffle the groups each epoch.
 class ChatRows final : public RowSource {
  public:
-  ChatRows(std::shared_ptr<const std::vector<ChatTokens>> convs, int32_t pad, uint64_t seed, bool shuffle)
-      : convs_(std::move(convs)), pad_(pad), seed_(seed), shuffle_(shuffle) {
+  ChatRows(std::shared_ptr<const std::vector<ChatGroup>> groups, int32_t pad, uint64_t seed, bool shuffle)
+      : convs_(std::move(groups)), pad_(pad), seed_(seed), shuffle_(shuffle) {
     KILN_CHECK(!convs_->empty(), "ChatRows: no conversations");
     reorder();
   }
@@ -246,17 +259,22 @@ class ChatRows final : public RowSource {
       const size_t o = size_t(b) * T;
       int at = 0;
       for (;;) {
-        const ChatTokens& c = (*convs_)[order_[st_.next]];
-        const int n = int(c.ids.size());
-        KILN_CHECK(n <= T, "ChatRows: a conversation of ", n, " tokens does not fit a row of ", T);
+        const ChatGroup& g = (*convs_)[order_[st_.next]];
+        int n = 0;
+        for (const auto& c : g) n += int(c.ids.size());
+        KILN_CHECK(n <= T, "ChatRows: ", g.size() == 1 ? "a conversation" : "a group of sequences", " of ", n,
+                   " tokens does not fit a row of ", T);
         if (at + n > T) break;
-        for (int i = 0; i < n; ++i) {
-          tokens[o + at + i] = c.ids[size_t(i)];
-          targets[o + at + i] = i + 1 < n && c.trained[size_t(i) + 1] ? c.ids[size_t(i) + 1] : -1;
-          positions[o + at + i] = i;
-          doc_start[o + at + i] = at;
+        for (const auto& c : g) {
+          const int len = int(c.ids.size());
+          for (int i = 0; i < len; ++i) {
+            tokens[o + at + i] = c.ids[size_t(i)];
+            targets[o + at + i] = i + 1 < len && c.trained[size_t(i) + 1] ? c.ids[size_t(i) + 1] : -1;
+            positions[o + at + i] = i;
+            doc_start[o + at + i] = at;
+          }
+          at += len;
         }
-        at += n;
         advance();
         if (at == T) break;
       }
@@ -298,7 +316,7 @@ class ChatRows final : public RowSource {
     for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[size_t(rng.below(i))]);
   }
 
-  std::shared_ptr<const std::vector<ChatTokens>> convs_;
+  std::shared_ptr<const std::vector<ChatGroup>> convs_;
   int32_t pad_;
   uint64_t seed_;
   bool shuffle_;

@@ -126,6 +126,75 @@ inline std::vector<std::vector<Message>> synthetic_chats(const std::vector<std::
   return out;
 }
 
+// Column addition that forgets every carry (a wrong answer that looks like an answer): its steps and sum. Where
+// a + b has no carry it would be right, so then its last digit is off by one.
+inline std::string careless_steps(long a, long b, long* sum) {
+  std::string s;
+  long x = a, y = b, out = 0, place = 1;
+  bool carried = false;
+  while (x > 0 || y > 0) {
+    const int da = int(x % 10), db = int(y % 10), t = da + db;
+    carried = carried || t >= 10;
+    s += std::to_string(da) + " + " + std::to_string(db) + " = " + std::to_string(t) + ", write " +
+         std::to_string(t % 10) + "\n";
+    out += long(t % 10) * place;
+    place *= 10, x /= 10, y /= 10;
+  }
+  if (!carried) out = out - out % 10 + (out % 10 + 1) % 10;
+  *sum = out;
+  return s;
+}
+
+struct PairSpec {
+  std::vector<Message> prompt;
+  std::string chosen, rejected;
+};
+
+// Preference pairs whose chosen answer is right and follows the request and whose rejected one does not:
+//   a fortune request: chosen = a fortune of the topic asked for, rejected = one of another topic
+//   an addition (half in think mode): chosen = the sum (with its worked steps in think mode), rejected = the
+//   carry-forgetting sum (careless_steps, with its steps in think mode)
+inline std::vector<PairSpec> synthetic_pairs(const std::vector<std::pair<std::string, std::string>>& docs,
+                                             const ChatSyntheticOptions& o) {
+  const auto topics = by_topic(docs, o.max_chars);
+  KILN_CHECK(o.instructions == 0 || topics.size() >= 2, "synthetic pairs: the documents cover ", topics.size(),
+             " of the topics: at least 2 are needed");
+  std::vector<std::string> names;
+  for (const auto& [k, v] : topics) names.push_back(k);
+  Rng rng(o.seed ^ 0x9a3b);
+  long top = 1;
+  for (int i = 0; i < o.digits; ++i) top *= 10;
+  std::vector<PairSpec> out;
+  int ni = 0, na = 0;
+  while (ni < o.instructions || na < o.arithmetic) {
+    const bool instr = na >= o.arithmetic || (ni < o.instructions && long(ni) * o.arithmetic <= long(na) * o.instructions);
+    if (instr) {
+      const size_t k = rng.below(names.size());
+      size_t other = rng.below(names.size() - 1);
+      if (other >= k) ++other;
+      const char* topic = "";
+      for (const auto& [f, name] : kChatTopics)
+        if (names[k] == f) topic = name;
+      const auto &pool = topics.at(names[k]), &wrong = topics.at(names[other]);
+      const std::string q = format_request(kInstructionForms[rng.below(std::size(kInstructionForms))], topic);
+      out.push_back({{{"system", kNoThinkSystem}, {"user", q}}, pool[rng.below(pool.size())], wrong[rng.below(wrong.size())]});
+      ++ni;
+    } else {
+      const long a = long(rng.below(uint64_t(top))), b = long(rng.below(uint64_t(top)));
+      const bool think = na % 2 == 0;
+      long bad = 0;
+      const std::string bad_steps = careless_steps(a, b, &bad);
+      const auto right = addition_chat(a, b, think);
+      const std::string rejected = think ? std::string(kThinkOpen) + "\n" + bad_steps + kThinkClose + "\n" +
+                                               std::to_string(bad)
+                                         : std::to_string(bad);
+      out.push_back({{right[0], right[1]}, right[2].content, rejected});
+      ++na;
+    }
+  }
+  return out;
+}
+
 // The instruction-following probe: `count` requests, each over `choices` held-out fortunes (one of the requested
 // topic, the others of other topics, of similar length), in HellaSwag's layout with the prompt as ctx (rendered
 // with the chat template and its generation prompt) and the fortunes, each closed by <|im_end|>, as endings.

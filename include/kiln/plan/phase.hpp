@@ -72,6 +72,16 @@ constexpr bool same_parameter_table() {
 struct SFT {
   static constexpr Objective kiln_objective = Objective::sft;
 };
+// Preference optimisation (TRL's DPO, or the APO-zero SmolLM3 used) from pairs of answers (TrainConfig::pairs),
+// against a frozen copy of the weights the phase starts from (the reference), with TrainConfig::beta:
+//   kiln::Phase<"apo", kiln::Stage<kiln::micro_batch<4>, kiln::seq_len<256>>, kiln::APOZero>
+template <PreferenceLoss L>
+struct Preference {
+  static constexpr Objective kiln_objective = Objective::preference;
+  static constexpr PreferenceLoss loss = L;
+};
+using DPO = Preference<PreferenceLoss::dpo>;
+using APOZero = Preference<PreferenceLoss::apo_zero>;
 
 namespace detail {
 template <class T, class = void> struct is_objective : std::false_type {};
@@ -84,6 +94,15 @@ template <class... C> constexpr Objective objective_among() {
   Objective o = Objective::pretrain;
   ((o = is_objective<C>::value ? objective_of<C>() : o), ...);
   return o;
+}
+template <class T> constexpr PreferenceLoss preference_loss_of() {
+  if constexpr (requires { T::loss; }) return T::loss;
+  else return PreferenceLoss::dpo;
+}
+template <class... C> constexpr PreferenceLoss preference_loss_among() {
+  PreferenceLoss l = PreferenceLoss::dpo;
+  ((l = is_objective<C>::value ? preference_loss_of<C>() : l), ...);
+  return l;
 }
 // The model with a phase's changes, its objective left out.
 template <class Base, class C, bool objective = is_objective<C>::value> struct with_change { using type = with<Base, C>; };
@@ -104,8 +123,9 @@ struct Phase {
   using stage = StageT;
   static constexpr bool kiln_phase = true;
   static_assert((int(detail::is_objective<Change>::value) + ... + 0) <= 1, "Phase<name, shape, changes...>: at most one "
-                "objective (kiln::SFT)");
+                "objective (kiln::SFT, kiln::DPO, kiln::APOZero)");
   static constexpr Objective objective = detail::objective_among<Change...>();
+  static constexpr PreferenceLoss preference_loss = detail::preference_loss_among<Change...>();  // (preference only)
   // The phase's model: the recipe's with this phase's changes (none: the recipe's own).
   template <DecoderModel Base>
   using model = typename detail::with_changes<Base, Change...>::type;

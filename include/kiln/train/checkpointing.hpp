@@ -1,5 +1,6 @@
 // kiln/train/checkpointing.hpp: what a checkpoint of a run holds and how a trainer comes back from one.
-//   blobs:  parameters, adam_m, adam_v    F32 safetensors with HF names (tied models omit lm_head.weight)
+//   blobs:  parameters, adam_m, adam_v    F32 safetensors with HF names (tied models omit lm_head.weight);
+//           reference in a preference phase (the frozen weights it started from)
 //           (ZeRO-1 over n ranks: adam_m-shard-<r>-of-<n> and adam_v-..., each rank's part: io/optimizer_shards.hpp;
 //           any layout reads either form)
 //   state:  step (of the whole run), schedule_step (= the step within the phase, the schedule's position), tokens

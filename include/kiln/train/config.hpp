@@ -56,6 +56,12 @@ struct TrainConfig {
   // (kiln/data/chat.hpp), or "" for conversations generated from the text corpus (kiln/data/chat_synthetic.hpp:
   // fortune requests by topic and additions in think and no-think mode), made once in the cache.
   std::string chat;
+  // Preference phases (kiln::DPO, kiln::APOZero): the pairs, a jsonl file of {"prompt", "chosen", "rejected"} a line
+  // (kiln/data/pairs.hpp; TRL's standard and conversational layouts), or "" for pairs generated from the text corpus
+  // (chat_synthetic.hpp: the requested topic against another, the right sum against a carry-forgetting one); and
+  // beta, the loss's temperature (TRL's; SmolLM3's APO used ~0.1).
+  std::string pairs;
+  double beta = 0.1;
   // Intra-document attention (SmolLM3's): a token attends only to its own document's tokens and its RoPE position
   // restarts at each document. false: a packed row is one sequence (positions 0..T-1, attention across documents).
   bool document_masking = true;
@@ -129,6 +135,7 @@ inline void validate(const TrainConfig& c, const std::string& where) {
   KILN_CHECK(c.eval_every >= 0, "--eval-every must be >= 0 (0: at the end only), got ", c.eval_every, where);
   KILN_CHECK(c.retrieval_documents >= 0 && c.retrieval_max_chars >= 0, "--retrieval-docs and --retrieval-max-chars "
              "must be >= 0, got ", c.retrieval_documents, " and ", c.retrieval_max_chars, where);
+  KILN_CHECK(c.beta > 0 && finite(c.beta), "--beta must be a positive number, got ", c.beta, where);
   KILN_CHECK(c.eval_every_tokens >= 0, "--eval-every-tokens must be >= 0 (0: off), got ", c.eval_every_tokens, where);
   KILN_CHECK(c.eval_batches >= 1, "--eval-batches must be at least 1, got ", c.eval_batches, where);
   KILN_CHECK(c.eval_task_examples >= 0, "--eval-task-examples must be >= 0 (0: all), got ", c.eval_task_examples, where);

@@ -18,6 +18,7 @@
 #include "kiln/data/rows.hpp"
 #include "kiln/data/chat.hpp"
 #include "kiln/data/chat_synthetic.hpp"
+#include "kiln/data/pairs.hpp"
 #include "kiln/data/synthetic.hpp"
 #include "kiln/train/config.hpp"
 
@@ -166,6 +167,17 @@ inline BpeInputs bpe_inputs(const TrainConfig& c, int model_vocab) {
   return in;
 }
 
+// The training documents of the text corpus with their file names (the generators' topics).
+inline std::vector<std::pair<std::string, std::string>> named_training_documents(const TrainConfig& c,
+                                                                                 const std::vector<std::string>& texts) {
+  std::vector<std::pair<std::string, std::string>> docs;
+  for (const auto& f : texts) {
+    data::TextStream in({f}, data::TextOptions{});
+    for (std::string doc; in.next(doc);)
+      if (!data::held_out_document(doc, c.val_every)) docs.emplace_back(doc, std::filesystem::path(f).filename().string());
+  }
+  return docs;
+}
 // The conversations an SFT phase generates from its text corpus (TrainConfig::chat ""), as jsonl in the cache, made
 // once (keyed like the retrieval file): the corpus's training documents only, so held-out fortunes stay unseen.
 inline std::string synthetic_chat_file(const TrainConfig& c) {
@@ -180,14 +192,8 @@ inline std::string synthetic_chat_file(const TrainConfig& c) {
   const fs::path dir = fs::path(c.cache) / (std::string("chat-") + hex);
   const std::string path = (dir / "chat.jsonl").string();
   if (fs::exists(path)) return path;
-  std::vector<std::pair<std::string, std::string>> docs;
-  for (const auto& f : texts) {
-    data::TextStream in({f}, data::TextOptions{});
-    for (std::string d; in.next(d);)
-      if (!data::held_out_document(d, c.val_every)) docs.emplace_back(d, fs::path(f).filename().string());
-  }
   std::string text;
-  for (const auto& conv : data::synthetic_chats(docs, o)) {
+  for (const auto& conv : data::synthetic_chats(named_training_documents(c, texts), o)) {
     nlohmann::json ms = nlohmann::json::array();
     for (const auto& m : conv) ms.push_back({{"role", m.role}, {"content", m.content}});
     text += nlohmann::json{{"messages", ms}}.dump() + "\n";
@@ -197,21 +203,18 @@ inline std::string synthetic_chat_file(const TrainConfig& c) {
   return path;
 }
 
-}  // namespace detail
-
-// The data of an SFT phase: the run's tokenizer (as pretraining prepares or names it; it must hold the chat tokens)
-// and the conversations, packed whole into rows of seq_len with the loss on the assistant's tokens (data/chat.hpp).
-inline RunData open_chat_data(const TrainConfig& c, int model_vocab, int seq_len) {
-  RunData d;
-  KILN_CHECK(!c.tokenizer.empty(), "an SFT phase needs a tokenizer with the chat tokens (", data::kImStart, ", ",
+// The run's tokenizer for chat data (as pretraining prepares or names it), which must hold the chat tokens.
+inline std::shared_ptr<const data::Tokenizer> chat_tokenizer(RunData& d, const TrainConfig& c, int model_vocab,
+                                                             const char* what) {
+  KILN_CHECK(!c.tokenizer.empty(), "a", what, " phase needs a tokenizer with the chat tokens (", data::kImStart, ", ",
              data::kImEnd, ", ", data::kThinkOpen, ", ", data::kThinkClose, "); byte-level data (--tokenizer \"\") has "
              "none: use --tokenizer bpe:<n> or a tokenizer.json");
   if (c.tokenizer.rfind("bpe:", 0) == 0) {
-    const detail::BpeInputs in = detail::bpe_inputs(c, model_vocab);
+    const BpeInputs in = bpe_inputs(c, model_vocab);
     const data::PreparedCorpus p = data::prepare_corpus(in.paths, c.cache, in.vocab, c.val_every);
-    detail::use_tokenizer(d, p.tokenizer_path);
+    use_tokenizer(d, p.tokenizer_path);
   } else {
-    detail::use_tokenizer(d, c.tokenizer);
+    use_tokenizer(d, c.tokenizer);
     KILN_CHECK(d.vocab_used <= model_vocab, c.tokenizer, ": ", d.vocab_used, " tokens do not fit the model's ", model_vocab,
                "-row embedding");
   }
@@ -219,6 +222,51 @@ inline RunData open_chat_data(const TrainConfig& c, int model_vocab, int seq_len
   const std::string missing = data::missing_chat_tokens(*tok);
   KILN_CHECK(missing.empty(), d.tokenizer_path, ": the tokenizer lacks the chat tokens ", missing, " (a BPE that "
              "--tokenizer bpe:<n> trains reserves them; for another tokenizer.json add them as special added tokens)");
+  d.bytes_per_token = 0;  // the loss is on the assistant's tokens: no bits per byte of a text
+  return tok;
+}
+// Training and held-out groups -> the phase's streams.
+inline void chat_streams(RunData& d, const TrainConfig& c, std::vector<data::ChatGroup> train,
+                         std::vector<data::ChatGroup> val) {
+  auto t = std::make_shared<const std::vector<data::ChatGroup>>(std::move(train));
+  auto v = std::make_shared<const std::vector<data::ChatGroup>>(std::move(val));
+  const int32_t pad = d.end_of_document;
+  d.train = std::make_unique<data::ChatRows>(t, pad, c.seed, true);
+  d.make_eval = [v, pad] { return std::make_unique<data::ChatRows>(v, pad, 0, false); };
+}
+// The pairs a preference phase generates from its text corpus (TrainConfig::pairs ""), made once in the cache.
+inline std::string synthetic_pairs_file(const TrainConfig& c) {
+  namespace fs = std::filesystem;
+  const std::vector<std::string> texts = data::text_files({c.data});
+  KILN_CHECK(!texts.empty(), "--pairs \"\" generates preference pairs from the text corpus, and --data ", c.data,
+             " holds no text files: give --pairs <pairs.jsonl>");
+  const data::ChatSyntheticOptions o;
+  const std::string hex = data::cache_key(texts, mix64(uint64_t(o.instructions) * 1000003 + uint64_t(o.arithmetic) * 7919 +
+                                                       uint64_t(o.digits) * 131 + uint64_t(c.val_every) * 17 +
+                                                       uint64_t(data::kChatSyntheticFormat) + 0xbeef));
+  const fs::path dir = fs::path(c.cache) / (std::string("pairs-") + hex);
+  const std::string path = (dir / "pairs.jsonl").string();
+  if (fs::exists(path)) return path;
+  std::string text;
+  auto messages = [](const std::vector<data::Message>& ms) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& m : ms) j.push_back({{"role", m.role}, {"content", m.content}});
+    return j;
+  };
+  for (const auto& p : data::synthetic_pairs(named_training_documents(c, texts), o))
+    text += nlohmann::json{{"prompt", messages(p.prompt)}, {"chosen", messages({{"assistant", p.chosen}})},
+                           {"rejected", messages({{"assistant", p.rejected}})}}.dump() + "\n";
+  fs::create_directories(dir);
+  core::write_text_atomic(path, text);
+  return path;
+}
+}  // namespace detail
+
+// The data of an SFT phase: the run's tokenizer and the conversations, packed whole into rows of seq_len with the
+// loss on the assistant's tokens (data/chat.hpp).
+inline RunData open_chat_data(const TrainConfig& c, int model_vocab, int seq_len) {
+  RunData d;
+  const auto tok = detail::chat_tokenizer(d, c, model_vocab, "n SFT");
   const std::string path = c.chat.empty() ? detail::synthetic_chat_file(c) : c.chat;
   const auto convs = data::read_conversations(path);
   data::ChatSet set = data::tokenize_conversations(*tok, convs, seq_len, c.val_every);
@@ -226,17 +274,30 @@ inline RunData open_chat_data(const TrainConfig& c, int model_vocab, int seq_len
              set.train.size(), " for training and ", set.val.size(), " held out (every ", c.val_every, "th by content): "
              "both are needed");
   d.epoch_tokens = double(set.train_tokens);  // (rows also hold padding: an epoch takes a little more)
-  d.bytes_per_token = 0;                      // the loss is on the assistant's tokens: no bits per byte of a text
   char s[512];
   std::snprintf(s, sizeof s, "%s | %zu conversations, %zu held out | %.2fM tokens, %.2fM of them assistant tokens "
                 "(the loss's) | tokenizer %s", path.c_str(), set.train.size(), set.val.size(), double(set.train_tokens) / 1e6,
                 double(set.trained_tokens) / 1e6, d.tokenizer_path.c_str());
   d.summary = s;
-  auto train = std::make_shared<const std::vector<data::ChatTokens>>(std::move(set.train));
-  auto val = std::make_shared<const std::vector<data::ChatTokens>>(std::move(set.val));
-  const int32_t pad = d.end_of_document;
-  d.train = std::make_unique<data::ChatRows>(train, pad, c.seed, true);
-  d.make_eval = [val, pad] { return std::make_unique<data::ChatRows>(val, pad, 0, false); };
+  detail::chat_streams(d, c, data::singletons(std::move(set.train)), data::singletons(std::move(set.val)));
+  return d;
+}
+
+// The data of a preference phase: pairs, each pair's chosen and rejected sequences in one row (data/pairs.hpp).
+inline RunData open_pair_data(const TrainConfig& c, int model_vocab, int seq_len) {
+  RunData d;
+  const auto tok = detail::chat_tokenizer(d, c, model_vocab, " preference");
+  const std::string path = c.pairs.empty() ? detail::synthetic_pairs_file(c) : c.pairs;
+  const auto pairs = data::read_pairs(path);
+  data::PairSet set = data::tokenize_pairs(*tok, pairs, seq_len, c.val_every);
+  KILN_CHECK(!set.train.empty() && !set.val.empty(), path, ": ", pairs.size(), " pairs split into ", set.train.size(),
+             " for training and ", set.val.size(), " held out (every ", c.val_every, "th by content): both are needed");
+  d.epoch_tokens = double(set.train_tokens);
+  char s[512];
+  std::snprintf(s, sizeof s, "%s | %zu pairs, %zu held out | %.2fM tokens | tokenizer %s", path.c_str(), set.train.size(),
+                set.val.size(), double(set.train_tokens) / 1e6, d.tokenizer_path.c_str());
+  d.summary = s;
+  detail::chat_streams(d, c, std::move(set.train), std::move(set.val));
   return d;
 }
 

@@ -43,6 +43,7 @@
 #include "kiln/plan/flops.hpp"
 #include "kiln/train/guards.hpp"
 #include "kiln/train/optimizer.hpp"
+#include "kiln/train/preference.hpp"
 #include "kiln/train/schedule.hpp"
 #include "kiln/train/trainer_base.hpp"
 #include "kiln/parallel/tensor_parallel.hpp"
@@ -58,7 +59,10 @@ template <int B, int T>
 struct HostBatch {
   std::vector<int32_t> tokens = std::vector<int32_t>(size_t(B) * T), targets = tokens, positions = tokens,
                        doc_start = tokens;
-  backend::Batch view() const { return {tokens.data(), targets.data(), positions.data(), doc_start.data()}; }
+  std::vector<float> weights;  // preference steps: each token's loss-gradient weight (empty: none)
+  backend::Batch view() const {
+    return {tokens.data(), targets.data(), positions.data(), doc_start.data(), weights.empty() ? nullptr : weights.data()};
+  }
   void fill(data::RowSource& p) { p.next(B, T, tokens.data(), targets.data(), positions.data(), doc_start.data()); }
   void fill(data::Packer& p) { p.next(B, T, tokens.data(), targets.data(), positions.data(), doc_start.data()); }
   // Without document masking: each row one sequence (attention across its documents, positions 0..T-1).
@@ -72,6 +76,23 @@ struct HostBatch {
   long count_targets() const {
     long n = 0;
     for (int32_t t : targets) n += t >= 0;
+    return n;
+  }
+  // The scored sequences: each document with a target, in row order, numbered 0..n-1; segment[k] is the number of
+  // the sequence whose target is at k, or -1. A preference batch's pairs are sequences (2p, 2p + 1) (ChatRows keeps
+  // a pair in one row, chosen first). Returns n.
+  int sequences(std::vector<int32_t>& segment) const {
+    segment.assign(targets.size(), -1);
+    int n = 0;
+    for (size_t k = 0; k < targets.size();) {
+      size_t e = k + 1;  // the document [k, e)
+      while (e < targets.size() && e % T != 0 && doc_start[e] == doc_start[k]) ++e;
+      bool scored = false;
+      for (size_t i = k; i < e; ++i)
+        if (targets[i] >= 0) segment[i] = n, scored = true;
+      n += scored;
+      k = e;
+    }
     return n;
   }
   // Keys visible to all queries together (i - doc_start + 1 summed): the attention's real work.
@@ -170,6 +191,23 @@ class Trainer final : public TrainerBase {
         if (tp_comm_) std::get<I>(execs_)->set_tensor_parallel(tp_comm_.get());
     });
     state_->set_decay(decay_ranges<Local>(configs_[size_t(i)].no_decay));  // the table this rank holds
+    ref_.reset();
+    if (phase_shape(i).objective == Objective::preference) {  // the reference: the weights the phase starts from
+      KILN_CHECK(tp == 1, "phase ", phase_name(i), ": preference optimisation with tensor parallelism is not built");
+      if constexpr (requires(State& s) { s.add_loss(0.0); }) {
+        ref_ = std::make_unique<State>();
+        set_reference(state_->host(backend::Tensor::params));
+      } else {
+        KILN_FAIL("phase ", phase_name(i), ": preference optimisation is built for the CPU backend; the ", Backend::name,
+                  " backend's step does not take a loss summed on the host yet");
+      }
+    }
+  }
+  const float* reference() const override { return ref_ ? ref_->host(backend::Tensor::params) : nullptr; }
+  void set_reference(const float* params) override {
+    if (!ref_) return;
+    std::copy(params, params + plan::ParamPlan<Local>::table.total, ref_->host_mut(backend::Tensor::params));
+    ref_->commit(backend::Tensor::params);
   }
   bool run(bool quiet = false, const std::function<void(const Log&)>& on_log = {}) override {
     for (;;) {
@@ -183,8 +221,10 @@ class Trainer final : public TrainerBase {
   }
 
   double evaluate() override {
+    eval_extra.clear();
     return with_phase<Recipe>(phase_, [&]<int I>() {
       using St = phase_stage<Recipe, I>;
+      if constexpr (phase_t<Recipe, I>::objective == Objective::preference) return evaluate_preference<I>();
       auto val = data_.make_eval();
       HostBatch<St::micro_batch, St::seq_len> mb;
       double sum = 0;
@@ -309,7 +349,7 @@ class Trainer final : public TrainerBase {
     return []<int... I>(std::integer_sequence<int, I...>) {
       return std::vector<PhaseShape>{
           PhaseShape{Phs::names[I], phase_stage<Recipe, I>::micro_batch, phase_stage<Recipe, I>::seq_len,
-                     phase_t<Recipe, I>::objective}...};
+                     phase_t<Recipe, I>::objective, phase_t<Recipe, I>::preference_loss}...};
     }(std::make_integer_sequence<int, phase_count>{});
   }
   void destroy_executors() {
@@ -324,6 +364,7 @@ class Trainer final : public TrainerBase {
     double lr = 0, flops = 0;
     long targets = 0;                     // of the global batch
     std::vector<HostBatch<B, T>> micro;   // this rank's micro-batches
+    PreferenceStats stats;                // a preference step's pairs (this rank's)
     std::unique_ptr<HostBatch<B, T>> other;  // the other ranks' micro-batches pass through here (data parallelism)
   };
 
@@ -332,6 +373,7 @@ class Trainer final : public TrainerBase {
   // before they have run.
   template <int I, class W>
   void start_step(W& w, long s, bool refill) {
+    if constexpr (phase_t<Recipe, I>::objective == Objective::preference) return start_preference_step<I>(w, s, refill);
     using St = phase_stage<Recipe, I>;
     constexpr int B = St::micro_batch, T = St::seq_len;
     auto& exec = *std::get<I>(execs_);
@@ -358,6 +400,117 @@ class Trainer final : public TrainerBase {
       exec.accumulate(*state_, w.micro[k].view(), scale, N > 1 && k + 1 == w.micro.size() ? dp_comm() : nullptr);
     if (N > 1) state_->all_reduce(*dp_comm());
     state_->end_step(StepArgs{w.lr, c.beta1, c.beta2, c.adam_eps, c.weight_decay, c.clip, double(w.targets)});
+  }
+
+  // ---- preference optimisation (train/preference.hpp) ----
+  // The pairs' log-probabilities of one micro-batch under the reference and the policy, and each pair's terms.
+  template <int I, int B, int T>
+  void preference_pairs(const HostBatch<B, T>& mb, std::vector<int32_t>& seg, std::vector<PairLogps>& pairs,
+                        std::vector<PairTerms>& terms) {
+    auto& exec = *std::get<I>(execs_);
+    const int n = mb.sequences(seg);
+    KILN_CHECK(n % 2 == 0, "preference batch: ", n, " scored sequences, expected pairs (chosen, rejected)");
+    std::vector<double> ref(static_cast<size_t>(n)), pol(static_cast<size_t>(n));
+    if constexpr (requires { exec.sequence_logprobs(seg.data(), n, ref.data()); }) {
+      exec.forward(*ref_, mb.view());
+      exec.sequence_logprobs(seg.data(), n, ref.data());
+      exec.forward(*state_, mb.view());
+      exec.sequence_logprobs(seg.data(), n, pol.data());
+    } else {
+      KILN_FAIL("preference optimisation: the ", Backend::name, " executor gives no per-sequence log-probabilities");
+    }
+    pairs.resize(size_t(n / 2));
+    terms.resize(size_t(n / 2));
+    for (int p = 0; p < n / 2; ++p) {
+      pairs[size_t(p)] = {pol[size_t(2 * p)], pol[size_t(2 * p + 1)], ref[size_t(2 * p)], ref[size_t(2 * p + 1)]};
+      terms[size_t(p)] = preference_terms(phase_t<Recipe, I>::preference_loss, config().beta, pairs[size_t(p)]);
+    }
+  }
+  template <int B, int T>
+  static long count_pairs(const HostBatch<B, T>& mb) {
+    std::vector<int32_t> seg;
+    return mb.sequences(seg) / 2;
+  }
+  // A preference step: per micro-batch the reference's and the policy's forward give the pairs' terms, then one
+  // forward and backward with each answer token's gradient weighted by -dL/dlog p / pairs (the global batch's);
+  // the step's loss is the mean over the pairs.
+  template <int I, class W>
+  void start_preference_step(W& w, long s, bool refill) {
+    using St = phase_stage<Recipe, I>;
+    constexpr int B = St::micro_batch, T = St::seq_len;
+    auto& exec = *std::get<I>(execs_);
+    const TrainConfig& c = config();
+    const int N = dp_world(), me = dp_rank();
+    w.step = s;
+    if (refill) {
+      w.micro.resize(size_t(c.grad_accum));
+      if (N > 1 && !w.other) w.other = std::make_unique<HostBatch<B, T>>();
+      w.targets = 0;
+      w.flops = 0;
+      for (long m = 0; m < long(c.grad_accum) * N; ++m) {
+        auto& mb = m % N == me ? w.micro[size_t(m / N)] : *w.other;
+        mb.fill_as(*data_.train, true);
+        w.targets += count_pairs(mb);  // pairs, for a preference step
+        // two forwards besides the training step's forward and backward: 5/3 of its FLOPs
+        w.flops += 5.0 / 3.0 * plan::Flops<phase_model<Recipe, I>, St>::train_flops(double(B) * T, mb.attention_context());
+      }
+      KILN_CHECK(w.targets > 0, "preference step ", s + 1, ": the global batch holds no pair");
+    }
+    if (comm_) comm_->arrive(run_step_ - step_ + s + 1);
+    w.lr = learning_rate(c, s);
+    state_->begin_step();
+    w.stats = {};
+    std::vector<int32_t> seg;
+    std::vector<PairLogps> pairs;
+    std::vector<PairTerms> terms;
+    for (auto& mb : w.micro) {
+      preference_pairs<I>(mb, seg, pairs, terms);
+      mb.weights.assign(mb.tokens.size(), 0.0f);
+      double loss = 0;
+      for (size_t p = 0; p < pairs.size(); ++p) {
+        w.stats.add(pairs[p], terms[p]);
+        loss += terms[p].loss;
+      }
+      for (size_t k = 0; k < seg.size(); ++k)
+        if (seg[k] >= 0) {
+          const PairTerms& t = terms[size_t(seg[k] / 2)];
+          mb.weights[k] = float(-(seg[k] % 2 == 0 ? t.d_chosen : t.d_rejected) / double(w.targets));
+        }
+      exec.forward_backward(*state_, mb.view(), 1.0f);
+      mb.weights.clear();
+      if constexpr (requires(State& st) { st.add_loss(0.0); }) state_->add_loss(loss);
+    }
+    if (N > 1) state_->all_reduce(*dp_comm());
+    state_->end_step(StepArgs{w.lr, c.beta1, c.beta2, c.adam_eps, c.weight_decay, c.clip, double(w.targets)});
+  }
+  // The held-out pairs: the mean loss (and, in eval_extra, the accuracy, the margin and the log-probabilities).
+  template <int I>
+  double evaluate_preference() {
+    using St = phase_stage<Recipe, I>;
+    auto val = data_.make_eval();
+    HostBatch<St::micro_batch, St::seq_len> mb;
+    PreferenceStats st;
+    std::vector<int32_t> seg;
+    std::vector<PairLogps> pairs;
+    std::vector<PairTerms> terms;
+    const int N = dp_world(), me = dp_rank();
+    for (int i = 0; i < config().eval_batches; ++i) {
+      mb.fill_as(*val, true);
+      if (i % N != me) continue;
+      preference_pairs<I>(mb, seg, pairs, terms);
+      for (size_t p = 0; p < pairs.size(); ++p) st.add(pairs[p], terms[p]);
+    }
+    if (N > 1) {
+      double v[7] = {double(st.pairs), st.loss, st.reward_chosen, st.reward_rejected, st.correct, st.logp_chosen,
+                     st.logp_rejected};
+      dp_comm()->allreduce_sum(v, 7, "the all-reduce of the held-out preference statistics");
+      st.pairs = long(v[0]), st.loss = v[1], st.reward_chosen = v[2], st.reward_rejected = v[3], st.correct = v[4];
+      st.logp_chosen = v[5], st.logp_rejected = v[6];
+    }
+    eval_extra = {{"rewards/accuracies", st.accuracy()}, {"rewards/margins", st.margin()},
+                  {"logps/chosen", st.mean(st.logp_chosen)}, {"logps/rejected", st.mean(st.logp_rejected)},
+                  {"pairs", double(st.pairs)}};
+    return st.mean(st.loss);
   }
 
   // Whether an evaluation follows phase step `done` (1-based): every eval_every steps, or where the phase's tokens
@@ -446,10 +599,17 @@ class Trainer final : public TrainerBase {
                       "from here, so the offending batches are not replayed\n", s + 1, bad, run_step_);
       }
       const auto now_step = clock::now();
+      std::vector<std::pair<const char*, double>> extra;
+      if (w.stats.pairs)
+        extra = {{"rewards/chosen", w.stats.mean(w.stats.reward_chosen)},
+                 {"rewards/rejected", w.stats.mean(w.stats.reward_rejected)},
+                 {"rewards/accuracies", w.stats.accuracy()}, {"rewards/margins", w.stats.margin()},
+                 {"logps/chosen", w.stats.mean(w.stats.logp_chosen)},
+                 {"logps/rejected", w.stats.mean(w.stats.logp_rejected)}};
       if (on_step) {
         const double dt = std::chrono::duration<double>(now_step - last_step_time_).count();
         on_step({run_step_, loss, lr, norm, dt > 0 ? double(B) * T * c.grad_accum * dp_world() / dt : 0, skipped, phase_,
-                 step_});
+                 step_, extra});
       }
       last_step_time_ = now_step;
       const bool log_now = step_ % c.log_every == 0 || s == first || step_ == c.steps;
@@ -465,13 +625,16 @@ class Trainer final : public TrainerBase {
           if (c.peak_tflops > 0) std::snprintf(mfu, sizeof mfu, " | MFU %4.1f%%", 100.0 * flops / (c.peak_tflops * 1e12));
           if (phase_count > 1) std::snprintf(where, sizeof where, " (%.16s %ld/%ld)", Phs::names[phase_].data(), step_, c.steps);
           const long total = phase_count > 1 ? run_step_ - step_ + c.steps : c.steps;
-          std::printf("step %6ld/%ld%s | loss %.4f | lr %.2e | grad norm %7.3f | %7.0f tok/s | %6.1f GFLOP/s%s | "
+          char pref[64] = "";
+          if (w.stats.pairs)
+            std::snprintf(pref, sizeof pref, " | pref acc %.2f margin %+.3f", w.stats.accuracy(), w.stats.margin());
+          std::printf("step %6ld/%ld%s | loss %.4f%s | lr %.2e | grad norm %7.3f | %7.0f tok/s | %6.1f GFLOP/s%s | "
                       "mem %s | ETA %s\n",
-                      run_step_, total, where, loss, lr, norm, tps, flops * 1e-9, mfu, resident_memory().c_str(),
+                      run_step_, total, where, loss, pref, lr, norm, tps, flops * 1e-9, mfu, resident_memory().c_str(),
                       format_duration(eta).c_str());
           std::fflush(stdout);
         }
-        if (on_log) on_log({run_step_, loss, lr, norm, tps, skipped, phase_, step_});
+        if (on_log) on_log({run_step_, loss, lr, norm, tps, skipped, phase_, step_, extra});
         last = now;
         tokens_since = 0;
         flops_since = 0;
@@ -480,7 +643,8 @@ class Trainer final : public TrainerBase {
         const double v = evaluate();
         if (on_eval) on_eval(run_step_, v);
         if (!quiet)
-          std::printf("  held-out loss %.4f at step %ld (training data: %s)\n", v, run_step_, data_.train->where().c_str());
+          std::printf("  held-out loss %.4f at step %ld (training data: %s)%s\n", v, run_step_, data_.train->where().c_str(),
+                      eval_extra_text().c_str());
       }
       if (after_step && after_step(run_step_)) return Next::stop;
       return next;
@@ -524,6 +688,7 @@ class Trainer final : public TrainerBase {
   }
 
   std::unique_ptr<State> state_;
+  std::unique_ptr<State> ref_;  // preference phases: the frozen reference (its gradients unused)
   // tensor parallelism: the group's and the data-parallel group's communicators, this rank's place, the full
   // buffers host() shows (params, adam_m, adam_v: gathered by sync_host, scattered by commit)
   std::unique_ptr<parallel::Communicator> tp_comm_, dp_comm_;

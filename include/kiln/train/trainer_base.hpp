@@ -8,11 +8,13 @@
 //   hooks         after_step, rollback, wants_state, on_step, on_eval, on_phase_start / on_phase_end
 //   virtual calls start_phase, run, evaluate, and the backend's buffers on the host (host / host_mut / commit)
 #pragma once
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "kiln/backend/batch.hpp"
@@ -34,6 +36,7 @@ struct StepLog {
   bool skipped;
   int phase;
   long phase_step;  // steps of this phase
+  std::vector<std::pair<const char*, double>> extra = {};  // a preference step's statistics (TRL's names)
 };
 
 // The data of one phase: its training stream and a maker of fresh held-out streams (the same rows every time).
@@ -46,7 +49,8 @@ struct PhaseData {
 struct PhaseShape {
   std::string_view name;
   int micro_batch, seq_len;
-  Objective objective = Objective::pretrain;  // what its data is (pretraining text, or conversations for SFT)
+  Objective objective = Objective::pretrain;  // what its data is (pretraining text, conversations, pairs)
+  PreferenceLoss preference_loss = PreferenceLoss::dpo;  // preference phases
 };
 
 class TrainerBase {
@@ -114,6 +118,24 @@ class TrainerBase {
   // Mean loss over the first eval_batches micro-batches of this phase's held-out documents, in a fixed order, at
   // this phase's shape and model (data parallel: the batches shared out among the ranks, every rank gets the mean).
   virtual double evaluate() = 0;
+  // What the last evaluate() measured besides its loss (a preference phase's accuracy and margin; empty otherwise).
+  std::vector<std::pair<std::string, double>> eval_extra;
+  std::string eval_extra_text() const {  // for the console: " (preference accuracy 0.62, margin +0.104)"
+    std::string s;
+    for (const auto& [k, v] : eval_extra)
+      if (k == "rewards/accuracies" || k == "rewards/margins") {
+        char b[64];
+        std::snprintf(b, sizeof b, k == "rewards/margins" ? "%smargin %+.3f" : "%spreference accuracy %.3f",
+                      s.empty() ? " (" : ", ", v);
+        s += b;
+      }
+    return s.empty() ? s : s + ")";
+  }
+  // Preference phases: the frozen reference's parameters (the full table, on the host; nullptr in other phases), and
+  // set_reference, which copies `params` into it (a checkpoint's "reference" blob, or the weights the phase starts
+  // from: start_phase does that).
+  virtual const float* reference() const { return nullptr; }
+  virtual void set_reference(const float* /*params*/) {}
 
   // The backend's flat buffers (ParameterTable floats each; the moments: optimizer_shard()'s) on the host: host()
   // stays valid until the state changes;

@@ -1,0 +1,70 @@
+// kiln/train/preference.hpp: the losses of preference optimisation on one pair, with their derivatives, as TRL's
+// DPOTrainer defines them (loss_type "sigmoid" and "apo_zero", label smoothing 0), and the statistics it logs.
+//
+// For a pair (chosen c, rejected r) with summed log-probabilities of the answer's tokens under the policy (pi) and
+// the frozen reference (ref):
+//   chosen_logratio = pi_c - ref_c,   rejected_logratio = pi_r - ref_r,   x = chosen_logratio - rejected_logratio
+//   dpo:       L = -log sigmoid(beta x)
+//   apo_zero:  L = (1 - sigmoid(beta chosen_logratio)) + sigmoid(beta rejected_logratio)
+// A batch's loss is the mean over its pairs. The trainer turns dL/dpi_c and dL/dpi_r into each answer token's
+// gradient weight: pi_s is a sum of log p(token), so dL/dlog p(token) = dL/dpi_s for every token of s, and the loss
+// kernel's per-token gradient is that of -log p, scaled by the weight -dL/dpi_s / pairs.
+// Logged (TRL's names): rewards/chosen = beta chosen_logratio, rewards/rejected, rewards/margins (their difference),
+// rewards/accuracies (chosen reward > rejected reward), logps/chosen, logps/rejected (the policy's).
+#pragma once
+#include <cmath>
+
+#include "kiln/plan/objective.hpp"
+
+namespace kiln {
+
+struct PairLogps {
+  double policy_chosen, policy_rejected, ref_chosen, ref_rejected;
+};
+struct PairTerms {
+  double loss = 0;
+  double d_chosen = 0, d_rejected = 0;  // dL/d policy_chosen, dL/d policy_rejected
+  double reward_chosen = 0, reward_rejected = 0;
+};
+
+inline double sigmoid(double x) { return x >= 0 ? 1.0 / (1.0 + std::exp(-x)) : std::exp(x) / (1.0 + std::exp(x)); }
+inline double log_sigmoid(double x) { return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); }
+
+inline PairTerms preference_terms(PreferenceLoss loss, double beta, const PairLogps& p) {
+  PairTerms t;
+  const double lc = p.policy_chosen - p.ref_chosen, lr = p.policy_rejected - p.ref_rejected;
+  t.reward_chosen = beta * lc, t.reward_rejected = beta * lr;
+  if (loss == PreferenceLoss::dpo) {
+    const double x = beta * (lc - lr);
+    t.loss = -log_sigmoid(x);
+    const double g = -beta * sigmoid(-x);  // dL/d(lc - lr)
+    t.d_chosen = g, t.d_rejected = -g;
+  } else {
+    const double sc = sigmoid(beta * lc), sr = sigmoid(beta * lr);
+    t.loss = (1.0 - sc) + sr;
+    t.d_chosen = -beta * sc * (1.0 - sc);
+    t.d_rejected = beta * sr * (1.0 - sr);
+  }
+  return t;
+}
+
+// Sums over a batch's pairs, for the console, metrics.jsonl and the held-out evaluation.
+struct PreferenceStats {
+  long pairs = 0;
+  double loss = 0, reward_chosen = 0, reward_rejected = 0, correct = 0, logp_chosen = 0, logp_rejected = 0;
+  void add(const PairLogps& p, const PairTerms& t) {
+    ++pairs;
+    loss += t.loss, reward_chosen += t.reward_chosen, reward_rejected += t.reward_rejected;
+    correct += t.reward_chosen > t.reward_rejected ? 1.0 : 0.0;
+    logp_chosen += p.policy_chosen, logp_rejected += p.policy_rejected;
+  }
+  void add(const PreferenceStats& o) {
+    pairs += o.pairs, loss += o.loss, reward_chosen += o.reward_chosen, reward_rejected += o.reward_rejected;
+    correct += o.correct, logp_chosen += o.logp_chosen, logp_rejected += o.logp_rejected;
+  }
+  double mean(double v) const { return pairs ? v / double(pairs) : 0.0; }
+  double accuracy() const { return mean(correct); }
+  double margin() const { return mean(reward_chosen - reward_rejected); }
+};
+
+}  // namespace kiln
