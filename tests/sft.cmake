@@ -37,3 +37,8 @@ set_tests_properties(trainer.preference_resume_bitwise PROPERTIES LABELS cpu PAS
 # DPO and APO-zero against TRL's formulas (tests/fixtures/preference, tests/reference/make_preference_fixture.py),
 # the pairs reader, the generated pairs, and the weighted backward against finite differences of the loss.
 kiln_add_test(test_preference test_preference.cpp)
+# Merging (train_<recipe> merge, tools/cli/merge.cpp) on the SFT run's checkpoints (tests/merge_test.sh).
+add_test(NAME trainer.merge COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/merge_test.sh $<TARGET_FILE:train_sft_tiny>
+                                    $<TARGET_FILE:train_post_tiny> ${CMAKE_CURRENT_BINARY_DIR}/merge_test)
+set_tests_properties(trainer.merge PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "PASS: " FAIL_REGULAR_EXPRESSION "FAIL: "
+                     ENVIRONMENT "OMP_WAIT_POLICY=passive" TIMEOUT 300)

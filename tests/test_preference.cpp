@@ -1,7 +1,7 @@
 // Preference optimisation: DPO's and APO-zero's losses and derivatives against TRL's formulas in PyTorch
 // (tests/reference/make_preference_fixture.py), the pairs reader's errors, and the whole gradient (each answer
 // token's loss gradient weighted by -dL/dlog p, the CPU backend's weighted loss kernel) against central finite
-// differences of the preference loss itself.
+// differences of the preference loss itself; and the merge arithmetic (kiln/train/merge.hpp).
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -19,6 +19,7 @@
 #include "kiln/data/chat_synthetic.hpp"
 #include "kiln/data/pairs.hpp"
 #include "kiln/recipe.hpp"
+#include "kiln/train/merge.hpp"
 #include "kiln/train/preference.hpp"
 #include "kiln/train/trainer.hpp"
 
@@ -209,4 +210,29 @@ TEST_CASE("preference: the weighted backward is the gradient of the preference l
       CHECK(double(g[i]) == doctest::Approx(fd).epsilon(0.03).scale(1e-4));
     }
   }
+}
+
+TEST_CASE("merge: soup, linear and task arithmetic, exact on small buffers") {
+  const std::vector<float> a = {1.0f, -2.0f, 0.5f, 3.0f}, b = {3.0f, 2.0f, 0.25f, -1.0f}, base = {1.0f, 1.0f, 1.0f, 1.0f};
+  const std::vector<const float*> ab = {a.data(), b.data()};
+  CHECK(merge_params(MergeMethod::soup, ab, {}, nullptr, 4) == std::vector<float>{2.0f, 0.0f, 0.375f, 1.0f});
+  // linear, normalised: (3 a + 1 b) / 4
+  CHECK(merge_params(MergeMethod::linear, ab, {3.0, 1.0}, nullptr, 4) ==
+        std::vector<float>{1.5f, -1.0f, 0.4375f, 2.0f});
+  // task arithmetic: base + 0.5 (a - base) + 2 (b - base)
+  CHECK(merge_params(MergeMethod::task_arithmetic, ab, {0.5, 2.0}, base.data(), 4) ==
+        std::vector<float>{5.0f, 1.5f, -0.75f, -2.0f});
+  // one model with weight 1, or a soup of a model with itself, is that model bitwise
+  const std::vector<float> odd = {0.1f, 1e-30f, -3.3333333f, 123456.79f};
+  CHECK(merge_params(MergeMethod::linear, {odd.data()}, {1.0}, nullptr, 4) == odd);
+  CHECK(merge_params(MergeMethod::soup, {odd.data(), odd.data(), odd.data()}, {}, nullptr, 4) == odd);
+  // SmolLM3's last step: 0.9 of a soup + 0.1 of another, in double then rounded once
+  const float x = 0.3f, y = 0.7f;
+  CHECK(merge_params(MergeMethod::linear, {&x, &y}, {0.9, 0.1}, nullptr, 1)[0] == float(0.9 * double(x) + 0.1 * double(y)));
+  CHECK(error_of([&] { merge_params(MergeMethod::task_arithmetic, ab, {1, 1}, nullptr, 4); }).find("needs a base") !=
+        std::string::npos);
+  CHECK(error_of([&] { merge_params(MergeMethod::linear, ab, {1}, nullptr, 4); }).find("2 models but 1 weights") !=
+        std::string::npos);
+  CHECK(error_of([&] { merge_params(MergeMethod::linear, ab, {1, -1}, nullptr, 4); }).find("sum to a positive") !=
+        std::string::npos);
 }

@@ -40,5 +40,7 @@ int eval_main(int argc, char** argv, const RecipeProgram& r);
 // `train_<recipe> export` / `import`: Kiln checkpoints <-> Hugging Face model directories (hf_interop.cpp).
 int hf_export_main(int argc, char** argv, const RecipeProgram& r);
 int hf_import_main(int argc, char** argv, const RecipeProgram& r);
+// `train_<recipe> merge`: checkpoints merged into a new one: soup, linear, task arithmetic (merge.cpp).
+int merge_main(int argc, char** argv, const RecipeProgram& r);
 
 }  // namespace kiln::cli

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# tests/merge_test.sh <train_sft_tiny> <train_post_tiny> <work dir>: `train_<recipe> merge` on a real run's checkpoints:
+# a soup, a linear merge and task arithmetic are written as checkpoints that generate reads; a model merged alone
+# (weight 1) or with itself generates exactly what it did; bad requests are refused, naming what is wrong, and write
+# nothing.
+set -euo pipefail
+sft=$1 post=$2 work=$3
+fail() { echo "FAIL: $*"; exit 1; }
+has() { grep -q -- "$2" "$1" || { cat "$1"; fail "$1 lacks: $2"; }; }
+rm -rf "$work"
+mkdir -p "$work"
+cd "$work"
+common=(--cache cache --threads 2 --sample-tokens 0 --resume none --log-every 100)
+"$sft" "${common[@]}" --out run --checkpoint-every 4 --keep-checkpoints 10 > train.log 2>&1 || { cat train.log; fail "training"; }
+ck=run/checkpoints
+greedy() { "$sft" generate --checkpoint "$1" --prompt "The" --tokens 12 --temperature 0 | tail -n 1; }
+
+"$sft" merge --model $ck/step_00000016 --model $ck/step_00000020 --out soup > soup.log 2>&1 || { cat soup.log; fail "soup"; }
+has soup.log "merged 2 checkpoints (soup: .*step_00000016 x 0.5, .*step_00000020 x 0.5) into soup/step_00000000: phase sft, step 0, fresh optimizer"
+greedy soup > /dev/null || fail "generate cannot read the soup"
+"$sft" merge --model $ck/step_00000020 --model $ck/step_00000012 --weight 0.9 --weight 0.1 --out lin > lin.log 2>&1 \
+  || { cat lin.log; fail "linear"; }
+has lin.log "(linear: .*step_00000020 x 0.9, .*step_00000012 x 0.1)"
+"$sft" merge --model $ck/step_00000020 --base $ck/step_00000012 --weight 0.5 --out task > task.log 2>&1 \
+  || { cat task.log; fail "task arithmetic"; }
+has task.log "(task-arithmetic: .*step_00000020 x 0.5; base .*step_00000012)"
+grep -q '"method": "task-arithmetic"' task/step_00000000/state.json || fail "state.json does not record the merge"
+
+# Exact: a model alone with weight 1, and a soup of a model with itself, are that model.
+"$sft" merge --model $ck/step_00000020 --weight 1 --out one > /dev/null
+"$sft" merge --model $ck/step_00000020 --model $ck/step_00000020 --out self > /dev/null
+[ "$(greedy $ck/step_00000020)" == "$(greedy one)" ] || fail "a model merged alone with weight 1 generates differently"
+[ "$(greedy $ck/step_00000020)" == "$(greedy self)" ] || fail "a soup of a model with itself generates differently"
+[ "$(greedy $ck/step_00000020)" != "$(greedy $ck/step_00000004)" ] || fail "the greedy check cannot tell checkpoints apart"
+
+# Refused, nothing written.
+refused() { # refused <log> <expected message> <merge args...>
+  local log=$1 msg=$2; shift 2
+  if "$sft" merge "$@" > "$log" 2>&1; then cat "$log"; fail "merge $* was allowed"; fi
+  has "$log" "$msg"
+}
+refused w.log "--weight: 1 given for 2 --model" --model $ck/step_00000016 --model $ck/step_00000020 --weight 1 --out x
+refused b.log "--method task needs --base" --model $ck/step_00000020 --method task --out x
+refused s.log "--method soup averages uniformly" --model $ck/step_00000020 --weight 2 --method soup --out x
+refused o.log "soup/step_00000000 exists" --model $ck/step_00000020 --out soup
+"$post" "${common[@]}" --out post --steps 2 > post.log 2>&1 || { cat post.log; fail "training post_tiny"; }
+refused r.log 'field extra.recipe is "post_tiny", but this trainer is for recipe "sft_tiny"' \
+  --model $ck/step_00000020 --model post/checkpoints --out x
+[ ! -e x ] || fail "a refused merge wrote something"
+echo "PASS: soup, linear and task-arithmetic merges; exact for a single model; bad requests refused"
