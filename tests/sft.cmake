@@ -18,16 +18,17 @@ set_tests_properties(trainer.sft_resume_bitwise PROPERTIES LABELS cpu PASS_REGUL
 # the reader's errors, packing, the loss mask's gradient, the generated conversations.
 kiln_add_test(test_chat test_chat.cpp)
 # Preference optimisation as a phase (tests/recipes/post_tiny.hpp: pretraining, SFT, APO-zero): its data, the loss at
-# its start (the policy is the reference: APO-zero's 1 - 1/2 + 1/2 = 1), its statistics, and a run killed in it
+# its start (the policy is the reference: APO-zero's 1 - 1/2 + 1/2 = 1), its statistics, `chat` with the result
+# (messages in the template, /no_think opening the answer with the empty think block), and a run killed in it
 # resuming bitwise (SIGTERM after step 33, SIGKILL after 40, which resumes from step 38: the reference comes back
 # from the checkpoint).
 if(NOT TARGET train_post_tiny)
   kiln_add_trainer(train_post_tiny RECIPE ${CMAKE_CURRENT_SOURCE_DIR}/recipes/post_tiny.hpp BACKEND cpu)
 endif()
 set(kiln_post_dir ${CMAKE_CURRENT_BINARY_DIR}/post_test)
-add_test(NAME trainer.preference COMMAND sh -c "rm -rf '${kiln_post_dir}' && '$<TARGET_FILE:train_post_tiny>' --cache '${kiln_post_dir}/cache' --out '${kiln_post_dir}/run' --resume none --threads 2 --sample-tokens 0 --eval-every 4 && grep -c '\"rewards/accuracies\"' '${kiln_post_dir}/run/metrics.jsonl'")
+add_test(NAME trainer.preference COMMAND sh -c "rm -rf '${kiln_post_dir}' && '$<TARGET_FILE:train_post_tiny>' --cache '${kiln_post_dir}/cache' --out '${kiln_post_dir}/run' --resume none --threads 2 --sample-tokens 0 --eval-every 4 && grep -c '\"rewards/accuracies\"' '${kiln_post_dir}/run/metrics.jsonl' && '$<TARGET_FILE:train_post_tiny>' chat --checkpoint '${kiln_post_dir}/run/checkpoints' --message 'What is 1 + 2?' --message /no_think --message hi --max-tokens 4 --temperature 0")
 set_tests_properties(trainer.preference PROPERTIES LABELS cpu ENVIRONMENT "OMP_WAIT_POLICY=passive" TIMEOUT 300
-                     PASS_REGULAR_EXPRESSION "kiln: preference optimisation \\(apo_zero, beta 0.1, against the weights the phase starts from\\) \\| data [^\n]*pairs.jsonl \\| [0-9]+ pairs, [0-9]+ held out.*held-out loss 1.0000 at the phase's start \\(preference accuracy 0.000, margin \\+0.000\\).*step +28/28 \\(apo 8/8\\) \\| loss [0-9.]+ \\| pref acc [0-9.]+ margin [-+][0-9.]+.*\n8\n")
+                     PASS_REGULAR_EXPRESSION "kiln: preference optimisation \\(apo_zero, beta 0.1, against the weights the phase starts from\\) \\| data [^\n]*pairs.jsonl \\| [0-9]+ pairs, [0-9]+ held out.*held-out loss 1.0000 at the phase's start \\(preference accuracy 0.000, margin \\+0.000\\).*step +28/28 \\(apo 8/8\\) \\| loss [0-9.]+ \\| pref acc [0-9.]+ margin [-+][0-9.]+.*\n8\nkiln: chat with [^\n]*step_00000028 \\(step 28, phase apo\\) \\| think mode.*\n> /no_think\n\\(no-think mode\\)\n> hi\n<think>\n\n</think>\n")
 add_test(NAME trainer.preference_resume_bitwise COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/resume_test.sh $<TARGET_FILE:train_post_tiny>
                                                  ${CMAKE_CURRENT_BINARY_DIR}/post_resume_test --steps 14
                                                  --cache ${CMAKE_CURRENT_BINARY_DIR}/post_resume_test/cache)

@@ -42,5 +42,7 @@ int hf_export_main(int argc, char** argv, const RecipeProgram& r);
 int hf_import_main(int argc, char** argv, const RecipeProgram& r);
 // `train_<recipe> merge`: checkpoints merged into a new one: soup, linear, task arithmetic (merge.cpp).
 int merge_main(int argc, char** argv, const RecipeProgram& r);
+// `train_<recipe> chat`: a terminal chat with a checkpoint in the chat template (chat.cpp).
+int chat_main(int argc, char** argv, const RecipeProgram& r);
 
 }  // namespace kiln::cli

@@ -230,6 +230,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
   if (argc > 1 && std::string_view(argv[1]) == "export") return hf_export_main(argc - 1, argv + 1, r);
   if (argc > 1 && std::string_view(argv[1]) == "import") return hf_import_main(argc - 1, argv + 1, r);
   if (argc > 1 && std::string_view(argv[1]) == "merge") return merge_main(argc - 1, argv + 1, r);
+  if (argc > 1 && std::string_view(argv[1]) == "chat") return chat_main(argc - 1, argv + 1, r);
   const char* name = r.name.c_str();
   const int phase_count = int(r.phases.size());
   const auto phase_name = [&](int i) { return std::string(r.phases[size_t(i)].shape.name); };
@@ -243,7 +244,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     configs.push_back(r.defaults(i));
     CLI::App app{std::string("Kiln trainer for recipe ") + name +
                  " (CPU backend, fp32). `generate --help`: continue prompts with a checkpoint; `export --help` / "
-                 "`import --help`: Hugging Face model directories; `merge --help`: merge checkpoints."};
+                 "`import --help`: Hugging Face model directories; `merge --help`: merge checkpoints; `chat --help`: talk with one."};
     add_train_options(app, configs.back());
     app.add_flag("--plan", show_plan, "print the static plan and exit");
     app.add_option("--phase", only_phase,

@@ -10,6 +10,7 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <memory>
 #include <numeric>
 #include <vector>
@@ -25,6 +26,7 @@ struct SamplingConfig {
   double top_p = 0.95;       // 1: no nucleus truncation
   uint64_t seed = 0;
   int vocab_limit = 0;       // sample only ids below this (the tokenizer's size, when the model pads its vocabulary); 0: all
+  std::function<void(int32_t)> on_token = {};  // called with each new token as it is sampled (streaming; not the stop)
 };
 
 // Picks the next token from logits (V) by the sampler; rng advances once per sampled token.
@@ -72,6 +74,7 @@ std::vector<int32_t> generate(const State& state, const std::vector<int32_t>& pr
     const int32_t next = pick(logits, M::vocab, s, rng);
     if (next == stop_token) break;
     out.push_back(next);
+    if (s.on_token) s.on_token(next);
     if (k + 1 < n) logits = gen->step(state, next);
   }
   return out;
