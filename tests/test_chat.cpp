@@ -92,7 +92,7 @@ TEST_CASE("chat: malformed conversations are named by file, line and field") {
   CHECK(err("{\"messages\": [{\"role\": \"assistant\", \"content\": \"\"}]}").find("an assistant turn with no text") !=
         std::string::npos);
   CHECK(err("{\"conversation\": []}").find("bad.jsonl:2: field messages is missing") != std::string::npos);
-  CHECK(err("{\"messages\": [").find("bad.jsonl:2: not a JSON object") != std::string::npos);
+  CHECK(err("{\"messages\": [").find("bad.jsonl:2: not valid JSON") != std::string::npos);
   CHECK(error_of([] { read_conversations("/nonexistent/chat.jsonl"); }).find("cannot open") != std::string::npos);
 }
 

@@ -4,12 +4,15 @@
 // endings of other fortunes of the closest lengths, which `train_<recipe> eval --task` (tools/kiln eval) scores.
 // --retrieval MIN:MAX makes a retrieval task instead: a password stated, MIN to MAX characters of the documents as
 // filler, the password asked for (the long-context demonstration's probe; --held-out 20 for unseen filler).
+// --instructions makes the instruction-following probe of post-training: a request for a fortune of a topic (the
+// chat template's prompt), the endings a fortune of that topic and of others (--held-out 20: unseen fortunes).
 // Inputs as kiln_tokenize reads them (text, jsonl, fortune files, directories).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 
 #include "kiln/core/file.hpp"
+#include "kiln/data/chat_synthetic.hpp"
 #include "kiln/data/text_sources.hpp"
 #include "kiln/eval/make_tasks.hpp"
 
@@ -32,6 +35,10 @@ int main(int argc, char** argv) {
   std::string retrieval;
   app.add_option("--retrieval", retrieval, "MIN:MAX: a retrieval task instead (kiln/data/synthetic.hpp): a password, "
                  "MIN to MAX characters of the documents as filler, the question; the endings are keys");
+  bool instructions = false;
+  app.add_flag("--instructions", instructions, "an instruction-following probe instead (kiln/data/chat_synthetic.hpp): "
+               "a request for a fortune of a topic in the chat template, the endings fortunes of that topic and of "
+               "others (fortune files named computers, love, ...; --max-chars bounds them)");
   app.add_option("--format", t.format, "auto, text, jsonl or fortune")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
@@ -42,7 +49,10 @@ int main(int argc, char** argv) {
       if (held_out < 2 || kiln::data::held_out_document(d, held_out))
         docs.emplace_back(d, std::filesystem::path(in.current_file()).filename().string());
     std::vector<nlohmann::json> records;
-    if (retrieval.empty()) {
+    KILN_CHECK(!(instructions && !retrieval.empty()), "--instructions and --retrieval make different tasks: give one");
+    if (instructions) {
+      records = kiln::data::instruction_task(docs, o.count, o.choices, o.max_chars, o.seed);
+    } else if (retrieval.empty()) {
       records = kiln::eval::completion_task(docs, o);
     } else {
       kiln::data::RetrievalOptions r;

@@ -18,6 +18,7 @@
 #include "kiln/core/file.hpp"
 #include "kiln/data/bytes.hpp"
 #include "kiln/data/tokenizer.hpp"
+#include "kiln/eval/chat_probes.hpp"
 #include "kiln/eval/score.hpp"
 #include "kiln/eval/tasks.hpp"
 #include "kiln/io/jsonl.hpp"
@@ -151,6 +152,11 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
                  "preference phases: the pairs (jsonl, {\"prompt\", \"chosen\", \"rejected\"} a line; \"\": generated "
                  "from the corpus)")->capture_default_str();
   app.add_option("--beta", c.beta, "preference phases: the loss's beta (TRL's)")->capture_default_str();
+  app.add_option("--reasoning-problems", c.reasoning_problems,
+                 "SFT and preference phases: additions answered by greedy generation at every evaluation, in think and "
+                 "in no-think mode, checked exactly (0: none)")->capture_default_str();
+  app.add_option("--chat-digits", c.chat_digits, "digits of each addend, in the generated conversations and pairs and "
+                 "in the reasoning probe")->capture_default_str();
   app.add_option("--log-every", c.log_every, "console line every n steps")->capture_default_str();
   app.add_option("--eval-every", c.eval_every, "held-out loss every n steps (0: at the end)")->capture_default_str();
   app.add_option("--eval-every-tokens", c.eval_every_tokens,
@@ -566,6 +572,26 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       for (const auto& [k, x] : trainer.eval_extra) rec["val_" + k] = x, tb.scalar("eval/" + k, step, float(x));
       jsonl.write(rec);
       tb.scalar("eval/loss", step, float(v));
+      // After an SFT or preference phase's evaluation: the additions, in think and in no-think mode.
+      const TrainConfig& pc = trainer.config();
+      if (pc.reasoning_problems > 0 && r.phases[size_t(trainer.phase())].shape.objective != Objective::pretrain) {
+        const int32_t im_end = data->encode(data::kImEnd).at(0);
+        eval::SamplingConfig greedy{0.0, 1.0, 0, data->vocab_used};
+        const eval::ArithmeticResult a = eval::arithmetic_probe(
+            pc.reasoning_problems, pc.chat_digits, pc.seed, data->encode, data->decode,
+            [&](const std::vector<int32_t>& prompt, int n) {
+              return r.generate(trainer.phase(), trainer.host(backend::Tensor::params), prompt, n, greedy, im_end, nullptr);
+            });
+        nlohmann::json rec = where;
+        rec.update({{"probe", "arithmetic"}, {"problems", a.problems}, {"digits", pc.chat_digits},
+                    {"acc_think", a.accuracy(true)}, {"acc_no_think", a.accuracy(false)},
+                    {"tokens_think", a.answer_tokens[1]}, {"tokens_no_think", a.answer_tokens[0]}, {"time", io::unix_now()}});
+        jsonl.write(rec);
+        tb.scalars(step, {{"eval/arithmetic/think", float(a.accuracy(true))},
+                          {"eval/arithmetic/no_think", float(a.accuracy(false))}});
+        std::printf("  additions (%d digits, %d problems, greedy): think %.3f (%.0f tokens), no-think %.3f, at step %ld\n",
+                    pc.chat_digits, a.problems, a.accuracy(true), a.answer_tokens[1], a.accuracy(false), step);
+      }
       if (!tasks.empty()) {
         int B = 0, T = 0;
         const auto run = r.make_scorer(trainer.phase(), trainer.host(backend::Tensor::params), &B, &T);

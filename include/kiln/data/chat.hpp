@@ -20,7 +20,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <span>
@@ -32,6 +31,7 @@
 #include "kiln/data/row_source.hpp"
 #include "kiln/data/split.hpp"
 #include "kiln/data/tokenizer.hpp"
+#include "kiln/io/jsonl.hpp"
 
 namespace kiln::data {
 
@@ -155,23 +155,25 @@ inline ChatTokens tokenize_chat(const Tokenizer& tok, const ChatText& c) {
   return t;
 }
 
+// One message of a record: {"role": "system" | "user" | "assistant", "content": "..."}, its field named `at`.
+inline Message read_message(const nlohmann::json& m, const std::string& where, const std::string& at) {
+  KILN_CHECK(m.is_object() && m.contains("role") && m["role"].is_string(), where, ": field ", at,
+             ".role is missing or not a string");
+  KILN_CHECK(m.contains("content") && m["content"].is_string(), where, ": field ", at,
+             ".content is missing or not a string");
+  Message msg{m["role"].get<std::string>(), m["content"].get<std::string>()};
+  KILN_CHECK(msg.role == "system" || msg.role == "user" || msg.role == "assistant", where, ": field ", at,
+             ".role = \"", msg.role, "\": the chat template knows system, user and assistant");
+  return msg;
+}
+
 // Conversations from jsonl, one a line: {"messages": [{"role": "system" | "user" | "assistant", "content": "..."}]}.
-// Every record needs an assistant turn with content (unless !need_answer: prompts); blank lines are skipped; anything else malformed is an error
-// naming the file, the line and the field.
+// Every record needs an assistant turn with content (unless !need_answer: prompts); blank lines are skipped;
+// anything else malformed is an error naming the file, the line and the field.
 inline std::vector<Conversation> read_conversations(const std::string& path, bool need_answer = true) {
-  std::ifstream in(path);
-  KILN_CHECK(in, path, ": cannot open the conversations file (jsonl: {\"messages\": [{\"role\", \"content\"}...]} a line)");
   std::vector<Conversation> out;
-  std::string line;
-  for (long n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(n);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      KILN_FAIL(where, ": not a JSON object (", e.what(), ")");
-    }
+  io::read_jsonl(path, "the conversations file (jsonl: {\"messages\": [{\"role\", \"content\"}...]} a line)",
+                 [&](const nlohmann::json& j, const std::string& where) {
     KILN_CHECK(j.is_object() && j.contains("messages"), where, ": field messages is missing (expected {\"messages\": "
                "[{\"role\": ..., \"content\": ...}, ...]})");
     const auto& ms = j["messages"];
@@ -182,14 +184,7 @@ inline std::vector<Conversation> read_conversations(const std::string& path, boo
     bool answered = false;
     for (size_t i = 0; i < ms.size(); ++i) {
       const std::string at = "messages[" + std::to_string(i) + "]";
-      const auto& m = ms[i];
-      KILN_CHECK(m.is_object() && m.contains("role") && m["role"].is_string(), where, ": field ", at,
-                 ".role is missing or not a string");
-      KILN_CHECK(m.contains("content") && m["content"].is_string(), where, ": field ", at,
-                 ".content is missing or not a string");
-      Message msg{m["role"].get<std::string>(), m["content"].get<std::string>()};
-      KILN_CHECK(msg.role == "system" || msg.role == "user" || msg.role == "assistant", where, ": field ", at,
-                 ".role = \"", msg.role, "\": the chat template knows system, user and assistant");
+      Message msg = read_message(ms[i], where, at);
       if (msg.role == "assistant") {
         KILN_CHECK(!msg.content.empty(), where, ": field ", at, ".content: an assistant turn with no text");
         answered = true;
@@ -199,7 +194,7 @@ inline std::vector<Conversation> read_conversations(const std::string& path, boo
     KILN_CHECK(answered || !need_answer, where, ": the conversation has no assistant turn (SFT trains on the assistant's tokens only, "
                "so it would teach nothing)");
     out.push_back(std::move(c));
-  }
+  });
   KILN_CHECK(!out.empty(), path, ": no conversations");
   return out;
 }

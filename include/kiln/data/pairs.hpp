@@ -8,7 +8,6 @@
 // sets the mode) and only the answer's tokens are scored: its log-probability is the sum over them. A pair's two
 // sequences share a row (ChatRows groups), so both are in the same micro-batch.
 #pragma once
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -16,6 +15,7 @@
 #include "kiln/core/error.hpp"
 #include "kiln/data/chat.hpp"
 #include "kiln/data/split.hpp"
+#include "kiln/io/jsonl.hpp"
 
 namespace kiln::data {
 
@@ -37,12 +37,7 @@ inline std::vector<Message> pair_messages(const nlohmann::json& v, const std::st
   std::vector<Message> out;
   for (size_t i = 0; i < v.size(); ++i) {
     const std::string at = std::string(field) + "[" + std::to_string(i) + "]";
-    const auto& m = v[i];
-    KILN_CHECK(m.is_object() && m.contains("role") && m["role"].is_string() && m.contains("content") &&
-               m["content"].is_string(), where, ": field ", at, " must be {\"role\": ..., \"content\": \"...\"}");
-    Message msg{m["role"].get<std::string>(), m["content"].get<std::string>()};
-    KILN_CHECK(msg.role == "system" || msg.role == "user" || msg.role == "assistant", where, ": field ", at,
-               ".role = \"", msg.role, "\": the chat template knows system, user and assistant");
+    Message msg = read_message(v[i], where, at);
     KILN_CHECK(!answer || msg.role == "assistant", where, ": field ", at, ".role = \"", msg.role,
                "\": an answer's messages are the assistant's");
     KILN_CHECK(!answer || !msg.content.empty(), where, ": field ", at, ".content: an empty answer");
@@ -53,19 +48,9 @@ inline std::vector<Message> pair_messages(const nlohmann::json& v, const std::st
 }  // namespace detail
 
 inline std::vector<Pair> read_pairs(const std::string& path) {
-  std::ifstream in(path);
-  KILN_CHECK(in, path, ": cannot open the preference pairs (jsonl: {\"prompt\", \"chosen\", \"rejected\"} a line)");
   std::vector<Pair> out;
-  std::string line;
-  for (long n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(n);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      KILN_FAIL(where, ": not a JSON object (", e.what(), ")");
-    }
+  io::read_jsonl(path, "the preference pairs (jsonl: {\"prompt\", \"chosen\", \"rejected\"} a line)",
+                 [&](const nlohmann::json& j, const std::string& where) {
     KILN_CHECK(j.is_object(), where, ": not a JSON object");
     Pair p;
     p.where = where;
@@ -77,7 +62,7 @@ inline std::vector<Pair> read_pairs(const std::string& path) {
     for (size_t i = 0; same && i < p.chosen.size(); ++i) same = p.chosen[i].content == p.rejected[i].content;
     KILN_CHECK(!same, where, ": the chosen and the rejected answer are the same (the pair prefers nothing)");
     out.push_back(std::move(p));
-  }
+  });
   KILN_CHECK(!out.empty(), path, ": no pairs");
   return out;
 }

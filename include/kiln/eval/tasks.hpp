@@ -13,12 +13,12 @@
 // range is an error naming the file, the line and the field: nothing is skipped in silence.
 #pragma once
 #include <cctype>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "kiln/core/error.hpp"
+#include "kiln/io/jsonl.hpp"
 
 namespace kiln::eval {
 
@@ -188,26 +188,15 @@ inline Example parse_example(const nlohmann::json& j, const std::string& where, 
 
 // Every line of a jsonl file (blank lines skipped); all records must share a layout.
 inline Task read_task(const std::string& path) {
-  std::ifstream in(path);
-  KILN_CHECK(in.good(), path, ": cannot open the task file");
   Task t;
   t.path = path;
-  std::string line;
-  for (long n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(n);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      KILN_FAIL(where, ": not valid JSON (", e.what(), ")");
-    }
+  io::read_jsonl(path, "the task file", [&](const nlohmann::json& j, const std::string& where) {
     std::string layout;
     t.examples.push_back(parse_example(j, where, &layout));
     KILN_CHECK(t.layout.empty() || t.layout == layout, where, ": a ", layout, " record in a ", t.layout,
                " task (every line of a task file has one layout)");
     t.layout = layout;
-  }
+  });
   KILN_CHECK(!t.examples.empty(), path, ": no examples (one JSON object a line expected)");
   return t;
 }

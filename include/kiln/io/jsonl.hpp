@@ -1,4 +1,5 @@
-// kiln/io/jsonl.hpp: one JSON object per line (metrics logs), each line handed to the OS as it is written.
+// kiln/io/jsonl.hpp: one JSON object per line: the writer of metrics logs, each line handed to the OS as it is
+// written, and read_jsonl, the reader of tasks, conversations and pairs.
 //
 // Every write() is a single write(2) of "<compact json>\n" on a file opened O_APPEND, so a line is never split
 // between two writers appending to the same file, and `tail -f` / a crash sees whole lines only (up to the
@@ -8,6 +9,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -45,5 +47,25 @@ class JsonlWriter {
   std::string path_;
   int fd_ = -1;
 };
+
+// Reads a jsonl file line by line (blank lines skipped): each(record, "file:line"). A file that cannot be opened
+// (`what` says what it should hold) or a line that is not JSON is an error naming the file and the line.
+template <class Each>
+void read_jsonl(const std::string& path, const std::string& what, Each&& each) {
+  std::ifstream in(path);
+  KILN_CHECK(in.good(), path, ": cannot open ", what);
+  std::string line;
+  for (long n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = path + ":" + std::to_string(n);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      KILN_FAIL(where, ": not valid JSON (", e.what(), ")");
+    }
+    each(j, where);
+  }
+}
 
 }  // namespace kiln::io

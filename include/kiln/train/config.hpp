@@ -62,6 +62,10 @@ struct TrainConfig {
   // beta, the loss's temperature (TRL's; SmolLM3's APO used ~0.1).
   std::string pairs;
   double beta = 0.1;
+  // At each evaluation of an SFT or preference phase: this many additions answered by greedy generation in think and
+  // in no-think mode, checked exactly (kiln/eval/chat_probes.hpp; 0: none), of chat_digits digits each.
+  int reasoning_problems = 0;
+  int chat_digits = 3;
   // Intra-document attention (SmolLM3's): a token attends only to its own document's tokens and its RoPE position
   // restarts at each document. false: a packed row is one sequence (positions 0..T-1, attention across documents).
   bool document_masking = true;
@@ -136,6 +140,8 @@ inline void validate(const TrainConfig& c, const std::string& where) {
   KILN_CHECK(c.retrieval_documents >= 0 && c.retrieval_max_chars >= 0, "--retrieval-docs and --retrieval-max-chars "
              "must be >= 0, got ", c.retrieval_documents, " and ", c.retrieval_max_chars, where);
   KILN_CHECK(c.beta > 0 && finite(c.beta), "--beta must be a positive number, got ", c.beta, where);
+  KILN_CHECK(c.reasoning_problems >= 0, "--reasoning-problems must be >= 0 (0: none), got ", c.reasoning_problems, where);
+  KILN_CHECK(c.chat_digits >= 1 && c.chat_digits <= 9, "--chat-digits must lie in [1, 9], got ", c.chat_digits, where);
   KILN_CHECK(c.eval_every_tokens >= 0, "--eval-every-tokens must be >= 0 (0: off), got ", c.eval_every_tokens, where);
   KILN_CHECK(c.eval_batches >= 1, "--eval-batches must be at least 1, got ", c.eval_batches, where);
   KILN_CHECK(c.eval_task_examples >= 0, "--eval-task-examples must be >= 0 (0: all), got ", c.eval_task_examples, where);

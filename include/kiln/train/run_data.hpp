@@ -185,7 +185,8 @@ inline std::string synthetic_chat_file(const TrainConfig& c) {
   const std::vector<std::string> texts = data::text_files({c.data});
   KILN_CHECK(!texts.empty(), "--chat \"\" generates conversations from the text corpus, and --data ", c.data,
              " holds no text files: give --chat <conversations.jsonl>");
-  const data::ChatSyntheticOptions o;
+  data::ChatSyntheticOptions o;
+  o.digits = c.chat_digits;
   const std::string hex = data::cache_key(texts, mix64(uint64_t(o.instructions) * 1000003 + uint64_t(o.arithmetic) * 7919 +
                                                        uint64_t(o.digits) * 131 + uint64_t(c.val_every) * 17 +
                                                        uint64_t(data::kChatSyntheticFormat)));
@@ -240,7 +241,8 @@ inline std::string synthetic_pairs_file(const TrainConfig& c) {
   const std::vector<std::string> texts = data::text_files({c.data});
   KILN_CHECK(!texts.empty(), "--pairs \"\" generates preference pairs from the text corpus, and --data ", c.data,
              " holds no text files: give --pairs <pairs.jsonl>");
-  const data::ChatSyntheticOptions o;
+  data::ChatSyntheticOptions o;
+  o.digits = c.chat_digits;
   const std::string hex = data::cache_key(texts, mix64(uint64_t(o.instructions) * 1000003 + uint64_t(o.arithmetic) * 7919 +
                                                        uint64_t(o.digits) * 131 + uint64_t(c.val_every) * 17 +
                                                        uint64_t(data::kChatSyntheticFormat) + 0xbeef));

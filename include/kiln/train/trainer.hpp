@@ -368,6 +368,28 @@ class Trainer final : public TrainerBase {
     std::unique_ptr<HostBatch<B, T>> other;  // the other ranks' micro-batches pass through here (data parallelism)
   };
 
+  // A step's global batch, in the same order on every rank (this rank's micro-batches kept, the others' passed
+  // through): its target tokens (a preference step: its pairs) and the FLOPs of its work (a preference step runs two
+  // forwards besides the training forward and backward: 5/3 of those).
+  template <int I, class W>
+  void fill_step(W& w, bool preference) {
+    using St = phase_stage<Recipe, I>;
+    constexpr int B = St::micro_batch, T = St::seq_len;
+    const TrainConfig& c = config();
+    const int N = dp_world(), me = dp_rank();
+    w.micro.resize(size_t(c.grad_accum));
+    if (N > 1 && !w.other) w.other = std::make_unique<HostBatch<B, T>>();
+    w.targets = 0;
+    w.flops = 0;
+    for (long m = 0; m < long(c.grad_accum) * N; ++m) {
+      auto& mb = m % N == me ? w.micro[size_t(m / N)] : *w.other;
+      mb.fill_as(*data_.train, preference || c.document_masking);
+      w.targets += preference ? count_pairs(mb) : mb.count_targets();
+      w.flops += (preference ? 5.0 / 3.0 : 1.0) *
+                 plan::Flops<phase_model<Recipe, I>, St>::train_flops(double(B) * T, mb.attention_context());
+    }
+  }
+
   // Starts step s of phase I: its batches (fresh unless `refill` is false), then every micro-batch's forward and
   // backward, the sums over the ranks, and the step's end (norm, guard, update) on the backend, which may return
   // before they have run.
@@ -380,18 +402,7 @@ class Trainer final : public TrainerBase {
     const TrainConfig& c = config();
     const int N = dp_world(), me = dp_rank();
     w.step = s;
-    if (refill) {
-      w.micro.resize(size_t(c.grad_accum));
-      if (N > 1 && !w.other) w.other = std::make_unique<HostBatch<B, T>>();
-      w.targets = 0;
-      w.flops = 0;
-      for (long m = 0; m < long(c.grad_accum) * N; ++m) {  // the global batch, in the same order on every rank
-        auto& mb = m % N == me ? w.micro[size_t(m / N)] : *w.other;
-        mb.fill_as(*data_.train, c.document_masking);
-        w.targets += mb.count_targets();
-        w.flops += plan::Flops<phase_model<Recipe, I>, St>::train_flops(double(B) * T, mb.attention_context());
-      }
-    }
+    if (refill) fill_step<I>(w, /*preference=*/false);
     if (comm_) comm_->arrive(run_step_ - step_ + s + 1);  // this step's number in the run, for timeout messages
     w.lr = learning_rate(c, s);
     state_->begin_step();
@@ -443,17 +454,7 @@ class Trainer final : public TrainerBase {
     const int N = dp_world(), me = dp_rank();
     w.step = s;
     if (refill) {
-      w.micro.resize(size_t(c.grad_accum));
-      if (N > 1 && !w.other) w.other = std::make_unique<HostBatch<B, T>>();
-      w.targets = 0;
-      w.flops = 0;
-      for (long m = 0; m < long(c.grad_accum) * N; ++m) {
-        auto& mb = m % N == me ? w.micro[size_t(m / N)] : *w.other;
-        mb.fill_as(*data_.train, true);
-        w.targets += count_pairs(mb);  // pairs, for a preference step
-        // two forwards besides the training step's forward and backward: 5/3 of its FLOPs
-        w.flops += 5.0 / 3.0 * plan::Flops<phase_model<Recipe, I>, St>::train_flops(double(B) * T, mb.attention_context());
-      }
+      fill_step<I>(w, /*preference=*/true);
       KILN_CHECK(w.targets > 0, "preference step ", s + 1, ": the global batch holds no pair");
     }
     if (comm_) comm_->arrive(run_step_ - step_ + s + 1);
