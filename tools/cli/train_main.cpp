@@ -561,7 +561,9 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       tasks.emplace_back(std::filesystem::path(path).stem().string(), std::move(t));
     }
     trainer.on_eval = [&](long step, double v) {
-      if (!tasks.empty()) trainer.sync_host();  // tensor parallelism: every rank, for rank 0's full parameters
+      const bool probe = trainer.config().reasoning_problems > 0 &&
+                         r.phases[size_t(trainer.phase())].shape.objective != Objective::pretrain;
+      if (!tasks.empty() || probe) trainer.sync_host();  // tensor parallelism: every rank, for rank 0's full parameters
       if (!jsonl_file) return;
       io::JsonlWriter& jsonl = *jsonl_file;
       io::TensorBoardWriter& tb = *tb_file;
@@ -574,7 +576,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       tb.scalar("eval/loss", step, float(v));
       // After an SFT or preference phase's evaluation: the additions, in think and in no-think mode.
       const TrainConfig& pc = trainer.config();
-      if (pc.reasoning_problems > 0 && r.phases[size_t(trainer.phase())].shape.objective != Objective::pretrain) {
+      if (probe) {
         const int32_t im_end = data->encode(data::kImEnd).at(0);
         eval::SamplingConfig greedy{0.0, 1.0, 0, data->vocab_used};
         const eval::ArithmeticResult a = eval::arithmetic_probe(

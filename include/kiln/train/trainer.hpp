@@ -396,11 +396,9 @@ class Trainer final : public TrainerBase {
   template <int I, class W>
   void start_step(W& w, long s, bool refill) {
     if constexpr (phase_t<Recipe, I>::objective == Objective::preference) return start_preference_step<I>(w, s, refill);
-    using St = phase_stage<Recipe, I>;
-    constexpr int B = St::micro_batch, T = St::seq_len;
     auto& exec = *std::get<I>(execs_);
     const TrainConfig& c = config();
-    const int N = dp_world(), me = dp_rank();
+    const int N = dp_world();
     w.step = s;
     if (refill) fill_step<I>(w, /*preference=*/false);
     if (comm_) comm_->arrive(run_step_ - step_ + s + 1);  // this step's number in the run, for timeout messages
@@ -447,11 +445,9 @@ class Trainer final : public TrainerBase {
   // the step's loss is the mean over the pairs.
   template <int I, class W>
   void start_preference_step(W& w, long s, bool refill) {
-    using St = phase_stage<Recipe, I>;
-    constexpr int B = St::micro_batch, T = St::seq_len;
     auto& exec = *std::get<I>(execs_);
     const TrainConfig& c = config();
-    const int N = dp_world(), me = dp_rank();
+    const int N = dp_world();
     w.step = s;
     if (refill) {
       fill_step<I>(w, /*preference=*/true);
