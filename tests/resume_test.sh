@@ -26,9 +26,10 @@ interrupt() {
   local pid=$!
   for _ in $(seq 1 600); do
     if [ -f "$out/metrics.jsonl" ] && grep -q "\"step\":$at," "$out/metrics.jsonl"; then break; fi
-    sleep 0.1
+    sleep 0.05
   done
-  kill "-$sig" "$pid"
+  kill "-$sig" "$pid" 2> /dev/null \
+    || { echo "FAIL: the run ended before step $at's signal could reach it (steps too fast for this test: more work a step)"; exit 1; }
   local rc=0
   wait "$pid" || rc=$?
   echo "run $out: signal $sig after step $at, exit $rc"

@@ -1,7 +1,6 @@
 # tests/sft.cmake: supervised fine-tuning as a phase (tests/recipes/sft_tiny.hpp: pretraining, then kiln::SFT on
 # conversations generated from the corpus): the phase reads chat data, its loss is the assistant tokens', and a run
-# killed in the SFT phase resumes bitwise (tests/resume_test.sh with 20 steps a phase: SIGTERM in pretraining,
-# SIGKILL in SFT).
+# stopped and one killed in the SFT phase resume bitwise (tests/resume_test.sh).
 if(NOT TARGET train_sft_tiny)
   kiln_add_trainer(train_sft_tiny RECIPE ${CMAKE_CURRENT_SOURCE_DIR}/recipes/sft_tiny.hpp BACKEND cpu)
 endif()
@@ -9,19 +8,20 @@ set(kiln_sft_dir ${CMAKE_CURRENT_BINARY_DIR}/sft_test)
 add_test(NAME trainer.sft COMMAND sh -c "rm -rf '${kiln_sft_dir}' && '$<TARGET_FILE:train_sft_tiny>' --cache '${kiln_sft_dir}/cache' --out '${kiln_sft_dir}/run' --resume none --threads 2 --sample-tokens 0 --eval-every 4")
 set_tests_properties(trainer.sft PROPERTIES LABELS cpu ENVIRONMENT "OMP_WAIT_POLICY=passive" TIMEOUT 300
                      PASS_REGULAR_EXPRESSION "kiln: SFT \\(loss on the assistant's tokens\\) \\| data [^\n]*chat.jsonl \\| [0-9]+ conversations, [0-9]+ held out.*step +20/20 \\(sft 8/8\\)")
+# 20 steps a phase (sft: steps 21-40, a checkpoint at its step 10 = 30), 16 micro-batches a step so that a signal
+# lands before the run ends: SIGTERM after step 24, SIGKILL after 33 (resumed from 30), both in the SFT phase.
 add_test(NAME trainer.sft_resume_bitwise COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/resume_test.sh $<TARGET_FILE:train_sft_tiny>
-                                                 ${CMAKE_CURRENT_BINARY_DIR}/sft_resume_test --steps 20
+                                                 ${CMAKE_CURRENT_BINARY_DIR}/sft_resume_test --steps 20 --grad-accum 16
                                                  --cache ${CMAKE_CURRENT_BINARY_DIR}/sft_resume_test/cache)
 set_tests_properties(trainer.sft_resume_bitwise PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "PASS: "
-                     FAIL_REGULAR_EXPRESSION "FAIL: " ENVIRONMENT "OMP_WAIT_POLICY=passive" TIMEOUT 600)
+                     FAIL_REGULAR_EXPRESSION "FAIL: " ENVIRONMENT "OMP_WAIT_POLICY=passive;KILN_RESUME_AT=24 33" TIMEOUT 600)
 # The chat format against transformers' apply_chat_template (tests/fixtures/chat, tests/reference/make_chat_fixture.py),
 # the reader's errors, packing, the loss mask's gradient, the generated conversations.
 kiln_add_test(test_chat test_chat.cpp)
 # Preference optimisation as a phase (tests/recipes/post_tiny.hpp: pretraining, SFT, APO-zero): its data, the loss at
 # its start (the policy is the reference: APO-zero's 1 - 1/2 + 1/2 = 1), its statistics, `chat` with the result
 # (messages in the template, /no_think opening the answer with the empty think block), and a run killed in it
-# resuming bitwise (SIGTERM after step 33, SIGKILL after 40, which resumes from step 38: the reference comes back
-# from the checkpoint).
+# resuming bitwise (the reference comes back from the checkpoint).
 if(NOT TARGET train_post_tiny)
   kiln_add_trainer(train_post_tiny RECIPE ${CMAKE_CURRENT_SOURCE_DIR}/recipes/post_tiny.hpp BACKEND cpu)
 endif()
@@ -29,12 +29,14 @@ set(kiln_post_dir ${CMAKE_CURRENT_BINARY_DIR}/post_test)
 add_test(NAME trainer.preference COMMAND sh -c "rm -rf '${kiln_post_dir}' && '$<TARGET_FILE:train_post_tiny>' --cache '${kiln_post_dir}/cache' --out '${kiln_post_dir}/run' --resume none --threads 2 --sample-tokens 0 --eval-every 4 && grep -c '\"rewards/accuracies\"' '${kiln_post_dir}/run/metrics.jsonl' && '$<TARGET_FILE:train_post_tiny>' chat --checkpoint '${kiln_post_dir}/run/checkpoints' --message 'What is 1 + 2?' --message /no_think --message hi --max-tokens 4 --temperature 0")
 set_tests_properties(trainer.preference PROPERTIES LABELS cpu ENVIRONMENT "OMP_WAIT_POLICY=passive" TIMEOUT 300
                      PASS_REGULAR_EXPRESSION "kiln: preference optimisation \\(apo_zero, beta 0.1, against the weights the phase starts from\\) \\| data [^\n]*pairs.jsonl \\| [0-9]+ pairs, [0-9]+ held out.*held-out loss 1.0000 at the phase's start \\(preference accuracy 0.000, margin \\+0.000\\).*step +28/28 \\(apo 8/8\\) \\| loss [0-9.]+ \\| pref acc [0-9.]+ margin [-+][0-9.]+.*\n8\nkiln: chat with [^\n]*step_00000028 \\(step 28, phase apo\\) \\| think mode.*\n> /no_think\n\\(no-think mode\\)\n> hi\n<think>\n\n</think>\n")
+# 20 steps a phase (apo: steps 41-60, a checkpoint at its step 10 = 50), 16 micro-batches a step so that a signal
+# lands before the run ends: SIGTERM after step 44, SIGKILL after 52 (resumed from 50, whose reference blob returns).
 add_test(NAME trainer.preference_resume_bitwise COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/resume_test.sh $<TARGET_FILE:train_post_tiny>
-                                                 ${CMAKE_CURRENT_BINARY_DIR}/post_resume_test --steps 14
+                                                 ${CMAKE_CURRENT_BINARY_DIR}/post_resume_test --steps 20 --grad-accum 16
                                                  --cache ${CMAKE_CURRENT_BINARY_DIR}/post_resume_test/cache)
 set_tests_properties(trainer.preference_resume_bitwise PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "PASS: "
                      FAIL_REGULAR_EXPRESSION "FAIL: " TIMEOUT 600
-                     ENVIRONMENT "OMP_WAIT_POLICY=passive;KILN_RESUME_AT=33 40")  # both in the apo phase (29-42)
+                     ENVIRONMENT "OMP_WAIT_POLICY=passive;KILN_RESUME_AT=44 52")
 # DPO and APO-zero against TRL's formulas (tests/fixtures/preference, tests/reference/make_preference_fixture.py),
 # the pairs reader, the generated pairs, and the weighted backward against finite differences of the loss.
 kiln_add_test(test_preference test_preference.cpp)
