@@ -2,7 +2,7 @@
 # tests/merge_test.sh <train_sft_tiny> <train_post_tiny> <work dir>: `train_<recipe> merge` on a real run's checkpoints:
 # a soup, a linear merge and task arithmetic are written as checkpoints that generate reads; a model merged alone
 # (weight 1) or with itself generates exactly what it did; bad requests are refused, naming what is wrong, and write
-# nothing.
+# nothing. And a program's merge step (post_tiny's): the same weights as `merge` over the phase ends it kept.
 set -euo pipefail
 sft=$1 post=$2 work=$3
 fail() { echo "FAIL: $*"; exit 1; }
@@ -44,7 +44,21 @@ refused b.log "--method task needs --base" --model $ck/step_00000020 --method ta
 refused s.log "--method soup averages uniformly" --model $ck/step_00000020 --weight 2 --method soup --out x
 refused o.log "soup/step_00000000 exists" --model $ck/step_00000020 --out soup
 "$post" "${common[@]}" --out post --steps 2 > post.log 2>&1 || { cat post.log; fail "training post_tiny"; }
+# post_tiny's program ends in a merge step (0.9 x the APO end + 0.1 x the SFT end): each phase's end is kept in
+# post/phases/<phase>, and `merge` over those two gives the run's final weights bitwise.
+has post.log "kiln: merge step: the weights are now 0.9 x phase apo's end + 0.1 x phase sft's end"
+grep -q '"merged_phase": "apo"' post/checkpoints/step_00000006/state.json || fail "the final checkpoint does not record the merge"
+"$post" merge --model post/phases/apo --model post/phases/sft --weight 0.9 --weight 0.1 --out post_by_hand > /dev/null
+logits() {  # logits <checkpoint> <name>: Kiln's fp32 logits of a few tokens, in <name>/kiln_logits.safetensors
+  "$post" export --checkpoint "$1" --out "$2" --dump-logits "1 2 3 4 5 6 7 8" > /dev/null || fail "export $1"
+}
+logits post/checkpoints final && logits post_by_hand by_hand && logits post/phases/apo apo_end
+cmp -s final/kiln_logits.safetensors by_hand/kiln_logits.safetensors || fail "the merge step's weights differ from merge's"
+! cmp -s final/kiln_logits.safetensors apo_end/kiln_logits.safetensors || fail "the merge step changed nothing"
+# Resuming the finished run merges nothing again.
+"$post" "${common[@]/none/auto}" --out post --steps 2 > post2.log 2>&1 || { cat post2.log; fail "resuming post_tiny"; }
+! grep -q "merge step" post2.log || { cat post2.log; fail "a resumed, finished run merged again"; }
 refused r.log 'field extra.recipe is "post_tiny", but this trainer is for recipe "sft_tiny"' \
   --model $ck/step_00000020 --model post/checkpoints --out x
 [ ! -e x ] || fail "a refused merge wrote something"
-echo "PASS: soup, linear and task-arithmetic merges; exact for a single model; bad requests refused"
+echo "PASS: soup, linear and task-arithmetic merges; exact for a single model; bad requests refused; the merge step"

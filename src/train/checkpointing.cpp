@@ -30,6 +30,7 @@ io::CheckpointInfo save_checkpoint(TrainerBase& t, const std::string& root, int 
               {"adam_updates", t.updates()},
               {"guard", {{"ring", g.ring}, {"count", g.count}, {"bad_in_a_row", g.bad_in_a_row}}},
               {"data", data_info}};
+  if (t.merged_phase >= 0) st.extra["merged_phase"] = std::string(t.phase_name(t.merged_phase));
   const TrainConfig& c = t.config();
   const PhaseShape& shape = t.phase_shape(t.phase());
   st.config = {{"lr", c.lr}, {"min_lr", c.min_lr}, {"warmup", c.warmup}, {"steps", c.steps},
@@ -148,6 +149,10 @@ void load_checkpoint(TrainerBase& t, const io::Checkpoint& ck, const std::string
   const auto& g = st.extra["guard"];
   t.guard().restore({g.at("ring").get<std::vector<double>>(), g.at("count").get<long>(), g.at("bad_in_a_row").get<int>()});
   t.step() = long(st.extra.value("phase_step", st.schedule_step));
+  t.merged_phase = -1;
+  if (st.extra.contains("merged_phase") && st.extra["merged_phase"].is_string())
+    for (size_t i = 0; i < t.phases().size(); ++i)
+      if (t.phases()[i].name == st.extra["merged_phase"].get<std::string>()) t.merged_phase = int(i);
   t.run_step() = long(st.step);
   t.tokens_seen() = long(st.tokens_seen);
   if (!keep_data && !st.data_state.empty()) t.data().restore(st.data_state);

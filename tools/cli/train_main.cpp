@@ -26,6 +26,8 @@
 #include "kiln/parallel/comm.hpp"
 #include "kiln/plan/print.hpp"
 #include "kiln/train/checkpointing.hpp"
+#include "kiln/io/safetensors_sharded.hpp"
+#include "kiln/train/merge.hpp"
 #include "kiln/train/run_data.hpp"
 #include "kiln/train/schedule.hpp"
 #include "kiln/train/signals.hpp"
@@ -281,8 +283,20 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       omp_set_num_threads(c.threads);
       openblas_set_num_threads(c.threads);
     }
-    for (int i = 0; i < phase_count; ++i)  // every option, before any work (the trainer checks again, for its users)
+    for (int i = 0; i < phase_count; ++i) {  // every option, before any work (the trainer checks again, for its users)
       validate(configs[size_t(i)], phase_count > 1 ? " (phase " + phase_name(i) + ")" : "");
+      double sum = 0;
+      for (const auto& [phase, w] : configs[size_t(i)].merge) {  // the merge step names earlier phases
+        const int k = r.find_phase(phase);
+        KILN_CHECK(k >= 0 && k < i, "phase ", phase_name(i), "'s merge step names phase \"", phase, "\", which is not ",
+                   "a phase before it (", r.phase_list(), ")");
+        KILN_CHECK(w > 0 && w < 1, "phase ", phase_name(i), "'s merge step: the weight of phase ", phase, " must lie in "
+                   "(0, 1), got ", w);
+        sum += w;
+      }
+      KILN_CHECK(sum < 1, "phase ", phase_name(i), "'s merge step: the weights of the earlier phases sum to ", sum,
+                 ", leaving nothing of the phase's own end (they must sum below 1)");
+    }
     // Ranks (data parallelism): from mpirun's / srun's environment; rank 0 alone writes the console, metrics and
     // checkpoints, and every rank checks that all run the same recipe, binary and settings.
     const parallel::Launch launch = parallel::discover_launch();
@@ -473,6 +487,56 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::printf("kiln: checkpoint %s\n", info.dir.c_str());
       comm->barrier("waiting for rank 0's checkpoint");
     };
+    // Each phase's end, parameters only, kept apart from the pruned checkpoints: <out>/phases/<name>/step_N, what a
+    // merge step reads and what `merge`, `eval` and `export` take.
+    const auto phase_root = [&](int p) { return c.out + "/phases/" + phase_name(p); };
+    auto keep_phase_end = [&](int p) {
+      trainer.sync_host();  // (tensor parallelism: every rank)
+      if (rank != 0) return;
+      const std::string root = phase_root(p);
+      if (std::filesystem::exists(root + "/" + io::detail::checkpoint_dir_name(trainer.run_step()))) return;  // resumed
+      io::CheckpointState st;
+      st.step = trainer.run_step();
+      st.schedule_step = trainer.step();
+      st.tokens_seen = trainer.tokens_seen();
+      st.extra = {{"recipe", name}, {"program", program_fingerprint(trainer)}, {"phase", phase_name(p)},
+                  {"phase_index", p}, {"phase_step", trainer.step()}, {"phase_end", true},
+                  {"data", {{"tokenizer", data->tokenizer_path}, {"end_of_document", data->end_of_document},
+                            {"vocab_used", data->vocab_used}}}};
+      io::write_checkpoint(root, st, {{"parameters", io::param_views(r.table, trainer.host(backend::Tensor::params))}},
+                           1 << 30, warn);
+    };
+    // The merge step of phase p (TrainConfig::merge): (1 - sum w) x its end + sum w x the kept ends it names.
+    auto merge_step = [&](int p) {
+      const TrainConfig& pc = configs[size_t(p)];
+      if (pc.merge.empty() || trainer.merged_phase == p) return;
+      std::vector<std::vector<float>> kept;
+      std::vector<double> w = {1.0};
+      std::string what;
+      for (const auto& [phase, weight] : pc.merge) {
+        const auto found = io::find_latest_valid(phase_root(r.find_phase(phase)), warn);
+        KILN_CHECK(found, "phase ", phase_name(p), "'s merge step needs phase ", phase, "'s end, and ",
+                   phase_root(r.find_phase(phase)), " holds none (a run that started after that phase, with --phase, "
+                   "has not kept it: run the program from that phase, or merge by hand with `merge`)");
+        kept.emplace_back(r.table_floats);
+        io::load_params(r.table, io::Checkpoint(*found).blob("parameters"), kept.back().data(),
+                        found->dir.string() + "/parameters.safetensors");
+        w[0] -= weight;
+        w.push_back(weight);
+        char b[96];
+        std::snprintf(b, sizeof b, " + %g x phase %s's end", weight, phase.c_str());
+        what += b;
+      }
+      std::vector<const float*> in = {trainer.host(backend::Tensor::params)};
+      for (const auto& k : kept) in.push_back(k.data());
+      const std::vector<float> merged = merge_params(MergeMethod::linear, in, w, nullptr, r.table_floats);
+      std::copy(merged.begin(), merged.end(), trainer.host_mut(backend::Tensor::params));
+      trainer.commit(backend::Tensor::params);
+      trainer.merged_phase = p;
+      saved_at = -1;  // the merged weights are not in any checkpoint yet
+      std::printf("kiln: merge step: the weights are now %g x phase %s's end%s (kiln/train/merge.hpp, linear)\n", w[0],
+                  phase_name(p).c_str(), what.c_str());
+    };
     install_stop_handlers();
     // A backend whose steps overlap (cuda) may be running the next step when after_step sees a signal: the trainer
     // finishes that step first and calls after_step again with the state exact; wants_state makes every later step
@@ -515,6 +579,8 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       // A phase's end and the next one's start are both evaluated, each in its own shape (sequence length, theta):
       // what the phase learned, and where the next one starts from.
       trainer.on_phase_end = [&](int p) {
+        keep_phase_end(p);
+        merge_step(p);
         if (p < phase_count - 1 && p != target) {
           trainer.on_eval(trainer.run_step(), trainer.evaluate());
           save();  // the next phase (or a later --phase run) starts from here

@@ -62,6 +62,10 @@ struct TrainConfig {
   // beta, the loss's temperature (TRL's; SmolLM3's APO used ~0.1).
   std::string pairs;
   double beta = 0.1;
+  // A merge step at this phase's end (SmolLM3's last step: 0.9 of its APO soup with 0.1 of its mid-training model):
+  // the weights become (1 - sum w) x this phase's end + sum w x phase k's end, for each (k, w), k an earlier phase
+  // of the program (its end kept in <out>/phases/<k>). Empty: none. Recipe-only (kiln/train/merge.hpp's linear).
+  std::vector<std::pair<std::string, double>> merge;
   // At each evaluation of an SFT or preference phase: this many additions answered by greedy generation in think and
   // in no-think mode, checked exactly (kiln/eval/chat_probes.hpp; 0: none), of chat_digits digits each.
   int reasoning_problems = 0;

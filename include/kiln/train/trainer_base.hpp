@@ -135,6 +135,9 @@ class TrainerBase {
   // set_reference, which copies `params` into it (a checkpoint's "reference" blob, or the weights the phase starts
   // from: start_phase does that).
   virtual const float* reference() const { return nullptr; }
+  // The phase whose merge step (TrainConfig::merge) has been applied (-1: none), kept in checkpoints so that a run
+  // resumed at that phase's end does not merge twice.
+  int merged_phase = -1;
   virtual void set_reference(const float* /*params*/) {}
 
   // The backend's flat buffers (ParameterTable floats each; the moments: optimizer_shard()'s) on the host: host()
