@@ -487,10 +487,15 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::printf("kiln: checkpoint %s\n", info.dir.c_str());
       comm->barrier("waiting for rank 0's checkpoint");
     };
-    // Each phase's end, parameters only, kept apart from the pruned checkpoints: <out>/phases/<name>/step_N, what a
-    // merge step reads and what `merge`, `eval` and `export` take.
+    // The end of each phase a merge step names, and of each phase with a merge step (before it), parameters only,
+    // kept apart from the pruned checkpoints: <out>/phases/<name>/step_N, what a merge step reads and what `merge`,
+    // `eval` and `export` take.
     const auto phase_root = [&](int p) { return c.out + "/phases/" + phase_name(p); };
     auto keep_phase_end = [&](int p) {
+      bool needed = !configs[size_t(p)].merge.empty();
+      for (const auto& pc : configs)
+        for (const auto& m : pc.merge) needed = needed || m.first == phase_name(p);
+      if (!needed) return;
       trainer.sync_host();  // (tensor parallelism: every rank)
       if (rank != 0) return;
       const std::string root = phase_root(p);
