@@ -9,6 +9,9 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "kiln/io/checkpoint.hpp"
 #include "kiln/io/safetensors_sharded.hpp"
