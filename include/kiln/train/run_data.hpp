@@ -178,32 +178,54 @@ inline std::vector<std::pair<std::string, std::string>> named_training_documents
   }
   return docs;
 }
-// The conversations an SFT phase generates from its text corpus (TrainConfig::chat ""), as jsonl in the cache, made
-// once (keyed like the retrieval file): the corpus's training documents only, so held-out fortunes stay unseen.
-inline std::string synthetic_chat_file(const TrainConfig& c) {
+// Records generated from the text corpus's training documents (so held-out fortunes stay unseen) as jsonl in the
+// cache, made once and atomically: <cache>/<kind>-<key>/<kind>.jsonl, keyed like the retrieval file by the corpus's
+// files and the generator's settings. `option` names the setting that gives a file instead, for the message.
+inline std::string generated_file(const TrainConfig& c, const std::string& kind, const char* option, uint64_t salt,
+                                  const std::function<std::vector<nlohmann::json>(
+                                      const std::vector<std::pair<std::string, std::string>>&,
+                                      const data::ChatSyntheticOptions&)>& make) {
   namespace fs = std::filesystem;
   const std::vector<std::string> texts = data::text_files({c.data});
-  KILN_CHECK(!texts.empty(), "--chat \"\" generates conversations from the text corpus, and --data ", c.data,
-             " holds no text files: give --chat <conversations.jsonl>");
+  KILN_CHECK(!texts.empty(), option, " \"\" generates ", kind, " from the text corpus, and --data ", c.data,
+             " holds no text files: give ", option, " <", kind, ".jsonl>");
   data::ChatSyntheticOptions o;
   o.digits = c.chat_digits;
   const std::string hex = data::cache_key(texts, mix64(uint64_t(o.instructions) * 1000003 + uint64_t(o.arithmetic) * 7919 +
                                                        uint64_t(o.digits) * 131 + uint64_t(c.val_every) * 17 +
-                                                       uint64_t(data::kChatSyntheticFormat)));
-  const fs::path dir = fs::path(c.cache) / (std::string("chat-") + hex);
-  const std::string path = (dir / "chat.jsonl").string();
+                                                       uint64_t(data::kChatSyntheticFormat) + salt));
+  const fs::path dir = fs::path(c.cache) / (kind + "-" + hex);
+  const std::string path = (dir / (kind + ".jsonl")).string();
   if (fs::exists(path)) return path;
   std::string text;
-  for (const auto& conv : data::synthetic_chats(named_training_documents(c, texts), o)) {
-    nlohmann::json ms = nlohmann::json::array();
-    for (const auto& m : conv) ms.push_back({{"role", m.role}, {"content", m.content}});
-    text += nlohmann::json{{"messages", ms}}.dump() + "\n";
-  }
+  for (const auto& r : make(named_training_documents(c, texts), o)) text += r.dump() + "\n";
   fs::create_directories(dir);
   core::write_text_atomic(path, text);
   return path;
 }
-
+inline nlohmann::json messages_json(const std::vector<data::Message>& ms) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& m : ms) j.push_back({{"role", m.role}, {"content", m.content}});
+  return j;
+}
+// The conversations an SFT phase generates (TrainConfig::chat ""): fortune requests and additions.
+inline std::string synthetic_chat_file(const TrainConfig& c) {
+  return generated_file(c, "chat", "--chat", 0, [](const auto& docs, const auto& o) {
+    std::vector<nlohmann::json> out;
+    for (const auto& conv : data::synthetic_chats(docs, o)) out.push_back({{"messages", messages_json(conv)}});
+    return out;
+  });
+}
+// The pairs a preference phase generates (TrainConfig::pairs ""): right against wrong, on topic against off.
+inline std::string synthetic_pairs_file(const TrainConfig& c) {
+  return generated_file(c, "pairs", "--pairs", 0xbeef, [](const auto& docs, const auto& o) {
+    std::vector<nlohmann::json> out;
+    for (const auto& p : data::synthetic_pairs(docs, o))
+      out.push_back({{"prompt", messages_json(p.prompt)}, {"chosen", messages_json({{"assistant", p.chosen}})},
+                     {"rejected", messages_json({{"assistant", p.rejected}})}});
+    return out;
+  });
+}
 // The run's tokenizer for chat data (as pretraining prepares or names it), which must hold the chat tokens.
 inline std::shared_ptr<const data::Tokenizer> chat_tokenizer(RunData& d, const TrainConfig& c, int model_vocab,
                                                              const char* what) {
@@ -234,33 +256,6 @@ inline void chat_streams(RunData& d, const TrainConfig& c, std::vector<data::Cha
   const int32_t pad = d.end_of_document;
   d.train = std::make_unique<data::ChatRows>(t, pad, c.seed, true);
   d.make_eval = [v, pad] { return std::make_unique<data::ChatRows>(v, pad, 0, false); };
-}
-// The pairs a preference phase generates from its text corpus (TrainConfig::pairs ""), made once in the cache.
-inline std::string synthetic_pairs_file(const TrainConfig& c) {
-  namespace fs = std::filesystem;
-  const std::vector<std::string> texts = data::text_files({c.data});
-  KILN_CHECK(!texts.empty(), "--pairs \"\" generates preference pairs from the text corpus, and --data ", c.data,
-             " holds no text files: give --pairs <pairs.jsonl>");
-  data::ChatSyntheticOptions o;
-  o.digits = c.chat_digits;
-  const std::string hex = data::cache_key(texts, mix64(uint64_t(o.instructions) * 1000003 + uint64_t(o.arithmetic) * 7919 +
-                                                       uint64_t(o.digits) * 131 + uint64_t(c.val_every) * 17 +
-                                                       uint64_t(data::kChatSyntheticFormat) + 0xbeef));
-  const fs::path dir = fs::path(c.cache) / (std::string("pairs-") + hex);
-  const std::string path = (dir / "pairs.jsonl").string();
-  if (fs::exists(path)) return path;
-  std::string text;
-  auto messages = [](const std::vector<data::Message>& ms) {
-    nlohmann::json j = nlohmann::json::array();
-    for (const auto& m : ms) j.push_back({{"role", m.role}, {"content", m.content}});
-    return j;
-  };
-  for (const auto& p : data::synthetic_pairs(named_training_documents(c, texts), o))
-    text += nlohmann::json{{"prompt", messages(p.prompt)}, {"chosen", messages({{"assistant", p.chosen}})},
-                           {"rejected", messages({{"assistant", p.rejected}})}}.dump() + "\n";
-  fs::create_directories(dir);
-  core::write_text_atomic(path, text);
-  return path;
 }
 }  // namespace detail
 
