@@ -15,7 +15,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "../recipes/demo.hpp"
+#include "../recipes/demo_pretrain.hpp"
 #include "kernels/gemm.hpp"
 #include "kiln/backend/blas.hpp"
 #include "kiln/backend/cpu.hpp"
@@ -161,9 +161,9 @@ BENCHMARK(attention<false, true>)->Name("attention/rows/forward_backward")->Unit
 BENCHMARK(attention<true, false>)->Name("attention/blocked/forward")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(attention<true, true>)->Name("attention/blocked/forward_backward")->Unit(benchmark::kMillisecond)->UseRealTime();
 
-BENCHMARK(step<recipes::demo>)->Name("step/demo")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3);
+BENCHMARK(step<recipes::demo_pretrain>)->Name("step/demo")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3);
 BENCHMARK(step<ref_model>)->Name("step/ref_model")->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5);
-BENCHMARK(step_vs_sgemm<recipes::demo>)->Name("ratio/demo")->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(20);
+BENCHMARK(step_vs_sgemm<recipes::demo_pretrain>)->Name("ratio/demo")->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(20);
 BENCHMARK(step_vs_sgemm<ref_model>)->Name("ratio/ref_model")->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(8);
 
 }  // namespace

@@ -2,7 +2,7 @@
 # bench/gpu_check.sh: the one GPU check: Kiln's GPU tests and CUDA benchmarks on an H100 / H200, one table out.
 #
 #   bench/gpu_check.sh prepare      here (nvcc, no GPU needed): builds the GPU programs into build-gpu/carry/
-#                                   (test_kernels_gpu, test_cuda_backend_gpu, bench_gpu, train_demo_cuda,
+#                                   (test_kernels_gpu, test_cuda_backend_gpu, bench_gpu, train_demo_pretrain_cuda,
 #                                   kiln_fryer, the PyTorch fixture, the demo's text, and the Debian libraries
 #                                   they need that a bare GPU machine lacks: Google Benchmark). Prints what
 #                                   travels and its size. cuDNN comes from the GPU machine (0.5 GB).
@@ -27,25 +27,25 @@ prepare() {
   local b=$here/build-gpu
   cmake -S "$here" -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_TESTS=ON -DKILN_BENCH=ON \
     >"$b.configure.log" 2>&1 || { cat "$b.configure.log"; echo "gpu_check: configure failed" >&2; exit 1; }
-  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu test_nccl_gpu bench_gpu bench_gpu_step train_demo train_demo_cuda kiln_fryer \
+  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu test_nccl_gpu bench_gpu bench_gpu_step train_demo_pretrain train_demo_pretrain_cuda kiln_fryer \
     || { echo "gpu_check: build failed" >&2; exit 1; }
   rm -rf "$b/carry" && mkdir -p "$b/carry/lib" "$b/carry/fixtures" "$b/carry/demo"
   cp "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" "$b/tests/test_nccl_gpu" "$b/bench/bench_gpu" "$b/bench/bench_gpu_step" \
-    "$b/train_demo_cuda" "$b/kiln_fryer" "$b/carry/"
-  strip "$b/carry/"*_gpu "$b/carry/bench_gpu" "$b/carry/bench_gpu_step" "$b/carry/train_demo_cuda" "$b/carry/kiln_fryer"
+    "$b/train_demo_pretrain_cuda" "$b/kiln_fryer" "$b/carry/"
+  strip "$b/carry/"*_gpu "$b/carry/bench_gpu" "$b/carry/bench_gpu_step" "$b/carry/train_demo_pretrain_cuda" "$b/carry/kiln_fryer"
   cp "$here/tests/fixtures/tiny_rnope.safetensors" "$b/carry/fixtures/"
   # The demo's data (the GPU machine has no fortunes package; each run trains the recipe's BPE on it, which is
   # deterministic), and the CPU trainer's held-out loss after the same steps: the GPU run must reach it within 2%.
   cp -rL /usr/share/games/fortunes "$b/carry/demo/fortunes"
   echo "gpu_check: the CPU reference run of the demo (${demo_steps} steps)"
-  (cd "$b" && "$b/train_demo" $(demo_args "$b/carry/demo") --threads "$(nproc)" --out "$b/demo-cpu") \
+  (cd "$b" && "$b/train_demo_pretrain" $(demo_args "$b/carry/demo") --threads "$(nproc)" --out "$b/demo-cpu") \
     > "$b/demo-cpu.log" 2>&1 || { tail "$b/demo-cpu.log"; echo "gpu_check: the CPU demo run failed" >&2; exit 1; }
   heldout "$b/demo-cpu.log" > "$b/carry/demo/cpu_heldout.txt"
   echo "gpu_check: CPU held-out loss $(cat "$b/carry/demo/cpu_heldout.txt")"
   cp "$here/bench/gpu_check.sh" "$b/carry/"
   # Debian libraries the GPU machine does not have (CUDA's own come from the machine: cuBLAS is 0.6 GB)
   for lib in $(ldd "$b/bench/bench_gpu" "$b/bench/bench_gpu_step" "$b/tests/test_kernels_gpu" \
-                   "$b/tests/test_cuda_backend_gpu" "$b/tests/test_nccl_gpu" "$b/train_demo_cuda" | awk '/=> \// {print $3}' | sort -u); do
+                   "$b/tests/test_cuda_backend_gpu" "$b/tests/test_nccl_gpu" "$b/train_demo_pretrain_cuda" | awk '/=> \// {print $3}' | sort -u); do
     case $lib in
       */libbenchmark* | */libopenblas* | */libgfortran* | */libquadmath* | */libpcre2* | */libxxhash* | */libgomp* | \
       */libmpi* | */libopen-pal* | */libopen-rte* | */libhwloc* | */libevent* | */libudev*)  # Open MPI: one rank loads it
@@ -132,9 +132,9 @@ PY
     tail -3 "$out/memcheck_step.log"
     ((ms == 0)) || status=1
   fi
-  if [[ -x $d/train_demo_cuda && -s $d/demo/cpu_heldout.txt ]]; then
-    echo "== the demo on the GPU (train_demo_cuda, ${demo_steps} steps) against the CPU's held-out loss"
-    (cd "$out" && "$d/train_demo_cuda" $(demo_args "$d/demo") --out "$out/demo-gpu") > "$out/demo-gpu.log" 2>&1
+  if [[ -x $d/train_demo_pretrain_cuda && -s $d/demo/cpu_heldout.txt ]]; then
+    echo "== the demo on the GPU (train_demo_pretrain_cuda, ${demo_steps} steps) against the CPU's held-out loss"
+    (cd "$out" && "$d/train_demo_pretrain_cuda" $(demo_args "$d/demo") --out "$out/demo-gpu") > "$out/demo-gpu.log" 2>&1
     local dr=$?
     grep -E "^kiln: (backend|held-out)|^step .*/${demo_steps} " "$out/demo-gpu.log" | tail -4
     if grep -q "no CUDA device" "$out/demo-gpu.log"; then

@@ -1,39 +1,64 @@
-// recipes/demo.hpp: the default recipe `tools/kiln demo` trains on a CPU: a small SmolLM3-shaped model
-// (GQA 4 heads / 2 KV heads, NoPE on every 4th layer, tied embeddings, intra-document attention, SwiGLU,
-// RMSNorm) on the fortunes corpus: a 2048-entry byte-level BPE trained on it, each category file a data source.
+// recipes/demo.hpp: the default recipe `tools/kiln demo` trains on a CPU: SmolLM3's whole program in miniature, on
+// the demo's model (recipes/demo_pretrain.hpp) and the fortunes corpus, with data the run generates from it
+// (kiln/data/chat_synthetic.hpp):
+//   pretrain  the fortunes in two data stages, as SmolLM3's pretraining: the natural mixture, then from 50% of the
+//             phase the technical categories and the reasoning documents (additions in the chat template, worked in
+//             think mode: mid-training on reasoning data) weighed up
+//   long      long-context extension: 4x the sequence length (2 x 1024, the same tokens a step), RoPE theta
+//             10,000 -> 100,000
+//   sft       (theta stays 100,000 from here on) SFT on generated conversations (fortune requests by topic, additions in think and no-think mode),
+//             the loss on the assistant's tokens only
+//   apo       APO-zero (SmolLM3's preference loss) on generated pairs (on topic against off, right sum against a
+//             carry-forgetting one), then a merge step: 0.9 of its end with 0.1 of the long phase's (the base model,
+//             as SmolLM3 mixed its mid-training model back in)
+// Numbers are one token a digit (bpe:2048:digits). At each phase's end the run scores the held-out text, a completion
+// task, an instruction-following task, held-out preference pairs and held-out additions in both modes, and ends with
+// that table (README: "The demo").
 #pragma once
-#include "kiln/recipe.hpp"
+#include <string_view>
+
+#include "demo_pretrain.hpp"
 
 namespace recipes {
 
-struct demo {
-  using model = kiln::Decoder<
-      kiln::Embedding<kiln::vocab<2048>, kiln::hidden<192>, kiln::tied<true>>,
-      kiln::layers<8>,
-      kiln::Attention<kiln::heads<4>, kiln::kv_heads<2>, kiln::RNoPE<4, 10000.0>>,
-      kiln::SwiGLU<kiln::ffn<512>>,
-      kiln::RMSNorm<1e-6>>;
-  using stage = kiln::Stage<kiln::micro_batch<8>, kiln::seq_len<256>>;
+struct demo : demo_pretrain {
+  using phases = kiln::Phases<
+      kiln::Phase<"pretrain", demo_pretrain::stage>,
+      kiln::Phase<"long", kiln::Stage<kiln::micro_batch<2>, kiln::seq_len<1024>>, kiln::RNoPE<4, 100'000.0>>,
+      kiln::Phase<"sft", kiln::Stage<kiln::micro_batch<8>, kiln::seq_len<256>>, kiln::RNoPE<4, 100'000.0>, kiln::SFT>,
+      kiln::Phase<"apo", kiln::Stage<kiln::micro_batch<2>, kiln::seq_len<512>>, kiln::RNoPE<4, 100'000.0>,
+                  kiln::APOZero>>;
 
   static kiln::TrainConfig defaults() {
-    kiln::TrainConfig c;
-    c.lr = 2e-3;
-    c.min_lr = 1e-4;
-    c.schedule = kiln::Schedule::cosine;
-    c.warmup = 50;
-    c.steps = 1200;
-    c.weight_decay = 0.1;
-    c.no_decay = {"embed_tokens", "norm"};
-    c.clip = 1.0;
-    c.data = "/usr/share/games/fortunes";
-    c.tokenizer = "bpe:2048";  // trained on the corpus at the first run, then cached (runs/cache)
-    // Two data stages, as SmolLM3's pretraining raised code and math late: the natural mixture of the ~40 fortune
-    // categories, then from 70% of the run the technical ones count four times.
-    c.stages = {{0.0, {}}, {0.7, {{"computers", 4.0}, {"linux", 4.0}, {"perl", 4.0}, {"science", 4.0}}}};
-    c.resume = "none";         // the demo starts over each time (its checkpoints still allow --resume auto)
-    c.log_every = 20;
-    c.eval_every = 400;
-    c.prompts = {"The meaning of life is", "Q: How many programmers does it take", "A computer", "Love is"};
+    kiln::TrainConfig c = demo_pretrain::defaults();
+    c.tokenizer = "bpe:2048:digits";
+    c.reasoning_documents = 10000;  // 2-digit additions (chat_digits), half in think mode
+    c.chat_digits = 2;
+    c.reasoning_problems = 30;
+    c.eval_tasks = {"generated:completion", "generated:instructions", "generated:preferences"};
+    c.eval_task_mcf = false;     // CF only: MCF is at chance at this scale (the playbook's finding), and costs as much
+    c.eval_phase_start = false;  // scored at each phase's end (a phase's start is the previous one's end)
+    c.eval_every = 0;
+    c.prompts = {"The meaning of life is", "What is 47 + 38?", "Tell me a fortune about computers."};
+    return c;
+  }
+  // Budgeted for 10 minutes on 2 cores of the slowest machine seen here, build included (README: "The demo").
+  static kiln::TrainConfig defaults(std::string_view phase) {
+    kiln::TrainConfig c = defaults();
+    if (phase == "pretrain") {
+      c.steps = 500;
+      c.stages = {{0.0, {{"reasoning", 0.3}}},
+                  {0.5, {{"computers", 4.0}, {"linux", 4.0}, {"perl", 4.0}, {"science", 4.0}, {"reasoning", 2.0}}}};
+    }
+    if (phase == "long") {
+      c.steps = 30, c.lr = 5e-4, c.min_lr = 5e-5, c.warmup = 5;
+      c.stages = {{0.0, {{"reasoning", 0.3}}}};
+    }
+    if (phase == "sft") c.steps = 150, c.lr = 1e-3, c.min_lr = 1e-4, c.warmup = 10, c.stages = {};
+    if (phase == "apo") {
+      c.steps = 40, c.lr = 5e-4, c.min_lr = 5e-5, c.warmup = 5, c.beta = 0.1, c.stages = {};
+      c.merge = {{"long", 0.1}};
+    }
     return c;
   }
 };

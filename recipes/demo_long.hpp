@@ -1,4 +1,4 @@
-// recipes/demo_long.hpp: the demo's program with a long-context phase, as SmolLM3's pretraining ends (at the demo's
+// recipes/demo_long.hpp: demo_pretrain with a long-context phase, as SmolLM3's pretraining ends (at the demo's
 // scale): the demo's 1200 steps at 8 x 256, then 200 steps at 4x the sequence length (2 x 1024, the same tokens a
 // step) with RoPE theta 10,000 -> 100,000. Both phases read the fortunes plus 1,500 retrieval documents (the source
 // "retrieval", kiln/data/synthetic.hpp: a password, 0 to 2,400 characters of fortunes, the question), which the long
@@ -9,17 +9,17 @@
 #pragma once
 #include <string_view>
 
-#include "demo.hpp"
+#include "demo_pretrain.hpp"
 
 namespace recipes {
 
-struct demo_long : demo {
+struct demo_long : demo_pretrain {
   using phases = kiln::Phases<
-      kiln::Phase<"pretrain", demo::stage>,
+      kiln::Phase<"pretrain", demo_pretrain::stage>,
       kiln::Phase<"long", kiln::Stage<kiln::micro_batch<2>, kiln::seq_len<1024>>, kiln::RNoPE<4, 100'000.0>>>;
 
   static kiln::TrainConfig defaults() {
-    kiln::TrainConfig c = demo::defaults();
+    kiln::TrainConfig c = demo_pretrain::defaults();
     c.retrieval_documents = 4000;
     c.retrieval_max_chars = 2400;
     return c;

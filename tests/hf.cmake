@@ -5,7 +5,7 @@
 if(NOT TARGET train_tiny_llama)  # tools/kiln ... --recipe tests/recipes/tiny_llama.hpp makes it a user recipe
   kiln_add_trainer(train_tiny_llama RECIPE ${CMAKE_CURRENT_SOURCE_DIR}/recipes/tiny_llama.hpp BACKEND cpu)
 endif()
-add_test(NAME trainer.hf_interop COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/hf_interop_test.sh $<TARGET_FILE:train_demo>
+add_test(NAME trainer.hf_interop COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/hf_interop_test.sh $<TARGET_FILE:train_demo_pretrain>
                                          $<TARGET_FILE:train_tiny_llama> $<TARGET_FILE:kiln_tokenize> ${KILN_TEST_FIXTURES}
                                          ${CMAKE_CURRENT_BINARY_DIR}/hf_interop_test)
 set_tests_properties(trainer.hf_interop PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "PASS: "

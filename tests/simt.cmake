@@ -22,10 +22,10 @@ kiln_add_test(test_kernels_simt test_kernels_simt.cpp)
 # The CUDA backend's executor and state, run in the SIMT layer against PyTorch's fixture and the CPU's AdamW.
 kiln_add_test(test_cuda_backend_simt test_cuda_backend_simt.cpp)
 
-# The demo trainer with the CUDA backend, compiled by g++ over the SIMT layer: the whole trainer (data, guards,
-# schedule, metrics) on the CUDA backend's code, against the CPU trainer's losses.
-kiln_add_trainer(train_demo_simt RECIPE ${PROJECT_SOURCE_DIR}/recipes/demo.hpp BACKEND simt)
-add_test(NAME trainer.cuda_simt COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cuda_simt_trainer_test.sh $<TARGET_FILE:train_demo>
+# The demo's pretraining trainer (demo_pretrain) with the CUDA backend, compiled by g++ over the SIMT layer: the whole
+# trainer (data, guards, schedule, metrics) on the CUDA backend's code, against the CPU trainer's losses.
+kiln_add_trainer(train_demo_simt RECIPE ${PROJECT_SOURCE_DIR}/recipes/demo_pretrain.hpp BACKEND simt)
+add_test(NAME trainer.cuda_simt COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cuda_simt_trainer_test.sh $<TARGET_FILE:train_demo_pretrain>
                                         $<TARGET_FILE:train_demo_simt> ${CMAKE_CURRENT_BINARY_DIR}/cuda_simt_trainer)
 set_tests_properties(trainer.cuda_simt PROPERTIES LABELS cpu ENVIRONMENT "OMP_WAIT_POLICY=passive"
                      PASS_REGULAR_EXPRESSION "within 1.5% of the CPU's")

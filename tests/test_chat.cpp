@@ -193,7 +193,7 @@ TEST_CASE("chat: the gradient does not depend on tokens that feed no assistant t
 }
 
 TEST_CASE("chat: generated conversations") {
-  CHECK(addition_steps(67, 576) == "7 + 6 = 13, write 3, carry 1\n6 + 7 + 1 = 14, write 4, carry 1\n0 + 5 + 1 = 6, write 6\n");
+  CHECK(addition_steps(67, 576) == "7+6=13\n6+7+1=14\n0+5+1=6\n");
   CHECK(addition_steps(0, 0).empty());
   const auto think = addition_chat(67, 576, true), direct = addition_chat(67, 576, false);
   CHECK(think[2].content.ends_with("</think>\n643"));
@@ -227,6 +227,60 @@ TEST_CASE("chat: generated conversations") {
     }
   }
   CHECK(adds == 20);
+  {  // the held-out additions: never in the generated data, the only ones the probe and the held-out pairs ask
+    ChatSyntheticOptions o2;
+    o2.instructions = 0, o2.arithmetic = 400, o2.digits = 2;
+    int held = 0;
+    for (long x = 10; x < 100; ++x)
+      for (long y = 10; y < 100; ++y) held += held_out_addition(x, y);
+    CHECK(held > 8100 / 10);  // about one in 8
+    CHECK(held < 8100 / 6);
+    for (const auto& conv : synthetic_chats(docs, o2)) {
+      long x = 0, y = 0;
+      REQUIRE(std::sscanf(conv[1].content.c_str(), "What is %ld + %ld?", &x, &y) == 2);
+      CHECK(!held_out_addition(x, y));
+      CHECK((x >= 10 && x < 100 && y >= 10 && y < 100));  // exactly 2 digits each
+    }
+    o2.held_out = true;
+    for (const auto& p : synthetic_pairs(docs, o2)) {
+      long x = 0, y = 0;
+      REQUIRE(std::sscanf(p.prompt[1].content.c_str(), "What is %ld + %ld?", &x, &y) == 2);
+      CHECK(held_out_addition(x, y));
+    }
+    Rng rng(3);
+    for (int i = 0; i < 50; ++i) {
+      const auto [x, y] = draw_addition(rng, 3, true);
+      CHECK(held_out_addition(x, y));
+    }
+    const auto docs2 = reasoning_documents(6, 2, 1);
+    REQUIRE(docs2.size() == 6);
+    CHECK(docs2[0].starts_with("<|im_start|>system\nYou are a helpful assistant. /think<|im_end|>\n<|im_start|>user\nWhat is "));
+    CHECK(docs2[0].find("<think>\n") != std::string::npos);
+    CHECK(docs2[1].find("/no_think") != std::string::npos);
+    CHECK(docs2[1].ends_with("<|im_end|>\n"));
+  }
+  {  // the preference task: chosen against rejected, in a seeded order, closed by <|im_end|>
+    ChatSyntheticOptions o3;
+    o3.instructions = 5, o3.arithmetic = 5, o3.digits = 2, o3.held_out = true;
+    const auto pt = preference_task(docs, o3);
+    REQUIRE(pt.size() == 10);
+    int labels = 0;
+    for (const auto& r : pt) {
+      REQUIRE(r["endings"].size() == 2);
+      labels += r["label"].get<int>();
+      const std::string right = r["endings"][r["label"].get<int>()], wrong = r["endings"][1 - r["label"].get<int>()];
+      CHECK(right.ends_with("<|im_end|>"));
+      CHECK(right != wrong);
+      if (r["source"] == "addition") {
+        long x = 0, y = 0;
+        const std::string ctx = r["ctx"];
+        REQUIRE(std::sscanf(ctx.substr(ctx.find("What is ")).c_str(), "What is %ld + %ld?", &x, &y) == 2);
+        CHECK(right.ends_with(std::to_string(x + y) + "<|im_end|>"));
+      }
+    }
+    CHECK(labels > 0);
+    CHECK(labels < 10);
+  }
   const auto task = instruction_task(docs, 10, 3, 300, 4);
   REQUIRE(task.size() == 10);
   for (const auto& r : task) {

@@ -12,7 +12,7 @@
 
 #include "../recipes/ablation_1b.hpp"
 #include "../recipes/ablation_1b_mqa.hpp"
-#include "../recipes/demo.hpp"
+#include "../recipes/demo_pretrain.hpp"
 #include "../recipes/smollm3_3b.hpp"
 #include "kiln/backend/cpu_names.hpp"
 #include "kiln/plan/flops.hpp"
@@ -58,8 +58,8 @@ TEST_CASE("parameter counts of the shipped recipes match the published models") 
         2ull * 16 * 7 * 64 * 2048);
 }
 
-using DemoQkUntied = with<recipes::demo::model, qk_norm<true>, tied<false>>;
-using Demo = recipes::demo::model;
+using DemoQkUntied = with<recipes::demo_pretrain::model, qk_norm<true>, tied<false>>;
+using Demo = recipes::demo_pretrain::model;
 
 TEST_CASE_TEMPLATE("the flat layout: HF names, no overlaps, fused groups contiguous", M, Smol, Demo, DemoQkUntied) {
   using P = plan::ParamPlan<M>;
@@ -128,7 +128,7 @@ void check_not_larger(size_t before, const char* name) {
 }
 
 TEST_CASE("the arena derived from the program is no larger than the hand-written timeline's") {
-  check_not_larger<recipes::demo>(212'213'760, "demo");
+  check_not_larger<recipes::demo_pretrain>(212'213'760, "demo");
   check_not_larger<recipes::ablation_1b>(41'643'147'264, "ablation_1b");
   check_not_larger<recipes::smollm3_3b>(83'846'627'328, "smollm3_3b");
   // bf16 storage halves the activations (the same CUDA kernels' scratch in both); the fp32 statistics and the fp32
@@ -173,7 +173,7 @@ TEST_CASE("the op program: ops per layer, RoPE only on RoPE layers, FLOPs equal 
 }
 
 TEST_CASE("the printed program of the demo recipe: one line per op, per layer as the program has them") {
-  using P = plan::TrainProgram<Demo, recipes::demo::stage::micro_batch, recipes::demo::stage::seq_len>;
+  using P = plan::TrainProgram<Demo, recipes::demo_pretrain::stage::micro_batch, recipes::demo_pretrain::stage::seq_len>;
   std::ostringstream os;
   plan::print_program<P>(os, backend::cpu::kernel_name<Demo>);
   const std::string text = os.str();
@@ -195,7 +195,7 @@ TEST_CASE("the printed program of the demo recipe: one line per op, per layer as
   for (int l = 0; l < Demo::layers; ++l) CHECK(per_layer[std::to_string(l)] == (Demo::uses_rope(l) ? 11 + 9 : 10 + 8));
   CHECK(per_layer["-"] == 5);  // embedding, final norm, loss, final norm backward, embedding backward
   char total[64];
-  std::snprintf(total, sizeof total, "Totals: %.4g FLOP", plan::Flops<Demo, recipes::demo::stage>::train_per_token * 8 * 256);
+  std::snprintf(total, sizeof total, "Totals: %.4g FLOP", plan::Flops<Demo, recipes::demo_pretrain::stage>::train_per_token * 8 * 256);
   CHECK(text.find(total) != std::string::npos);
   CHECK(text.find("cblas_sgemm") != std::string::npos);
 }

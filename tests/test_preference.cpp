@@ -94,7 +94,7 @@ TEST_CASE("preference: pairs in TRL's standard and conversational layouts; malfo
 
 TEST_CASE("preference: generated pairs: the chosen answer is right and on topic, the rejected one is not") {
   long bad = 0;
-  CHECK(data::careless_steps(67, 576, &bad) == "7 + 6 = 13, write 3\n6 + 7 = 13, write 3\n0 + 5 = 5, write 5\n");
+  CHECK(data::careless_steps(67, 576, &bad) == "7+6=13\n6+7=13\n0+5=5\n");
   CHECK(bad == 533);
   data::careless_steps(12, 30, &bad);  // no carry: the last digit is off by one
   CHECK(bad == 43);

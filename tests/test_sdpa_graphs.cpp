@@ -73,6 +73,7 @@ TEST_CASE("documents are padded to power-of-two slot counts, at most one per tok
 
 TEST_CASE("cuDNN validates the attention graphs of every shipped recipe's phases for sm_90") {
   validate_recipe<recipes::demo>("demo");
+  validate_recipe<recipes::demo_pretrain>("demo_pretrain");
   validate_recipe<recipes::ablation_1b>("ablation_1b");
   validate_recipe<recipes::ablation_1b_mqa>("ablation_1b_mqa");
   validate_recipe<recipes::smollm3_3b>("smollm3_3b");

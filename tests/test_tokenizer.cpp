@@ -85,6 +85,27 @@ std::string random_bytes(std::mt19937_64& rng, size_t n) {
 
 }  // namespace
 
+TEST_CASE("split_digits: a BPE whose numbers are a token a digit, saved with its pattern") {
+  const std::vector<std::string> texts = {"1234 1234 1234 5678 year 2024 and 2024", "12 + 34 = 46", "the the the"};
+  const Tokenizer grouped = Tokenizer::train(texts, 300, {"<|endoftext|>"});
+  const Tokenizer single = Tokenizer::train(texts, 300, {"<|endoftext|>"}, /*split_digits=*/true);
+  CHECK(grouped.encode("1234").size() < 4);  // Llama-3's groups of up to 3 digits, merged
+  const auto ids = single.encode("x 90210 1234");
+  int digits = 0;
+  for (const int32_t id : ids) {
+    const std::string piece = single.decode({id});
+    if (piece.find_first_of("0123456789") != std::string::npos) {
+      CHECK(piece.size() == 1);
+      ++digits;
+    }
+  }
+  CHECK(digits == 9);
+  // the pattern travels in tokenizer.json: loaded back, the same ids
+  const Tokenizer back = Tokenizer::from_json(single.to_json(), "<split digits>");
+  CHECK(back.encode("x 90210 1234") == ids);
+  CHECK(single.to_json().find("\\p{N}{1,3}") == std::string::npos);
+}
+
 TEST_CASE("training on the committed corpus reproduces kiln_bpe.json (and writes it on request)") {
   const Tokenizer t = Tokenizer::train(corpus_lines(), kTrainedVocab, kSpecials);
   CHECK(t.vocab_size() == kTrainedVocab);

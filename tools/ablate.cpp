@@ -1,6 +1,6 @@
 // tools/ablate.cpp: kiln_ablate, an ablation campaign (tools/kiln ablate builds the trainers and calls it).
 //
-//   kiln_ablate --trainer build/train_demo --trainer build/train_demo_mqa --seeds 3 --steps 200 --evals 4
+//   kiln_ablate --trainer build/train_demo_pretrain --trainer build/train_demo_mqa --seeds 3 --steps 200 --evals 4
 //               --task task.jsonl --out runs/ablate/demo [-- trainer options for every run]
 // trains every trainer's recipe once per seed 1..S (the same seeds for every recipe: the same data order) into
 // <out>/<recipe>/seed<k>/ (train.log beside the run's metrics), evaluating at the same token counts, then reads the

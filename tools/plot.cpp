@@ -1,14 +1,18 @@
 // tools/plot.cpp: `tools/kiln plot <run dir>` renders a run's loss, learning-rate and gradient-norm curves (and
 // held-out loss where evaluated) from <run>/metrics.jsonl into <run>/curves.png with gnuplot (Debian gnuplot-nox).
 // A skipped step (its loss or norm not finite: written as null) is drawn as a red cross at the last finite loss.
+// A program's phases are marked where each starts; tasks scored during the run (CF: by characters, a preference
+// pair by its log-probabilities, as the trainer's table) and the additions probe get a panel of their own.
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace {
 // A number of a record, or NaN for null / absent / not a number (a skipped step's loss).
@@ -38,6 +42,15 @@ int plot(int argc, char** argv) {
   std::string line;
   long n = 0, lineno = 0, evals = 0, skipped = 0;
   double last_loss = std::nan("");
+  std::string eval_phase;
+  std::vector<std::pair<std::string, long>> phase_starts;             // a program's phases, where each starts
+  std::map<std::string, std::vector<std::pair<long, double>>> scores;  // task / probe -> (step, accuracy)
+  std::vector<std::string> score_order;
+  const auto score = [&](const std::string& name, long step, double v) {
+    if (!std::isfinite(v)) return;
+    if (!scores.count(name)) score_order.push_back(name);
+    scores[name].emplace_back(step, v);
+  };
   while (std::getline(in, line)) {
     ++lineno;
     if (line.empty()) continue;
@@ -51,8 +64,25 @@ int plot(int argc, char** argv) {
       return 1;
     }
     const long step = j["step"].get<long>();
+    if (j.contains("task") && j.value("formulation", std::string()) == "CF" && j["task"].is_string()) {
+      const std::string t = j["task"].get<std::string>();
+      score(t, step, number(j, t == "preferences" ? "acc" : "acc_norm_char"));
+      continue;
+    }
+    if (j.value("probe", std::string()) == "arithmetic") {
+      score("additions think", step, number(j, "acc_think"));
+      score("additions no-think", step, number(j, "acc_no_think"));
+      continue;
+    }
+    if (j.contains("phase") && j["phase"].is_string() && j.contains("loss") &&
+        (phase_starts.empty() || phase_starts.back().first != j["phase"].get<std::string>()))
+      phase_starts.emplace_back(j["phase"].get<std::string>(), step - 1);
     if (j.contains("val_loss")) {
       if (const double v = number(j, "val_loss"); std::isfinite(v)) {
+        // each phase's held-out data is its own (text, conversations, pairs): a line per phase, not across them
+        const std::string ph = j.contains("phase") && j["phase"].is_string() ? j["phase"].get<std::string>() : "";
+        if (evals > 0 && ph != eval_phase) eval << "\n";
+        eval_phase = ph;
         eval << step << " " << v << "\n";
         ++evals;
       }
@@ -78,30 +108,55 @@ int plot(int argc, char** argv) {
     std::cerr << "kiln plot: " << metrics << " holds no training steps\n";
     return 1;
   }
+  std::vector<fs::path> score_dats;
+  std::string score_plot;
+  for (const auto& name : score_order) {
+    score_dats.push_back(fs::path(out).replace_extension("." + std::to_string(score_dats.size()) + ".dat"));
+    std::ofstream f(score_dats.back());
+    for (const auto& [st, v] : scores[name]) f << st << " " << v << "\n";
+    score_plot += std::string(score_plot.empty() ? "plot " : ", ") + "'" + score_dats.back().string() +
+                  "' using 1:2 with linespoints title '" + name + "'";
+  }
+  std::string marks;  // the phases: a dashed line where each starts, its name at the top
+  for (size_t i = 0; i < phase_starts.size() && phase_starts.size() > 1; ++i) {
+    char b[256];
+    std::snprintf(b, sizeof b, "set arrow from %ld, graph 0 to %ld, graph 1 nohead dt 2 lc rgb 'gray'\n"
+                  "set label '%s' at %ld, graph 0.95 offset 0.5, 0 font ',9'\n", phase_starts[i].second,
+                  phase_starts[i].second, phase_starts[i].first.c_str(), phase_starts[i].second);
+    marks += b;
+  }
+  const int panels = score_plot.empty() ? 3 : 4;
   FILE* gp = popen("gnuplot", "w");
   if (!gp) {
     std::cerr << "kiln plot: cannot start gnuplot (apt-get install gnuplot-nox; tools/kiln setup does)\n";
     return 1;
   }
   std::fprintf(gp,
-               "set terminal pngcairo size 1200,900\nset output '%s'\nset multiplot layout 3,1 title '%s'\n"
-               "set grid\nset xlabel 'step'\nset ylabel 'loss'\n"
+               "set terminal pngcairo size 1200,%d\nset output '%s'\nset multiplot layout %d,1 title '%s'\n"
+               "set grid\nset xlabel 'step'\n%s%sset ylabel 'loss'\n"
                "plot '%s' using 1:2 with lines title 'train loss'%s%s\n"
                "set ylabel 'learning rate'\nplot '%s' using 1:3 with lines title 'lr'\n"
-               "set ylabel 'grad norm'\nset logscale y\nplot '%s' using 1:4 with lines title 'grad norm (before clip)'\n"
-               "unset multiplot\n",
-               out.c_str(), run.c_str(), train_dat.c_str(),
+               "set ylabel 'grad norm'\nset logscale y\nplot '%s' using 1:4 with lines title 'grad norm (before clip)'\n",
+               panels * 300, out.c_str(), panels, run.c_str(), panels > 3 ? "set rmargin 26\n" : "", marks.c_str(),
+               train_dat.c_str(),
                evals ? (", '" + eval_dat.string() + "' using 1:2 with linespoints title 'held-out loss'").c_str() : "",
                skipped_plot.c_str(), train_dat.c_str(), train_dat.c_str());
+  if (!score_plot.empty())
+    std::fprintf(gp, "unset logscale y\nset ylabel 'held-out accuracy'\nset yrange [0:1]\nset key outside right\n%s\n",
+                 score_plot.c_str());
+  std::fprintf(gp, "unset multiplot\n");
   const int rc = pclose(gp);
   fs::remove(train_dat);
   fs::remove(eval_dat);
   fs::remove(skip_dat);
+  for (const auto& d : score_dats) fs::remove(d);
   if (rc != 0) {
     std::cerr << "kiln plot: gnuplot failed (exit " << rc << ")\n";
     return 1;
   }
   std::cout << "kiln plot: " << n << " steps, " << evals << " evaluations";
+  if (!scores.empty()) std::cout << ", " << scores.size() << " scored measures";
+  if (phase_starts.size() > 1) std::cout << ", " << phase_starts.size() << " phases";
   if (skipped) std::cout << ", " << skipped << " skipped steps (marked)";
   std::cout << " -> " << out << "\n";
   return 0;

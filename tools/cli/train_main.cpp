@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -81,6 +82,36 @@ TrainConfig::DataStage parse_stage(const std::string& text) {
   }
   return st;
 }
+
+// The program's table: the held-out numbers at the run's start and at each phase's end (what `tools/kiln demo` ends
+// with), one column per measure, in the order first seen. Markdown, so <out>/summary.md renders it too.
+struct SummaryRow {
+  std::string label;
+  long step = 0;
+  std::vector<std::pair<std::string, double>> values;
+};
+std::string summary_table(const std::vector<SummaryRow>& rows) {
+  std::vector<std::string> cols;
+  for (const auto& r : rows)
+    for (const auto& [k, v] : r.values)
+      if (std::find(cols.begin(), cols.end(), k) == cols.end()) cols.push_back(k);
+  std::string out = "| after | step |";
+  for (const auto& k : cols) out += " " + k + " |";
+  out += "\n|---|---:|";
+  for (size_t i = 0; i < cols.size(); ++i) out += "---:|";
+  out += "\n";
+  for (const auto& r : rows) {
+    out += "| " + r.label + " | " + std::to_string(r.step) + " |";
+    for (const auto& k : cols) {
+      const auto it = std::find_if(r.values.begin(), r.values.end(), [&](const auto& kv) { return kv.first == k; });
+      char b[32] = "";
+      if (it != r.values.end() && std::isfinite(it->second)) std::snprintf(b, sizeof b, "%.3f", it->second);
+      out += std::string(" ") + (b[0] ? b : "-") + " |";
+    }
+    out += "\n";
+  }
+  return out;
+}
 }  // namespace
 
 // Binds every run-time field of TrainConfig to a command-line option (the recipe's value is the default).
@@ -135,7 +166,7 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
       ->default_str(recipe_stages.empty() ? "none" : recipe_stages);
   app.add_flag_callback("--no-stages", [&c] { c.stages.clear(); },
                         "no data stages: every source at its natural share for the whole run");
-  app.add_option("--tokenizer", c.tokenizer, "\"\" (byte-level) or bpe:<n> (train a BPE on the data, cached)")
+  app.add_option("--tokenizer", c.tokenizer, "\"\" (byte-level) or bpe:<n>[:digits] (train a BPE on the data, cached; :digits: a token per digit)")
       ->capture_default_str();
   app.add_option("--token-size", c.token_size,
                  "bytes per token of shards without Kiln's metadata (datatrove's: 2 or 4; 0: read it from the metadata)")
@@ -147,6 +178,9 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
                  "\"retrieval\" (--tokenizer bpe:<n> only; 0: none)")->capture_default_str();
   app.add_option("--retrieval-max-chars", c.retrieval_max_chars,
                  "their filler: 0 to this many characters")->capture_default_str();
+  app.add_option("--reasoning-docs", c.reasoning_documents,
+                 "add n reasoning documents (an addition of --chat-digits digits in the chat template, worked in think "
+                 "mode) as the source \"reasoning\" (--tokenizer bpe:<n> only; 0: none)")->capture_default_str();
   app.add_option("--chat", c.chat,
                  "SFT phases: the conversations (jsonl, {\"messages\": [{\"role\", \"content\"}...]} a line; \"\": "
                  "generated from the corpus, fortune requests and additions)")->capture_default_str();
@@ -173,6 +207,10 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
                  "evaluation (repeatable)");
   app.add_option("--eval-task-examples", c.eval_task_examples, "score the first n examples of each task (0: all)")
       ->capture_default_str();
+  app.add_option("--eval-task-mcf", c.eval_task_mcf, "score the tasks in the MCF formulation (the answers' letters) "
+                 "besides CF (their texts)")->capture_default_str();
+  app.add_option("--eval-phase-start", c.eval_phase_start, "score the tasks and the additions at each later phase's "
+                 "start too (the held-out loss always)")->capture_default_str();
   app.add_option("--threads", c.threads, "threads (0: all cores)")->capture_default_str();
   app.add_option("--checkpoint-every", c.checkpoint_every, "save a checkpoint every n steps (0: only at the end)")
       ->capture_default_str();
@@ -569,6 +607,9 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       load_checkpoint(trainer, io::Checkpoint(*found), name, /*keep_data=*/true);
       return true;
     };
+    std::function<void(const std::string&)> snapshot;  // a row of the program's table (set below)
+    bool ended_with_merge = false;
+    bool held_out_only = false;  // this evaluation: the held-out loss, no tasks or additions (eval_phase_start)  // the last phase's merge step ran in this process (the table's last row)
     if (phase_count > 1) {
       trainer.on_phase_start = [&](int p) {
         const PhaseInfo& ph = r.phases[size_t(p)];
@@ -578,17 +619,27 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
         if (p > 0) {
           const double v = trainer.evaluate();
           std::printf("kiln: held-out loss %.4f at the phase's start%s\n", v, trainer.eval_extra_text().c_str());
+          held_out_only = !trainer.config().eval_phase_start;
           trainer.on_eval(trainer.run_step(), v);
+          held_out_only = false;
         }
       };
       // A phase's end and the next one's start are both evaluated, each in its own shape (sequence length, theta):
       // what the phase learned, and where the next one starts from.
       trainer.on_phase_end = [&](int p) {
         keep_phase_end(p);
+        const bool merges = !configs[size_t(p)].merge.empty() && trainer.merged_phase != p;
+        if (merges) {  // the phase's own end, then the merge's
+          trainer.on_eval(trainer.run_step(), trainer.evaluate());
+          snapshot(phase_name(p));
+        }
         merge_step(p);
         if (p < phase_count - 1 && p != target) {
           trainer.on_eval(trainer.run_step(), trainer.evaluate());
+          snapshot(phase_name(p) + (merges ? " + merge" : ""));
           save();  // the next phase (or a later --phase run) starts from here
+        } else if (merges) {
+          ended_with_merge = true;
         }
       };
     }
@@ -625,16 +676,28 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     // Tasks scored at every evaluation (rank 0, on the CPU from the host's parameters: kiln/eval). Read now, so that
     // a malformed one stops the run before any training.
     std::vector<std::pair<std::string, eval::Task>> tasks;
-    for (const std::string& path : c.eval_tasks) {
+    for (const std::string& spec : c.eval_tasks) {
+      const bool generated = spec.rfind("generated:", 0) == 0;
+      const std::string path = generated ? generated_task_file(c, spec.substr(10)) : spec;
       eval::Task t = eval::read_task(path);
       if (c.eval_task_examples > 0 && long(t.examples.size()) > c.eval_task_examples)
         t.examples.resize(size_t(c.eval_task_examples));
-      tasks.emplace_back(std::filesystem::path(path).stem().string(), std::move(t));
+      tasks.emplace_back(generated ? spec.substr(10) : std::filesystem::path(path).stem().string(), std::move(t));
     }
+    // The numbers of the latest evaluation by column, for the program's table (summary_table): snapshot() takes them
+    // at the run's start and at each phase's end, with the held-out text's bits per byte measured then.
+    std::vector<std::pair<std::string, double>> latest;
+    std::vector<SummaryRow> summary;
+    const auto note = [&](const std::string& k, double x) {
+      for (auto& kv : latest)
+        if (kv.first == k) return void(kv.second = x);
+      latest.emplace_back(k, x);
+    };
     trainer.on_eval = [&](long step, double v) {
-      const bool probe = trainer.config().reasoning_problems > 0 &&
-                         r.phases[size_t(trainer.phase())].shape.objective != Objective::pretrain;
-      if (!tasks.empty() || probe) trainer.sync_host();  // tensor parallelism: every rank, for rank 0's full parameters
+      // the additions: wherever the tokenizer has the chat tokens (a pretraining phase too, after reasoning documents)
+      const bool probe = trainer.config().reasoning_problems > 0 && !data->tokenizer_path.empty() &&
+                         data->encode(data::kImEnd).size() == 1 && !held_out_only;
+      if ((!tasks.empty() && !held_out_only) || probe) trainer.sync_host();  // tensor parallelism: every rank, for rank 0's full parameters
       if (!jsonl_file) return;
       io::JsonlWriter& jsonl = *jsonl_file;
       io::TensorBoardWriter& tb = *tb_file;
@@ -664,14 +727,17 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                           {"eval/arithmetic/no_think", float(a.accuracy(false))}});
         std::printf("  additions (%d digits, %d problems, greedy): think %.3f (%.0f tokens), no-think %.3f, at step %ld\n",
                     pc.chat_digits, a.problems, a.accuracy(true), a.answer_tokens[1], a.accuracy(false), step);
+        note("additions think", a.accuracy(true));
+        note("additions no-think", a.accuracy(false));
       }
-      if (!tasks.empty()) {
+      if (!tasks.empty() && !held_out_only) {
         int B = 0, T = 0;
         const auto run = r.make_scorer(trainer.phase(), trainer.host(backend::Tensor::params), &B, &T);
         for (const auto& [name, t] : tasks) {
           std::string line = "  task " + name + ":";
           double random = 0;
           for (const eval::Formulation f : {eval::Formulation::cloze, eval::Formulation::multiple_choice}) {
+            if (f == eval::Formulation::multiple_choice && !pc.eval_task_mcf) continue;
             const eval::TaskResult res = eval::evaluate(t.examples, f, data->encode, B, T, run);
             const eval::Metrics& m = res.metrics;
             const std::string form = eval::formulation_name(f), key = "eval/" + name + "/" + form + "/";
@@ -687,11 +753,32 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                           m.acc_norm_char, m.acc_norm_token);
             line += b;
             random = m.random;
+            // the table's measure: by characters (HellaSwag's acc_norm); a preference pair by the log-probability
+            // sums themselves (which answer the model prefers, as DPO compares them)
+            if (f == eval::Formulation::cloze) note(name, name == "preferences" ? m.acc : m.acc_norm_char);
           }
           std::printf("%s random %.3f, %zu examples, at step %ld\n", line.c_str(), random, t.examples.size(), step);
         }
       }
       tb.flush();
+    };
+    // The held-out text (the corpus's held-out documents, ~40 kB) whose bits per byte the table shows at every row:
+    // the one measure that means the same after every phase (each phase's own held-out loss is on its own data).
+    std::vector<int32_t> heldout_text;
+    if (phase_count > 1 && rank == 0 && !data->tokenizer_path.empty())
+      if (const std::string text = heldout_sample(c, 40'000); text.size() > 1000) heldout_text = data->encode(text);
+    snapshot = [&](const std::string& label) {
+      if (rank != 0 || phase_count == 1) return;
+      SummaryRow row{label, trainer.run_step(), {}};
+      if (!heldout_text.empty()) {
+        int B = 0, T = 0;
+        const auto run = r.make_scorer(trainer.phase(), trainer.host(backend::Tensor::params), &B, &T);
+        const auto bpb = eval::bits_per_byte(heldout_text, B, T, run,
+                                             [&](const std::vector<int32_t>& v) { return long(data->decode(v).size()); });
+        row.values.emplace_back("text bits/byte", bpb.bits_per_byte);
+      }
+      for (const auto& kv : latest) row.values.push_back(kv);
+      summary.push_back(std::move(row));
     };
     std::printf("kiln: run directory %s (metrics.jsonl, tb/, checkpoints/; `tools/kiln plot %s` draws the curves)\n",
                 c.out.c_str(), c.out.c_str());
@@ -718,7 +805,10 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                 before, std::log(double(r.vocab)));
     // The first point of a fresh run's curves: the held-out loss and the tasks before any step (a later phase's start
     // is evaluated by on_phase_start, also where --phase starts it from a checkpoint).
-    if (!resumed) trainer.on_eval(trainer.run_step(), before);
+    if (!resumed) {
+      trainer.on_eval(trainer.run_step(), before);
+      snapshot("start");
+    }
     const long start = trainer.run_step();
     const bool finished = trainer.step() >= trainer.config().steps &&
                           (trainer.phase() == phase_count - 1 || trainer.phase() == target);
@@ -733,6 +823,8 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                   quiet_repeats, shown_repeats - quiet_repeats);
     const double after = trainer.evaluate();
     trainer.on_eval(trainer.run_step(), after);
+    if (trainer.run_step() > start || ended_with_merge)
+      snapshot(phase_name(trainer.phase()) + (ended_with_merge ? " + merge" : ""));
     char bpb[48] = "";
     if (data->bytes_per_token > 0)
       std::snprintf(bpb, sizeof bpb, " = %.3f bits/byte", after / std::log(2.0) / data->bytes_per_token);
@@ -743,6 +835,13 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::printf("\nkiln: held-out loss %.4f%s%s on phase %s's held-out data%s\n", after,
                   r.phases[size_t(trainer.phase())].shape.objective == Objective::preference ? "" : " nats/token", bpb,
                   phase_name(trainer.phase()).c_str(), trainer.eval_extra_text().c_str());
+    if (summary.size() > 1) {
+      const std::string table = summary_table(summary);
+      std::printf("\nkiln: what each phase did (held-out data; chance: 0.25 on the 4-choice tasks, 0.5 on preferences):\n%s"
+                  "kiln: the table is in %s/summary.md; `tools/kiln plot %s` draws the curves\n", table.c_str(),
+                  c.out.c_str(), c.out.c_str());
+      core::write_text_atomic(c.out + "/summary.md", table);
+    }
     trainer.sync_host();  // tensor parallelism: the full parameters, for the continuations
     if (rank > 0 || c.sample_tokens == 0) return 0;  // the continuations: rank 0's console, unless none are wanted
     if (!c.prompts.empty())

@@ -200,17 +200,23 @@ inline std::vector<Conversation> read_conversations(const std::string& path, boo
 }
 
 // Tokenized conversations, split into training and held-out ones by content (held_out_document on the rendered
-// text, as the pretraining data splits). A conversation longer than the phase's rows (`max_tokens`) is an error.
+// text, as the pretraining data splits). A conversation longer than the phase's rows (`max_tokens`) is an error, or
+// with drop_long (data the run generated itself) left out and counted.
 struct ChatSet {
   std::vector<ChatTokens> train, val;
   long train_tokens = 0, trained_tokens = 0;
+  long dropped = 0;  // drop_long: conversations longer than a row
 };
 inline ChatSet tokenize_conversations(const Tokenizer& tok, const std::vector<Conversation>& cs, int max_tokens,
-                                      int val_every) {
+                                      int val_every, bool drop_long = false) {
   ChatSet s;
   for (const auto& c : cs) {
     const ChatText text = render_chat(c.messages);
     ChatTokens t = tokenize_chat(tok, text);
+    if (drop_long && t.ids.size() > size_t(max_tokens)) {
+      ++s.dropped;
+      continue;
+    }
     KILN_CHECK(t.ids.size() <= size_t(max_tokens), c.where, ": the conversation is ", t.ids.size(), " tokens, longer "
                "than the phase's rows of ", max_tokens, " (shorten it, drop it, or train the phase at a longer seq_len)");
     if (held_out_document(text.text, val_every)) {

@@ -38,7 +38,9 @@ inline constexpr const char* kInstructionForms[] = {
     "Tell me a fortune about %s.", "Give me a saying about %s.", "Share a quote about %s.",
     "I would like a fortune on the topic of %s."};
 // The generator's version: part of the cached file's key (train/run_data.hpp), so a changed generator makes a new file.
-inline constexpr int kChatSyntheticFormat = 1;
+// 3: the additions the probe asks (held_out_addition) never trained on, addends of exactly their digits, compact
+// steps; the reasoning documents.
+inline constexpr int kChatSyntheticFormat = 3;
 inline constexpr const char* kNoThinkSystem = "You are a helpful assistant. /no_think";
 inline constexpr const char* kThinkSystem = "You are a helpful assistant. /think";
 
@@ -47,6 +49,7 @@ struct ChatSyntheticOptions {
   int arithmetic = 3000;    // additions, half in think mode
   int digits = 3;           // of each addend
   int max_chars = 300;      // fortunes longer than this (folded) are not used as answers
+  bool held_out = false;    // the additions among the held-out ones (evaluation data), not the training ones
   uint64_t seed = 11;
 };
 
@@ -56,19 +59,35 @@ inline std::string format_request(const char* form, const char* topic) {
   return b;
 }
 
-// The worked column addition of a + b (the think block's body) and the sum.
+// The worked column addition of a + b (the think block's body): a line a column, from the units, each the column's
+// digits plus the carry coming in, and their sum (its last digit is written, its first carried): 47 + 38 gives
+// "7+8=15\n4+3+1=8\n". Compact, so that the steps cost few tokens.
 inline std::string addition_steps(long a, long b) {
   std::string s;
   long x = a, y = b;
   int carry = 0;
-  while (x > 0 || y > 0 || carry > 0) {
+  while (x > 0 || y > 0) {
     const int da = int(x % 10), db = int(y % 10), t = da + db + carry;
-    s += std::to_string(da) + " + " + std::to_string(db) + (carry ? " + 1" : "") + " = " + std::to_string(t) +
-         ", write " + std::to_string(t % 10) + (t >= 10 ? ", carry 1" : "") + "\n";
+    s += std::to_string(da) + "+" + std::to_string(db) + (carry ? "+1" : "") + "=" + std::to_string(t) + "\n";
     carry = t >= 10;
     x /= 10, y /= 10;
   }
   return s;
+}
+// One addition in 8 (by a hash of a and b) is held out: the generated conversations, pairs and reasoning documents
+// never hold it, and the reasoning probe (kiln/eval/chat_probes.hpp) asks only those, so a right answer is computed,
+// not recalled.
+inline bool held_out_addition(long a, long b) { return mix64(uint64_t(a) * 1000003 + uint64_t(b) + 0x5eed) % 8 == 0; }
+// An addition of `digits`-digit addends: a training one, or (held_out) one of the held-out ones.
+// Both addends have exactly that many digits (one digit: 0 to 9), so the columns sit where the model expects them.
+inline std::pair<long, long> draw_addition(Rng& rng, int digits, bool held_out = false) {
+  long top = 1;
+  for (int i = 0; i < digits; ++i) top *= 10;
+  const long low = digits > 1 ? top / 10 : 0;
+  for (;;) {
+    const long a = low + long(rng.below(uint64_t(top - low))), b = low + long(rng.below(uint64_t(top - low)));
+    if (held_out_addition(a, b) == held_out) return {a, b};
+  }
 }
 inline std::vector<Message> addition_chat(long a, long b, bool think) {
   const std::string q = "What is " + std::to_string(a) + " + " + std::to_string(b) + "?";
@@ -102,8 +121,6 @@ inline std::vector<std::vector<Message>> synthetic_chats(const std::vector<std::
   for (const auto& [k, v] : topics) names.push_back(k);
   Rng rng(o.seed);
   std::vector<std::vector<Message>> out;
-  long top = 1;
-  for (int i = 0; i < o.digits; ++i) top *= 10;
   int ni = 0, na = 0;
   while (ni < o.instructions || na < o.arithmetic) {
     // interleave in proportion, so any prefix holds both kinds
@@ -118,7 +135,7 @@ inline std::vector<std::vector<Message>> synthetic_chats(const std::vector<std::
       out.push_back({{"system", kNoThinkSystem}, {"user", q}, {"assistant", pool[rng.below(pool.size())]}});
       ++ni;
     } else {
-      const long a = long(rng.below(uint64_t(top))), b = long(rng.below(uint64_t(top)));
+      const auto [a, b] = draw_addition(rng, o.digits, o.held_out);
       out.push_back(addition_chat(a, b, na % 2 == 0));
       ++na;
     }
@@ -135,8 +152,7 @@ inline std::string careless_steps(long a, long b, long* sum) {
   while (x > 0 || y > 0) {
     const int da = int(x % 10), db = int(y % 10), t = da + db;
     carried = carried || t >= 10;
-    s += std::to_string(da) + " + " + std::to_string(db) + " = " + std::to_string(t) + ", write " +
-         std::to_string(t % 10) + "\n";
+    s += std::to_string(da) + "+" + std::to_string(db) + "=" + std::to_string(t) + "\n";
     out += long(t % 10) * place;
     place *= 10, x /= 10, y /= 10;
   }
@@ -162,8 +178,6 @@ inline std::vector<PairSpec> synthetic_pairs(const std::vector<std::pair<std::st
   std::vector<std::string> names;
   for (const auto& [k, v] : topics) names.push_back(k);
   Rng rng(o.seed ^ 0x9a3b);
-  long top = 1;
-  for (int i = 0; i < o.digits; ++i) top *= 10;
   std::vector<PairSpec> out;
   int ni = 0, na = 0;
   while (ni < o.instructions || na < o.arithmetic) {
@@ -180,7 +194,7 @@ inline std::vector<PairSpec> synthetic_pairs(const std::vector<std::pair<std::st
       out.push_back({{{"system", kNoThinkSystem}, {"user", q}}, pool[rng.below(pool.size())], wrong[rng.below(wrong.size())]});
       ++ni;
     } else {
-      const long a = long(rng.below(uint64_t(top))), b = long(rng.below(uint64_t(top)));
+      const auto [a, b] = draw_addition(rng, o.digits, o.held_out);
       const bool think = na % 2 == 0;
       long bad = 0;
       const std::string bad_steps = careless_steps(a, b, &bad);
@@ -191,6 +205,38 @@ inline std::vector<PairSpec> synthetic_pairs(const std::vector<std::pair<std::st
       out.push_back({{right[0], right[1]}, right[2].content, rejected});
       ++na;
     }
+  }
+  return out;
+}
+
+// The preference probe: held-out pairs (give held-out documents and o.held_out) in HellaSwag's layout, the prompt
+// rendered with its generation prompt as ctx, chosen and rejected (each closed by <|im_end|>) as the two endings in
+// a seeded order. Scored by the sum of log-probabilities (CF acc), it is the share of pairs whose chosen answer the
+// model itself prefers: measurable at any phase's end, unlike DPO's rewards, which are relative to a reference.
+inline std::vector<nlohmann::json> preference_task(const std::vector<std::pair<std::string, std::string>>& docs,
+                                                   const ChatSyntheticOptions& o) {
+  Rng rng(o.seed ^ 0x7a5c);
+  std::vector<nlohmann::json> out;
+  for (const PairSpec& p : synthetic_pairs(docs, o)) {
+    const int label = int(rng.below(2));
+    nlohmann::json endings = nlohmann::json::array();
+    endings.push_back((label == 0 ? p.chosen : p.rejected) + kImEnd);
+    endings.push_back((label == 0 ? p.rejected : p.chosen) + kImEnd);
+    out.push_back({{"ctx", render_chat(p.prompt, true).text}, {"endings", endings}, {"label", label},
+                   {"target_delimiter", ""}, {"source", p.prompt.back().content.rfind("What is", 0) == 0 ? "addition" : "request"}});
+  }
+  return out;
+}
+
+// Reasoning documents for pretraining's last stage (SmolLM3's mid-training on reasoning data, in miniature): each
+// an addition conversation rendered in the chat template (think and no-think mode alternating), trained on whole.
+inline std::vector<std::string> reasoning_documents(int count, int digits, uint64_t seed) {
+  KILN_CHECK(count >= 0 && digits >= 1 && digits <= 9, "reasoning documents: count >= 0 and 1 <= digits <= 9");
+  Rng rng(seed ^ 0x3ea50);
+  std::vector<std::string> out;
+  for (int n = 0; n < count; ++n) {
+    const auto [a, b] = draw_addition(rng, digits);
+    out.push_back(render_chat(addition_chat(a, b, n % 2 == 0), false).text);
   }
   return out;
 }

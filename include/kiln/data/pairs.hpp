@@ -79,16 +79,23 @@ inline ChatGroup tokenize_pair(const Tokenizer& tok, const Pair& p) {
 }
 
 // Tokenized pairs split into training and held-out ones by content (the prompt and the chosen answer); a pair whose
-// two sequences together exceed the phase's rows (`max_tokens`) is an error naming it.
+// two sequences together exceed the phase's rows (`max_tokens`) is an error naming it, or with drop_long (pairs the
+// run generated itself) left out and counted.
 struct PairSet {
   std::vector<ChatGroup> train, val;
   long train_tokens = 0;
+  long dropped = 0;  // drop_long: pairs longer than a row
 };
-inline PairSet tokenize_pairs(const Tokenizer& tok, const std::vector<Pair>& pairs, int max_tokens, int val_every) {
+inline PairSet tokenize_pairs(const Tokenizer& tok, const std::vector<Pair>& pairs, int max_tokens, int val_every,
+                              bool drop_long = false) {
   PairSet s;
   for (const auto& p : pairs) {
     ChatGroup g = tokenize_pair(tok, p);
     const size_t n = g[0].ids.size() + g[1].ids.size();
+    if (drop_long && n > size_t(max_tokens)) {
+      ++s.dropped;
+      continue;
+    }
     KILN_CHECK(n <= size_t(max_tokens), p.where, ": the pair's chosen and rejected sequences are ", g[0].ids.size(),
                " + ", g[1].ids.size(), " tokens, longer than the phase's rows of ", max_tokens, " (they share a row)");
     std::string key;

@@ -1,6 +1,6 @@
 // kiln/data/prepare.hpp: from a directory of text files to what the loader reads, cached.
 //
-// prepare_corpus(text dir, cache root, vocab): every file is a source named after it (the fortunes package's ~40
+// prepare_corpus(text dir, cache root, vocab[, val_every, split_digits]): every file is a source named after it (the fortunes package's ~40
 // category files become ~40 sources); every val_every-th document by content hash is held out (so the split does not
 // depend on file order); a byte-level BPE tokenizer with vocab entries is trained on the training documents; each
 // source's training documents become one token shard <cache>/<source>.ds and all held-out ones <cache>/heldout.ds.
@@ -57,7 +57,7 @@ inline std::string cache_key(const std::vector<std::string>& files, uint64_t see
 }
 
 inline PreparedCorpus prepare_corpus(const std::vector<std::string>& text_paths, const std::string& cache_root,
-                                     int vocab, int val_every) {
+                                     int vocab, int val_every, bool split_digits = false) {
   namespace fs = std::filesystem;
   KILN_CHECK(val_every >= 2, "--val-every must be at least 2, got ", val_every);
   KILN_CHECK(!text_paths.empty(), "prepare_corpus: no data path");
@@ -65,9 +65,10 @@ inline PreparedCorpus prepare_corpus(const std::vector<std::string>& text_paths,
   const std::vector<std::string> files = text_files(text_paths);
   KILN_CHECK(!files.empty(), "data path '", text_dir, "' holds no text files");
   const std::string hex =
-      cache_key(files, mix64(uint64_t(vocab) * 1000003 + uint64_t(val_every) + (uint64_t(kPreparedFormat - 1) << 40)));
+      cache_key(files, mix64(uint64_t(vocab) * 1000003 + uint64_t(val_every) + (uint64_t(kPreparedFormat - 1) << 40) +
+                             (uint64_t(split_digits) << 48)));
   PreparedCorpus p;
-  p.dir = (fs::path(cache_root) / ("bpe" + std::to_string(vocab) + "-" + hex)).string();
+  p.dir = (fs::path(cache_root) / ("bpe" + std::to_string(vocab) + (split_digits ? "d-" : "-") + hex)).string();
   p.tokenizer_path = p.dir + "/tokenizer.json";
   p.heldout = p.dir + "/heldout";
   auto source_name = [](const std::string& f) { return fs::path(f).filename().string(); };
@@ -107,7 +108,7 @@ inline PreparedCorpus prepare_corpus(const std::vector<std::string>& text_paths,
   KILN_CHECK(!all_train.empty() && !held.empty(), "data path '", text_dir, "' holds too few documents to split");
   std::vector<std::string> specials = {kEndOfText};
   for (const auto& t : chat_special_tokens()) specials.push_back(t);
-  const Tokenizer tok = Tokenizer::train(all_train, vocab, specials);
+  const Tokenizer tok = Tokenizer::train(all_train, vocab, specials, split_digits);
   tok.save(p.tokenizer_path);
   std::vector<int32_t> ids;
   for (size_t i = 0; i < files.size(); ++i) {

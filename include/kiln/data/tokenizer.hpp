@@ -73,6 +73,10 @@ namespace tokenizer_detail {
 // The Llama-3 pre-tokenizer pattern (FACTS.md), in Oniguruma syntax as tokenizer.json stores it.
 inline constexpr std::string_view kLlama3Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+// The same with every digit a pre-token of its own (Qwen2's choice, and Llama 2's split_digits): numbers reach the
+// model a digit a token, as arithmetic wants them. Tokenizer::train's split_digits.
+inline constexpr std::string_view kLlama3DigitsPattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 // GPT-2's pattern, used by ByteLevel(use_regex = true) (HF tokenizers `byte_level.rs`).
 inline constexpr std::string_view kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
@@ -713,8 +717,9 @@ class Tokenizer {
     }
   }
 
+  // A byte-level BPE of vocab_size entries over the Llama-3 pre-tokenizer (split_digits: every digit alone).
   static Tokenizer train(const std::vector<std::string>& texts, int vocab_size,
-                         const std::vector<std::string>& special_tokens);
+                         const std::vector<std::string>& special_tokens, bool split_digits = false);
 
   // Written atomically (kiln/core/file.hpp): an interrupted save leaves the old file, never half a tokenizer.
   void save(const std::string& path) const { core::write_text_atomic(path, to_json()); }
@@ -1309,7 +1314,7 @@ class Tokenizer {
 
 // ---- training ---------------------------------------------------------------------------------------------------
 inline Tokenizer Tokenizer::train(const std::vector<std::string>& texts, int vocab_size,
-                                  const std::vector<std::string>& special_tokens) {
+                                  const std::vector<std::string>& special_tokens, bool split_digits) {
   namespace td = tokenizer_detail;
   KILN_CHECK(vocab_size >= 256 + int(special_tokens.size()), "Tokenizer::train: vocab_size ", vocab_size,
              " must be at least 256 (the bytes) + ", special_tokens.size(), " (the special tokens)");
@@ -1324,7 +1329,8 @@ inline Tokenizer Tokenizer::train(const std::vector<std::string>& texts, int voc
   }
 
   // 1. pre-token counts (special tokens are cut out of the texts first and not counted)
-  const td::Regex re(td::kLlama3Pattern, false, "Tokenizer::train: Llama-3 regex");
+  const std::string_view pattern = split_digits ? td::kLlama3DigitsPattern : td::kLlama3Pattern;
+  const td::Regex re(pattern, false, "Tokenizer::train: Llama-3 regex");
   std::unordered_map<std::string, int64_t, td::SvHash, std::equal_to<>> counts;
   for (const std::string& t : texts)
     specials.split(t, [&](std::string_view seg, int32_t id) {
@@ -1454,7 +1460,7 @@ inline Tokenizer Tokenizer::train(const std::vector<std::string>& texts, int voc
   j["pre_tokenizer"] = {
       {"type", "Sequence"},
       {"pretokenizers",
-       {{{"type", "Split"}, {"pattern", {{"Regex", std::string(td::kLlama3Pattern)}}}, {"behavior", "Isolated"}, {"invert", false}},
+       {{{"type", "Split"}, {"pattern", {{"Regex", std::string(pattern)}}}, {"behavior", "Isolated"}, {"invert", false}},
         {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
   j["post_processor"] = nullptr;
   j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};

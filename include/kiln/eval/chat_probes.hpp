@@ -1,7 +1,7 @@
 // kiln/eval/chat_probes.hpp: what post-training is for, measured by generation: additions answered in think mode
 // (the worked column addition in the think block, then the sum) and in no-think mode (the sum at once), each
-// answer checked exactly. The problems are drawn from their own seed (kiln/data/chat_synthetic.hpp makes the
-// training ones), so few if any were seen in training.
+// answer checked exactly. The problems are drawn among the held-out additions (data::held_out_addition), which
+// the generated training data never holds: an answer the model gets right it computed.
 // Greedy decoding; the answer is what follows the last </think> (no-think mode: the template's empty block), its
 // leading whitespace dropped; it is right when it is the sum's digits and nothing else follows but the end of turn.
 #pragma once
@@ -37,11 +37,9 @@ inline ArithmeticResult arithmetic_probe(int problems, int digits, uint64_t seed
                                          const std::function<std::string(const std::vector<int32_t>&)>& decode,
                                          const std::function<std::vector<int32_t>(const std::vector<int32_t>&, int)>& generate) {
   ArithmeticResult r;
-  long top = 1;
-  for (int i = 0; i < digits; ++i) top *= 10;
   Rng rng(mix64(seed ^ 0x51a7e));
   for (int k = 0; k < problems; ++k) {
-    const long a = long(rng.below(uint64_t(top))), b = long(rng.below(uint64_t(top)));
+    const auto [a, b] = data::draw_addition(rng, digits, /*held_out=*/true);  // never one of the training problems
     for (const bool think : {false, true}) {
       auto chat = data::addition_chat(a, b, think);
       chat.pop_back();  // the answer

@@ -33,7 +33,8 @@ struct TrainConfig {
   GuardConfig guard;            // NaN / Inf and loss-spike detection
   // data
   std::string data = "/usr/share/games/fortunes";
-  // "": byte-level over text; "bpe:<n>": train a BPE of n entries on the text (cached); a tokenizer.json: `data` is
+  // "": byte-level over text; "bpe:<n>": train a BPE of n entries on the text (cached; "bpe:<n>:digits": every
+  // digit a token of its own, as arithmetic wants); a tokenizer.json: `data` is
   // a directory of token shards made with it (tools/kiln tokenize), each shard name's stem a source
   std::string tokenizer;
   std::string cache = "runs/cache";  // prepared tokenizers and shards
@@ -52,6 +53,10 @@ struct TrainConfig {
   // retrieval_max_chars of the corpus's training documents as filler, the password asked for. 0: none.
   int retrieval_documents = 0;
   int retrieval_max_chars = 2400;
+  // Reasoning documents (kiln/data/chat_synthetic.hpp) added to a text corpus as the source "reasoning": additions of
+  // chat_digits digits in the chat template, the worked column addition in think mode, the sum alone in no-think mode
+  // (a data stage weighs them in: mid-training on reasoning data). 0: none.
+  int reasoning_documents = 0;
   // SFT phases (kiln::SFT): the conversations, a jsonl file of {"messages": [{"role", "content"}...]} a line
   // (kiln/data/chat.hpp), or "" for conversations generated from the text corpus (kiln/data/chat_synthetic.hpp:
   // fortune requests by topic and additions in think and no-think mode), made once in the cache.
@@ -81,6 +86,10 @@ struct TrainConfig {
   int eval_batches = 8;
   std::vector<std::string> eval_tasks;  // multiple-choice task files (kiln/eval) scored at every evaluation, CF and MCF
   long eval_task_examples = 0;          // the first n examples of each (0: all)
+  bool eval_task_mcf = true;            // also the MCF formulation (letters), not only CF (each answer's text)
+  // Score the tasks and the additions at a phase's start too (the previous phase's end in the new phase's shape and
+  // positions: what a sequence-length or theta change does), not only at its evaluations and its end.
+  bool eval_phase_start = true;
   int threads = 0;              // 0: all cores
   double peak_tflops = 0;       // the machine's peak, for MFU in the console (0: unknown, not shown)
   double comm_timeout = 600;    // seconds a rank waits in a collective before the job stops (kiln/parallel)
@@ -143,6 +152,7 @@ inline void validate(const TrainConfig& c, const std::string& where) {
   KILN_CHECK(c.eval_every >= 0, "--eval-every must be >= 0 (0: at the end only), got ", c.eval_every, where);
   KILN_CHECK(c.retrieval_documents >= 0 && c.retrieval_max_chars >= 0, "--retrieval-docs and --retrieval-max-chars "
              "must be >= 0, got ", c.retrieval_documents, " and ", c.retrieval_max_chars, where);
+  KILN_CHECK(c.reasoning_documents >= 0, "--reasoning-docs must be >= 0, got ", c.reasoning_documents, where);
   KILN_CHECK(c.beta > 0 && finite(c.beta), "--beta must be a positive number, got ", c.beta, where);
   KILN_CHECK(c.reasoning_problems >= 0, "--reasoning-problems must be >= 0 (0: none), got ", c.reasoning_problems, where);
   KILN_CHECK(c.chat_digits >= 1 && c.chat_digits <= 9, "--chat-digits must lie in [1, 9], got ", c.chat_digits, where);

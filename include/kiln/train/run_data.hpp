@@ -20,6 +20,7 @@
 #include "kiln/data/chat_synthetic.hpp"
 #include "kiln/data/pairs.hpp"
 #include "kiln/data/synthetic.hpp"
+#include "kiln/eval/make_tasks.hpp"
 #include "kiln/train/config.hpp"
 
 namespace kiln {
@@ -136,17 +137,40 @@ inline std::string retrieval_file(const TrainConfig& c, const std::vector<std::s
 }
 
 
+// The reasoning documents of c (TrainConfig::reasoning_documents), made once in the cache like the retrieval file.
+inline std::string reasoning_file(const TrainConfig& c) {
+  namespace fs = std::filesystem;
+  const uint64_t key = mix64(uint64_t(c.reasoning_documents) * 1000003 + uint64_t(c.chat_digits) * 7919 +
+                             uint64_t(data::kChatSyntheticFormat));
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(key));
+  const fs::path dir = fs::path(c.cache) / (std::string("reasoning-") + hex);
+  const std::string path = (dir / "reasoning").string();
+  if (fs::exists(path)) return path;
+  std::string text;
+  for (const auto& d : data::reasoning_documents(c.reasoning_documents, c.chat_digits, 7)) text += d + "%\n";
+  fs::create_directories(dir);
+  core::write_text_atomic(path, text);
+  return path;
+}
+
 // A BPE text corpus's inputs: the vocabulary of "bpe:<n>", the corpus's text files (each a source; the retrieval
 // documents' file added when asked for) and the paths prepare_corpus keys its cache entry by.
 struct BpeInputs {
   int vocab = 0;
+  bool split_digits = false;  // bpe:<n>:digits
   std::vector<std::string> texts, paths;
 };
 inline BpeInputs bpe_inputs(const TrainConfig& c, int model_vocab) {
   BpeInputs in;
-  const std::string digits = c.tokenizer.substr(4);
+  std::string digits = c.tokenizer.substr(4);
+  if (digits.size() > 7 && digits.substr(digits.size() - 7) == ":digits") {
+    in.split_digits = true;
+    digits.resize(digits.size() - 7);
+  }
   KILN_CHECK(!digits.empty() && digits.size() <= 9 && digits.find_first_not_of("0123456789") == std::string::npos,
-             "--tokenizer ", c.tokenizer, ": expected bpe:<n> with n a whole number of vocabulary entries, e.g. bpe:2048");
+             "--tokenizer ", c.tokenizer, ": expected bpe:<n>[:digits] with n a whole number of vocabulary entries, "
+             "e.g. bpe:2048 (:digits: every digit a token of its own)");
   in.vocab = std::stoi(digits);
   KILN_CHECK(in.vocab > 256 && in.vocab <= model_vocab, "--tokenizer ", c.tokenizer, ": the vocabulary must be in (256, ",
              model_vocab, "] (the model's embedding has ", model_vocab, " rows)");
@@ -160,6 +184,13 @@ inline BpeInputs bpe_inputs(const TrainConfig& c, int model_vocab) {
     in.paths.push_back(retrieval_file(c, in.texts));
     in.texts.push_back(in.paths.back());
   }
+  if (c.reasoning_documents > 0 && !in.texts.empty()) {
+    for (const auto& f : in.texts)
+      KILN_CHECK(std::filesystem::path(f).filename() != "reasoning", "--reasoning-docs adds the source \"reasoning\", "
+                 "and ", f, " is a source of that name already: rename the file");
+    in.paths.push_back(reasoning_file(c));
+    in.texts.push_back(in.paths.back());
+  }
   KILN_CHECK(in.texts.size() <= size_t(data::LoaderState::kMaxSources), "--data ", c.data, " holds ", in.texts.size(),
              " text files; with --tokenizer bpe:<n> each is a source, and the loader mixes at most ",
              data::LoaderState::kMaxSources, ": group them into fewer files, or train a tokenizer with tools/kiln "
@@ -167,38 +198,43 @@ inline BpeInputs bpe_inputs(const TrainConfig& c, int model_vocab) {
   return in;
 }
 
-// The training documents of the text corpus with their file names (the generators' topics).
-inline std::vector<std::pair<std::string, std::string>> named_training_documents(const TrainConfig& c,
-                                                                                 const std::vector<std::string>& texts) {
+// The training (or the held-out) documents of the text corpus with their file names (the generators' topics).
+inline std::vector<std::pair<std::string, std::string>> named_documents(const TrainConfig& c,
+                                                                        const std::vector<std::string>& texts,
+                                                                        bool held_out = false) {
   std::vector<std::pair<std::string, std::string>> docs;
   for (const auto& f : texts) {
     data::TextStream in({f}, data::TextOptions{});
     for (std::string doc; in.next(doc);)
-      if (!data::held_out_document(doc, c.val_every)) docs.emplace_back(doc, std::filesystem::path(f).filename().string());
+      if (data::held_out_document(doc, c.val_every) == held_out)
+        docs.emplace_back(doc, std::filesystem::path(f).filename().string());
   }
   return docs;
 }
-// Records generated from the text corpus's training documents (so held-out fortunes stay unseen) as jsonl in the
-// cache, made once and atomically: <cache>/<kind>-<key>/<kind>.jsonl, keyed like the retrieval file by the corpus's
-// files and the generator's settings. `option` names the setting that gives a file instead, for the message.
+// Records generated from the text corpus's training documents (so held-out fortunes stay unseen; held_out: from the
+// held-out ones, for evaluation data) as jsonl in the cache, made once and atomically: <cache>/<kind>-<key>/<kind>.jsonl,
+// keyed like the retrieval file by the corpus's files and the generator's settings. `option` names the setting that
+// gives a file instead, for the message.
 inline std::string generated_file(const TrainConfig& c, const std::string& kind, const char* option, uint64_t salt,
                                   const std::function<std::vector<nlohmann::json>(
                                       const std::vector<std::pair<std::string, std::string>>&,
-                                      const data::ChatSyntheticOptions&)>& make) {
+                                      const data::ChatSyntheticOptions&)>& make,
+                                  bool held_out = false) {
   namespace fs = std::filesystem;
   const std::vector<std::string> texts = data::text_files({c.data});
   KILN_CHECK(!texts.empty(), option, " \"\" generates ", kind, " from the text corpus, and --data ", c.data,
              " holds no text files: give ", option, " <", kind, ".jsonl>");
   data::ChatSyntheticOptions o;
   o.digits = c.chat_digits;
+  o.held_out = held_out;
   const std::string hex = data::cache_key(texts, mix64(uint64_t(o.instructions) * 1000003 + uint64_t(o.arithmetic) * 7919 +
                                                        uint64_t(o.digits) * 131 + uint64_t(c.val_every) * 17 +
-                                                       uint64_t(data::kChatSyntheticFormat) + salt));
+                                                       uint64_t(data::kChatSyntheticFormat) + salt + held_out));
   const fs::path dir = fs::path(c.cache) / (kind + "-" + hex);
   const std::string path = (dir / (kind + ".jsonl")).string();
   if (fs::exists(path)) return path;
   std::string text;
-  for (const auto& r : make(named_training_documents(c, texts), o)) text += r.dump() + "\n";
+  for (const auto& r : make(named_documents(c, texts, held_out), o)) text += r.dump() + "\n";
   fs::create_directories(dir);
   core::write_text_atomic(path, text);
   return path;
@@ -234,7 +270,7 @@ inline std::shared_ptr<const data::Tokenizer> chat_tokenizer(RunData& d, const T
              "none: use --tokenizer bpe:<n> or a tokenizer.json");
   if (c.tokenizer.rfind("bpe:", 0) == 0) {
     const BpeInputs in = bpe_inputs(c, model_vocab);
-    const data::PreparedCorpus p = data::prepare_corpus(in.paths, c.cache, in.vocab, c.val_every);
+    const data::PreparedCorpus p = data::prepare_corpus(in.paths, c.cache, in.vocab, c.val_every, in.split_digits);
     use_tokenizer(d, p.tokenizer_path);
   } else {
     use_tokenizer(d, c.tokenizer);
@@ -259,6 +295,43 @@ inline void chat_streams(RunData& d, const TrainConfig& c, std::vector<data::Cha
 }
 }  // namespace detail
 
+// The first max_bytes or so of the text corpus's held-out documents, one a line ("" for token shards).
+inline std::string heldout_sample(const TrainConfig& c, size_t max_bytes) {
+  const std::vector<std::string> texts = data::text_files({c.data});
+  std::string text;
+  for (const auto& [doc, source] : detail::named_documents(c, texts, /*held_out=*/true)) {
+    if (text.size() >= max_bytes) break;
+    text += doc + "\n";
+  }
+  return text;
+}
+
+// The evaluation tasks a run generates from the corpus's held-out documents (--eval-task generated:<kind>), in
+// HellaSwag's layout (kiln/eval/tasks.hpp reads them; `tools/kiln eval --task` takes the cached file too):
+//   completion    a held-out fortune's beginning, its true ending against 3 others' (kiln/eval/make_tasks.hpp)
+//   instructions  a request for a topic, a held-out fortune of that topic against 3 of others (chat_synthetic.hpp)
+//   preferences   held-out pairs (requests and held-out additions), chosen against rejected
+inline constexpr const char* kGeneratedTasks = "completion, instructions, preferences";
+inline std::string generated_task_file(const TrainConfig& c, const std::string& kind) {
+  constexpr int kCompletion = 120, kInstructions = 80, kPreferences = 40;  // each; preferences: of each kind
+  if (kind == "completion")
+    return detail::generated_file(c, "task-completion", "--eval-task", 0xc0 + kCompletion * 1000, [](const auto& docs, const auto&) {
+      eval::CompletionOptions o;
+      o.count = kCompletion, o.seed = 5;
+      return eval::completion_task(docs, o);
+    }, /*held_out=*/true);
+  if (kind == "instructions")
+    return detail::generated_file(c, "task-instructions", "--eval-task", 0x1e + kInstructions * 1000, [](const auto& docs, const auto& o) {
+      return data::instruction_task(docs, kInstructions, 4, o.max_chars, 6);
+    }, /*held_out=*/true);
+  if (kind == "preferences")
+    return detail::generated_file(c, "task-preferences", "--eval-task", 0x9f + kPreferences * 1000, [](const auto& docs, auto o) {
+      o.instructions = o.arithmetic = kPreferences, o.seed = 8;
+      return data::preference_task(docs, o);
+    }, /*held_out=*/true);
+  KILN_FAIL("--eval-task generated:", kind, ": no such generated task (the generated ones: ", kGeneratedTasks, ")");
+}
+
 // The data of an SFT phase: the run's tokenizer and the conversations, packed whole into rows of seq_len with the
 // loss on the assistant's tokens (data/chat.hpp).
 inline RunData open_chat_data(const TrainConfig& c, int model_vocab, int seq_len) {
@@ -266,15 +339,17 @@ inline RunData open_chat_data(const TrainConfig& c, int model_vocab, int seq_len
   const auto tok = detail::chat_tokenizer(d, c, model_vocab, "n SFT");
   const std::string path = c.chat.empty() ? detail::synthetic_chat_file(c) : c.chat;
   const auto convs = data::read_conversations(path);
-  data::ChatSet set = data::tokenize_conversations(*tok, convs, seq_len, c.val_every);
+  // generated conversations that do not fit the phase's rows are left out (counted); a file's stop the run, named
+  data::ChatSet set = data::tokenize_conversations(*tok, convs, seq_len, c.val_every, /*drop_long=*/c.chat.empty());
   KILN_CHECK(!set.train.empty() && !set.val.empty(), path, ": ", convs.size(), " conversations split into ",
              set.train.size(), " for training and ", set.val.size(), " held out (every ", c.val_every, "th by content): "
              "both are needed");
   d.epoch_tokens = double(set.train_tokens);  // (rows also hold padding: an epoch takes a little more)
   char s[512];
-  std::snprintf(s, sizeof s, "%s | %zu conversations, %zu held out | %.2fM tokens, %.2fM of them assistant tokens "
-                "(the loss's) | tokenizer %s", path.c_str(), set.train.size(), set.val.size(), double(set.train_tokens) / 1e6,
-                double(set.trained_tokens) / 1e6, d.tokenizer_path.c_str());
+  std::snprintf(s, sizeof s, "%s | %zu conversations, %zu held out%s | %.2fM tokens, %.2fM of them assistant tokens "
+                "(the loss's) | tokenizer %s", path.c_str(), set.train.size(), set.val.size(),
+                set.dropped ? (" (" + std::to_string(set.dropped) + " longer than a row left out)").c_str() : "",
+                double(set.train_tokens) / 1e6, double(set.trained_tokens) / 1e6, d.tokenizer_path.c_str());
   d.summary = s;
   detail::chat_streams(d, c, data::singletons(std::move(set.train)), data::singletons(std::move(set.val)));
   return d;
@@ -286,13 +361,15 @@ inline RunData open_pair_data(const TrainConfig& c, int model_vocab, int seq_len
   const auto tok = detail::chat_tokenizer(d, c, model_vocab, " preference");
   const std::string path = c.pairs.empty() ? detail::synthetic_pairs_file(c) : c.pairs;
   const auto pairs = data::read_pairs(path);
-  data::PairSet set = data::tokenize_pairs(*tok, pairs, seq_len, c.val_every);
+  data::PairSet set = data::tokenize_pairs(*tok, pairs, seq_len, c.val_every, /*drop_long=*/c.pairs.empty());
   KILN_CHECK(!set.train.empty() && !set.val.empty(), path, ": ", pairs.size(), " pairs split into ", set.train.size(),
              " for training and ", set.val.size(), " held out (every ", c.val_every, "th by content): both are needed");
   d.epoch_tokens = double(set.train_tokens);
   char s[512];
-  std::snprintf(s, sizeof s, "%s | %zu pairs, %zu held out | %.2fM tokens | tokenizer %s", path.c_str(), set.train.size(),
-                set.val.size(), double(set.train_tokens) / 1e6, d.tokenizer_path.c_str());
+  std::snprintf(s, sizeof s, "%s | %zu pairs, %zu held out%s | %.2fM tokens | tokenizer %s", path.c_str(),
+                set.train.size(), set.val.size(),
+                set.dropped ? (" (" + std::to_string(set.dropped) + " longer than a row left out)").c_str() : "",
+                double(set.train_tokens) / 1e6, d.tokenizer_path.c_str());
   d.summary = s;
   detail::chat_streams(d, c, std::move(set.train), std::move(set.val));
   return d;
@@ -302,6 +379,8 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
                              const std::function<void(const std::string&)>& event) {
   RunData d;
   KILN_CHECK(c.retrieval_documents == 0 || c.tokenizer.rfind("bpe:", 0) == 0, "--retrieval-docs adds documents to "
+             "a text corpus tokenized with --tokenizer bpe:<n>, not to ", c.tokenizer.empty() ? "byte-level data" : "token shards");
+  KILN_CHECK(c.reasoning_documents == 0 || c.tokenizer.rfind("bpe:", 0) == 0, "--reasoning-docs adds documents to "
              "a text corpus tokenized with --tokenizer bpe:<n>, not to ", c.tokenizer.empty() ? "byte-level data" : "token shards");
   if (c.tokenizer.empty()) {
     auto corpus = std::make_shared<const data::Corpus>(data::load_fortunes(c.data, c.val_every));
@@ -333,7 +412,7 @@ inline RunData open_run_data(const TrainConfig& c, int model_vocab, long tokens_
         }
     }
     const auto t0 = std::chrono::steady_clock::now();
-    const data::PreparedCorpus p = data::prepare_corpus(paths, c.cache, vocab, c.val_every);
+    const data::PreparedCorpus p = data::prepare_corpus(paths, c.cache, vocab, c.val_every, in.split_digits);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     detail::use_tokenizer(d, p.tokenizer_path);
     d.bytes_per_token = p.heldout_tokens ? double(p.heldout_bytes) / double(p.heldout_tokens) : 1.0;

@@ -146,6 +146,8 @@ class Trainer final : public TrainerBase {
   // What this rank holds: the model, or under TP<t> its tp_local cut (checkpoints and host() keep the full model's)
   using Local = std::conditional_t<(tp > 1), tp_local<M, tp>, M>;
   using State = typename Backend::template state<Local>;
+  // A backend whose state takes a loss summed on the host (the CPU's): what preference phases need, for now.
+  static constexpr bool host_loss = requires(State& s) { s.add_loss(0.0); };
   template <int I>
   using PhaseExecutor = typename detail::executor_of<Backend, phase_model<Recipe, I>, phase_stage<Recipe, I>::micro_batch,
                                                      phase_stage<Recipe, I>::seq_len, tp>::type;
@@ -194,7 +196,7 @@ class Trainer final : public TrainerBase {
     ref_.reset();
     if (phase_shape(i).objective == Objective::preference) {  // the reference: the weights the phase starts from
       KILN_CHECK(tp == 1, "phase ", phase_name(i), ": preference optimisation with tensor parallelism is not built");
-      if constexpr (requires(State& s) { s.add_loss(0.0); }) {
+      if constexpr (host_loss) {
         ref_ = std::make_unique<State>();
         set_reference(state_->host(backend::Tensor::params));
       } else {
@@ -475,7 +477,7 @@ class Trainer final : public TrainerBase {
         }
       exec.forward_backward(*state_, mb.view(), 1.0f);
       mb.weights.clear();
-      if constexpr (requires(State& st) { st.add_loss(0.0); }) state_->add_loss(loss);
+      if constexpr (host_loss) state_->add_loss(loss);
     }
     if (N > 1) state_->all_reduce(*dp_comm());
     state_->end_step(StepArgs{w.lr, c.beta1, c.beta2, c.adam_eps, c.weight_decay, c.clip, double(w.targets)});
