@@ -166,7 +166,8 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
       ->default_str(recipe_stages.empty() ? "none" : recipe_stages);
   app.add_flag_callback("--no-stages", [&c] { c.stages.clear(); },
                         "no data stages: every source at its natural share for the whole run");
-  app.add_option("--tokenizer", c.tokenizer, "\"\" (byte-level) or bpe:<n>[:digits] (train a BPE on the data, cached; :digits: a token per digit)")
+  app.add_option("--tokenizer", c.tokenizer,
+                 "\"\" (byte-level) or bpe:<n>[:digits] (train a BPE on the data, cached; :digits: a token per digit)")
       ->capture_default_str();
   app.add_option("--token-size", c.token_size,
                  "bytes per token of shards without Kiln's metadata (datatrove's: 2 or 4; 0: read it from the metadata)")
@@ -608,8 +609,8 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       return true;
     };
     std::function<void(const std::string&)> snapshot;  // a row of the program's table (set below)
-    bool ended_with_merge = false;
-    bool held_out_only = false;  // this evaluation: the held-out loss, no tasks or additions (eval_phase_start)  // the last phase's merge step ran in this process (the table's last row)
+    bool ended_with_merge = false;  // the last phase's merge step ran in this process (the table's last row)
+    bool held_out_only = false;     // this evaluation: the held-out loss, no tasks or additions (eval_phase_start)
     if (phase_count > 1) {
       trainer.on_phase_start = [&](int p) {
         const PhaseInfo& ph = r.phases[size_t(p)];
@@ -688,6 +689,7 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     // at the run's start and at each phase's end, with the held-out text's bits per byte measured then.
     std::vector<std::pair<std::string, double>> latest;
     std::vector<SummaryRow> summary;
+    std::vector<std::pair<std::string, double>> chance;  // each task's, for the table's reader
     const auto note = [&](const std::string& k, double x) {
       for (auto& kv : latest)
         if (kv.first == k) return void(kv.second = x);
@@ -755,7 +757,11 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
             random = m.random;
             // the table's measure: by characters (HellaSwag's acc_norm); a preference pair by the log-probability
             // sums themselves (which answer the model prefers, as DPO compares them)
-            if (f == eval::Formulation::cloze) note(name, name == "preferences" ? m.acc : m.acc_norm_char);
+            if (f == eval::Formulation::cloze) {
+              note(name, name == "preferences" ? m.acc : m.acc_norm_char);
+              if (std::none_of(chance.begin(), chance.end(), [&](const auto& kv) { return kv.first == name; }))
+                chance.emplace_back(name, m.random);
+            }
           }
           std::printf("%s random %.3f, %zu examples, at step %ld\n", line.c_str(), random, t.examples.size(), step);
         }
@@ -768,7 +774,9 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     if (phase_count > 1 && rank == 0 && !data->tokenizer_path.empty())
       if (const std::string text = heldout_sample(c, 40'000); text.size() > 1000) heldout_text = data->encode(text);
     snapshot = [&](const std::string& label) {
-      if (rank != 0 || phase_count == 1) return;
+      if (phase_count == 1) return;
+      trainer.sync_host();  // (tensor parallelism: every rank, for rank 0's full parameters)
+      if (rank != 0) return;
       SummaryRow row{label, trainer.run_step(), {}};
       if (!heldout_text.empty()) {
         int B = 0, T = 0;
@@ -837,10 +845,12 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                   phase_name(trainer.phase()).c_str(), trainer.eval_extra_text().c_str());
     if (summary.size() > 1) {
       const std::string table = summary_table(summary);
-      std::printf("\nkiln: what each phase did (held-out data; chance: 0.25 on the 4-choice tasks, 0.5 on preferences):\n%s"
-                  "kiln: the table is in %s/summary.md; `tools/kiln plot %s` draws the curves\n", table.c_str(),
-                  c.out.c_str(), c.out.c_str());
-      core::write_text_atomic(c.out + "/summary.md", table);
+      std::string odds;
+      for (const auto& [k, x] : chance) odds += (odds.empty() ? "; chance: " : ", ") + k + " " + plan::value_text(x);
+      std::printf("\nkiln: what each phase did (held-out data%s):\n%s"
+                  "kiln: the table is in %s/summary.md; `tools/kiln plot %s` draws the curves\n", odds.c_str(),
+                  table.c_str(), c.out.c_str(), c.out.c_str());
+      core::write_text_atomic(c.out + "/summary.md", table + (odds.empty() ? "" : "\n(held-out data" + odds + ")\n"));
     }
     trainer.sync_host();  // tensor parallelism: the full parameters, for the continuations
     if (rank > 0 || c.sample_tokens == 0) return 0;  // the continuations: rank 0's console, unless none are wanted

@@ -154,8 +154,8 @@ inline std::string reasoning_file(const TrainConfig& c) {
   return path;
 }
 
-// A BPE text corpus's inputs: the vocabulary of "bpe:<n>", the corpus's text files (each a source; the retrieval
-// documents' file added when asked for) and the paths prepare_corpus keys its cache entry by.
+// A BPE text corpus's inputs: the vocabulary of "bpe:<n>[:digits]", the corpus's text files (each a source; the
+// retrieval and the reasoning documents' files added when asked for) and the paths prepare_corpus keys its cache by.
 struct BpeInputs {
   int vocab = 0;
   bool split_digits = false;  // bpe:<n>:digits
