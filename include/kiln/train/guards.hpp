@@ -1,6 +1,7 @@
 // kiln/train/guards.hpp: never continue silently past a bad step.
 //   not finite:  the loss or the gradient norm is NaN or Inf
-//   spike:       loss > mean + z * std over the last `window` accepted losses (once the window is full)
+//   spike:       loss > mean + z * std over the last `window` accepted losses (once the window is full; the window
+//                starts over at the first step of each later data stage, whose new mixture moves the loss)
 // A bad step is skipped (no update; its data is consumed). After `max_bad` bad steps in a row the trainer rolls
 // back to its last checkpoint (keeping the data position, so the offending batches are not replayed) or, with no
 // checkpoint to go back to, stops with the numbers. Every decision is one log line.

@@ -530,8 +530,22 @@ class Trainer final : public TrainerBase {
   // Whether the host needs the state right after phase step s (0-based): then step s + 1 does not start early.
   bool must_sync(const TrainConfig& c, long s) const {
     const long done = s + 1;
-    return done >= c.steps || eval_due(c, done) ||
+    return done >= c.steps || eval_due(c, done) || stage_starts(c, done) ||
            (c.checkpoint_every > 0 && done % c.checkpoint_every == 0) || (wants_state && wants_state(run_step_ + 1, done));
+  }
+  // Whether phase step s (0-based) is the first of a later data stage (TrainConfig::stages). There the loss guard's
+  // window starts over: a stage that brings in other data moves the loss, and the old window would call the new
+  // data's first steps spikes and stop the run. (s never starts early, must_sync says, so the backend's copy of the
+  // window changes at the same step as the host's.)
+  static bool stage_starts(const TrainConfig& c, long s) {
+    for (const auto& st : c.stages)
+      if (st.start > 0 && long(st.start * double(c.steps)) == s) return true;
+    return false;
+  }
+  void restart_guard_at_stage(const TrainConfig& c, long s) {
+    if (!stage_starts(c, s)) return;
+    guard_ = LossGuard(c.guard);
+    give_step_state();
   }
   void give_step_state() {
     const auto g = guard_.state();
@@ -651,7 +665,10 @@ class Trainer final : public TrainerBase {
 
     give_step_state();
     StepWork<B, T> cur, ahead;
-    if (step_ < c.steps) start_step<I>(cur, step_, true);
+    if (step_ < c.steps) {
+      restart_guard_at_stage(c, step_);
+      start_step<I>(cur, step_, true);
+    }
     bool stopping = false;
     while (cur.step >= 0) {
       const bool early = Backend::overlap_steps && !stopping && !must_sync(c, cur.step);
@@ -666,10 +683,12 @@ class Trainer final : public TrainerBase {
       }
       if (n == Next::rolled_back) {
         std::swap(cur, ahead);
+        restart_guard_at_stage(c, step_);
         start_step<I>(cur, step_, /*refill=*/false);
       } else if (early) {
         std::swap(cur, ahead);
       } else if (step_ < c.steps) {
+        restart_guard_at_stage(c, step_);
         start_step<I>(cur, step_, true);
       } else {
         cur.step = -1;
