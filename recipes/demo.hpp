@@ -6,8 +6,8 @@
 //             think mode: mid-training on reasoning data) weighed up
 //   long      long-context extension: 4x the sequence length (2 x 1024, the same tokens a step), RoPE theta
 //             10,000 -> 100,000
-//   sft       (theta stays 100,000 from here on) SFT on generated conversations (fortune requests by topic, additions in think and no-think mode),
-//             the loss on the assistant's tokens only
+//   sft       SFT on generated conversations (fortune requests by topic, additions in think and no-think mode),
+//             the loss on the assistant's tokens only (theta stays 100,000 from the long phase on)
 //   apo       APO-zero (SmolLM3's preference loss) on generated pairs (on topic against off, right sum against a
 //             carry-forgetting one), then a merge step: 0.9 of its end with 0.1 of the long phase's (the base model,
 //             as SmolLM3 mixed its mid-training model back in)

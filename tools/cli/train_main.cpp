@@ -204,8 +204,9 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
                  "false: a packed row is one sequence")->capture_default_str();
   app.add_option("--eval-batches", c.eval_batches, "micro-batches in a held-out evaluation")->capture_default_str();
   app.add_option("--eval-task", c.eval_tasks, "a multiple-choice task (jsonl: HellaSwag, ARC, PIQA, WinoGrande, MMLU "
-                 "layouts; tools/kiln make-task makes one) scored in the CF and MCF formulations at every "
-                 "evaluation (repeatable)");
+                 "layouts; tools/kiln make-task makes one; generated:completion, generated:instructions or "
+                 "generated:preferences: made from the corpus's held-out documents) scored in the CF and MCF "
+                 "formulations at every evaluation (repeatable)");
   app.add_option("--eval-task-examples", c.eval_task_examples, "score the first n examples of each task (0: all)")
       ->capture_default_str();
   app.add_option("--eval-task-mcf", c.eval_task_mcf, "score the tasks in the MCF formulation (the answers' letters) "

@@ -84,7 +84,9 @@ struct TrainConfig {
   long eval_every_tokens = 0;   // also whenever the phase's tokens pass a multiple of this (0: off): the same token
                                 // counts for runs of different batch shapes, as ablations compare them
   int eval_batches = 8;
-  std::vector<std::string> eval_tasks;  // multiple-choice task files (kiln/eval) scored at every evaluation, CF and MCF
+  // multiple-choice task files (kiln/eval) scored at every evaluation, or generated:completion | instructions |
+  // preferences (made from the corpus's held-out documents: train/run_data.hpp, generated_task_file)
+  std::vector<std::string> eval_tasks;
   long eval_task_examples = 0;          // the first n examples of each (0: all)
   bool eval_task_mcf = true;            // also the MCF formulation (letters), not only CF (each answer's text)
   // Score the tasks and the additions at a phase's start too (the previous phase's end in the new phase's shape and
