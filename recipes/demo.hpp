@@ -46,17 +46,21 @@ struct demo : demo_pretrain {
   static kiln::TrainConfig defaults(std::string_view phase) {
     kiln::TrainConfig c = defaults();
     if (phase == "pretrain") {
-      c.steps = 500;
+      c.steps = 300;
       c.stages = {{0.0, {{"reasoning", 0.3}}},
                   {0.5, {{"computers", 4.0}, {"linux", 4.0}, {"perl", 4.0}, {"science", 4.0}, {"reasoning", 2.0}}}};
     }
     if (phase == "long") {
-      c.steps = 30, c.lr = 5e-4, c.min_lr = 5e-5, c.warmup = 5;
+      c.steps = 20, c.lr = 5e-4, c.min_lr = 5e-5, c.warmup = 5;
       c.stages = {{0.0, {{"reasoning", 0.3}}}};
     }
-    if (phase == "sft") c.steps = 150, c.lr = 1e-3, c.min_lr = 1e-4, c.warmup = 10, c.stages = {};
+    // SFT gets the largest share after pretraining: the column steps are learned there (450 steps: think mode
+    // ahead of no-think; 800 after 1200 of pretraining: every held-out addition right in think mode, bench/RESULTS.md)
+    if (phase == "sft") c.steps = 450, c.lr = 1e-3, c.min_lr = 1e-4, c.warmup = 10, c.stages = {};
     if (phase == "apo") {
-      c.steps = 40, c.lr = 5e-4, c.min_lr = 5e-5, c.warmup = 5, c.beta = 0.1, c.stages = {};
+      // a small LR (SmolLM3's APO ran at 1/200 of its pretraining peak): at 5e-4 APO-zero undid the additions SFT
+      // taught (pushing a rejected answer down pushes down the steps it shares with the chosen one)
+      c.steps = 40, c.lr = 5e-5, c.min_lr = 5e-6, c.warmup = 5, c.beta = 0.1, c.stages = {};
       c.merge = {{"long", 0.1}};
     }
     return c;
