@@ -1,8 +1,8 @@
 // tools/plot.cpp: `tools/kiln plot <run dir>` renders a run's loss, learning-rate and gradient-norm curves (and
 // held-out loss where evaluated) from <run>/metrics.jsonl into <run>/curves.png with gnuplot (Debian gnuplot-nox).
 // A skipped step (its loss or norm not finite: written as null) is drawn as a red cross at the last finite loss.
-// A program's phases are marked where each starts; tasks scored during the run (CF: by characters, a preference
-// pair by its log-probabilities, as the trainer's table) and the additions probe get a panel of their own.
+// A program's phases are marked where each starts; tasks scored during the run (CF, each by its record's
+// "headline" measure, the trainer's table's) and the additions probe get a panel of their own.
 #include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
@@ -66,7 +66,7 @@ int plot(int argc, char** argv) {
     const long step = j["step"].get<long>();
     if (j.contains("task") && j.value("formulation", std::string()) == "CF" && j["task"].is_string()) {
       const std::string t = j["task"].get<std::string>();
-      score(t, step, number(j, t == "preferences" ? "acc" : "acc_norm_char"));
+      score(t, step, number(j, j.contains("headline") ? "headline" : "acc_norm_char"));  // the trainer's choice
       continue;
     }
     if (j.value("probe", std::string()) == "arithmetic") {

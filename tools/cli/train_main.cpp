@@ -744,10 +744,14 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
             const eval::TaskResult res = eval::evaluate(t.examples, f, data->encode, B, T, run);
             const eval::Metrics& m = res.metrics;
             const std::string form = eval::formulation_name(f), key = "eval/" + name + "/" + form + "/";
+            // the task's headline measure, for the program's table and the curves (kiln_plot reads it): by
+            // characters (HellaSwag's acc_norm); a preference pair by the log-probability sums themselves (which
+            // answer the model prefers, as DPO compares them)
+            const double headline = name == "preferences" ? m.acc : m.acc_norm_char;
             nlohmann::json score = where;
             score.update({{"task", name}, {"formulation", form}, {"examples", m.examples}, {"acc", m.acc},
                           {"acc_norm_char", m.acc_norm_char}, {"acc_norm_token", m.acc_norm_token},
-                          {"random", m.random}, {"time", io::unix_now()}});
+                          {"headline", headline}, {"random", m.random}, {"time", io::unix_now()}});
             jsonl.write(score);
             tb.scalars(step, {{key + "acc", float(m.acc)}, {key + "acc_norm", float(m.acc_norm_char)},
                               {key + "acc_token", float(m.acc_norm_token)}});
@@ -756,10 +760,8 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
                           m.acc_norm_char, m.acc_norm_token);
             line += b;
             random = m.random;
-            // the table's measure: by characters (HellaSwag's acc_norm); a preference pair by the log-probability
-            // sums themselves (which answer the model prefers, as DPO compares them)
             if (f == eval::Formulation::cloze) {
-              note(name, name == "preferences" ? m.acc : m.acc_norm_char);
+              note(name, headline);
               if (std::none_of(chance.begin(), chance.end(), [&](const auto& kv) { return kv.first == name; }))
                 chance.emplace_back(name, m.random);
             }
