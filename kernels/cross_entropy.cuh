@@ -2,8 +2,9 @@
 // over a chunk of n rows of fp32 logits (cuBLASLt writes them from the LM head, chunk by chunk, so the (R, V)
 // logits never exist), per row r with target t >= 0:
 //   lse = log sum_j exp(l_j);  token_loss = (lse - l_t) + z_coef lse^2;  token_logp = l_t - lse
-//   dl_j = grad_scale (p_j - [j == t] + 2 z_coef lse p_j),  p = softmax(l)       (when dl != nullptr)
-// and 0 for ignored rows (t < 0). dl is written in S (bf16 for the dx / dW GEMMs that follow), logits are read.
+//   dl_j = g (p_j - [j == t] + 2 z_coef lse p_j),  p = softmax(l)                (when dl != nullptr)
+// with g = grad_scale x row_weight[r] (row_weight: preference optimisation's per-token weights, Batch::weights;
+// nullptr: 1), and 0 for ignored rows (t < 0). dl is written in S (bf16 for the dx / dW GEMMs that follow), logits are read.
 // One block per row, two passes over it: each thread keeps a running (max, sum) over its columns (online
 // softmax), the block combines them (max, then the rescaled sums, in a fixed order), then the second pass writes dl.
 // grad_scale is a device scalar when given (the loss normalisation of the global batch), else 1.
@@ -29,7 +30,8 @@ namespace detail {
 
 template <class S, int V, unsigned T>
 KILN_GLOBAL void xent_rows_kernel(const float* logits, const int32_t* targets, int n, float z_coef,
-                                  const float* grad_scale, S* dl, float* token_loss, float* token_logp) {
+                                  const float* grad_scale, const float* row_weight, S* dl, float* token_loss,
+                                  float* token_logp) {
   const int i = int(blockIdx.x);
   if (i >= n) return;
   const float* l = logits + size_t(i) * V;
@@ -60,7 +62,7 @@ KILN_GLOBAL void xent_rows_kernel(const float* logits, const int32_t* targets, i
     token_logp[i] = lt - lse;
   }
   if (d) {
-    const float gs = grad_scale ? *grad_scale : 1.f;
+    const float gs = (grad_scale ? *grad_scale : 1.f) * (row_weight ? row_weight[i] : 1.f);
     const float coef = gs * (1.f + 2.f * z_coef * lse) / sum;  // dl_j = coef exp(l_j - M) - gs [j == t]
     for (int j = int(threadIdx.x); j < V; j += int(T))
       d[j] = dev::st<S>(coef * dev::exp(l[j] - M) - (j == t ? gs : 0.f));
@@ -153,16 +155,17 @@ void xent_vp_finish(const float* logits, const int32_t* targets, int n, int firs
                                                                              token_logp);
 }
 
-// logits (n, V) fp32; targets (n); dl (n, V) in S or nullptr (no gradients); token_loss, token_logp (n) fp32.
+// logits (n, V) fp32; targets (n); dl (n, V) in S or nullptr (no gradients); token_loss, token_logp (n) fp32;
+// row_weight (n) fp32 or nullptr.
 template <class S, int V>
 void xent_rows(const float* logits, const int32_t* targets, int n, float z_coef, const float* grad_scale, S* dl,
-               float* token_loss, float* token_logp, gpu::Stream stream) {
+               float* token_loss, float* token_logp, gpu::Stream stream, const float* row_weight = nullptr) {
   static_assert(V > 1, "cross_entropy (CUDA): the vocabulary must have at least 2 entries");
   constexpr unsigned T = V >= 8192 ? 512 : 128;
   if (n == 0) return;
   auto* kernel = &detail::xent_rows_kernel<S, V, T>;
-  KILN_LAUNCH(kernel, dim3(unsigned(n)), dim3(T), 0, stream)(logits, targets, n, z_coef, grad_scale, dl, token_loss,
-                                                            token_logp);
+  KILN_LAUNCH(kernel, dim3(unsigned(n)), dim3(T), 0, stream)(logits, targets, n, z_coef, grad_scale, row_weight, dl,
+                                                            token_loss, token_logp);
 }
 
 }  // namespace kiln::kernels::cuda

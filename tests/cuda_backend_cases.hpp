@@ -6,6 +6,7 @@
 //     backend's; the state's host staging round-trips
 //   - bf16 storage (plan::Bf16Mixed): the same within bf16's tolerance
 //   - in both, the device memory the backend allocates is the plan's MemoryPlan total, to the byte
+//   - per-token loss weights and the frozen reference model of preference optimisation (weighted_case)
 // Included by tests/test_cuda_backend_simt.cpp (g++: the backend over the SIMT layer, in CPU CI) and by
 // tests/gpu/test_cuda_backend_gpu.cu (nvcc: on the GPU); the includer defines KC_WHERE.
 #pragma once
@@ -612,6 +613,82 @@ void graph_case() {
   CHECK(a == b);
 }
 
+
+// Preference optimisation's pieces (trainer.hpp): each token's loss gradient weighted (Batch::weights), and a
+// frozen reference model run forward.
+//   - weight 1 on a set A of tokens and 0 elsewhere gives, bit for bit, the gradients of the batch whose targets
+//     outside A are ignored (the rows' dlogits are the same numbers); weights 2 on A and -0.5 on the rest give
+//     2 g(A) - 0.5 g(rest) (at fp32's tolerance, or bf16's: the activations' gradients are rounded once, not
+//     each part); each run three times (graphs: eager, captured, replayed), and an unweighted run after
+//     them is the unweighted run's
+//   - cuda::Frozen holds the plan's reference bytes, and its forward gives the state's log-probabilities, bit for bit
+template <class Prec>
+void weighted_case(double mix_tol) {
+  using P = plan::ParamPlan<TinyRnope>;
+  constexpr size_t n = P::table.total;
+  Fixture<> f;
+  backend::cuda::State<TinyRnope, Prec> s;
+  f.load(s);
+  auto exec = std::make_unique<backend::cuda::Executor<TinyRnope, B, T, Prec>>();
+  const auto grads = [&](const backend::Batch& b, int times) {
+    std::vector<float> g;
+    for (int i = 0; i < times; ++i) {
+      s.zero_grad();
+      exec->forward_backward(s, b, 0.25f);
+      const float* h = s.host(backend::Tensor::grads);
+      std::vector<float> now(h, h + n);
+      if (i > 0) CHECK(now == g);
+      g = now;
+    }
+    return g;
+  };
+  const std::vector<float> plain = grads(f.batch(), 1);
+  std::vector<int32_t> in_a = f.targets, in_rest = f.targets;
+  std::vector<float> w_a(f.targets.size(), 0.f), w_mix(f.targets.size(), 0.f);
+  for (size_t k = 0; k < f.targets.size(); ++k) {
+    const bool a = (k * 7) % 3 == 0;  // a third of the tokens, in both rows
+    (a ? in_rest : in_a)[k] = -1;
+    w_a[k] = a ? 1.f : 0.f;
+    w_mix[k] = a ? 2.f : -0.5f;
+  }
+  backend::Batch masked_a = f.batch(), masked_rest = f.batch(), weighted_a = f.batch(), weighted_mix = f.batch();
+  masked_a.targets = in_a.data();
+  masked_rest.targets = in_rest.data();
+  weighted_a.weights = w_a.data();
+  weighted_mix.weights = w_mix.data();
+  const std::vector<float> g_a = grads(masked_a, 1), g_rest = grads(masked_rest, 1);
+  CHECK(grads(weighted_a, 3) == g_a);
+  const std::vector<float> mix = grads(weighted_mix, 3);
+  std::vector<float> want(n);
+  for (size_t i = 0; i < n; ++i) want[i] = 2.f * g_a[i] - 0.5f * g_rest[i];
+  MESSAGE("weights 2 and -0.5 against 2 g(A) - 0.5 g(rest): relative error " << rel_err(mix.data(), want));
+  CHECK(rel_err(mix.data(), want) < mix_tol);
+  CHECK(grads(f.batch(), 3) == plain);
+
+  // the reference: parameters only, in the storage type
+  const size_t before = backend::cuda::allocated_bytes();
+  backend::cuda::Frozen<TinyRnope, Prec> ref;
+  CHECK(backend::cuda::allocated_bytes() - before == plan::MemoryPlan<TinyRnope, B, T, Prec>::reference);
+  const float* p = s.host(backend::Tensor::params);
+  std::copy(p, p + n, ref.host_mut(backend::Tensor::params));
+  ref.commit(backend::Tensor::params);
+  CHECK(std::equal(p, p + n, ref.host(backend::Tensor::params)));
+  CHECK_THROWS_WITH(ref.host(backend::Tensor::grads), doctest::Contains("holds its parameters only"));
+  exec->forward(s, f.batch());
+  const std::vector<float> lp_state(exec->token_logp(), exec->token_logp() + B * T);
+  exec->forward(ref, f.batch());
+  const std::vector<float> lp_ref(exec->token_logp(), exec->token_logp() + B * T);
+  CHECK(lp_ref == lp_state);
+  std::vector<int32_t> seg(size_t(B) * T, -1);
+  double want_sum[2] = {0, 0};
+  for (size_t k = 0; k < seg.size(); ++k)
+    if (f.targets[k] >= 0) seg[k] = int32_t(k % 2), want_sum[k % 2] += double(lp_ref[k]);
+  double got[2];
+  exec->sequence_logprobs(seg.data(), 2, got);
+  CHECK(got[0] == want_sum[0]);
+  CHECK(got[1] == want_sum[1]);
+}
+
 }  // namespace kcb
 
 #if defined(__CUDACC__)
@@ -632,6 +709,10 @@ TEST_CASE(KC_WHERE ": the tiny QK-norm model (MQA, untied head, RoPE everywhere)
   kcb::fixture_case<kiln::plan::Bf16Mixed, kcb::TinyQk, 2, 20>(1e-2, 5e-2, 8e-2, "tiny_qknorm.safetensors");
 }
 TEST_CASE(KC_WHERE ": the gradient norm and one AdamW step equal the CPU's") { kcb::adamw_case(); }
+TEST_CASE(KC_WHERE ": per-token loss weights and the frozen reference model (preference optimisation)") {
+  kcb::weighted_case<kiln::plan::CudaFp32>(1e-5);
+  kcb::weighted_case<kiln::plan::Bf16Mixed>(3e-2);
+}
 TEST_CASE(KC_WHERE ": data parallelism: the state's sums over two ranks take one process's steps") {
   kcb::data_parallel_case<kiln::plan::CudaFp32>();
   kcb::data_parallel_case<kiln::plan::Bf16Mixed>();

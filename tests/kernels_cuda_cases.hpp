@@ -390,6 +390,25 @@ void xent_case() {
   kiln::kernels::cuda::xent_rows<S, V>(d_l.data(), d_t.data(), n, z, nullptr, static_cast<S*>(nullptr),
                                        d_loss2.data(), d_logp2.data(), stream());
   check_close(d_loss2.host(), loss_ref, "cross-entropy loss without gradients", 1e-6);
+  // per-row weights (preference optimisation's -dL/dlog p of each token): each row's dlogits scaled by its weight,
+  // some negative, one zero; the losses unchanged
+  std::vector<float> rw(n);
+  for (int i = 0; i < n; ++i) rw[size_t(i)] = i == 7 ? 0.f : float((i % 3) - 1) * 0.37f + (i % 2 ? 0.05f : -0.11f);
+  auto l_w = logits;
+  std::vector<float> loss_w(n), logp_w(n);
+  kiln::kernels::xent_rows<float, V>(l_w.data(), tgt.data(), n, z, gs, true, loss_w.data(), logp_w.data(), rw.data());
+  std::vector<S> dl_w(l_w.size());
+  for (size_t i = 0; i < l_w.size(); ++i) dl_w[i] = S(l_w[i]);
+  DevVec<float> d_rw(rw), d_loss3(n), d_logp3(n);
+  DevVec<S> d_dl3(l_w.size());
+  kiln::kernels::cuda::xent_rows<S, V>(d_l.data(), d_t.data(), n, z, d_gs.data(), d_dl3.data(), d_loss3.data(),
+                                       d_logp3.data(), stream(), d_rw.data());
+  check_close(d_loss3.host(), loss_ref, "cross-entropy loss with row weights", 1e-6);
+  check_close(d_dl3.host(), dl_w, "cross-entropy dlogits with row weights", 1e-8);
+  const auto h_dl3 = d_dl3.host();
+  int nonzero = 0;
+  for (int j = 0; j < V; ++j) nonzero += float(h_dl3[size_t(7) * V + size_t(j)]) != 0.f;
+  CHECK_MESSAGE(nonzero == 0, "a row of weight 0 got a gradient in " << nonzero << " columns");
 
   // vocabulary-parallel over 4 ranks (tensor parallelism): each its 250 columns; the group's max and sums taken on
   // the host between the launches (the executor's device collectives); every rank gets every row's loss and

@@ -2,7 +2,8 @@
 # tests/merge_test.sh <train_sft_tiny> <train_post_tiny> <work dir>: `train_<recipe> merge` on a real run's checkpoints:
 # a soup, a linear merge and task arithmetic are written as checkpoints that generate reads; a model merged alone
 # (weight 1) or with itself generates exactly what it did; bad requests are refused, naming what is wrong, and write
-# nothing. And a program's merge step (post_tiny's): the same weights as `merge` over the phase ends it kept.
+# nothing. And a program's merge step (post_tiny's): the same weights as `merge` over the phase ends it kept, and only
+# this run's.
 set -euo pipefail
 sft=$1 post=$2 work=$3
 fail() { echo "FAIL: $*"; exit 1; }
@@ -58,6 +59,12 @@ cmp -s final/kiln_logits.safetensors by_hand/kiln_logits.safetensors || fail "th
 # Resuming the finished run merges nothing again.
 "$post" "${common[@]/none/auto}" --out post --steps 2 > post2.log 2>&1 || { cat post2.log; fail "resuming post_tiny"; }
 ! grep -q "merge step" post2.log || { cat post2.log; fail "a resumed, finished run merged again"; }
+# Starting over (--resume none) in the same directory with other step counts: the previous run's kept phase ends go
+# with its checkpoints, and the merge step takes this run's SFT end (step 3 + 3), not the old one (step 4).
+"$post" "${common[@]}" --out post --steps 3 > post3.log 2>&1 || { cat post3.log; fail "post_tiny over again"; }
+has post3.log "removed the phase ends the previous run kept for its merge steps"
+has post3.log "kiln: merge step: the weights are now 0.9 x phase apo's end + 0.1 x phase sft's end"
+[ "$(ls post/phases/sft)" == "step_00000006" ] || { ls post/phases/sft; fail "post/phases/sft holds another run's end"; }
 refused r.log 'field extra.recipe is "post_tiny", but this trainer is for recipe "sft_tiny"' \
   --model $ck/step_00000020 --model post/checkpoints --out x
 [ ! -e x ] || fail "a refused merge wrote something"

@@ -2,7 +2,7 @@
 # tests/resume_test.sh <trainer> <work dir> [trainer args...]: a run stopped by SIGTERM (after step 15), and one
 # killed with SIGKILL (after step 25), then resumed (--resume auto), must log bitwise the same loss at every step as
 # a run never stopped (CPU backend, same threads). The extra arguments follow the test's own (--steps 40 unless they
-# give --steps).
+# give --steps; --checkpoint-every 10 unless they give it).
 # SIGTERM saves a checkpoint and exits 143; SIGKILL loses the steps since the last checkpoint, which are redone.
 set -euo pipefail
 trainer=$1
@@ -10,9 +10,9 @@ work=$2
 shift 2
 rm -rf "$work"
 mkdir -p "$work"
-args=(--log-every 10 --eval-every 0 --eval-batches 1 --sample-tokens 0 --threads 2 --checkpoint-every 10
-      --resume auto "$@")
+args=(--log-every 10 --eval-every 0 --eval-batches 1 --sample-tokens 0 --threads 2 --resume auto "$@")
 [[ " $* " == *" --steps "* ]] || args+=(--steps 40)  # (a program of two phases gives --steps 20: 20 a phase)
+[[ " $* " == *" --checkpoint-every "* ]] || args+=(--checkpoint-every 10)
 
 # step -> loss, the last record of each step (steps redone after SIGKILL appear twice)
 losses() { awk 'match($0, /"loss":[^,}]*/) { l = substr($0, RSTART + 7, RLENGTH - 7);

@@ -37,6 +37,26 @@ add_test(NAME trainer.preference_resume_bitwise COMMAND ${CMAKE_CURRENT_SOURCE_D
 set_tests_properties(trainer.preference_resume_bitwise PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "PASS: "
                      FAIL_REGULAR_EXPRESSION "FAIL: " TIMEOUT 600
                      ENVIRONMENT "OMP_WAIT_POLICY=passive;KILN_RESUME_AT=44 52")
+# The same program on the CUDA backend (bf16 storage), compiled by g++ over the SIMT layer: 3 steps a phase from the
+# same data and initialisation stay within bf16's tolerance of the CPU trainer's losses in every phase, and in the
+# APO phase the pairs' rewards (beta x the log-ratios against the reference) too.
+kiln_add_trainer(train_post_tiny_simt RECIPE ${CMAKE_CURRENT_SOURCE_DIR}/recipes/post_tiny.hpp BACKEND simt)
+add_test(NAME trainer.preference_cuda_simt COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cuda_simt_trainer_test.sh
+                                                $<TARGET_FILE:train_post_tiny> $<TARGET_FILE:train_post_tiny_simt>
+                                                ${CMAKE_CURRENT_BINARY_DIR}/post_cuda_simt 9
+                                                --cache ${CMAKE_CURRENT_BINARY_DIR}/post_cuda_simt_cache --resume none)
+set_tests_properties(trainer.preference_cuda_simt PROPERTIES LABELS cpu ENVIRONMENT "OMP_WAIT_POLICY=passive"
+                     TIMEOUT 300 PASS_REGULAR_EXPRESSION "cuda_simt_trainer: the CUDA backend's losses are within")
+# And it resumes bitwise in the APO phase (8 steps a phase, a checkpoint every 4: SIGTERM after step 19, SIGKILL
+# after 22, resumed from 20): the reference model (cuda::Frozen) comes back from the checkpoint's fp32 copy.
+add_test(NAME trainer.preference_cuda_simt_resume COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/resume_test.sh
+                                                       $<TARGET_FILE:train_post_tiny_simt>
+                                                       ${CMAKE_CURRENT_BINARY_DIR}/post_cuda_simt_resume --steps 8
+                                                       --grad-accum 2 --checkpoint-every 4
+                                                       --cache ${CMAKE_CURRENT_BINARY_DIR}/post_cuda_simt_resume/cache)
+set_tests_properties(trainer.preference_cuda_simt_resume PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "PASS: "
+                     FAIL_REGULAR_EXPRESSION "FAIL: " TIMEOUT 600
+                     ENVIRONMENT "OMP_WAIT_POLICY=passive;KILN_RESUME_AT=19 22")
 # DPO and APO-zero against TRL's formulas (tests/fixtures/preference, tests/reference/make_preference_fixture.py),
 # the pairs reader, the generated pairs, and the weighted backward against finite differences of the loss.
 kiln_add_test(test_preference test_preference.cpp)

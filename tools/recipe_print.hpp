@@ -179,22 +179,25 @@ void print_layout(std::ostream& os, int ranks, bool cuda) {
 }
 
 // One layout's memory per GPU at one phase shape: TP t where the model divides t ways (and the CUDA kernels take
-// the cut), and with t == 1 ZeRO-1 over the data-parallel ranks (the moments' 1/dp and the reduced shard).
+// the cut), and with t == 1 ZeRO-1 over the data-parallel ranks (the moments' 1/dp and the reduced shard). A
+// preference phase holds its reference model besides (bf16 parameters), and is not built with TP.
 template <DecoderModel Mi, class S, int t>
-void gpu_memory_row(std::ostream& os, const plan::GpuKind& g, int gpus, bool& fits) {
+void gpu_memory_row(std::ostream& os, const plan::GpuKind& g, int gpus, bool& fits, bool preference) {
   if constexpr (Mi::heads % t == 0 && Mi::kv_heads % t == 0 && Mi::ffn % t == 0 && Mi::vocab % t == 0 &&
                 (Mi::ffn / t) % 8 == 0) {
     using L = std::conditional_t<(t > 1), tp_local<Mi, t>, Mi>;
     using Mem = plan::MemoryPlan<L, S::micro_batch, S::seq_len, plan::Bf16Mixed>;
+    if (preference && t > 1) return;
+    const double ref = preference ? double(Mem::reference) : 0.0;
     const auto row = [&](const std::string& layout, double bytes) {
       fits |= bytes <= g.memory_bytes;
       os << " " << layout << " " << plan::human_bytes(bytes) << (bytes <= g.memory_bytes ? " fits" : " too big") << ";";
     };
-    row("TP " + std::to_string(t), double(Mem::total));
+    row("TP " + std::to_string(t) + (preference ? " with the reference model" : ""), double(Mem::total) + ref);
     const int dp = gpus / t;
     if (t == 1 && dp > 1) {
       const double share = std::ceil(double(plan::ParamPlan<L>::table.total) / dp) * 4;
-      row("ZeRO-1 over " + std::to_string(dp), double(Mem::total) - double(Mem::adam) + 2 * share + share);
+      row("ZeRO-1 over " + std::to_string(dp), double(Mem::total) - double(Mem::adam) + 2 * share + share + ref);
     }
   }
 }
@@ -277,10 +280,11 @@ void print_gpu_plan(std::ostream& os, const GpuPlanAsk& a) {
        using Mi = phase_model<Recipe, I>;
        os << "    " << Phs::names[I] << " (" << S::micro_batch << " x " << S::seq_len << "):";
        bool fits = false;
-       gpu_memory_row<Mi, S, 1>(os, g, gpus, fits);
-       gpu_memory_row<Mi, S, 2>(os, g, gpus, fits);
-       gpu_memory_row<Mi, S, 4>(os, g, gpus, fits);
-       gpu_memory_row<Mi, S, 8>(os, g, gpus, fits);
+       const bool pref = phase_t<Recipe, I>::objective == Objective::preference;
+       gpu_memory_row<Mi, S, 1>(os, g, gpus, fits, pref);
+       gpu_memory_row<Mi, S, 2>(os, g, gpus, fits, pref);
+       gpu_memory_row<Mi, S, 4>(os, g, gpus, fits, pref);
+       gpu_memory_row<Mi, S, 8>(os, g, gpus, fits, pref);
        if (!fits)
          os << " no layout Kiln builds fits: its activations need recomputation or sequence / context parallelism, "
                "which are not built";

@@ -24,14 +24,17 @@ using Backend = kiln::backend::Cuda;
 using Backend = kiln::backend::Cpu;
 #endif
 
-// A rank's memory at phase I: under TP<t>, of the model it holds (tp_local: its heads, ffn and vocabulary share).
+// A rank's memory at phase I: under TP<t>, of the model it holds (tp_local: its heads, ffn and vocabulary share);
+// a preference phase's reference model besides.
 template <int I>
 constexpr size_t phase_memory() {
   constexpr int tp = kiln::layout_of<Recipe>::tp;
   using PM = kiln::phase_model<Recipe, I>;
   using Local = std::conditional_t<(tp > 1), kiln::tp_local<PM, tp>, PM>;
-  return kiln::plan::MemoryPlan<Local, kiln::phase_stage<Recipe, I>::micro_batch, kiln::phase_stage<Recipe, I>::seq_len,
-                                Backend::precision>::total;
+  using Mem = kiln::plan::MemoryPlan<Local, kiln::phase_stage<Recipe, I>::micro_batch,
+                                     kiln::phase_stage<Recipe, I>::seq_len, Backend::precision>;
+  constexpr bool preference = kiln::phase_t<Recipe, I>::objective == kiln::Objective::preference;
+  return Mem::total + (preference ? Mem::reference : 0);
 }
 
 std::unique_ptr<kiln::TrainerBase> make_trainer(std::vector<kiln::TrainConfig> configs,

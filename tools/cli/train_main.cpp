@@ -456,11 +456,17 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
     auto warn = [](const std::string& w) { std::printf("kiln: warning: %s\n", w.c_str()); };
     bool resumed = false;
     if (c.resume == "none") {
-      // Starting over in this run directory: its old checkpoints would mix with the new run's, so they go.
+      // Starting over in this run directory: its old checkpoints would mix with the new run's, so they go, and so
+      // do the phase ends it kept for merge steps (<out>/phases), which a merge step of this run must not take.
       if (const auto old = io::list_checkpoints(ckpt_root); !old.empty() && rank == 0) {
         std::filesystem::remove_all(ckpt_root);
         std::printf("kiln: --resume none: starting over; removed the %zu checkpoints of the previous run in %s "
                     "(--out <dir> keeps runs apart)\n", old.size(), ckpt_root.c_str());
+      }
+      if (const std::string kept = c.out + "/phases"; rank == 0 && std::filesystem::exists(kept)) {
+        std::filesystem::remove_all(kept);
+        std::printf("kiln: --resume none: removed the phase ends the previous run kept for its merge steps in %s\n",
+                    kept.c_str());
       }
       comm->barrier("waiting for rank 0 to clear the old checkpoints");
     } else {
@@ -559,10 +565,21 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::vector<double> w = {1.0};
       std::string what;
       for (const auto& [phase, weight] : pc.merge) {
-        const auto found = io::find_latest_valid(phase_root(r.find_phase(phase)), warn);
-        KILN_CHECK(found, "phase ", phase_name(p), "'s merge step needs phase ", phase, "'s end, and ",
-                   phase_root(r.find_phase(phase)), " holds none (a run that started after that phase, with --phase, "
-                   "has not kept it: run the program from that phase, or merge by hand with `merge`)");
+        // that phase's end in this program: the step where it ends (a kept end of another program's run, with other
+        // step counts, is not taken)
+        const int k = r.find_phase(phase);
+        long end = 0;
+        for (int j = 0; j <= k; ++j) end += configs[size_t(j)].steps;
+        const std::string root = phase_root(k);
+        std::optional<io::CheckpointInfo> found;
+        for (const auto& ck : io::list_checkpoints(root))
+          if (ck.step == end) found = ck;
+        KILN_CHECK(found, "phase ", phase_name(p), "'s merge step needs phase ", phase, "'s end (step ", end, "), and ",
+                   root, " holds none (a run that started after that phase, with --phase, has not kept it, or kept "
+                   "it at another step: run the program from that phase, or merge by hand with `merge`)");
+        if (const auto problem = io::checkpoint_problem(found->dir, io::Verify::checksums))
+          KILN_FAIL("phase ", phase_name(p), "'s merge step needs phase ", phase, "'s end, and ",
+                    found->dir.string(), " does not verify: ", *problem);
         kept.emplace_back(r.table_floats);
         io::load_params(r.table, io::Checkpoint(*found).blob("parameters"), kept.back().data(),
                         found->dir.string() + "/parameters.safetensors");

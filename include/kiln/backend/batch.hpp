@@ -19,7 +19,7 @@ struct Batch {
   const int32_t* positions;
   const int32_t* doc_start;
   // (B, T) weights of each token's loss gradient (nullptr: 1): preference optimisation's -dL/dlog p of the token's
-  // sequence (train/preference.hpp). The CPU backend takes them; the others refuse a weighted batch.
+  // sequence (train/preference.hpp). The CPU and CUDA backends take them, without tensor parallelism.
   const float* weights = nullptr;
 };
 
@@ -39,6 +39,18 @@ inline void validate_batch(const Batch& b, int B, int T, int vocab, int max_pos)
       KILN_CHECK(b.doc_start[k] >= 0 && b.doc_start[k] <= i, "batch: doc_start ", b.doc_start[k], " at row ", r,
                  ", position ", i, " must lie in [0, ", i, "] (the first position of the token's document)");
     }
+}
+
+// Sums of per-token log-probabilities by sequence (an executor's sequence_logprobs, from its token_logp of R
+// tokens): segment[r] names the sequence (0 .. n-1) that token r's target belongs to, or -1 to leave it out (a
+// prompt, padding). sums has n entries, overwritten; each sum is taken in row order in double.
+inline void sum_by_sequence(const float* logp, const int32_t* segment, int R, int n, double* sums) {
+  for (int i = 0; i < n; ++i) sums[i] = 0;
+  for (int r = 0; r < R; ++r) {
+    const int32_t s = segment[r];
+    KILN_CHECK(s < n, "sequence_logprobs: segment id ", s, " at token ", r, " is not below the ", n, " sequences asked for");
+    if (s >= 0) sums[s] += double(logp[r]);
+  }
 }
 
 }  // namespace kiln::backend

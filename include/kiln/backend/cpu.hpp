@@ -5,11 +5,13 @@
 //                               layout), the gradient norm's partial sums; init, zero-grad, norm, the fused AdamW;
 //                               the step's decision (kiln/core/step_rule.hpp: loss, guard, update) on its copy of
 //                               the loss guard's window
+//   cpu::Frozen<M>              parameters only: a preference phase's frozen reference model, which an executor's
+//                               forward() runs as it runs a state
 //   cpu::Executor<M, B, T>      the activation arena of one phase shape; runs the training program (forward, loss,
 //                               backward of a micro-batch) and the evaluation program (forward and loss), and reads
 //                               the per-token losses and log-probabilities they leave in the arena
 //   cpu::Decoder<M, MaxT>       the decode program: one token at a time against a KV cache of MaxT positions
-//   backend::Cpu                the three, as a trainer names a backend
+//   backend::Cpu                the four, as a trainer names a backend
 // Matrix products go through OpenBLAS (kernels/gemm.hpp); everything else is Kiln's OpenMP kernels. The kernels
 // allocate nothing: their scratch is the programs' arena; a micro-batch is checked once where it enters.
 #pragma once
@@ -255,6 +257,25 @@ class State {
   StepRecord records_[kInFlight] = {};
   long ended_ = 0;
   int unread_ = 0;
+};
+
+// A frozen copy of a model's parameters (fp32, as a state's): a preference phase's reference (trainer.hpp), which an
+// executor's forward() runs as it runs a state. It holds no gradients or moments; host access as a state's.
+template <DecoderModel M>
+class Frozen {
+ public:
+  static constexpr size_t floats = plan::ParamPlan<M>::table.total;
+  Frozen() : p_(floats) {}
+  const float* params() const { return p_.data(); }
+  const float* host(Tensor t) const { return expect_params(t), p_.data(); }
+  float* host_mut(Tensor t) { return expect_params(t), p_.data(); }
+  void commit(Tensor t) { expect_params(t); }
+
+ private:
+  static void expect_params(Tensor t) {
+    KILN_CHECK(t == Tensor::params, "a frozen reference model holds its parameters only, not tensor ", int(t));
+  }
+  Buffer<float> p_;
 };
 
 // Runs one op of a program on the CPU (S = C = float). Shared by the executors below.
@@ -507,6 +528,11 @@ class Executor {
     static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
     return run<Eval>(s.params(), nullptr, b, 0.f);
   }
+  template <DecoderModel M0>
+  double forward(const Frozen<M0>& s, const Batch& b) {
+    static_assert(plan::same_parameter_table<M, M0>(), "executor: the reference's parameter table is not this model's");
+    return run<Eval>(s.params(), nullptr, b, 0.f);
+  }
 
   // Logits (R, V) of every position (tests and small R).
   template <DecoderModel M0>
@@ -521,17 +547,9 @@ class Executor {
   const float* token_loss() const { return out(last_loss_); }
   const float* token_logp() const { return out(last_logp_); }
 
-  // Sums of log p(target) of the last run per sequence: segment[r] (R values) names the sequence (0 .. n-1) that
-  // token r's target belongs to, or -1 to leave it out (a prompt, padding). sums has n entries, overwritten; each
-  // sum is taken in row order in double.
+  // Sums of log p(target) of the last run per sequence (batch.hpp's sum_by_sequence says how).
   void sequence_logprobs(const int32_t* segment, int n, double* sums) const {
-    for (int i = 0; i < n; ++i) sums[i] = 0;
-    const float* lp = token_logp();
-    for (int r = 0; r < R; ++r) {
-      const int32_t s = segment[r];
-      KILN_CHECK(s < n, "sequence_logprobs: segment id ", s, " at token ", r, " is not below the ", n, " sequences asked for");
-      if (s >= 0) sums[s] += double(lp[r]);
-    }
+    sum_by_sequence(token_logp(), segment, R, n, sums);
   }
 
  private:
@@ -636,6 +654,7 @@ struct Cpu {
   static constexpr bool overlap_steps = false;
   using precision = plan::Fp32;
   template <DecoderModel M> using state = cpu::State<M>;
+  template <DecoderModel M> using reference = cpu::Frozen<M>;
   template <DecoderModel M, int B, int T, int TPd = 1> using executor = cpu::Executor<M, B, T, TPd>;
   static constexpr bool tensor_parallel = true;
   template <DecoderModel M, int MaxT> using decoder = cpu::Decoder<M, MaxT>;

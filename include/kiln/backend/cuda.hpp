@@ -9,6 +9,9 @@
 //                                 and counters, the update count: kernels/step.cuh); the stream; init, zero-grad,
 //                                 norm, AdamW, the trainer's step; host staging for checkpoints (host / host_mut /
 //                                 commit)
+//   cuda::Frozen<M, Prec>         a preference phase's frozen reference model: its parameters in the storage type on
+//                                 the device (no gradients, moments or master weights), their fp32 values on the
+//                                 host for checkpoints; the executor's forward() runs it as it runs a state
 //   cuda::Executor<M, B, T, Prec> the phase's activation arena, RoPE tables and cuBLASLt workspace; the training
 //                                 program (forward, loss, backward of a micro-batch) and the evaluation program
 // Prec is plan::Bf16Mixed on the GPU; plan::CudaFp32 runs the same kernels with fp32 storage, which is how the
@@ -24,7 +27,7 @@
 // (o_proj, down) forward and the column-parallel input gradients (q/k/v, gate/up) backward, in the storage type as
 // Megatron does; the vocabulary-parallel embedding; the vocabulary-parallel loss (kernels/cross_entropy.cuh: the
 // group's row maxima, then its sums and target logits, then dx). The gradient norm counts the replicated norms once.
-//   backend::Cuda                 the two, as a trainer names a backend (kiln_add_trainer(... BACKEND cuda))
+//   backend::Cuda                 the three, as a trainer names a backend (kiln_add_trainer(... BACKEND cuda))
 // Attention: with bf16 storage in an nvcc build with cuDNN (KILN_HAVE_CUDNN), cuDNN's SDPA (backend/cuda/sdpa.hpp,
 // each document of the packed batch one sequence of a ragged layout); KILN_ATTENTION=kiln, fp32 storage and the
 // SIMT build run Kiln's own kernel (kernels/attention.cuh). Both write the same buffers.
@@ -114,6 +117,22 @@ inline bool attention_uses_cudnn() {
 
 template <class Prec>
 using storage_t = std::conditional_t<Prec::storage == plan::DType::bf16, bf16, float>;
+
+// n fp32 values from the host into device memory of the storage type S (rounded to nearest even for bf16); the
+// host waits for the copy.
+template <class S>
+void upload_as(S* dst, const float* h, size_t n, gpu::Stream stream) {
+  if constexpr (std::is_same_v<S, float>) {
+    to_device(dst, h, n * 4, stream);
+  } else {
+    std::vector<S> s(n);
+    const std::ptrdiff_t m = std::ptrdiff_t(n);
+#pragma omp parallel for schedule(static)
+    for (std::ptrdiff_t i = 0; i < m; ++i) s[size_t(i)] = S(h[i]);
+    to_device(dst, s.data(), n * sizeof(S), stream);
+  }
+  synchronize(stream);
+}
 
 template <DecoderModel M, class Prec = plan::Bf16Mixed>
 class State {
@@ -208,8 +227,16 @@ class State {
   void begin_step() {
     zero_grad();
     fill_zero(&step()->loss_sum, sizeof(double), stream());
+    host_loss_ = 0;
   }
   double* loss_sum() { return &step()->loss_sum; }  // where the executor's accumulate() adds (device memory)
+  // A step whose loss is summed on the host (a preference step's pairs: trainer.hpp) adds it here, before
+  // all_reduce and end_step: the step's loss sum on the device becomes the sum of these, and the device's guard
+  // judges it as it judges a token loss. Such a step takes no loss from accumulate().
+  void add_loss(double summed) {
+    host_loss_ += summed;
+    to_device(&step()->loss_sum, &host_loss_, sizeof(double), stream());  // pageable: read when this returns
+  }
   // Data parallelism: the gradients and the loss summed over the GPU ranks by the communicator's device collectives
   // (NCCL), on this state's stream: nothing waits on the host. ZeRO-1: the gradients reduce-scattered into the
   // shard's reduced gradients instead. The gradients were summed already when the executor's last micro-batch
@@ -431,15 +458,8 @@ class State {
     tail_ = nullptr;
   }
   void upload_params(const float* h) {
-    to_device(p_.as(), h, floats * 4, stream());
-    if constexpr (copy) {
-      std::vector<S> s(floats);
-      const std::ptrdiff_t n = std::ptrdiff_t(floats);
-#pragma omp parallel for schedule(static)
-      for (std::ptrdiff_t i = 0; i < n; ++i) s[size_t(i)] = S(h[i]);
-      to_device(ps_.as(), s.data(), floats * sizeof(S), stream());
-    }
-    synchronize(stream());
+    upload_as<float>(p_.as<float>(), h, floats, stream());
+    if constexpr (copy) upload_as<S>(ps_.as<S>(), h, floats, stream());
   }
   DeviceBytes& buf(Tensor t) {
     switch (t) {
@@ -471,6 +491,7 @@ class State {
   int in_flight_ = 0;           // of them, not read
   int n_ranges_ = 0;
   bool has_guard_ = false;
+  double host_loss_ = 0;  // add_loss's sum this step
 #if defined(__CUDACC__)
   cudaGraphExec_t tail_ = nullptr;
   bool use_graphs_ = cuda_graphs_enabled();
@@ -478,6 +499,34 @@ class State {
   void* tail_ = nullptr;
 #endif
   std::vector<float> stage_[4];
+};
+
+// A frozen copy of a model's parameters: a preference phase's reference (trainer.hpp), which the executor's
+// forward() runs as it runs a state, on its own stream. On the device only the storage type's copy (bf16: 2 bytes
+// a parameter, where a state holds 14 and more); the fp32 values stay on the host, where checkpoints read them
+// (host) and the trainer writes them (host_mut, then commit uploads the storage copy).
+template <DecoderModel M, class Prec = plan::Bf16Mixed>
+class Frozen {
+ public:
+  using S = storage_t<Prec>;
+  static constexpr size_t floats = plan::ParamPlan<M>::table.total;
+  Frozen() : ps_(floats * sizeof(S), "the reference model's parameters (a preference phase)"), host_(floats) {}
+  gpu::Stream stream() const { return stream_.get(); }
+  const S* params() const { return ps_.as<S>(); }
+  const float* host(Tensor t) const { return expect_params(t), host_.data(); }
+  float* host_mut(Tensor t) { return expect_params(t), host_.data(); }
+  void commit(Tensor t) {
+    expect_params(t);
+    upload_as<S>(ps_.as<S>(), host_.data(), floats, stream());
+  }
+
+ private:
+  static void expect_params(Tensor t) {
+    KILN_CHECK(t == Tensor::params, "a frozen reference model holds its parameters only, not tensor ", int(t));
+  }
+  OwnStream stream_;  // first: ps_ is filled on it
+  DeviceBytes ps_;
+  std::vector<float> host_;
 };
 
 // Every constraint the CUDA kernels put on a model (cuda_names.hpp says each in a sentence), at compile time.
@@ -517,6 +566,7 @@ class Executor {
   Executor()
       : arena_(arena_bytes, "the activation arena"), workspace_(plan::kGemmWorkspace, "cuBLASLt's workspace"),
         small_(256, "the loss scale and the executor's loss sum"),
+        weights_(size_t(R) * 4, "the tokens' loss-gradient weights (preference optimisation)"),
         stats_(TPd > 1 ? 3 * size_t(Train::loss_chunk > Eval::loss_chunk ? Train::loss_chunk : Eval::loss_chunk) * 4 : 0,
                "the vocabulary-parallel loss's row statistics"),
         gemm_(workspace_.as(), workspace_.bytes()), seen_(size_t(V), 0), loss_(R), logp_(R) {
@@ -653,9 +703,18 @@ class Executor {
     static_assert(plan::same_parameter_table<M, M0>(), "executor: the state's parameter table is not this model's");
     return summed([&](double* acc) { run<Eval>(s.params(), nullptr, b, 0.f, acc, s.stream()); }, s.stream());
   }
+  template <DecoderModel M0>
+  double forward(const Frozen<M0, Prec>& s, const Batch& b) {
+    static_assert(plan::same_parameter_table<M, M0>(), "executor: the reference's parameter table is not this model's");
+    return summed([&](double* acc) { run<Eval>(s.params(), nullptr, b, 0.f, acc, s.stream()); }, s.stream());
+  }
   // Per-token loss and log p(target) of the last run, (B, T), on the host (downloaded when asked for).
   const float* token_loss() const { return download(loss_, token_loss_at_); }
   const float* token_logp() const { return download(logp_, token_logp_at_); }
+  // Sums of log p(target) of the last run per sequence (batch.hpp's sum_by_sequence), from the downloaded token_logp.
+  void sequence_logprobs(const int32_t* segment, int n, double* sums) const {
+    sum_by_sequence(token_logp(), segment, R, n, sums);
+  }
 
  private:
   template <class P>
@@ -665,6 +724,7 @@ class Executor {
     float* grads;
     gpu::Stream stream = nullptr;
     parallel::DeviceCollectives* tp = nullptr;  // tensor parallelism: the group's sums (see the header)
+    const float* row_weight = nullptr;          // training: each token's loss-gradient weight (Batch::weights)
 
     void* sp() const { return const_cast<void*>(static_cast<const void*>(stream)); }
     void group_sum(S* x, size_t n, const char* what) const {
@@ -825,7 +885,7 @@ class Executor {
                                    at<float>(2, op) + r0, at<float>(3, op) + r0, stream);
         } else {
           kc::xent_rows<S, V>(logits, tg + r0, n, float(M::z_loss), gs, dl, at<float>(2, op) + r0,
-                              at<float>(3, op) + r0, stream);
+                              at<float>(3, op) + r0, stream, train && row_weight ? row_weight + r0 : nullptr);
         }
         if (train) {
           ex.gemm_.linear_dx(dl, w(op), at(5, op) + size_t(r0) * H, n, H, V, stream);
@@ -837,12 +897,14 @@ class Executor {
   };
 
   // The micro-batch's inputs in a page-locked slot: tokens, targets, positions, doc_start (R each), the embedding's
-  // row groups (3 R + 1), the loss scale, and the attention's document metadata (its device block's layout). Slots
-  // are reused round-robin once the copies out of them have run.
+  // row groups (3 R + 1), the loss scale, the tokens' loss-gradient weights (R floats, a weighted batch's), and the
+  // attention's document metadata (its device block's layout). Slots are reused round-robin once the copies out of
+  // them have run.
   static constexpr int kUploads = 3;
   struct Upload {
     static constexpr size_t groups = 4 * size_t(R), scale = groups + 3 * size_t(R) + 1;  // in int32
-    static constexpr size_t sdpa = (scale * 4 + 4 + 255) / 256 * 256;                     // in bytes
+    static constexpr size_t weights = scale + 1;                                          // in int32
+    static constexpr size_t sdpa = ((weights + size_t(R)) * 4 + 255) / 256 * 256;         // in bytes
     static constexpr size_t bytes = sdpa + Mem::attention_metadata;
     PinnedBytes host;
     Event done;
@@ -889,8 +951,9 @@ class Executor {
   void run(const S* params, float* grads, const Batch& b, float grad_scale, double* acc, gpu::Stream stream,
            const Buckets* dp = nullptr) {
     validate_batch(b, B, T, Full::vocab, T);
-    KILN_CHECK(!b.weights, "the CUDA backend's loss kernel takes no per-token weights yet: preference phases "
-               "(kiln::Preference) train on the CPU backend for now");
+    const bool weighted = P::mode == plan::Mode::train && b.weights;
+    KILN_CHECK(!weighted || TPd == 1, "executor: weighted tokens (preference optimisation) with tensor parallelism "
+               "are not built (the vocabulary-parallel loss takes no weights)");
     KILN_CHECK(TPd == 1 || tp_, "executor: a tensor-parallel rank's programs need its group (set_tensor_parallel)");
     Upload& u = uploads_[size_t(next_upload_)];
     next_upload_ = (next_upload_ + 1) % kUploads;
@@ -917,9 +980,14 @@ class Executor {
       float* scale = reinterpret_cast<float*>(host + Upload::scale);
       *scale = grad_scale;
       to_device(small_.as(), scale, sizeof grad_scale, stream);
+      if (weighted) {
+        float* w = reinterpret_cast<float*>(host + Upload::weights);
+        std::memcpy(w, b.weights, sizeof(float) * size_t(R));
+        to_device(weights_.as(), w, sizeof(float) * size_t(R), stream);
+      }
     }
     u.done.record(stream);
-    Runner<P> op{*this, params, grads, stream, tp_};
+    Runner<P> op{*this, params, grads, stream, tp_, weighted ? weights_.template as<float>() : nullptr};
 #if defined(__CUDACC__)
     launch(op, int(P::mode), params, grads, acc, dp);
 #else
@@ -941,7 +1009,7 @@ class Executor {
 #if defined(KILN_CUDA_SDPA)
     if (sdpa_) bucket = sdpa_->padded_slots();
 #endif
-    const GraphKey key{mode, bucket, dp != nullptr, params, grads, acc};
+    const GraphKey key{mode, bucket, dp != nullptr, op.row_weight != nullptr, params, grads, acc};
     Replay* r = nullptr;
     for (auto& [k, v] : graphs_)
       if (k == key) r = &v;
@@ -968,7 +1036,8 @@ class Executor {
   }
   struct GraphKey {
     int mode, bucket;
-    bool dp;  // the step's last micro-batch under data parallelism: its buckets' sums inside
+    bool dp;        // the step's last micro-batch under data parallelism: its buckets' sums inside
+    bool weighted;  // the loss kernel reads the tokens' weights
     const void* params;
     const void* grads;
     const void* acc;
@@ -982,7 +1051,7 @@ class Executor {
   bool use_graphs_ = cuda_graphs_enabled();
 #endif
 
-  DeviceBytes arena_, workspace_, small_, stats_, rope_cos_, rope_sin_, sdpa_workspace_, sdpa_metadata_;
+  DeviceBytes arena_, workspace_, small_, weights_, stats_, rope_cos_, rope_sin_, sdpa_workspace_, sdpa_metadata_;
   Gemm gemm_;
   parallel::DeviceCollectives* tp_ = nullptr;  // tensor parallelism: the group's
   int vocab_begin_ = 0;                        // and the first vocabulary row this rank holds
@@ -1035,6 +1104,7 @@ struct CudaBackend {
   static constexpr bool overlap_steps = true;
   using precision = Prec;
   template <DecoderModel M> using state = cuda::State<M, Prec>;
+  template <DecoderModel M> using reference = cuda::Frozen<M, Prec>;
   template <DecoderModel M, int B, int T, int TPd = 1> using executor = cuda::Executor<M, B, T, Prec, TPd>;
   static constexpr bool tensor_parallel = true;
 };

@@ -623,11 +623,12 @@ struct MemoryPlan {
   // RoPE's cos and sin tables (fp32, T x head_dim / 2 each) where a layer uses RoPE
   static constexpr size_t rope_tables = M::positional::any_rope ? 2 * size_t(T) * size_t(M::head_dim / 2) * 4 : 0;
   // The CUDA kernels' own: cuBLASLt's workspace, the decay ranges (at most one per tensor and one between each
-  // two), the state's step block (kStepBlockBytes) and the executor's 256 bytes of scalars (the loss scale, its
-  // own loss sum): what backend/cuda.hpp allocates besides the above
+  // two), the state's step block (kStepBlockBytes), the executor's 256 bytes of scalars (the loss scale, its
+  // own loss sum) and its tokens' loss-gradient weights (B T floats): what backend/cuda.hpp allocates besides the above
   static constexpr bool cuda = Prec::kernels == Kernels::cuda;
   static constexpr size_t gemm_workspace = cuda ? kGemmWorkspace : 0;
-  static constexpr size_t device_small = cuda ? (2 * size_t(P::count) + 1) * sizeof(DecayRange) + kStepBlockBytes + 256 : 0;
+  static constexpr size_t device_small =
+      cuda ? (2 * size_t(P::count) + 1) * sizeof(DecayRange) + kStepBlockBytes + 256 + size_t(B) * T * 4 : 0;
   // cuDNN's attention (bf16 storage only; backend/cuda/sdpa.hpp): the block its workspace lives in, and the
   // documents' lengths and ragged offsets. Reserved whichever attention runs, so the total does not depend on it.
   static constexpr bool sdpa = cuda && Prec::storage == DType::bf16;
@@ -636,6 +637,9 @@ struct MemoryPlan {
   static constexpr size_t attention_metadata = sdpa ? sdpa_metadata_bytes(B * T + 1) : 0;
   static constexpr size_t total = params + master + grads + adam + arena + norm_partials + rope_tables +
                                   gemm_workspace + device_small + attention_workspace + attention_metadata;
+  // A preference phase holds besides total a frozen reference model: its parameters as the kernels read them
+  // (backend cpu::Frozen / cuda::Frozen).
+  static constexpr size_t reference = params;
 };
 
 }  // namespace kiln::plan

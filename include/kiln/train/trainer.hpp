@@ -146,8 +146,8 @@ class Trainer final : public TrainerBase {
   // What this rank holds: the model, or under TP<t> its tp_local cut (checkpoints and host() keep the full model's)
   using Local = std::conditional_t<(tp > 1), tp_local<M, tp>, M>;
   using State = typename Backend::template state<Local>;
-  // A backend whose state takes a loss summed on the host (the CPU's): what preference phases need, for now.
-  static constexpr bool host_loss = requires(State& s) { s.add_loss(0.0); };
+  // A preference phase's frozen reference model (parameters only), which the phase's executor runs forward.
+  using Reference = typename Backend::template reference<Local>;
   template <int I>
   using PhaseExecutor = typename detail::executor_of<Backend, phase_model<Recipe, I>, phase_stage<Recipe, I>::micro_batch,
                                                      phase_stage<Recipe, I>::seq_len, tp>::type;
@@ -196,13 +196,8 @@ class Trainer final : public TrainerBase {
     ref_.reset();
     if (phase_shape(i).objective == Objective::preference) {  // the reference: the weights the phase starts from
       KILN_CHECK(tp == 1, "phase ", phase_name(i), ": preference optimisation with tensor parallelism is not built");
-      if constexpr (host_loss) {
-        ref_ = std::make_unique<State>();
-        set_reference(state_->host(backend::Tensor::params));
-      } else {
-        KILN_FAIL("phase ", phase_name(i), ": preference optimisation is built for the CPU backend; the ", Backend::name,
-                  " backend's step does not take a loss summed on the host yet");
-      }
+      ref_ = std::make_unique<Reference>();
+      set_reference(state_->host(backend::Tensor::params));
     }
   }
   const float* reference() const override { return ref_ ? ref_->host(backend::Tensor::params) : nullptr; }
@@ -422,14 +417,10 @@ class Trainer final : public TrainerBase {
     const int n = mb.sequences(seg);
     KILN_CHECK(n % 2 == 0, "preference batch: ", n, " scored sequences, expected pairs (chosen, rejected)");
     std::vector<double> ref(static_cast<size_t>(n)), pol(static_cast<size_t>(n));
-    if constexpr (requires { exec.sequence_logprobs(seg.data(), n, ref.data()); }) {
-      exec.forward(*ref_, mb.view());
-      exec.sequence_logprobs(seg.data(), n, ref.data());
-      exec.forward(*state_, mb.view());
-      exec.sequence_logprobs(seg.data(), n, pol.data());
-    } else {
-      KILN_FAIL("preference optimisation: the ", Backend::name, " executor gives no per-sequence log-probabilities");
-    }
+    exec.forward(*ref_, mb.view());
+    exec.sequence_logprobs(seg.data(), n, ref.data());
+    exec.forward(*state_, mb.view());
+    exec.sequence_logprobs(seg.data(), n, pol.data());
     pairs.resize(size_t(n / 2));
     terms.resize(size_t(n / 2));
     for (int p = 0; p < n / 2; ++p) {
@@ -477,7 +468,7 @@ class Trainer final : public TrainerBase {
         }
       exec.forward_backward(*state_, mb.view(), 1.0f);
       mb.weights.clear();
-      if constexpr (host_loss) state_->add_loss(loss);
+      state_->add_loss(loss);  // the step's loss is the pairs', for the guard and the log
     }
     if (N > 1) state_->all_reduce(*dp_comm());
     state_->end_step(StepArgs{w.lr, c.beta1, c.beta2, c.adam_eps, c.weight_decay, c.clip, double(w.targets)});
@@ -706,7 +697,7 @@ class Trainer final : public TrainerBase {
   }
 
   std::unique_ptr<State> state_;
-  std::unique_ptr<State> ref_;  // preference phases: the frozen reference (its gradients unused)
+  std::unique_ptr<Reference> ref_;  // preference phases: the frozen reference
   // tensor parallelism: the group's and the data-parallel group's communicators, this rank's place, the full
   // buffers host() shows (params, adam_m, adam_v: gathered by sync_host, scattered by commit)
   std::unique_ptr<parallel::Communicator> tp_comm_, dp_comm_;
