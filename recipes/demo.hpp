@@ -8,9 +8,9 @@
 //             10,000 -> 100,000
 //   sft       SFT on generated conversations (fortune requests by topic, additions in think and no-think mode),
 //             the loss on the assistant's tokens only (theta stays 100,000 from the long phase on)
-//   apo       APO-zero (SmolLM3's preference loss) on generated pairs (on topic against off, right sum against a
-//             carry-forgetting one), then a merge step: 0.9 of its end with 0.1 of the long phase's (the base model,
-//             as SmolLM3 mixed its mid-training model back in)
+//   apo       APO-zero (SmolLM3's preference loss) with TRL's RPO term on generated pairs (on topic against off,
+//             right sum against a carry-forgetting one), then a merge step: 0.97 of its end with 0.03 of the long
+//             phase's (the base model, as SmolLM3 mixed 0.1 of its mid-training model back in)
 // Numbers are one token a digit (bpe:2048:digits). At each phase's end the run scores the held-out text, a completion
 // task, an instruction-following task, held-out preference pairs and held-out additions in both modes, and ends with
 // that table (README: "The demo").
@@ -54,14 +54,21 @@ struct demo : demo_pretrain {
       c.steps = 20, c.lr = 5e-4, c.min_lr = 5e-5, c.warmup = 5;
       c.stages = {{0.0, {{"reasoning", 0.3}}}};
     }
-    // SFT gets the largest share after pretraining: the column steps are learned there (450 steps: think mode
-    // ahead of no-think; 800 after 1200 of pretraining: every held-out addition right in think mode, bench/RESULTS.md)
-    if (phase == "sft") c.steps = 450, c.lr = 1e-3, c.min_lr = 1e-4, c.warmup = 10, c.stages = {};
+    // SFT gets the largest share after pretraining: the column steps are learned there, from 1,000 fortune requests
+    // and 3,000 additions (with 3,000 requests think mode reached 0.25 of 100 held-out additions, with 1,000 0.85;
+    // bench/RESULTS.md)
+    if (phase == "sft") {
+      c.steps = 450, c.lr = 1e-3, c.min_lr = 1e-4, c.warmup = 10, c.stages = {};
+      c.chat_instructions = 1000, c.chat_additions = 3000;
+    }
     if (phase == "apo") {
-      // a small LR (SmolLM3's APO ran at 1/200 of its pretraining peak): at 5e-4 APO-zero undid the additions SFT
-      // taught (pushing a rejected answer down pushes down the steps it shares with the chosen one)
-      c.steps = 40, c.lr = 5e-5, c.min_lr = 5e-6, c.warmup = 5, c.beta = 0.1, c.stages = {};
-      c.merge = {{"long", 0.1}};
+      // a small LR (1/50 of SFT's; SmolLM3's APO ran at 1/20 of its SFT's), and TRL's rpo_alpha 1: APO-zero alone
+      // lowers the chosen answers' likelihood too while it pushes the rejected ones further down, and took think
+      // mode's additions from 0.25 to 0.05; with the chosen answers' NLL added they stay (bench/RESULTS.md).
+      // The merge takes 0.03 of the long phase's end, where SmolLM3 took 0.1 of its mid-training model: this one
+      // has not learned the additions, and 0.1 of it took them from 0.85 to 0.14 (0.05: 0.39; 0.03: 0.61)
+      c.steps = 40, c.lr = 2e-5, c.min_lr = 2e-6, c.warmup = 5, c.beta = 0.1, c.rpo_alpha = 1.0, c.stages = {};
+      c.merge = {{"long", 0.03}};
     }
     return c;
   }

@@ -1,5 +1,6 @@
 // Preference optimisation: DPO's and APO-zero's losses and derivatives against TRL's formulas in PyTorch
-// (tests/reference/make_preference_fixture.py), the pairs reader's errors, and the whole gradient (each answer
+// (tests/reference/make_preference_fixture.py), TRL's rpo_alpha on whole batches (make_rpo_fixture.py), the pairs
+// reader's errors, and the whole gradient (each answer
 // token's loss gradient weighted by -dL/dlog p, the CPU backend's weighted loss kernel) against central finite
 // differences of the preference loss itself; and the merge arithmetic (kiln/train/merge.hpp).
 #include <doctest/doctest.h>
@@ -57,6 +58,34 @@ TEST_CASE("preference: DPO and APO-zero equal TRL's formulas (PyTorch autograd, 
     CHECK(t.d_rejected == doctest::Approx(c["d_rejected"].get<double>()).epsilon(1e-12));
     CHECK(t.reward_chosen == doctest::Approx(c["reward_chosen"].get<double>()).epsilon(1e-12));
     CHECK(t.reward_rejected == doctest::Approx(c["reward_rejected"].get<double>()).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("preference: TRL's rpo_alpha on whole batches (the batch loss and each answer token's weight)") {
+  std::ifstream f(std::string(KILN_TEST_FIXTURES) + "/preference/rpo.json");
+  const nlohmann::json cases = nlohmann::json::parse(f);
+  REQUIRE(cases.size() >= 10);
+  for (const auto& c : cases) {
+    CAPTURE(c.dump());
+    const PreferenceLoss l = c["loss_type"] == "sigmoid" ? PreferenceLoss::dpo : PreferenceLoss::apo_zero;
+    const double beta = c["beta"], alpha = c["rpo_alpha"];
+    const size_t n = c["pairs"].size();
+    double sum = 0, nll = 0, tokens = 0;
+    std::vector<PairTerms> terms;
+    for (size_t p = 0; p < n; ++p) {
+      const auto& q = c["pairs"][p];
+      terms.push_back(preference_terms(l, beta, {q[0], q[1], q[2], q[3]}));
+      sum += terms.back().loss;
+      nll -= q[0].get<double>();
+      tokens += c["chosen_tokens"][p].get<double>();
+    }
+    CHECK(batch_preference_loss(sum, double(n), nll, tokens, alpha) == doctest::Approx(c["loss"].get<double>()).epsilon(1e-12));
+    for (size_t p = 0; p < n; ++p) {  // a token's weight is -dL/dlog p(token) = -dL/d(its answer's summed log p)
+      CHECK(-answer_token_weight(terms[p], true, double(n), tokens, alpha) ==
+            doctest::Approx(c["d_chosen"][p].get<double>()).epsilon(1e-7));
+      CHECK(-answer_token_weight(terms[p], false, double(n), tokens, alpha) ==
+            doctest::Approx(c["d_rejected"][p].get<double>()).epsilon(1e-7));
+    }
   }
 }
 
@@ -128,7 +157,8 @@ struct pref_tiny {
 }  // namespace
 
 // The trainer's preference step in miniature (train/trainer.hpp: start_preference_step): the gradient of the mean
-// pair loss through per-token weights -dL/dpi_s / pairs on the loss kernel, against finite differences of the loss.
+// pair loss through per-token weights -dL/dpi_s / pairs on the loss kernel (with rpo_alpha: each chosen token's also
+// alpha / the chosen tokens), against finite differences of the loss.
 TEST_CASE("preference: the weighted backward is the gradient of the preference loss (finite differences)") {
   using M = pref_tiny::model;
   constexpr int B = 2, T = 128;
@@ -159,31 +189,40 @@ TEST_CASE("preference: the weighted backward is the gradient of the preference l
   std::vector<double> lr(static_cast<size_t>(n));
   exec->forward(ref, mb.view());
   exec->sequence_logprobs(seg.data(), n, lr.data());
-  for (const PreferenceLoss kind : {PreferenceLoss::dpo, PreferenceLoss::apo_zero}) {
+  double chosen_tokens = 0;
+  for (int32_t s : seg) chosen_tokens += s >= 0 && s % 2 == 0;
+  struct Case {
+    PreferenceLoss kind;
+    double rpo_alpha;
+  };
+  for (const Case cs : {Case{PreferenceLoss::dpo, 0.0}, Case{PreferenceLoss::apo_zero, 0.0},
+                        Case{PreferenceLoss::apo_zero, 0.7}}) {
+    const PreferenceLoss kind = cs.kind;
     CAPTURE(preference_loss_name(kind));
+    CAPTURE(cs.rpo_alpha);
     const double beta = 1.0;
     auto loss_and_terms = [&](std::vector<PairTerms>* terms) {
       std::vector<double> lp(static_cast<size_t>(n));
       exec->forward(policy, mb.view());
       exec->sequence_logprobs(seg.data(), n, lp.data());
-      double L = 0;
+      double sum = 0, nll = 0;
       for (int p = 0; p < n / 2; ++p) {
         const PairTerms t = preference_terms(kind, beta, {lp[size_t(2 * p)], lp[size_t(2 * p + 1)], lr[size_t(2 * p)],
                                                           lr[size_t(2 * p + 1)]});
         if (terms) terms->push_back(t);
-        L += t.loss / double(n / 2);
+        sum += t.loss;
+        nll -= lp[size_t(2 * p)];
       }
-      return L;
+      return batch_preference_loss(sum, double(n / 2), nll, chosen_tokens, cs.rpo_alpha);
     };
     std::vector<PairTerms> terms;
     loss_and_terms(&terms);
     HostBatch<B, T> w = mb;
     w.weights.assign(w.tokens.size(), 0.0f);
     for (size_t k = 0; k < seg.size(); ++k)
-      if (seg[k] >= 0) {
-        const PairTerms& t = terms[size_t(seg[k] / 2)];
-        w.weights[k] = float(-(seg[k] % 2 == 0 ? t.d_chosen : t.d_rejected) / double(n / 2));
-      }
+      if (seg[k] >= 0)
+        w.weights[k] = float(answer_token_weight(terms[size_t(seg[k] / 2)], seg[k] % 2 == 0, double(n / 2),
+                                                 chosen_tokens, cs.rpo_alpha));
     policy.zero_grad();
     exec->forward_backward(policy, w.view(), 1.0f);
     const float* g = policy.host(backend::Tensor::grads);

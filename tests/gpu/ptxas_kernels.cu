@@ -36,7 +36,7 @@ template void kiln::kernels::cuda::embedding_backward<kiln::bf16, 2048>(const in
                                                                          float*, kiln::gpu::Stream);
 template void kiln::kernels::cuda::xent_rows<kiln::bf16, 128256>(const float*, const int32_t*, int, float,
                                                                   const float*, kiln::bf16*, float*, float*,
-                                                                  kiln::gpu::Stream);
+                                                                  kiln::gpu::Stream, const float*);
 // the vocabulary-parallel loss at SmolLM3's TP 2 (64128 of the 128256 rows a rank)
 template void kiln::kernels::cuda::xent_vp_max<64128>(const float*, int, float*, kiln::gpu::Stream);
 template void kiln::kernels::cuda::xent_vp_sums<64128>(const float*, const int32_t*, int, int, float*, kiln::gpu::Stream);

@@ -189,11 +189,18 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
                  "preference phases: the pairs (jsonl, {\"prompt\", \"chosen\", \"rejected\"} a line; \"\": generated "
                  "from the corpus)")->capture_default_str();
   app.add_option("--beta", c.beta, "preference phases: the loss's beta (TRL's)")->capture_default_str();
+  app.add_option("--rpo-alpha", c.rpo_alpha,
+                 "preference phases: TRL's rpo_alpha, the weight of the chosen answers' mean negative log-likelihood "
+                 "added to the loss (0: none; the RPO paper uses 1)")->capture_default_str();
   app.add_option("--reasoning-problems", c.reasoning_problems,
                  "SFT and preference phases: additions answered by greedy generation at every evaluation, in think and "
                  "in no-think mode, checked exactly (0: none)")->capture_default_str();
   app.add_option("--chat-digits", c.chat_digits, "digits of each addend, in the generated conversations and pairs and "
                  "in the reasoning probe")->capture_default_str();
+  app.add_option("--chat-instructions", c.chat_instructions,
+                 "SFT phases with --chat \"\": generated fortune requests")->capture_default_str();
+  app.add_option("--chat-additions", c.chat_additions,
+                 "SFT phases with --chat \"\": generated additions (half in think mode)")->capture_default_str();
   app.add_option("--log-every", c.log_every, "console line every n steps")->capture_default_str();
   app.add_option("--eval-every", c.eval_every, "held-out loss every n steps (0: at the end)")->capture_default_str();
   app.add_option("--eval-every-tokens", c.eval_every_tokens,
@@ -409,7 +416,10 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::string objective = sft ? "SFT (loss on the assistant's tokens) | " : "";
       if (pref)
         objective = std::string("preference optimisation (") + preference_loss_name(shape.preference_loss) + ", beta " +
-                    plan::value_text(pc.beta) + ", against the weights the phase starts from) | ";
+                    plan::value_text(pc.beta) +
+                    (pc.rpo_alpha > 0 ? ", + " + plan::value_text(pc.rpo_alpha) + " x the chosen answers' NLL (RPO)"
+                                      : std::string()) +
+                    ", against the weights the phase starts from) | ";
       std::printf("kiln: %sdata %s\n", objective.c_str(), d->summary.c_str());
       std::printf("kiln: %ld steps x %ld tokens = %.2fM tokens (%.2f epochs) | lr %.2e %s, warmup %ld\n", pc.steps,
                   tokens_per_step, tokens / 1e6, tokens / d->epoch_tokens, pc.lr, schedule_name(pc.schedule), pc.warmup);
@@ -565,18 +575,28 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
       std::vector<double> w = {1.0};
       std::string what;
       for (const auto& [phase, weight] : pc.merge) {
-        // that phase's end in this program: the step where it ends (a kept end of another program's run, with other
-        // step counts, is not taken)
+        // that phase's end in this program: the one kept at the step where the phase ends with this run's step
+        // counts, or else the only one kept (a run with --phase whose --steps differ from the earlier phases'); two
+        // or more elsewhere are ambiguous (ends of other runs in this directory)
         const int k = r.find_phase(phase);
         long end = 0;
         for (int j = 0; j <= k; ++j) end += configs[size_t(j)].steps;
         const std::string root = phase_root(k);
+        const auto kept_ends = io::list_checkpoints(root);
         std::optional<io::CheckpointInfo> found;
-        for (const auto& ck : io::list_checkpoints(root))
+        for (const auto& ck : kept_ends)
           if (ck.step == end) found = ck;
+        if (!found && kept_ends.size() == 1) {
+          found = kept_ends[0];
+          std::printf("kiln: merge step: phase %s's end is kept at step %lld, not at step %ld where this run's step "
+                      "counts end it: taking it, the only one in %s\n", phase.c_str(), (long long)found->step, end,
+                      root.c_str());
+        }
         KILN_CHECK(found, "phase ", phase_name(p), "'s merge step needs phase ", phase, "'s end (step ", end, "), and ",
-                   root, " holds none (a run that started after that phase, with --phase, has not kept it, or kept "
-                   "it at another step: run the program from that phase, or merge by hand with `merge`)");
+                   root, kept_ends.empty() ? " holds none (a run that started after that phase, with --phase, has "
+                                             "not kept it: run the program from that phase, or merge by hand with `merge`)"
+                                           : " holds other steps' ends, from other runs: merge by hand with `merge`, or "
+                                             "give the run its own --out");
         if (const auto problem = io::checkpoint_problem(found->dir, io::Verify::checksums))
           KILN_FAIL("phase ", phase_name(p), "'s merge step needs phase ", phase, "'s end, and ",
                     found->dir.string(), " does not verify: ", *problem);

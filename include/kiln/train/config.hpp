@@ -59,14 +59,19 @@ struct TrainConfig {
   int reasoning_documents = 0;
   // SFT phases (kiln::SFT): the conversations, a jsonl file of {"messages": [{"role", "content"}...]} a line
   // (kiln/data/chat.hpp), or "" for conversations generated from the text corpus (kiln/data/chat_synthetic.hpp:
-  // fortune requests by topic and additions in think and no-think mode), made once in the cache.
+  // chat_instructions fortune requests by topic and chat_additions additions, half in think mode), made once in the
+  // cache.
   std::string chat;
+  int chat_instructions = 3000, chat_additions = 3000;
   // Preference phases (kiln::DPO, kiln::APOZero): the pairs, a jsonl file of {"prompt", "chosen", "rejected"} a line
   // (kiln/data/pairs.hpp; TRL's standard and conversational layouts), or "" for pairs generated from the text corpus
   // (chat_synthetic.hpp: the requested topic against another, the right sum against a carry-forgetting one); and
-  // beta, the loss's temperature (TRL's; SmolLM3's APO used ~0.1).
+  // beta, the loss's temperature (TRL's; SmolLM3's APO used ~0.1); rpo_alpha, TRL's weight of the RPO term: alpha x
+  // the mean negative log-likelihood of the chosen answers' tokens, added to the pairs' mean loss (0: none, TRL's
+  // None; the RPO paper uses 1), which keeps the chosen answers likely while the pairs push them apart.
   std::string pairs;
   double beta = 0.1;
+  double rpo_alpha = 0;
   // A merge step at this phase's end (SmolLM3's last step: 0.9 of its APO soup with 0.1 of its mid-training model):
   // the weights become (1 - sum w) x this phase's end + sum w x phase k's end, for each (k, w), k an earlier phase
   // of the program (its end kept in <out>/phases/<k>). Empty: none. Recipe-only (kiln/train/merge.hpp's linear).
@@ -156,8 +161,13 @@ inline void validate(const TrainConfig& c, const std::string& where) {
              "must be >= 0, got ", c.retrieval_documents, " and ", c.retrieval_max_chars, where);
   KILN_CHECK(c.reasoning_documents >= 0, "--reasoning-docs must be >= 0, got ", c.reasoning_documents, where);
   KILN_CHECK(c.beta > 0 && finite(c.beta), "--beta must be a positive number, got ", c.beta, where);
+  KILN_CHECK(c.rpo_alpha >= 0 && finite(c.rpo_alpha), "--rpo-alpha must be 0 (none) or a positive number, got ",
+             c.rpo_alpha, where);
   KILN_CHECK(c.reasoning_problems >= 0, "--reasoning-problems must be >= 0 (0: none), got ", c.reasoning_problems, where);
   KILN_CHECK(c.chat_digits >= 1 && c.chat_digits <= 9, "--chat-digits must lie in [1, 9], got ", c.chat_digits, where);
+  KILN_CHECK(c.chat_instructions >= 0 && c.chat_additions >= 0 && c.chat_instructions + c.chat_additions > 0,
+             "--chat-instructions and --chat-additions must be >= 0, and not both 0; got ", c.chat_instructions, " and ",
+             c.chat_additions, where);
   KILN_CHECK(c.eval_every_tokens >= 0, "--eval-every-tokens must be >= 0 (0: off), got ", c.eval_every_tokens, where);
   KILN_CHECK(c.eval_batches >= 1, "--eval-batches must be at least 1, got ", c.eval_batches, where);
   KILN_CHECK(c.eval_task_examples >= 0, "--eval-task-examples must be >= 0 (0: all), got ", c.eval_task_examples, where);

@@ -9,8 +9,12 @@
 // A batch's loss is the mean over its pairs. The trainer turns dL/dpi_c and dL/dpi_r into each answer token's
 // gradient weight: pi_s is a sum of log p(token), so dL/dlog p(token) = dL/dpi_s for every token of s, and the loss
 // kernel's per-token gradient is that of -log p, scaled by the weight -dL/dpi_s / pairs.
+// TRL's rpo_alpha (the RPO paper's term) adds to a batch's loss alpha x nll, the mean negative log-likelihood of
+// every chosen answer's tokens (their count N_c): -alpha sum_p pi_c(p) / N_c, whose derivative by each pi_c is
+// -alpha / N_c: each chosen token's weight gains alpha / N_c (answer_token_weight).
 // Logged (TRL's names): rewards/chosen = beta chosen_logratio, rewards/rejected, rewards/margins (their difference),
-// rewards/accuracies (chosen reward > rejected reward), logps/chosen, logps/rejected (the policy's).
+// rewards/accuracies (chosen reward > rejected reward), logps/chosen, logps/rejected (the policy's); nll_loss with
+// rpo_alpha.
 #pragma once
 #include <cmath>
 
@@ -48,10 +52,25 @@ inline PairTerms preference_terms(PreferenceLoss loss, double beta, const PairLo
   return t;
 }
 
+// The loss-gradient weight of a token of a pair's chosen or rejected answer: -dL/dlog p(token) for a batch of
+// `pairs` pairs whose chosen answers hold `chosen_tokens` tokens, with TRL's rpo_alpha (0: none).
+inline double answer_token_weight(const PairTerms& t, bool chosen, double pairs, double chosen_tokens, double rpo_alpha) {
+  const double w = -(chosen ? t.d_chosen : t.d_rejected) / pairs;
+  return chosen && rpo_alpha > 0 ? w + rpo_alpha / chosen_tokens : w;
+}
+// The batch loss with TRL's rpo_alpha: the pairs' mean loss plus alpha x the chosen answers' mean negative
+// log-likelihood (`chosen_nll` = -sum of their log-probabilities, over `chosen_tokens` tokens).
+inline double batch_preference_loss(double loss_sum, double pairs, double chosen_nll, double chosen_tokens,
+                                    double rpo_alpha) {
+  const double mean = pairs > 0 ? loss_sum / pairs : 0.0;
+  return rpo_alpha > 0 && chosen_tokens > 0 ? mean + rpo_alpha * chosen_nll / chosen_tokens : mean;
+}
+
 // Sums over a batch's pairs, for the console, metrics.jsonl and the held-out evaluation.
 struct PreferenceStats {
   long pairs = 0;
   double loss = 0, reward_chosen = 0, reward_rejected = 0, correct = 0, logp_chosen = 0, logp_rejected = 0;
+  double chosen_tokens = 0;  // the chosen answers' tokens (for rpo_alpha's mean negative log-likelihood)
   void add(const PairLogps& p, const PairTerms& t) {
     ++pairs;
     loss += t.loss, reward_chosen += t.reward_chosen, reward_rejected += t.reward_rejected;
@@ -61,7 +80,10 @@ struct PreferenceStats {
   void add(const PreferenceStats& o) {
     pairs += o.pairs, loss += o.loss, reward_chosen += o.reward_chosen, reward_rejected += o.reward_rejected;
     correct += o.correct, logp_chosen += o.logp_chosen, logp_rejected += o.logp_rejected;
+    chosen_tokens += o.chosen_tokens;
   }
+  double nll() const { return chosen_tokens > 0 ? -logp_chosen / chosen_tokens : 0.0; }  // TRL's nll_loss
+  double batch_loss(double rpo_alpha) const { return batch_preference_loss(loss, double(pairs), -logp_chosen, chosen_tokens, rpo_alpha); }
   double mean(double v) const { return pairs ? v / double(pairs) : 0.0; }
   double accuracy() const { return mean(correct); }
   double margin() const { return mean(reward_chosen - reward_rejected); }

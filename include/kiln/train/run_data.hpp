@@ -219,12 +219,12 @@ inline std::string generated_file(const TrainConfig& c, const std::string& kind,
                                   const std::function<std::vector<nlohmann::json>(
                                       const std::vector<std::pair<std::string, std::string>>&,
                                       const data::ChatSyntheticOptions&)>& make,
-                                  bool held_out = false) {
+                                  bool held_out = false, const data::ChatSyntheticOptions& base = {}) {
   namespace fs = std::filesystem;
   const std::vector<std::string> texts = data::text_files({c.data});
   KILN_CHECK(!texts.empty(), option, " \"\" generates ", kind, " from the text corpus, and --data ", c.data,
              " holds no text files: give ", option, " <", kind, ".jsonl>");
-  data::ChatSyntheticOptions o;
+  data::ChatSyntheticOptions o = base;
   o.digits = c.chat_digits;
   o.held_out = held_out;
   const std::string hex = data::cache_key(texts, mix64(uint64_t(o.instructions) * 1000003 + uint64_t(o.arithmetic) * 7919 +
@@ -246,11 +246,16 @@ inline nlohmann::json messages_json(const std::vector<data::Message>& ms) {
 }
 // The conversations an SFT phase generates (TrainConfig::chat ""): fortune requests and additions.
 inline std::string synthetic_chat_file(const TrainConfig& c) {
-  return generated_file(c, "chat", "--chat", 0, [](const auto& docs, const auto& o) {
-    std::vector<nlohmann::json> out;
-    for (const auto& conv : data::synthetic_chats(docs, o)) out.push_back({{"messages", messages_json(conv)}});
-    return out;
-  });
+  data::ChatSyntheticOptions counts;
+  counts.instructions = c.chat_instructions, counts.arithmetic = c.chat_additions;
+  return generated_file(
+      c, "chat", "--chat", 0,
+      [](const auto& docs, const auto& o) {
+        std::vector<nlohmann::json> out;
+        for (const auto& conv : data::synthetic_chats(docs, o)) out.push_back({{"messages", messages_json(conv)}});
+        return out;
+      },
+      false, counts);
 }
 // The pairs a preference phase generates (TrainConfig::pairs ""): right against wrong, on topic against off.
 inline std::string synthetic_pairs_file(const TrainConfig& c) {

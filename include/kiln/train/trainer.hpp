@@ -360,6 +360,7 @@ class Trainer final : public TrainerBase {
     long step = -1;  // its phase step (0-based); -1: none
     double lr = 0, flops = 0;
     long targets = 0;                     // of the global batch
+    double chosen_tokens = 0;             // a preference step's: its chosen answers' tokens (global batch)
     std::vector<HostBatch<B, T>> micro;   // this rank's micro-batches
     PreferenceStats stats;                // a preference step's pairs (this rank's)
     std::unique_ptr<HostBatch<B, T>> other;  // the other ranks' micro-batches pass through here (data parallelism)
@@ -377,10 +378,12 @@ class Trainer final : public TrainerBase {
     w.micro.resize(size_t(c.grad_accum));
     if (N > 1 && !w.other) w.other = std::make_unique<HostBatch<B, T>>();
     w.targets = 0;
+    w.chosen_tokens = 0;
     w.flops = 0;
     for (long m = 0; m < long(c.grad_accum) * N; ++m) {
       auto& mb = m % N == me ? w.micro[size_t(m / N)] : *w.other;
       mb.fill_as(*data_.train, preference || c.document_masking);
+      if (preference) w.chosen_tokens += double(count_chosen(mb));
       w.targets += preference ? count_pairs(mb) : mb.count_targets();
       w.flops += (preference ? 5.0 / 3.0 : 1.0) *
                  plan::Flops<phase_model<Recipe, I>, St>::train_flops(double(B) * T, mb.attention_context());
@@ -433,9 +436,22 @@ class Trainer final : public TrainerBase {
     std::vector<int32_t> seg;
     return mb.sequences(seg) / 2;
   }
+  // The tokens of the chosen answers (even sequence ids: the pairs are (chosen, rejected) in order).
+  static long count_chosen(const std::vector<int32_t>& seg) {
+    long n = 0;
+    for (int32_t s : seg) n += s >= 0 && s % 2 == 0;
+    return n;
+  }
+  template <int B, int T>
+  static long count_chosen(const HostBatch<B, T>& mb) {
+    std::vector<int32_t> seg;
+    mb.sequences(seg);
+    return count_chosen(seg);
+  }
   // A preference step: per micro-batch the reference's and the policy's forward give the pairs' terms, then one
-  // forward and backward with each answer token's gradient weighted by -dL/dlog p / pairs (the global batch's);
-  // the step's loss is the mean over the pairs.
+  // forward and backward with each answer token's gradient weighted by -dL/dlog p / pairs (the global batch's; with
+  // rpo_alpha, each chosen token's also by alpha / the global batch's chosen tokens: preference.hpp); the step's
+  // loss is the mean over the pairs (plus alpha x the chosen answers' mean negative log-likelihood).
   template <int I, class W>
   void start_preference_step(W& w, long s, bool refill) {
     auto& exec = *std::get<I>(execs_);
@@ -456,16 +472,19 @@ class Trainer final : public TrainerBase {
     for (auto& mb : w.micro) {
       preference_pairs<I>(mb, seg, pairs, terms);
       mb.weights.assign(mb.tokens.size(), 0.0f);
-      double loss = 0;
+      double loss = 0, chosen_nll = 0;
       for (size_t p = 0; p < pairs.size(); ++p) {
         w.stats.add(pairs[p], terms[p]);
         loss += terms[p].loss;
+        chosen_nll -= pairs[p].policy_chosen;
       }
+      w.stats.chosen_tokens += double(count_chosen(seg));
+      // the step's loss sum is divided by its pairs: alpha x nll enters as its share of alpha x nll x pairs
+      if (c.rpo_alpha > 0) loss += c.rpo_alpha * chosen_nll * double(w.targets) / w.chosen_tokens;
       for (size_t k = 0; k < seg.size(); ++k)
-        if (seg[k] >= 0) {
-          const PairTerms& t = terms[size_t(seg[k] / 2)];
-          mb.weights[k] = float(-(seg[k] % 2 == 0 ? t.d_chosen : t.d_rejected) / double(w.targets));
-        }
+        if (seg[k] >= 0)
+          mb.weights[k] = float(answer_token_weight(terms[size_t(seg[k] / 2)], seg[k] % 2 == 0, double(w.targets),
+                                                    w.chosen_tokens, c.rpo_alpha));
       exec.forward_backward(*state_, mb.view(), 1.0f);
       mb.weights.clear();
       state_->add_loss(loss);  // the step's loss is the pairs', for the guard and the log
@@ -489,18 +508,20 @@ class Trainer final : public TrainerBase {
       if (i % N != me) continue;
       preference_pairs<I>(mb, seg, pairs, terms);
       for (size_t p = 0; p < pairs.size(); ++p) st.add(pairs[p], terms[p]);
+      st.chosen_tokens += double(count_chosen(seg));
     }
     if (N > 1) {
-      double v[7] = {double(st.pairs), st.loss, st.reward_chosen, st.reward_rejected, st.correct, st.logp_chosen,
-                     st.logp_rejected};
-      dp_comm()->allreduce_sum(v, 7, "the all-reduce of the held-out preference statistics");
+      double v[8] = {double(st.pairs), st.loss, st.reward_chosen, st.reward_rejected, st.correct, st.logp_chosen,
+                     st.logp_rejected, st.chosen_tokens};
+      dp_comm()->allreduce_sum(v, 8, "the all-reduce of the held-out preference statistics");
       st.pairs = long(v[0]), st.loss = v[1], st.reward_chosen = v[2], st.reward_rejected = v[3], st.correct = v[4];
-      st.logp_chosen = v[5], st.logp_rejected = v[6];
+      st.logp_chosen = v[5], st.logp_rejected = v[6], st.chosen_tokens = v[7];
     }
     eval_extra = {{"rewards/accuracies", st.accuracy()}, {"rewards/margins", st.margin()},
                   {"logps/chosen", st.mean(st.logp_chosen)}, {"logps/rejected", st.mean(st.logp_rejected)},
                   {"pairs", double(st.pairs)}};
-    return st.mean(st.loss);
+    if (config().rpo_alpha > 0) eval_extra.push_back({"nll_loss", st.nll()});
+    return st.batch_loss(config().rpo_alpha);
   }
 
   // Whether an evaluation follows phase step `done` (1-based): every eval_every steps, or where the phase's tokens
@@ -610,6 +631,7 @@ class Trainer final : public TrainerBase {
                  {"rewards/accuracies", w.stats.accuracy()}, {"rewards/margins", w.stats.margin()},
                  {"logps/chosen", w.stats.mean(w.stats.logp_chosen)},
                  {"logps/rejected", w.stats.mean(w.stats.logp_rejected)}};
+      if (w.stats.pairs && c.rpo_alpha > 0) extra.push_back({"nll_loss", w.stats.nll()});
       if (on_step) {
         const double dt = std::chrono::duration<double>(now_step - last_step_time_).count();
         on_step({run_step_, loss, lr, norm, dt > 0 ? double(B) * T * c.grad_accum * dp_world() / dt : 0, skipped, phase_,
