@@ -3,7 +3,8 @@
 #
 #   bench/gpu_check.sh prepare      here (nvcc, no GPU needed): builds the GPU programs into build-gpu/carry/
 #                                   (test_kernels_gpu, test_cuda_backend_gpu, bench_gpu, train_demo_pretrain_cuda,
-#                                   kiln_fryer, the PyTorch fixture, the demo's text, and the Debian libraries
+#                                   train_demo_cuda (the whole program: SFT, APO-zero with its reference model, the
+#                                   merge), kiln_fryer, the PyTorch fixture, the demo's text, and the Debian libraries
 #                                   they need that a bare GPU machine lacks: Google Benchmark). Prints what
 #                                   travels and its size. cuDNN comes from the GPU machine (0.5 GB).
 #   bench/gpu_check.sh run [DIR]    on the GPU machine (no network, no Debian packages; CUDA 13 and PyTorch's CUDA
@@ -22,17 +23,27 @@ demo_args() {
   echo --steps $demo_steps --log-every 50 --eval-every 0 --eval-batches 16 --sample-tokens 0 --data "$1/fortunes"
 }
 heldout() { sed -n 's/.*held-out loss \([0-9.]*\) nats\/token.*/\1/p' "$1" | tail -1; }
+# the demo's whole program, 10 steps a phase, the same on the CPU and on the GPU; compared by the text bits/byte of
+# its table's apo row (the model after pretraining, long context, SFT and APO-zero with its reference)
+program_args() {
+  echo --steps 10 --log-every 5 --eval-batches 4 --eval-task-examples 8 --reasoning-problems 4 --sample-tokens 0 \
+    --data "$1/fortunes"
+}
+apo_bpb() { awk -F'|' '$2 == " apo " { gsub(/ /, "", $4); print $4 }' "$1/summary.md" 2>/dev/null; }
 
 prepare() {
   local b=$here/build-gpu
+  mkdir -p "$b"
   cmake -S "$here" -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_TESTS=ON -DKILN_BENCH=ON \
-    >"$b.configure.log" 2>&1 || { cat "$b.configure.log"; echo "gpu_check: configure failed" >&2; exit 1; }
-  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu test_nccl_gpu bench_gpu bench_gpu_step train_demo_pretrain train_demo_pretrain_cuda kiln_fryer \
+    >"$b/configure.log" 2>&1 || { cat "$b/configure.log"; echo "gpu_check: configure failed" >&2; exit 1; }
+  ninja -C "$b" test_kernels_gpu test_cuda_backend_gpu test_nccl_gpu bench_gpu bench_gpu_step train_demo_pretrain train_demo_pretrain_cuda \
+    train_demo train_demo_cuda kiln_fryer \
     || { echo "gpu_check: build failed" >&2; exit 1; }
   rm -rf "$b/carry" && mkdir -p "$b/carry/lib" "$b/carry/fixtures" "$b/carry/demo"
   cp "$b/tests/test_kernels_gpu" "$b/tests/test_cuda_backend_gpu" "$b/tests/test_nccl_gpu" "$b/bench/bench_gpu" "$b/bench/bench_gpu_step" \
-    "$b/train_demo_pretrain_cuda" "$b/kiln_fryer" "$b/carry/"
-  strip "$b/carry/"*_gpu "$b/carry/bench_gpu" "$b/carry/bench_gpu_step" "$b/carry/train_demo_pretrain_cuda" "$b/carry/kiln_fryer"
+    "$b/train_demo_pretrain_cuda" "$b/train_demo_cuda" "$b/kiln_fryer" "$b/carry/"
+  strip "$b/carry/"*_gpu "$b/carry/bench_gpu" "$b/carry/bench_gpu_step" "$b/carry/train_demo_pretrain_cuda" \
+    "$b/carry/train_demo_cuda" "$b/carry/kiln_fryer"
   cp "$here/tests/fixtures/tiny_rnope.safetensors" "$b/carry/fixtures/"
   # The demo's data (the GPU machine has no fortunes package; each run trains the recipe's BPE on it, which is
   # deterministic), and the CPU trainer's held-out loss after the same steps: the GPU run must reach it within 2%.
@@ -42,10 +53,16 @@ prepare() {
     > "$b/demo-cpu.log" 2>&1 || { tail "$b/demo-cpu.log"; echo "gpu_check: the CPU demo run failed" >&2; exit 1; }
   heldout "$b/demo-cpu.log" > "$b/carry/demo/cpu_heldout.txt"
   echo "gpu_check: CPU held-out loss $(cat "$b/carry/demo/cpu_heldout.txt")"
+  echo "gpu_check: the CPU reference run of the demo's program (10 steps a phase)"
+  (cd "$b" && "$b/train_demo" $(program_args "$b/carry/demo") --threads "$(nproc)" --out "$b/program-cpu") \
+    > "$b/program-cpu.log" 2>&1 || { tail "$b/program-cpu.log"; echo "gpu_check: the CPU program run failed" >&2; exit 1; }
+  apo_bpb "$b/program-cpu" > "$b/carry/demo/cpu_program_bpb.txt"
+  echo "gpu_check: CPU text bits/byte after APO $(cat "$b/carry/demo/cpu_program_bpb.txt")"
   cp "$here/bench/gpu_check.sh" "$b/carry/"
   # Debian libraries the GPU machine does not have (CUDA's own come from the machine: cuBLAS is 0.6 GB)
   for lib in $(ldd "$b/bench/bench_gpu" "$b/bench/bench_gpu_step" "$b/tests/test_kernels_gpu" \
-                   "$b/tests/test_cuda_backend_gpu" "$b/tests/test_nccl_gpu" "$b/train_demo_pretrain_cuda" | awk '/=> \// {print $3}' | sort -u); do
+                   "$b/tests/test_cuda_backend_gpu" "$b/tests/test_nccl_gpu" "$b/train_demo_pretrain_cuda" \
+                   "$b/train_demo_cuda" | awk '/=> \// {print $3}' | sort -u); do
     case $lib in
       */libbenchmark* | */libopenblas* | */libgfortran* | */libquadmath* | */libpcre2* | */libxxhash* | */libgomp* | \
       */libmpi* | */libopen-pal* | */libopen-rte* | */libhwloc* | */libevent* | */libudev*)  # Open MPI: one rank loads it
@@ -150,6 +167,28 @@ PY
         echo "demo: GPU held-out loss $gpu, CPU $cpu: within 2%"
       else
         echo "demo: FAILED: GPU held-out loss '$gpu', CPU $cpu (more than 2% apart)"
+        status=1
+      fi
+    fi
+  fi
+  if [[ -x $d/train_demo_cuda && -s $d/demo/cpu_program_bpb.txt ]]; then
+    echo "== the demo's program on the GPU (train_demo_cuda, 10 steps a phase: APO-zero's reference on the device)"
+    (cd "$out" && "$d/train_demo_cuda" $(program_args "$d/demo") --out "$out/program-gpu") > "$out/program-gpu.log" 2>&1
+    local pr=$?
+    grep -E "^kiln: (backend|preference|merge step)|^\| apo " "$out/program-gpu.log" | cut -c1-160
+    if grep -q "no CUDA device" "$out/program-gpu.log"; then
+      echo "skipped: no CUDA device"
+    elif ((pr != 0)); then
+      tail -3 "$out/program-gpu.log"
+      status=1
+    else
+      local cpu gpu
+      cpu=$(cat "$d/demo/cpu_program_bpb.txt")
+      gpu=$(apo_bpb "$out/program-gpu")
+      if awk -v c="$cpu" -v g="$gpu" 'BEGIN { d = g - c; if (d < 0) d = -d; exit !(g != "" && d <= 0.02 * c) }'; then
+        echo "program: GPU text bits/byte after APO $gpu, CPU $cpu: within 2%"
+      else
+        echo "program: FAILED: GPU text bits/byte after APO '$gpu', CPU $cpu (more than 2% apart)"
         status=1
       fi
     fi
