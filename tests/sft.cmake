@@ -63,6 +63,14 @@ add_test(NAME trainer.preference_cuda_simt_resume COMMAND ${CMAKE_CURRENT_SOURCE
 set_tests_properties(trainer.preference_cuda_simt_resume PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "PASS: "
                      FAIL_REGULAR_EXPRESSION "FAIL: " TIMEOUT 600
                      ENVIRONMENT "OMP_WAIT_POLICY=passive;KILN_RESUME_AT=19 22")
+# Under data parallelism (2 CPU ranks): one process's steps, and the global batch's statistics in the log.
+if(KILN_MPIRUN AND MPI_CXX_FOUND)
+  add_test(NAME parallel.preference_dp2 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/preference_dp_test.sh
+                                                $<TARGET_FILE:train_post_tiny> ${CMAKE_CURRENT_BINARY_DIR}/preference_dp
+                                                ${KILN_MPIRUN})
+  set_tests_properties(parallel.preference_dp2 PROPERTIES LABELS cpu PASS_REGULAR_EXPRESSION "PASS: "
+                       FAIL_REGULAR_EXPRESSION "FAIL: " TIMEOUT 300)
+endif()
 # DPO and APO-zero against TRL's formulas (tests/fixtures/preference, tests/reference/make_preference_fixture.py),
 # the pairs reader, the generated pairs, and the weighted backward against finite differences of the loss.
 kiln_add_test(test_preference test_preference.cpp)

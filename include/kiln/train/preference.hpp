@@ -83,6 +83,17 @@ struct PreferenceStats {
     chosen_tokens += o.chosen_tokens;
   }
   double nll() const { return chosen_tokens > 0 ? -logp_chosen / chosen_tokens : 0.0; }  // TRL's nll_loss
+  // The sums as one array (data parallelism: summed over the ranks, as TRL gathers its metrics), and back.
+  static constexpr int kFields = 8;
+  void to(double* v) const {
+    const double f[kFields] = {double(pairs), loss, reward_chosen, reward_rejected, correct, logp_chosen, logp_rejected,
+                               chosen_tokens};
+    for (int i = 0; i < kFields; ++i) v[i] = f[i];
+  }
+  void from(const double* v) {
+    pairs = long(v[0]), loss = v[1], reward_chosen = v[2], reward_rejected = v[3], correct = v[4];
+    logp_chosen = v[5], logp_rejected = v[6], chosen_tokens = v[7];
+  }
   double batch_loss(double rpo_alpha) const { return batch_preference_loss(loss, double(pairs), -logp_chosen, chosen_tokens, rpo_alpha); }
   double mean(double v) const { return pairs ? v / double(pairs) : 0.0; }
   double accuracy() const { return mean(correct); }

@@ -362,7 +362,7 @@ class Trainer final : public TrainerBase {
     long targets = 0;                     // of the global batch
     double chosen_tokens = 0;             // a preference step's: its chosen answers' tokens (global batch)
     std::vector<HostBatch<B, T>> micro;   // this rank's micro-batches
-    PreferenceStats stats;                // a preference step's pairs (this rank's)
+    PreferenceStats stats;                // a preference step's pairs (the global batch's)
     std::unique_ptr<HostBatch<B, T>> other;  // the other ranks' micro-batches pass through here (data parallelism)
   };
 
@@ -489,7 +489,13 @@ class Trainer final : public TrainerBase {
       mb.weights.clear();
       state_->add_loss(loss);  // the step's loss is the pairs', for the guard and the log
     }
-    if (N > 1) state_->all_reduce(*dp_comm());
+    if (N > 1) {  // the logged statistics are the global batch's, as TRL gathers them
+      double v[PreferenceStats::kFields];
+      w.stats.to(v);
+      dp_comm()->allreduce_sum(v, PreferenceStats::kFields, "the all-reduce of a step's preference statistics");
+      w.stats.from(v);
+      state_->all_reduce(*dp_comm());
+    }
     state_->end_step(StepArgs{w.lr, c.beta1, c.beta2, c.adam_eps, c.weight_decay, c.clip, double(w.targets)});
   }
   // The held-out pairs: the mean loss (and, in eval_extra, the accuracy, the margin and the log-probabilities).
@@ -511,11 +517,10 @@ class Trainer final : public TrainerBase {
       st.chosen_tokens += double(count_chosen(seg));
     }
     if (N > 1) {
-      double v[8] = {double(st.pairs), st.loss, st.reward_chosen, st.reward_rejected, st.correct, st.logp_chosen,
-                     st.logp_rejected, st.chosen_tokens};
-      dp_comm()->allreduce_sum(v, 8, "the all-reduce of the held-out preference statistics");
-      st.pairs = long(v[0]), st.loss = v[1], st.reward_chosen = v[2], st.reward_rejected = v[3], st.correct = v[4];
-      st.logp_chosen = v[5], st.logp_rejected = v[6], st.chosen_tokens = v[7];
+      double v[PreferenceStats::kFields];
+      st.to(v);
+      dp_comm()->allreduce_sum(v, PreferenceStats::kFields, "the all-reduce of the held-out preference statistics");
+      st.from(v);
     }
     eval_extra = {{"rewards/accuracies", st.accuracy()}, {"rewards/margins", st.margin()},
                   {"logps/chosen", st.mean(st.logp_chosen)}, {"logps/rejected", st.mean(st.logp_rejected)},
