@@ -629,7 +629,13 @@ void weighted_case(double mix_tol) {
   Fixture<> f;
   backend::cuda::State<TinyRnope, Prec> s;
   f.load(s);
+  // bit for bit: Kiln's attention (cuDNN's backward adds dQ with atomics), read when the executor is made
+  const char* was = std::getenv("KILN_ATTENTION");
+  const std::string before_attention = was ? was : "";
+  setenv("KILN_ATTENTION", "kiln", 1);
   auto exec = std::make_unique<backend::cuda::Executor<TinyRnope, B, T, Prec>>();
+  if (was) setenv("KILN_ATTENTION", before_attention.c_str(), 1);
+  else unsetenv("KILN_ATTENTION");
   const auto grads = [&](const backend::Batch& b, int times) {
     std::vector<float> g;
     for (int i = 0; i < times; ++i) {
