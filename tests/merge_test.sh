@@ -3,7 +3,7 @@
 # a soup, a linear merge and task arithmetic are written as checkpoints that generate reads; a model merged alone
 # (weight 1) or with itself generates exactly what it did; bad requests are refused, naming what is wrong, and write
 # nothing. And a program's merge step (post_tiny's): the same weights as `merge` over the phase ends it kept, and only
-# this run's.
+# this run's. And a resume's tokenizer check, by the file's bytes.
 set -euo pipefail
 sft=$1 post=$2 work=$3
 fail() { echo "FAIL: $*"; exit 1; }
@@ -65,6 +65,17 @@ cmp -s final/kiln_logits.safetensors by_hand/kiln_logits.safetensors || fail "th
 has post3.log "removed the phase ends the previous run kept for its merge steps"
 has post3.log "kiln: merge step: the weights are now 0.9 x phase apo's end + 0.1 x phase sft's end"
 [ "$(ls post/phases/sft)" == "step_00000006" ] || { ls post/phases/sft; fail "post/phases/sft holds another run's end"; }
+# A checkpoint's tokenizer is matched by its bytes: the same tokenizer trained in another cache (another path)
+# resumes; another one (bpe:300) is refused, naming both.
+tok=$(sed -n 's/.*"tokenizer": "\(.*tokenizer.json\)".*/\1/p' post/checkpoints/step_00000009/state.json)
+elsewhere=(--threads 2 --sample-tokens 0 --resume auto --log-every 100 --out post --steps 3)
+"$post" "${elsewhere[@]}" --cache cache2 > tok.log 2>&1 \
+  || { cat tok.log; fail "the same tokenizer from another cache was refused"; }
+has tok.log "nothing left to train"
+if "$post" "${elsewhere[@]}" --cache cache3 --tokenizer bpe:300 > tok2.log 2>&1; then
+  cat tok2.log; fail "another tokenizer was taken"
+fi
+has tok2.log "the checkpoint was trained with tokenizer \"$tok\" but this run reads its data with \"$work/cache3/bpe300"
 refused r.log 'field extra.recipe is "post_tiny", but this trainer is for recipe "sft_tiny"' \
   --model $ck/step_00000020 --model post/checkpoints --out x
 [ ! -e x ] || fail "a refused merge wrote something"

@@ -10,7 +10,9 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <sstream>
 #include <xxhash.h>
@@ -496,10 +498,18 @@ int trainer_main(int argc, char** argv, const RecipeProgram& r) {
         const io::Checkpoint ck(*found);
         // The tokenizer is part of the run: the same ids must mean the same text after a resume.
         const std::string theirs = ck.state().extra.value("data", nlohmann::json::object()).value("tokenizer", std::string());
+        // (one file, or two with the same bytes: a cache elsewhere that trained the same tokenizer from the same
+        // texts, whose key holds the generated files' paths)
         const auto same_file = [](const std::string& a, const std::string& b) {
           if (a.empty() || b.empty()) return a == b;
           std::error_code e1, e2;
-          return std::filesystem::weakly_canonical(a, e1) == std::filesystem::weakly_canonical(b, e2);
+          if (std::filesystem::weakly_canonical(a, e1) == std::filesystem::weakly_canonical(b, e2)) return true;
+          const auto bytes = [](const std::string& path) {
+            std::ifstream in(path, std::ios::binary);
+            return in ? std::string(std::istreambuf_iterator<char>(in), {}) : std::string();
+          };
+          const std::string x = bytes(a);
+          return !x.empty() && x == bytes(b);
         };
         KILN_CHECK(c.allow_tokenizer_change || same_file(theirs, data->tokenizer_path), found->dir,
                    ": the checkpoint was trained with tokenizer ", theirs.empty() ? "(byte-level)" : "\"" + theirs + "\"",
