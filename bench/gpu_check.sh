@@ -30,6 +30,19 @@ program_args() {
     --data "$1/fortunes"
 }
 apo_bpb() { awk -F'|' '$2 == " apo " { gsub(/ /, "", $4); print $4 }' "$1/summary.md" 2>/dev/null; }
+# against_cpu <label> <measure> <log> <exit status> <cpu value> <gpu value>: a GPU run's measure within 2% of the
+# CPU run's (skipped without a device; a failed run fails)
+against_cpu() {
+  local label=$1 what=$2 log=$3 rc=$4 cpu=$5 gpu=$6
+  if grep -q "no CUDA device" "$log"; then echo "skipped: no CUDA device"; return 0; fi
+  if ((rc != 0)); then tail -3 "$log"; return 1; fi
+  if awk -v c="$cpu" -v g="$gpu" 'BEGIN { d = g - c; if (d < 0) d = -d; exit !(g != "" && d <= 0.02 * c) }'; then
+    echo "$label: GPU $what $gpu, CPU $cpu: within 2%"
+  else
+    echo "$label: FAILED: GPU $what '$gpu', CPU $cpu (more than 2% apart)"
+    return 1
+  fi
+}
 
 prepare() {
   local b=$here/build-gpu
@@ -154,44 +167,16 @@ PY
     (cd "$out" && "$d/train_demo_pretrain_cuda" $(demo_args "$d/demo") --out "$out/demo-gpu") > "$out/demo-gpu.log" 2>&1
     local dr=$?
     grep -E "^kiln: (backend|held-out)|^step .*/${demo_steps} " "$out/demo-gpu.log" | tail -4
-    if grep -q "no CUDA device" "$out/demo-gpu.log"; then
-      echo "skipped: no CUDA device"
-    elif ((dr != 0)); then
-      tail -3 "$out/demo-gpu.log"
-      status=1
-    else
-      local cpu gpu
-      cpu=$(cat "$d/demo/cpu_heldout.txt")
-      gpu=$(heldout "$out/demo-gpu.log")
-      if awk -v c="$cpu" -v g="$gpu" 'BEGIN { d = g - c; if (d < 0) d = -d; exit !(g != "" && d <= 0.02 * c) }'; then
-        echo "demo: GPU held-out loss $gpu, CPU $cpu: within 2%"
-      else
-        echo "demo: FAILED: GPU held-out loss '$gpu', CPU $cpu (more than 2% apart)"
-        status=1
-      fi
-    fi
+    against_cpu demo "held-out loss" "$out/demo-gpu.log" $dr "$(cat "$d/demo/cpu_heldout.txt")" \
+      "$(heldout "$out/demo-gpu.log")" || status=1
   fi
   if [[ -x $d/train_demo_cuda && -s $d/demo/cpu_program_bpb.txt ]]; then
     echo "== the demo's program on the GPU (train_demo_cuda, 10 steps a phase: APO-zero's reference on the device)"
     (cd "$out" && "$d/train_demo_cuda" $(program_args "$d/demo") --out "$out/program-gpu") > "$out/program-gpu.log" 2>&1
     local pr=$?
     grep -E "^kiln: (backend|preference|merge step)|^\| apo " "$out/program-gpu.log" | cut -c1-160
-    if grep -q "no CUDA device" "$out/program-gpu.log"; then
-      echo "skipped: no CUDA device"
-    elif ((pr != 0)); then
-      tail -3 "$out/program-gpu.log"
-      status=1
-    else
-      local cpu gpu
-      cpu=$(cat "$d/demo/cpu_program_bpb.txt")
-      gpu=$(apo_bpb "$out/program-gpu")
-      if awk -v c="$cpu" -v g="$gpu" 'BEGIN { d = g - c; if (d < 0) d = -d; exit !(g != "" && d <= 0.02 * c) }'; then
-        echo "program: GPU text bits/byte after APO $gpu, CPU $cpu: within 2%"
-      else
-        echo "program: FAILED: GPU text bits/byte after APO '$gpu', CPU $cpu (more than 2% apart)"
-        status=1
-      fi
-    fi
+    against_cpu program "text bits/byte after APO" "$out/program-gpu.log" $pr "$(cat "$d/demo/cpu_program_bpb.txt")" \
+      "$(apo_bpb "$out/program-gpu")" || status=1
   fi
   echo "== kiln_fryer (20 s: bf16 GEMM, then HBM copies)"
   "$d/kiln_fryer" --seconds 20 2>&1 | tee "$out/fryer.log" | tail -8
